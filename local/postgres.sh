@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Local PostgreSQL for the dev stack and the tests: start | stop | status | env.
+# Runs as the `postgres` user (PostgreSQL refuses root) in a data folder of
+# its own, listening on 127.0.0.1 only, with a generated superuser password.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+dir="$PGCREDS_LOCAL_DIR/postgres"
+data="$dir/data"
+password_file="$dir/superuser.password"
+
+pg_bin() {
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [[ -z "$bin" ]]; then
+    log "installing Debian's postgresql package"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >&2
+    # Debian's package starts a cluster of its own on 5432; we do not use it.
+    service postgresql stop >/dev/null 2>&1 || true
+    bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  echo "$bin"
+}
+
+as_postgres() { runuser -u postgres -- "$@"; }
+
+running() { [[ -f "$data/postmaster.pid" ]] && as_postgres "$(pg_bin)/pg_ctl" -D "$data" status >/dev/null 2>&1; }
+
+start() {
+  local bin; bin=$(pg_bin)
+  mkdir -p "$PGCREDS_LOCAL_DIR" && chmod 755 "$PGCREDS_LOCAL_DIR"
+  if [[ ! -f "$data/PG_VERSION" ]]; then
+    log "initializing a cluster in $data"
+    install -d -o postgres -g postgres -m 700 "$dir"
+    ( umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(24))' > "$password_file" )
+    chown postgres "$password_file"
+    as_postgres "$bin/initdb" -D "$data" -U postgres --pwfile="$password_file" \
+      --auth-local=peer --auth-host=scram-sha-256 -E UTF8 >/dev/null
+  fi
+  if running; then log "PostgreSQL already running on 127.0.0.1:$PGCREDS_PG_PORT"; return; fi
+  as_postgres "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start \
+    -o "-c listen_addresses=127.0.0.1 -p $PGCREDS_PG_PORT -c unix_socket_directories=$dir -c max_connections=200" >/dev/null
+  log "PostgreSQL started on 127.0.0.1:$PGCREDS_PG_PORT (data: $data)"
+}
+
+stop() {
+  if running; then as_postgres "$(pg_bin)/pg_ctl" -D "$data" -m fast -w stop >/dev/null; log "PostgreSQL stopped"; fi
+}
+
+# Prints the connection settings as shell exports (the password only from the
+# root-readable file, never in a process listing).
+env_() {
+  cat <<EOT
+export PGHOST=127.0.0.1 PGPORT=$PGCREDS_PG_PORT PGUSER=postgres PGDATABASE=postgres
+export PGCREDS_POSTGRES_ADMIN_PASSWORD=\$(cat '$password_file')
+EOT
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) if running; then echo running; else echo stopped; exit 1; fi ;;
+  env) env_ ;;
+  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+esac
