@@ -1,0 +1,53 @@
+"""Wiring only: settings -> components -> exports."""
+
+import pulumi
+
+from components.access_roles import AccessRoles, AccessRolesArgs
+from components.app_schema import AppSchema, AppSchemaArgs
+from components.existing_postgres import ExistingPostgres, ExistingPostgresArgs
+from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs
+from settings import load_settings
+from tables import APP_TABLES
+
+settings = load_settings()
+
+postgres = ExistingPostgres("postgres", ExistingPostgresArgs(
+    host=settings.postgres.host,
+    port=settings.postgres.port,
+    database=settings.postgres.database,
+    admin_user=settings.postgres.admin_user,
+    admin_password=settings.postgres.admin_password,
+    sslmode=settings.postgres.sslmode,
+    sslrootcert=settings.postgres.sslrootcert,
+))
+
+schema = AppSchema("app-schema", AppSchemaArgs(
+    endpoint=postgres.endpoint,
+    tables=APP_TABLES,
+    owner_role=settings.owner_role,
+    sample_data=settings.sample_data,
+    keep_tables_on_destroy=settings.keep_tables_on_destroy,
+))
+
+access = AccessRoles("access-roles", AccessRolesArgs(
+    endpoint=postgres.endpoint,
+    roles=settings.roles,
+    tables=schema.tables,
+    vault_admin_role=settings.vault_admin_role,
+))
+
+vault_secrets = VaultDatabaseSecrets("vault-database-secrets", VaultDatabaseSecretsArgs(
+    endpoint=postgres.endpoint,
+    vault_address=settings.vault.address,
+    mount_path=settings.vault.mount_path,
+    connection_name=settings.vault.connection_name,
+    admin_username=access.vault_admin_username,
+    admin_password=access.vault_admin_password,
+    roles=settings.roles,
+    depends_on=access.grants,
+))
+
+pulumi.export("vaultMountPath", vault_secrets.mount_path)
+pulumi.export("credentialPaths", vault_secrets.credential_paths)
+pulumi.export("groupRoles", {role.name: role.group_role for role in settings.roles})
+pulumi.export("vaultAdminRole", access.vault_admin_username)

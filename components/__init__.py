@@ -1,0 +1,1 @@
+"""Pulumi components, one per file. None reads stack config: each takes typed Args."""

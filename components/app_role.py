@@ -1,0 +1,45 @@
+"""An application role: the value type shared by AccessRoles and VaultDatabaseSecrets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+# Table privileges and sequence privileges per access level.
+TABLE_PRIVILEGES = {
+    "read": ("SELECT",),
+    "readwrite": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+}
+SEQUENCE_PRIVILEGES = {
+    "read": (),
+    "readwrite": ("USAGE", "SELECT"),
+}
+
+
+@dataclass(frozen=True)
+class AppRole:
+    name: str
+    """Vault role name; credentials are read at `<mount>/creds/<name>`."""
+    tables: tuple[str, ...]
+    """Tables the role's users may use."""
+    access: str
+    """`read` (SELECT) or `readwrite` (SELECT, INSERT, UPDATE, DELETE and sequence USAGE)."""
+    default_ttl_seconds: int
+    """Lifetime of a credential unless renewed."""
+    max_ttl_seconds: int
+    """Lifetime a credential can never outlive."""
+    username_template: Optional[str] = None
+    """Vault username_template for this role's users; None keeps Vault's default."""
+
+    @property
+    def group_role(self) -> str:
+        """The NOLOGIN PostgreSQL group that holds the role's grants."""
+        return self.name.replace("-", "_")
+
+    @property
+    def table_privileges(self) -> tuple[str, ...]:
+        return TABLE_PRIVILEGES[self.access]
+
+    @property
+    def sequence_privileges(self) -> tuple[str, ...]:
+        return SEQUENCE_PRIVILEGES[self.access]

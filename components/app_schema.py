@@ -1,0 +1,48 @@
+"""AppSchema: the application's tables, owned by a NOLOGIN owner role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+from pulumi import ResourceOptions
+
+from components.pg_endpoint import PgEndpoint
+from providers.postgres import PgRole, PgSampleRows, PgTable
+from tables import TableSpec
+
+
+@dataclass(frozen=True)
+class AppSchemaArgs:
+    endpoint: PgEndpoint
+    """The PostgreSQL server and admin login."""
+    tables: tuple[TableSpec, ...]
+    """Tables to create."""
+    owner_role: str
+    """NOLOGIN role that owns the tables, so no login role (and no Vault user) does."""
+    sample_data: bool
+    """Insert each table's sample rows when it is empty (dev stack)."""
+    keep_tables_on_destroy: bool
+    """Leave the tables and their data in place on `pulumi destroy`."""
+
+
+class AppSchema(pulumi.ComponentResource):
+    tables: dict[str, PgTable]
+    """The created tables, by name."""
+
+    def __init__(self, name: str, args: AppSchemaArgs, opts: Optional[ResourceOptions] = None):
+        super().__init__("pgcreds:schema:AppSchema", name, None, opts)
+        connection = args.endpoint.admin_connection()
+        owner = PgRole(f"{name}-owner", name=args.owner_role, connection=connection,
+                       opts=ResourceOptions(parent=self))
+        self.tables = {}
+        for spec in args.tables:
+            table = PgTable(f"{name}-{spec.name}", name=spec.name, columns=spec.columns, owner=owner.name,
+                            keep_on_destroy=args.keep_tables_on_destroy, connection=connection,
+                            opts=ResourceOptions(parent=self))
+            self.tables[spec.name] = table
+            if args.sample_data and spec.sample_rows:
+                PgSampleRows(f"{name}-{spec.name}-sample-rows", table=table.name, columns=spec.sample_columns,
+                             rows=spec.sample_rows, connection=connection, opts=ResourceOptions(parent=self))
+        self.register_outputs({"owner_role": owner.name, "tables": [t.name for t in self.tables.values()]})

@@ -1,0 +1,42 @@
+"""ExistingPostgres: a PostgreSQL server that already runs (local, or anywhere)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+from pulumi import Output, ResourceOptions
+
+from components.pg_endpoint import PgEndpoint, register_endpoint_outputs
+
+
+@dataclass(frozen=True)
+class ExistingPostgresArgs:
+    host: str
+    """Host name or address of the server."""
+    port: int
+    """TCP port of the server."""
+    database: str
+    """Database that holds the application's tables."""
+    admin_user: str
+    """A role with CREATEROLE that can create tables in the database."""
+    admin_password: Output[str]
+    """Its password, a secret Output."""
+    sslmode: str = "prefer"
+    """libpq sslmode."""
+    sslrootcert: Optional[str] = None
+    """CA certificate file for verify-ca / verify-full."""
+
+
+class ExistingPostgres(pulumi.ComponentResource):
+    """Creates nothing: it turns settings into the PgEndpoint the rest consumes."""
+
+    endpoint: PgEndpoint
+
+    def __init__(self, name: str, args: ExistingPostgresArgs, opts: Optional[ResourceOptions] = None):
+        super().__init__("pgcreds:postgres:ExistingPostgres", name, None, opts)
+        self.endpoint = PgEndpoint(
+            host=args.host, port=args.port, database=args.database, admin_user=args.admin_user,
+            admin_password=Output.secret(args.admin_password), sslmode=args.sslmode, sslrootcert=args.sslrootcert)
+        register_endpoint_outputs(self, self.endpoint)

@@ -1,0 +1,50 @@
+"""PgEndpoint: where PostgreSQL is and how to log in as its admin.
+
+The schema, access and Vault components accept one of these and never know
+whether it came from an existing server or a managed service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+from pulumi import Input, Output
+
+
+@dataclass(frozen=True)
+class PgEndpoint:
+    host: Input[str]
+    """Host name or address, as seen from Pulumi and from Vault."""
+    port: Input[int]
+    """TCP port."""
+    database: Input[str]
+    """Database that holds the application's tables."""
+    admin_user: Input[str]
+    """A role that may create roles and tables (not necessarily a superuser)."""
+    admin_password: Output[str]
+    """The admin role's password, a secret Output."""
+    sslmode: str = "prefer"
+    """libpq sslmode for every connection (Pulumi's and Vault's)."""
+    sslrootcert: Optional[str] = None
+    """Path of a CA certificate file to verify the server with (verify-ca / verify-full)."""
+
+    def admin_connection(self) -> Output[dict]:
+        """The `connection` input of the PostgreSQL dynamic resources (a secret)."""
+        return Output.secret(Output.all(
+            host=self.host, port=self.port, database=self.database, user=self.admin_user,
+            password=self.admin_password,
+        ).apply(lambda c: {**c, "sslmode": self.sslmode, "sslrootcert": self.sslrootcert}))
+
+    def vault_connection_url(self) -> Output[str]:
+        """A connection URL for Vault that carries no credentials: Vault fills in
+        {{username}} and {{password}} from the connection's own fields."""
+        return Output.format(
+            "postgresql://{{{{username}}}}:{{{{password}}}}@{0}:{1}/{2}?sslmode={3}",
+            self.host, self.port, self.database, self.sslmode)
+
+
+def register_endpoint_outputs(resource: pulumi.ComponentResource, endpoint: PgEndpoint) -> None:
+    """The outputs every endpoint component registers (no password among them)."""
+    resource.register_outputs({"host": endpoint.host, "port": endpoint.port, "database": endpoint.database})

@@ -1,0 +1,271 @@
+"""Stack settings: read once from the `pgcreds:` config namespace (and the few
+environment variables that may carry credentials), validated here, returned as
+frozen dataclasses. Every error names the setting and the fix, and all of them
+are reported together, before any resource is registered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+import pulumi
+from pulumi import Output
+
+from components.app_role import TABLE_PRIVILEGES, AppRole
+from tables import APP_TABLES
+
+NAMESPACE = "pgcreds"
+
+# PostgreSQL allows more, but a strict pattern keeps every name safe to use in
+# SQL, in Vault paths and as a Pulumi resource name.
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+ROLE_NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
+ROLE_NAME_MAX = 48  # leaves room in Vault's 63-byte usernames
+MOUNT_PATH = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*(?:/[a-zA-Z0-9_-]+)*$")
+DURATION = re.compile(r"^(?:(\d+)|((?:\d+[smhd])+))$")
+DURATION_PART = re.compile(r"(\d+)([smhd])")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+ADMIN_PASSWORD_ENV = "PGCREDS_POSTGRES_ADMIN_PASSWORD"
+VAULT_TOKEN_ENVS = ("VAULT_TOKEN", "BAO_TOKEN")
+
+DEFAULT_ROLES = [{
+    "name": "metrics-readwrite",
+    "tables": ["weekly_metrics_reporting"],
+    "access": "readwrite",
+    "defaultTtl": "1h",
+    "maxTtl": "24h",
+}]
+
+
+class SettingsError(pulumi.RunError):
+    """Invalid stack settings (reported without a Python traceback)."""
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    mode: str
+    host: str
+    port: int
+    database: str
+    admin_user: str
+    admin_password: Output[str]
+    sslmode: str
+    sslrootcert: Optional[str]
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    address: str
+    mount_path: str
+    connection_name: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str
+    postgres: PostgresSettings
+    vault: VaultSettings
+    roles: tuple[AppRole, ...]
+    sample_data: bool
+    keep_tables_on_destroy: bool
+    owner_role: str
+    vault_admin_role: str
+
+
+def parse_duration(text: Any) -> Optional[int]:
+    """Seconds in a Vault-style duration ('1h', '90m', '1h30m', '3600s', '3600'), or None."""
+    match = DURATION.match(str(text).strip()) if isinstance(text, (str, int)) and not isinstance(text, bool) else None
+    if not match:
+        return None
+    if match.group(1):
+        return int(match.group(1))
+    return sum(int(n) * UNIT_SECONDS[u] for n, u in DURATION_PART.findall(match.group(2)))
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.messages.append(f"{NAMESPACE}:{key}: {message}")
+
+
+def parse_settings(
+    raw: Mapping[str, Any],
+    secret: Callable[[str], Optional[Output[str]]],
+    environ: Mapping[str, str],
+    stack: str,
+) -> Settings:
+    """Validates raw config values (strings or parsed JSON, as `pulumi config`
+    stores them). `secret(key)` returns a secret config value or None."""
+    problems = _Problems()
+
+    def text(key: str, default: str) -> str:
+        value = raw.get(key)
+        return default if value is None or value == "" else str(value)
+
+    def boolean(key: str, default: bool) -> bool:
+        value = raw.get(key)
+        if value is None:
+            return default
+        if str(value).lower() in ("true", "false"):
+            return str(value).lower() == "true"
+        problems.add(key, f"must be true or false, not {value!r}")
+        return default
+
+    environment = text("environment", "dev" if stack == "dev" else stack)
+
+    # --- PostgreSQL ---------------------------------------------------------
+    mode = text("postgresMode", "existing")
+    if mode == "aiven":
+        problems.add("postgresMode", "'aiven' is not available in this build: it needs the aiven plugin, which "
+                     "cannot be built on this network (see issue 4); use 'existing' and point "
+                     "pgcreds:postgresHost at the service")
+    elif mode != "existing":
+        problems.add("postgresMode", f"must be 'existing' (or 'aiven'), not {mode!r}")
+    port_text = text("postgresPort", "5432")
+    port = int(port_text) if port_text.isdigit() and 0 < int(port_text) < 65536 else 0
+    if not port:
+        problems.add("postgresPort", f"must be a TCP port number (1-65535), not {port_text!r}")
+    database = text("postgresDatabase", "postgres")
+    admin_user = text("postgresAdminUser", "postgres")
+    for key, value in (("postgresDatabase", database), ("postgresAdminUser", admin_user)):
+        if not IDENTIFIER.match(value):
+            problems.add(key, f"{value!r} is not a plain identifier (lower-case letters, digits, _; max 63)")
+    sslmode = text("postgresSslMode", "prefer")
+    if sslmode not in SSLMODES:
+        problems.add("postgresSslMode", f"must be one of {', '.join(SSLMODES)}; got {sslmode!r}")
+    elif sslmode == "disable" and environment != "dev":
+        problems.add("postgresSslMode", f"'disable' sends passwords in clear text and is allowed on the dev "
+                     f"environment only (this is {environment!r}); use require or verify-full")
+    admin_password = secret("postgresAdminPassword")
+    if admin_password is None and environ.get(ADMIN_PASSWORD_ENV):
+        admin_password = Output.secret(environ[ADMIN_PASSWORD_ENV])
+    if admin_password is None:
+        problems.add("postgresAdminPassword", "is required: run `pulumi config set --secret "
+                     f"{NAMESPACE}:postgresAdminPassword <password>` or export {ADMIN_PASSWORD_ENV}")
+
+    # --- Vault --------------------------------------------------------------
+    vault_address = text("vaultAddress", environ.get("VAULT_ADDR", ""))
+    if not re.match(r"^https?://[^\s/]+(:\d+)?/?$", vault_address):
+        problems.add("vaultAddress", "must be the Vault API address such as https://vault.example.com:8200 "
+                     f"(or set VAULT_ADDR); got {vault_address!r}")
+    if not any(environ.get(name) for name in VAULT_TOKEN_ENVS):
+        problems.add("vaultAddress", "no Vault token: export VAULT_TOKEN (or BAO_TOKEN) before running pulumi; "
+                     "the token is never a stack setting")
+    mount_path = text("vaultMountPath", "database").strip("/")
+    if not MOUNT_PATH.match(mount_path):
+        problems.add("vaultMountPath", f"{mount_path!r} is not a valid mount path (letters, digits, -, _, /)")
+    connection_name = text("vaultConnectionName", "postgresql")
+    if not ROLE_NAME.match(connection_name):
+        problems.add("vaultConnectionName", f"{connection_name!r} must be lower-case letters and digits "
+                     "joined by - or _")
+
+    # --- roles --------------------------------------------------------------
+    owner_role = text("tableOwnerRole", "app_owner")
+    vault_admin_role = text("vaultAdminRole", "vault_admin")
+    for key, value in (("tableOwnerRole", owner_role), ("vaultAdminRole", vault_admin_role)):
+        if not IDENTIFIER.match(value):
+            problems.add(key, f"{value!r} is not a plain identifier (lower-case letters, digits, _; max 63)")
+    roles = _parse_roles(raw.get("roles"), problems, reserved={owner_role, vault_admin_role, admin_user})
+
+    if problems.messages:
+        raise SettingsError("invalid stack settings (nothing was changed):\n  - " + "\n  - ".join(problems.messages))
+    return Settings(
+        environment=environment,
+        postgres=PostgresSettings(mode=mode, host=text("postgresHost", "127.0.0.1"), port=port, database=database,
+                                  admin_user=admin_user, admin_password=admin_password, sslmode=sslmode,
+                                  sslrootcert=raw.get("postgresSslRootCert") or None),
+        vault=VaultSettings(address=vault_address.rstrip("/"), mount_path=mount_path, connection_name=connection_name),
+        roles=roles,
+        sample_data=boolean("sampleData", False),
+        keep_tables_on_destroy=boolean("keepTablesOnDestroy", True),
+        owner_role=owner_role,
+        vault_admin_role=vault_admin_role,
+    )
+
+
+def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[AppRole, ...]:
+    if value is None:
+        value = DEFAULT_ROLES
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            problems.add("roles", f"is not valid JSON ({error}); set it as a YAML list in Pulumi.<stack>.yaml")
+            return ()
+    if not isinstance(value, list) or not value:
+        problems.add("roles", "must be a non-empty list of roles ({name, tables, access, defaultTtl, maxTtl})")
+        return ()
+    known_tables = {t.name for t in APP_TABLES}
+    roles: list[AppRole] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(value):
+        key = f"roles[{index}]"
+        if not isinstance(entry, dict):
+            problems.add(key, "must be an object with name, tables, access, defaultTtl, maxTtl")
+            continue
+        unknown = set(entry) - {"name", "tables", "access", "defaultTtl", "maxTtl", "usernameTemplate"}
+        if unknown:
+            problems.add(key, f"unknown field(s) {', '.join(sorted(unknown))}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not ROLE_NAME.match(name) or len(name) > ROLE_NAME_MAX:
+            problems.add(f"{key}.name", f"{name!r} is not a valid role name: lower-case letters and digits joined "
+                         f"by - or _, at most {ROLE_NAME_MAX} characters (e.g. metrics-readwrite)")
+            name = None
+        elif name in seen or name.replace("-", "_") in {r.group_role for r in roles}:
+            problems.add(f"{key}.name", f"{name!r} is used twice (group role names replace - with _)")
+        elif name.replace("-", "_") in reserved:
+            problems.add(f"{key}.name", f"{name!r} would reuse the role {name.replace('-', '_')!r} that the "
+                         "program already uses for the owner, Vault or the admin; choose another name")
+        seen.add(str(name))
+        tables = entry.get("tables")
+        if not isinstance(tables, list) or not tables:
+            problems.add(f"{key}.tables", "must be a non-empty list of table names, e.g. [weekly_metrics_reporting]")
+            tables = []
+        for table in tables:
+            if not isinstance(table, str) or not IDENTIFIER.match(table):
+                problems.add(f"{key}.tables", f"{table!r} is not a valid table name (lower-case letters, digits, _)")
+            elif table not in known_tables:
+                problems.add(f"{key}.tables", f"{table!r} is not one of the program's tables "
+                             f"({', '.join(sorted(known_tables))}); add it to tables.py first")
+        if len(set(map(str, tables))) != len(tables):
+            problems.add(f"{key}.tables", "lists a table twice")
+        access = entry.get("access")
+        if access not in TABLE_PRIVILEGES:
+            problems.add(f"{key}.access", f"must be one of {', '.join(TABLE_PRIVILEGES)}, not {access!r}")
+        default_ttl = parse_duration(entry.get("defaultTtl", "1h"))
+        max_ttl = parse_duration(entry.get("maxTtl", "24h"))
+        for field, seconds in (("defaultTtl", default_ttl), ("maxTtl", max_ttl)):
+            if not seconds:
+                problems.add(f"{key}.{field}", f"{entry.get(field)!r} is not a positive duration; "
+                             "write it like 1h, 30m, 1h30m or 3600s")
+        if default_ttl and max_ttl and default_ttl > max_ttl:
+            problems.add(f"{key}.defaultTtl", f"{entry.get('defaultTtl')!r} is longer than maxTtl "
+                         f"{entry.get('maxTtl')!r}; lower defaultTtl or raise maxTtl")
+        template = entry.get("usernameTemplate")
+        if template is not None and (not isinstance(template, str) or "truncate 63" not in template):
+            problems.add(f"{key}.usernameTemplate", "must be a Vault username template ending in "
+                         "'| truncate 63' (PostgreSQL cuts role names at 63 bytes)")
+        if name and isinstance(tables, list) and access in TABLE_PRIVILEGES and default_ttl and max_ttl:
+            roles.append(AppRole(name=name, tables=tuple(tables), access=access, default_ttl_seconds=default_ttl,
+                                 max_ttl_seconds=max_ttl, username_template=template))
+    return tuple(roles)
+
+
+KEYS = ("environment", "postgresMode", "postgresHost", "postgresPort", "postgresDatabase", "postgresAdminUser",
+        "postgresSslMode", "postgresSslRootCert", "vaultAddress", "vaultMountPath", "vaultConnectionName",
+        "tableOwnerRole", "vaultAdminRole", "roles", "sampleData", "keepTablesOnDestroy")
+
+
+def load_settings() -> Settings:
+    """Reads the stack's `pgcreds:` config and the environment, once."""
+    config = pulumi.Config(NAMESPACE)
+    raw: dict[str, Any] = {key: config.get(key) for key in KEYS}
+    return parse_settings(raw, config.get_secret, os.environ, pulumi.get_stack())
