@@ -47,6 +47,10 @@ vault_secrets = VaultDatabaseSecrets("vault-database-secrets", VaultDatabaseSecr
     depends_on=access.grants,
 ))
 
+pulumi.export("postgres", {"host": postgres.endpoint.host, "port": postgres.endpoint.port,
+                          "database": postgres.endpoint.database, "sslmode": postgres.endpoint.sslmode,
+                          "adminUser": postgres.endpoint.admin_user})
+pulumi.export("vaultAddress", settings.vault.address)
 pulumi.export("vaultMountPath", vault_secrets.mount_path)
 pulumi.export("credentialPaths", vault_secrets.credential_paths)
 pulumi.export("groupRoles", {role.name: role.group_role for role in settings.roles})

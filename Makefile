@@ -1,0 +1,49 @@
+# pg-dynamic-creds: the commands. `make up` then `make test` (see README.md).
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+STACK ?= dev
+PYTHON := venv/bin/python
+# Every Pulumi command runs with the pinned toolchain and the local servers' settings.
+DEV_ENV := . local/dev-env.sh
+
+.PHONY: up verify preview destroy down test test-unit test-integration toolchain servers venv bench
+
+up: venv toolchain servers ## create or update the dev stack, then run the smoke check
+	$(DEV_ENV) && pulumi stack select --create $(STACK) && pulumi up --stack $(STACK) --refresh --yes --skip-preview
+	$(MAKE) --no-print-directory verify
+
+verify: venv toolchain servers ## the smoke check alone, against the deployed dev stack
+	$(DEV_ENV) && pulumi stack output --stack $(STACK) --json --show-secrets=false | $(PYTHON) smoke_check.py
+
+preview: venv toolchain servers ## what `pulumi up` would change
+	$(DEV_ENV) && pulumi preview --stack $(STACK) --diff
+
+destroy: venv toolchain servers ## pulumi destroy on the dev stack
+	$(DEV_ENV) && pulumi destroy --stack $(STACK) --yes --skip-preview
+
+down: ## stop the local PostgreSQL and OpenBao servers
+	local/openbao.sh stop
+	local/postgres.sh stop
+
+test: venv toolchain servers ## every test: unit (mocks) and integration (real engine, PostgreSQL, OpenBao)
+	$(DEV_ENV) && $(PYTHON) -m pytest tests
+
+test-unit: venv
+	$(PYTHON) -m pytest tests/unit
+
+bench: venv toolchain servers ## timings of up, no-op preview and destroy (prints figures, asserts nothing)
+	$(DEV_ENV) && $(PYTHON) bench/bench.py
+
+toolchain: ## build (once) and cache the pinned Pulumi CLI and Python language host
+	toolchain/build.sh >/dev/null
+
+servers: venv ## start the local PostgreSQL and OpenBao dev server if they are not running
+	local/postgres.sh start
+	local/openbao.sh start
+
+venv: venv/.installed
+venv/.installed: requirements.txt requirements-dev.txt
+	python3 -m venv venv
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@

@@ -1,0 +1,136 @@
+"""Smoke check of a deployed stack, through the Vault HTTP API and a real
+PostgreSQL connection: issue a credential, use it, and revoke it.
+
+    pulumi stack output --json | python smoke_check.py --role metrics-readwrite
+
+Reads VAULT_TOKEN (or BAO_TOKEN) and, to confirm the dropped role,
+PGCREDS_POSTGRES_ADMIN_PASSWORD from the environment. Prints a pass/fail
+table; exits 1 if any check failed. The issued password is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import hvac
+import psycopg
+from psycopg import sql
+
+SAMPLE_WEEKS = ("2022-02-25", "2022-03-04", "2022-03-11")
+
+
+@dataclass
+class SmokeReport:
+    rows: list[tuple[str, bool, str]] = field(default_factory=list)
+    username: Optional[str] = None
+    lease_id: Optional[str] = None
+
+    def record(self, check: str, passed: bool, detail: str) -> bool:
+        self.rows.append((check, passed, detail))
+        return passed
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.rows) and all(ok for _, ok, _ in self.rows)
+
+    def table(self) -> str:
+        width = max(len(check) for check, _, _ in self.rows)
+        lines = [f"{'check'.ljust(width)}  result  detail", f"{'-' * width}  ------  ------"]
+        lines += [f"{check.ljust(width)}  {'PASS' if ok else 'FAIL'}    {detail}" for check, ok, detail in self.rows]
+        return "\n".join(lines)
+
+
+def _connect(postgres: dict[str, Any], user: str, password: str) -> psycopg.Connection:
+    return psycopg.connect(host=postgres["host"], port=int(postgres["port"]), dbname=postgres["database"],
+                           user=user, password=password, sslmode=postgres.get("sslmode") or "prefer",
+                           connect_timeout=10, autocommit=True)
+
+
+def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, forbidden_table: str,
+                    expect_sample_rows: bool, vault_token: str, admin_password: Optional[str]) -> SmokeReport:
+    report = SmokeReport()
+    postgres = outputs["postgres"]
+    vault = hvac.Client(url=outputs["vaultAddress"], token=vault_token, timeout=30)
+    mount = outputs["vaultMountPath"]
+
+    try:
+        secret = vault.secrets.database.generate_credentials(role, mount_point=mount)
+    except Exception as error:  # noqa: BLE001 - reported as a failed check
+        report.record("issue credential", False, f"{mount}/creds/{role}: {error}")
+        return report
+    report.username, report.lease_id = secret["data"]["username"], secret["lease_id"]
+    report.record("issue credential", True,
+                  f"user {report.username}, lease {report.lease_id}, ttl {secret['lease_duration']}s")
+
+    session = _connect(postgres, report.username, secret["data"]["password"])
+    table = sql.Identifier(readable_table)
+    rows = session.execute(sql.SQL("SELECT * FROM {}").format(table)).fetchall()
+    if expect_sample_rows:
+        weeks = {str(r[1].date()) for r in rows}
+        report.record(f"SELECT {readable_table}", set(SAMPLE_WEEKS) <= weeks,
+                      f"{len(rows)} rows; sample weeks {'present' if set(SAMPLE_WEEKS) <= weeks else 'MISSING'}")
+    else:
+        report.record(f"SELECT {readable_table}", True, f"{len(rows)} rows")
+
+    try:
+        with session.transaction(force_rollback=True):
+            session.execute(sql.SQL(
+                "INSERT INTO {} (week_ending, product_downloads, github_stars, twitter_followers) "
+                "VALUES (now(), 1, 1, 1) RETURNING id").format(table))
+        report.record(f"INSERT {readable_table}", True, "row inserted (rolled back), serial sequence usable")
+    except psycopg.Error as error:
+        report.record(f"INSERT {readable_table}", False, str(error).strip())
+
+    try:
+        session.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(forbidden_table)))
+        report.record(f"SELECT {forbidden_table} denied", False, "the query succeeded")
+    except psycopg.errors.InsufficientPrivilege as error:
+        report.record(f"SELECT {forbidden_table} denied", True, str(error).strip())
+
+    # Revoke while the session is still open: the revocation must end it too.
+    vault.sys.revoke_lease(report.lease_id)
+    try:
+        session.execute("SELECT 1")
+        report.record("open session ended", False, "the session still answers after revocation")
+    except psycopg.OperationalError:
+        report.record("open session ended", True, "terminated by the revocation statements")
+    finally:
+        session.close()
+
+    if admin_password is None:
+        report.record("role dropped", False, "PGCREDS_POSTGRES_ADMIN_PASSWORD not set; cannot look")
+    else:
+        with _connect(postgres, postgres.get("adminUser", "postgres"), admin_password) as admin:
+            left = admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (report.username,)).fetchone()[0]
+        report.record("role dropped", left == 0, "no such role in pg_roles" if left == 0 else "role still exists")
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--role", default="metrics-readwrite", help="Vault role to read credentials from")
+    parser.add_argument("--readable-table", default="weekly_metrics_reporting")
+    parser.add_argument("--forbidden-table", default="employee_salary")
+    parser.add_argument("--no-sample-rows", action="store_true", help="do not expect the dev sample rows")
+    parser.add_argument("--outputs", default="-", help="stack outputs JSON file (default: standard input)")
+    args = parser.parse_args()
+    with (sys.stdin if args.outputs == "-" else open(args.outputs)) as source:
+        outputs = json.load(source)
+    token = os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+    if not token:
+        print("smoke check: export VAULT_TOKEN (or BAO_TOKEN) first", file=sys.stderr)
+        return 2
+    report = run_smoke_check(outputs, args.role, args.readable_table, args.forbidden_table,
+                             not args.no_sample_rows, token, os.environ.get("PGCREDS_POSTGRES_ADMIN_PASSWORD"))
+    print(report.table())
+    print("smoke check:", "PASSED" if report.passed else "FAILED")
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
