@@ -1,0 +1,6 @@
+import sys
+from pathlib import Path
+
+# The program's modules (settings, components, providers) live at the repository root.
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))

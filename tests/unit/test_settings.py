@@ -1,0 +1,138 @@
+"""Settings validation: every bad input fails with a message naming the setting."""
+
+import pytest
+from pulumi import Output
+
+from settings import SettingsError, parse_duration, parse_settings
+
+ENV = {"VAULT_TOKEN": "t", "PGCREDS_POSTGRES_ADMIN_PASSWORD": "pw"}
+BASE = {"vaultAddress": "http://127.0.0.1:8200"}
+
+
+def parse(raw=None, environ=ENV, stack="dev", secret=lambda key: None):
+    return parse_settings({**BASE, **(raw or {})}, secret, environ, stack)
+
+
+def role(**fields):
+    return {"roles": [{"name": "metrics-readwrite", "tables": ["weekly_metrics_reporting"], "access": "readwrite",
+                       "defaultTtl": "1h", "maxTtl": "24h", **fields}]}
+
+
+def error_of(raw=None, **kwargs) -> str:
+    with pytest.raises(SettingsError) as caught:
+        parse(raw, **kwargs)
+    return str(caught.value)
+
+
+def test_defaults_give_the_metrics_readwrite_role():
+    settings = parse()
+    (only,) = settings.roles
+    assert (only.name, only.group_role, only.tables) == ("metrics-readwrite", "metrics_readwrite",
+                                                          ("weekly_metrics_reporting",))
+    assert (only.default_ttl_seconds, only.max_ttl_seconds) == (3600, 86400)
+    assert only.table_privileges == ("SELECT", "INSERT", "UPDATE", "DELETE")
+    assert settings.vault.mount_path == "database" and settings.vault.connection_name == "postgresql"
+    assert settings.keep_tables_on_destroy is True and settings.sample_data is False
+
+
+def test_roles_given_as_json_text_are_parsed():
+    settings = parse({"roles": '[{"name": "reports-read", "tables": ["weekly_metrics_reporting"], '
+                               '"access": "read", "defaultTtl": "30m", "maxTtl": "2h"}]'})
+    assert settings.roles[0].table_privileges == ("SELECT",) and settings.roles[0].sequence_privileges == ()
+
+
+@pytest.mark.parametrize("text,seconds", [("1h", 3600), ("90m", 5400), ("1h30m", 5400), ("3600s", 3600),
+                                          ("3600", 3600), ("1d", 86400), (7200, 7200)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["-1h", "1x", "", "h", "1.5h", None, True, "1h-"])
+def test_bad_durations(text):
+    assert parse_duration(text) is None
+
+
+def test_default_ttl_above_max_ttl():
+    message = error_of(role(defaultTtl="48h", maxTtl="24h"))
+    assert "pgcreds:roles[0].defaultTtl" in message and "longer than maxTtl" in message
+
+
+@pytest.mark.parametrize("ttl", ["-1h", "soon", "0"])
+def test_negative_or_unparsable_ttl(ttl):
+    message = error_of(role(maxTtl=ttl))
+    assert "pgcreds:roles[0].maxTtl" in message and "1h, 30m" in message
+
+
+def test_unknown_access_level():
+    message = error_of(role(access="admin"))
+    assert "pgcreds:roles[0].access" in message and "read, readwrite" in message
+
+
+def test_empty_table_list():
+    assert "pgcreds:roles[0].tables: must be a non-empty list" in error_of(role(tables=[]))
+
+
+def test_empty_role_list():
+    assert "pgcreds:roles: must be a non-empty list" in error_of({"roles": []})
+
+
+@pytest.mark.parametrize("table", ['x"; DROP TABLE employee_salary; --', "Weekly", "a b", "1abc"])
+def test_table_name_injection_or_invalid(table):
+    message = error_of(role(tables=[table]))
+    assert "pgcreds:roles[0].tables" in message and "not a valid table name" in message
+
+
+def test_table_not_in_schema():
+    assert "not one of the program's tables" in error_of(role(tables=["payroll"]))
+
+
+@pytest.mark.parametrize("name", ['x"; DROP TABLE employee_salary; --', "Metrics", "-x", "a--b", "x" * 49, ""])
+def test_role_name_injection_or_invalid(name):
+    assert "pgcreds:roles[0].name" in error_of(role(name=name))
+
+
+def test_role_reusing_a_program_role_name():
+    assert "pgcreds:roles[0].name" in error_of(role(name="vault-admin"))
+
+
+def test_missing_admin_password_secret():
+    message = error_of(environ={"VAULT_TOKEN": "t"})
+    assert "pgcreds:postgresAdminPassword: is required" in message
+    assert "PGCREDS_POSTGRES_ADMIN_PASSWORD" in message
+
+
+def test_admin_password_from_config_secret_wins():
+    secret = Output.secret("from-config")
+    settings = parse(environ={"VAULT_TOKEN": "t"}, secret=lambda key: secret if key == "postgresAdminPassword" else None)
+    assert settings.postgres.admin_password is secret
+
+
+def test_missing_vault_token():
+    assert "export VAULT_TOKEN" in error_of(environ={"PGCREDS_POSTGRES_ADMIN_PASSWORD": "pw"})
+
+
+def test_vault_address_required():
+    assert "pgcreds:vaultAddress" in error_of({"vaultAddress": "not a url"})
+
+
+def test_sslmode_disable_only_on_dev():
+    assert parse({"postgresSslMode": "disable"}).postgres.sslmode == "disable"
+    assert "pgcreds:postgresSslMode" in error_of({"postgresSslMode": "disable"}, stack="prod")
+
+
+def test_bad_port_and_unknown_sslmode_reported_together():
+    message = error_of({"postgresPort": "fivefour", "postgresSslMode": "sometimes"})
+    assert "pgcreds:postgresPort" in message and "pgcreds:postgresSslMode" in message
+
+
+def test_username_template_must_truncate():
+    assert "pgcreds:roles[0].usernameTemplate" in error_of(role(usernameTemplate="{{.RoleName}}"))
+
+
+def test_unknown_role_field():
+    assert "unknown field(s) ttl" in error_of(role(ttl="1h"))
+
+
+def test_duplicate_group_role():
+    roles = role()["roles"] * 1 + [{**role()["roles"][0], "name": "metrics_readwrite"}]
+    assert "used twice" in error_of({"roles": roles})
