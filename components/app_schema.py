@@ -44,5 +44,6 @@ class AppSchema(pulumi.ComponentResource):
             self.tables[spec.name] = table
             if args.sample_data and spec.sample_rows:
                 PgSampleRows(f"{name}-{spec.name}-sample-rows", table=table.name, columns=spec.sample_columns,
-                             rows=spec.sample_rows, connection=connection, opts=ResourceOptions(parent=self))
+                             rows=spec.sample_rows, keep_on_destroy=args.keep_tables_on_destroy,
+                             connection=connection, opts=ResourceOptions(parent=self))
         self.register_outputs({"owner_role": owner.name, "tables": [t.name for t in self.tables.values()]})

@@ -366,7 +366,8 @@ class PgTableGrant(Resource):
 
 
 class _SampleRowsProvider(ResourceProvider):
-    """Sample rows, inserted only into an empty table (never duplicated)."""
+    """Sample rows, inserted only into an empty table (never duplicated), and
+    deleted again with the resource unless the tables are kept on destroy."""
 
     def _statement(self, props: dict, template: str) -> sql.Composed:
         return sql.SQL(template).format(
@@ -386,20 +387,28 @@ class _SampleRowsProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         replaces = _changed(olds, news, ("table", "columns", "rows"))
-        return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=True)
+        changes = replaces or _changed(olds, news, ("keep_on_destroy",))
+        return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
+
+    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
+        return UpdateResult(dict(news))
 
     def delete(self, _id: str, props: dict) -> None:
+        if props.get("keep_on_destroy"):
+            return
         with connect(props["connection"]) as conn, conn.cursor() as cur:
             if _table_exists(cur, props["table"]):
                 cur.executemany(self._statement(props, "DELETE FROM {table} WHERE {conditions}"), props["rows"])
 
 
 class PgSampleRows(Resource):
-    """Rows inserted into `table` when it is empty; removed again on delete."""
+    """Rows inserted into `table` when it is empty; removed again on delete
+    unless `keep_on_destroy`."""
 
     def __init__(self, resource_name: str, *, table: Input[str], columns: Sequence[str],
-                 rows: Sequence[Sequence[Any]], connection: Input[dict],
+                 rows: Sequence[Sequence[Any]], keep_on_destroy: bool, connection: Input[dict],
                  opts: Optional[ResourceOptions] = None):
         super().__init__(_SampleRowsProvider(), resource_name, {
-            "table": table, "columns": list(columns), "rows": [list(r) for r in rows], "connection": connection,
+            "table": table, "columns": list(columns), "rows": [list(r) for r in rows],
+            "keep_on_destroy": keep_on_destroy, "connection": connection,
         }, opts)

@@ -1,8 +1,9 @@
 """The Python SDK pinned in requirements.txt must be the one the toolchain pins."""
 
 import re
+from pathlib import Path
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 
 def pins() -> dict[str, str]:

@@ -1,0 +1,152 @@
+"""Integration helpers and fixtures: the real Pulumi engine (Automation API, file backend in
+a temporary folder) against the local PostgreSQL and OpenBao dev servers.
+
+Each stack gets a copy of the project in a temporary folder, its own database,
+mount path and role names, so tests never touch the dev stack or each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import hvac
+import psycopg
+import pytest
+from psycopg import sql
+from pulumi import automation as auto
+
+REPO = Path(__file__).resolve().parents[2]
+
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "settings.py", "tables.py", "components", "providers")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def local_servers() -> None:
+    """The toolchain on PATH and both servers running, as `make test` leaves them."""
+    for script in ("postgres.sh", "openbao.sh"):
+        subprocess.run([str(REPO / "local" / script), "start"], check=True)
+    dump = subprocess.run(["bash", "-c", f". '{REPO}/local/dev-env.sh' >/dev/null && env -0"],
+                          check=True, capture_output=True).stdout
+    for entry in dump.split(b"\0"):
+        if b"=" in entry:
+            key, value = entry.decode().split("=", 1)
+            os.environ[key] = value
+    assert shutil.which("pulumi"), "the pulumi CLI is not on PATH after sourcing local/dev-env.sh"
+
+
+def admin_connect(database: str = "postgres") -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=database, user="postgres",
+                           password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"], autocommit=True)
+
+
+def vault() -> hvac.Client:
+    return hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
+
+
+@dataclass
+class ProgramStack:
+    """A stack of the real program on its own database, mount and role names."""
+
+    stack: auto.Stack
+    project_dir: Path
+    suffix: str
+    database: str
+    state_dir: Path
+
+    @property
+    def role_name(self) -> str:
+        return f"m{self.suffix}-readwrite"
+
+    @property
+    def mount(self) -> str:
+        return f"it-{self.suffix}"
+
+    @property
+    def program_roles(self) -> list[str]:
+        """PostgreSQL roles the program itself creates."""
+        return [f"it_{self.suffix}_owner", f"it_{self.suffix}_vault_admin", self.role_name.replace("-", "_")]
+
+    def set(self, **values: Any) -> None:
+        for key, value in values.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            self.stack.set_config(f"pgcreds:{key}", auto.ConfigValue(value=text))
+
+    def roles_config(self, **overrides: Any) -> list[dict]:
+        return [{"name": self.role_name, "tables": ["weekly_metrics_reporting"], "access": "readwrite",
+                 "defaultTtl": "1h", "maxTtl": "24h", **overrides}]
+
+    def resource_count(self) -> int:
+        """Resources in the state, not counting the engine's provider entries."""
+        return sum(1 for r in self.stack.export_stack().deployment.get("resources", [])
+                   if not r["type"].startswith("pulumi:providers:"))
+
+    def raw_state(self) -> str:
+        """The state file exactly as the backend stores it (export_stack shows secrets decrypted)."""
+        return "\n".join(p.read_text() for p in self.state_dir.rglob("*.json"))
+
+    def outputs(self) -> dict[str, Any]:
+        return {key: out.value for key, out in self.stack.outputs().items()}
+
+
+def make_stack(tmp_path: Path, env: Optional[dict[str, str]] = None) -> ProgramStack:
+    suffix = secrets.token_hex(3)
+    project_dir = tmp_path / "project"
+    project_dir.mkdir()
+    for name in PROJECT_FILES:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, project_dir / name)
+    (project_dir / "venv").symlink_to(REPO / "venv")
+    state = tmp_path / "state"
+    state.mkdir()
+    database = f"it_{suffix}"
+    with admin_connect() as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    stack = auto.create_or_select_stack(
+        stack_name=f"it{suffix}", work_dir=str(project_dir),
+        opts=auto.LocalWorkspaceOptions(env_vars={
+            "PULUMI_BACKEND_URL": f"file://{state}", "PULUMI_CONFIG_PASSPHRASE": "integration-tests",
+            **(env or {})}))
+    test_stack = ProgramStack(stack, project_dir, suffix, database, state)
+    test_stack.set(environment="dev", postgresPort=os.environ["PGPORT"], postgresDatabase=database,
+                   postgresSslMode="disable", vaultAddress=os.environ["VAULT_ADDR"], vaultMountPath=test_stack.mount,
+                   tableOwnerRole=f"it_{suffix}_owner", vaultAdminRole=f"it_{suffix}_vault_admin",
+                   sampleData="true", keepTablesOnDestroy="false", roles=test_stack.roles_config())
+    return test_stack
+
+
+def cleanup(test_stack: ProgramStack) -> None:
+    """Best effort: whatever a failed test left behind goes, so reruns start clean."""
+    try:
+        test_stack.stack.destroy()
+    except auto.CommandError:
+        pass
+    client = vault()
+    if f"{test_stack.mount}/" in client.sys.list_mounted_secrets_engines()["data"]:
+        client.sys.disable_secrets_engine(test_stack.mount)
+    with admin_connect() as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(test_stack.database)))
+        for role in test_stack.program_roles:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def new_stack(tmp_path: Path) -> Iterator[ProgramStack]:
+    test_stack = make_stack(tmp_path)
+    yield test_stack
+    cleanup(test_stack)
+
+
+@pytest.fixture(scope="module")
+def deployed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProgramStack]:
+    """One stack, deployed once, shared by the tests of a module."""
+    test_stack = make_stack(tmp_path_factory.mktemp("deployed"))
+    test_stack.stack.up()
+    yield test_stack
+    cleanup(test_stack)

@@ -1,0 +1,116 @@
+"""The whole lifecycle with the real engine: up, smoke check, no-op up, a TTL
+change previewed and applied, destroy with leases outstanding."""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+from psycopg import sql
+from pulumi import automation as auto
+
+from stacks import ProgramStack, admin_connect, vault
+from smoke_check import run_smoke_check
+
+
+def changes_of(stack: auto.Stack) -> tuple[dict, list]:
+    """Preview; returns the change summary and, for each resource that would
+    change, its URN, the operation and the input keys whose values differ."""
+    events: list = []
+    result = stack.preview(diff=True, on_event=events.append)
+    changing = []
+    for event in events:
+        step = event.resource_pre_event.metadata if event.resource_pre_event else None
+        if step is None or step.op == "same" or step.type.startswith("pulumi:providers:"):
+            continue
+        old, new = step.old.inputs if step.old else {}, step.new.inputs if step.new else {}
+        changing.append((step.urn, step.op, sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))))
+    return result.change_summary, changing
+
+
+def test_lifecycle(new_stack: ProgramStack):
+    stack = new_stack.stack
+    created = stack.up()
+    assert created.summary.result == "succeeded"
+    assert created.summary.resource_changes["create"] == new_stack.resource_count()
+
+    outputs = new_stack.outputs()
+    assert outputs["credentialPaths"] == {new_stack.role_name: f"{new_stack.mount}/creds/{new_stack.role_name}"}
+    report = run_smoke_check(outputs, new_stack.role_name, "weekly_metrics_reporting", "employee_salary",
+                             expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
+                             admin_password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"])
+    assert report.passed, report.table()
+
+    # No secret in clear text in the stored state or the stack file.
+    state = new_stack.raw_state() + (new_stack.project_dir / f"Pulumi.{stack.name}.yaml").read_text()
+    assert "weekly_metrics_reporting" in state
+    assert os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"] not in state
+    assert os.environ["VAULT_TOKEN"] not in state
+
+    again = stack.up()
+    assert set(again.summary.resource_changes) == {"same"}, again.summary.resource_changes
+
+    new_stack.set(roles=new_stack.roles_config(defaultTtl="2h"))
+    summary, changing = changes_of(stack)
+    assert summary.get("update") == 1 and set(summary) == {"same", "update"}, summary
+    assert len(changing) == 1, changing
+    ((urn, op, diffs),) = changing
+    assert urn.endswith(f"vault-database-secrets-role-{new_stack.role_name}") and op == "update"
+    assert diffs == ["default_ttl"]
+    applied = stack.up()
+    assert applied.summary.resource_changes.get("update") == 1
+    role = vault().secrets.database.read_role(new_stack.role_name, mount_point=new_stack.mount)["data"]
+    assert role["default_ttl"] == 7200
+
+    leases = [vault().secrets.database.generate_credentials(new_stack.role_name, mount_point=new_stack.mount)
+              for _ in range(5)]
+    users = [lease["data"]["username"] for lease in leases]
+    stack.destroy()
+
+    with admin_connect(new_stack.database) as admin:
+        tables = admin.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+        roles = admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                              (users + new_stack.program_roles,)).fetchall()
+    assert tables == [] and roles == []
+    assert f"{new_stack.mount}/" not in vault().sys.list_mounted_secrets_engines()["data"]
+
+
+def test_keep_tables_on_destroy_leaves_the_data(new_stack: ProgramStack):
+    new_stack.set(keepTablesOnDestroy="true")
+    new_stack.stack.up()
+    new_stack.stack.destroy()
+    with admin_connect(new_stack.database) as admin:
+        rows = admin.execute("SELECT count(*) FROM weekly_metrics_reporting").fetchone()[0]
+        owner = admin.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'employee_salary'").fetchone()
+        roles = admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+                              (new_stack.program_roles,)).fetchall()
+    assert rows == 3 and owner == ("postgres",) and roles == []
+
+
+def test_revocation_drops_a_connected_user_that_owns_objects(deployed_stack: ProgramStack):
+    secret = vault().secrets.database.generate_credentials(deployed_stack.role_name,
+                                                           mount_point=deployed_stack.mount)
+    user, password = secret["data"]["username"], secret["data"]["password"]
+    group = sql.Identifier(deployed_stack.role_name.replace("-", "_"))
+    # The way a user comes to own objects: its group may create them.
+    with admin_connect(deployed_stack.database) as admin:
+        admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(group))
+    session = psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=deployed_stack.database,
+                              user=user, password=password, autocommit=True)
+    session.execute("CREATE TABLE scratch_notes (note text)")
+
+    vault().sys.revoke_lease(secret["lease_id"])
+
+    with admin_connect(deployed_stack.database) as admin:
+        left = admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (user,)).fetchone()[0]
+        owner = admin.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'scratch_notes'").fetchone()
+        admin.execute("DROP TABLE scratch_notes")
+        admin.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM {}").format(group))
+    assert left == 0
+    assert owner == (f"it_{deployed_stack.suffix}_vault_admin",)
+    try:
+        session.execute("SELECT 1")
+        still_connected = True
+    except psycopg.OperationalError:
+        still_connected = False
+    assert not still_connected
