@@ -75,6 +75,13 @@ def _changed(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
     return [k for k in keys if olds.get(k) != news.get(k)]
 
 
+def _updated(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
+    """Keys that need an in-place update. A changed `connection` (new address or
+    admin password) is one, never a replacement, so that later reads and deletes
+    use the new one."""
+    return _changed(olds, news, tuple(keys) + ("connection",))
+
+
 def _role_exists(cur: psycopg.Cursor, name: str) -> bool:
     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
     return cur.fetchone() is not None
@@ -113,7 +120,7 @@ class _RoleProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         replaces = _changed(olds, news, self.REPLACE_ON)
-        changes = replaces or _changed(olds, news, self.UPDATE_ON)
+        changes = replaces or _updated(olds, news, self.UPDATE_ON)
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
@@ -172,7 +179,12 @@ class _MembershipProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         replaces = _changed(olds, news, ("group", "member", "admin_option"))
-        return DiffResult(changes=bool(replaces), replaces=replaces, delete_before_replace=True)
+        return DiffResult(changes=bool(replaces or _updated(olds, news, ())), replaces=replaces,
+                          delete_before_replace=True)
+
+    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
+        self._grant(news)
+        return UpdateResult(dict(news))
 
     def read(self, id_: str, props: dict) -> ReadResult:
         with connect(props["connection"]) as conn, conn.cursor() as cur:
@@ -245,7 +257,7 @@ class _TableProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         replaces = _changed(olds, news, ("name", "columns"))
-        changes = replaces or _changed(olds, news, ("owner", "keep_on_destroy"))
+        changes = replaces or _updated(olds, news, ("owner", "keep_on_destroy"))
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, olds: dict, news: dict) -> UpdateResult:
@@ -325,7 +337,7 @@ class _TableGrantProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         replaces = _changed(olds, news, ("role", "table"))
-        changes = replaces or _changed(olds, news, ("privileges", "sequence_privileges"))
+        changes = replaces or _updated(olds, news, ("privileges", "sequence_privileges"))
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
@@ -387,7 +399,7 @@ class _SampleRowsProvider(ResourceProvider):
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         replaces = _changed(olds, news, ("table", "columns", "rows"))
-        changes = replaces or _changed(olds, news, ("keep_on_destroy",))
+        changes = replaces or _updated(olds, news, ("keep_on_destroy",))
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:

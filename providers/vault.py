@@ -52,6 +52,7 @@ def revoke_leases(vault: hvac.Client, prefix: str) -> None:
 
 
 def _changed(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
+    """Keys whose values differ."""
     return [k for k in keys if olds.get(k) != news.get(k)]
 
 
@@ -71,8 +72,10 @@ class _MountProvider(ResourceProvider):
         return CreateResult(path, dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _changed(olds, news, ("address", "path"))
-        changes = replaces or _changed(olds, news, ("description",))
+        replaces = _changed(olds, news, ("path",))
+        # A new address is an update, never a replacement: the same Vault under
+        # another name must not lose its mount (and so every lease).
+        changes = replaces or _changed(olds, news, ("address", "description"))
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
@@ -131,8 +134,8 @@ class _ConnectionProvider(ResourceProvider):
         return CreateResult(f"{props['mount']}/config/{props['name']}", dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _changed(olds, news, ("address", "mount", "name"))
-        changes = replaces or _changed(olds, news, self.FIELDS)
+        replaces = _changed(olds, news, ("mount", "name"))
+        changes = replaces or _changed(olds, news, ("address",) + self.FIELDS)
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
@@ -193,8 +196,8 @@ class _RoleProvider(ResourceProvider):
         return CreateResult(f"{props['mount']}/roles/{props['name']}", dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _changed(olds, news, ("address", "mount", "name"))
-        changes = replaces or _changed(olds, news, self.FIELDS)
+        replaces = _changed(olds, news, ("mount", "name"))
+        changes = replaces or _changed(olds, news, ("address",) + self.FIELDS)
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:

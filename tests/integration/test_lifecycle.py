@@ -114,3 +114,20 @@ def test_revocation_drops_a_connected_user_that_owns_objects(deployed_stack: Pro
     except psycopg.OperationalError:
         still_connected = False
     assert not still_connected
+
+
+def test_a_new_vault_address_updates_without_revoking_leases(deployed_stack: ProgramStack):
+    secret = vault().secrets.database.generate_credentials(deployed_stack.role_name,
+                                                           mount_point=deployed_stack.mount)
+    same_vault = os.environ["VAULT_ADDR"].replace("127.0.0.1", "localhost")
+    deployed_stack.set(vaultAddress=same_vault)
+    try:
+        changes = deployed_stack.stack.up().summary.resource_changes
+    finally:
+        deployed_stack.set(vaultAddress=os.environ["VAULT_ADDR"])
+    assert "replace" not in changes and "delete" not in changes and changes.get("update", 0) >= 3, changes
+    assert deployed_stack.outputs()["vaultAddress"] == same_vault
+    lease = vault().sys.read_lease(secret["lease_id"])["data"]
+    assert lease["ttl"] > 0
+    deployed_stack.stack.up()
+    vault().sys.revoke_lease(secret["lease_id"])

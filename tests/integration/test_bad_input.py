@@ -1,0 +1,85 @@
+"""Bad input against a deployed stack, with the real engine: each mistake fails
+`pulumi preview` (and `pulumi up`) with a message that names the setting,
+before any resource changes, and nothing already deployed is lost."""
+
+from __future__ import annotations
+
+import pytest
+from pulumi import automation as auto
+
+from stacks import ProgramStack, admin_connect
+
+INJECTION = 'x"; DROP TABLE employee_salary; --'
+
+
+def roles(stack: ProgramStack, **overrides):
+    return {"roles": stack.roles_config(**overrides)}
+
+
+CASES = {
+    "default TTL above max TTL": (lambda s: roles(s, defaultTtl="48h", maxTtl="24h"), "pgcreds:roles[0].defaultTtl"),
+    "negative TTL": (lambda s: roles(s, maxTtl="-1h"), "pgcreds:roles[0].maxTtl"),
+    "unparsable TTL": (lambda s: roles(s, defaultTtl="one hour"), "pgcreds:roles[0].defaultTtl"),
+    "unknown access level": (lambda s: roles(s, access="superuser"), "pgcreds:roles[0].access"),
+    "empty table list": (lambda s: roles(s, tables=[]), "pgcreds:roles[0].tables"),
+    "table name injection": (lambda s: roles(s, tables=[INJECTION]), "pgcreds:roles[0].tables"),
+    "role name injection": (lambda s: roles(s, name=INJECTION), "pgcreds:roles[0].name"),
+    "invalid mount path": (lambda s: {"vaultMountPath": "../sys"}, "pgcreds:vaultMountPath"),
+}
+
+
+def deployed_facts(stack: ProgramStack) -> tuple:
+    with admin_connect(stack.database) as admin:
+        rows = admin.execute("SELECT count(*) FROM weekly_metrics_reporting").fetchone()[0]
+        salaries = admin.execute("SELECT count(*) FROM employee_salary").fetchone()[0]
+    return stack.resource_count(), rows, salaries
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_setting_fails_preview_and_up_without_changes(deployed_stack: ProgramStack, case: str):
+    make_config, setting = CASES[case]
+    before = deployed_facts(deployed_stack)
+    good = {key: deployed_stack.stack.get_config(f"pgcreds:{key}").value for key in make_config(deployed_stack)}
+    deployed_stack.set(**make_config(deployed_stack))
+    try:
+        for operation in (deployed_stack.stack.preview, deployed_stack.stack.up):
+            with pytest.raises(auto.CommandError) as failure:
+                operation()
+            assert setting in str(failure.value)
+            assert "nothing was changed" in str(failure.value)
+    finally:
+        deployed_stack.set(**good)
+    assert deployed_facts(deployed_stack) == before
+    with admin_connect(deployed_stack.database) as admin:
+        assert admin.execute("SELECT to_regclass('employee_salary') IS NOT NULL").fetchone()[0]
+
+
+def test_missing_admin_password(deployed_stack: ProgramStack):
+    before = deployed_facts(deployed_stack)
+    # The workspace passes its environment on to pulumi: an empty value is an unset secret.
+    workspace = deployed_stack.stack.workspace
+    saved = dict(workspace.env_vars)
+    workspace.env_vars["PGCREDS_POSTGRES_ADMIN_PASSWORD"] = ""
+    try:
+        with pytest.raises(auto.CommandError) as failure:
+            deployed_stack.stack.preview()
+    finally:
+        workspace.env_vars.clear()
+        workspace.env_vars.update(saved)
+    assert "pgcreds:postgresAdminPassword: is required" in str(failure.value)
+    assert deployed_facts(deployed_stack) == before
+
+
+def test_a_change_that_would_drop_a_table_holding_data_is_refused(deployed_stack: ProgramStack):
+    tables = deployed_stack.project_dir / "tables.py"
+    original = tables.read_text()
+    tables.write_text(original.replace('("github_stars", "INT NOT NULL', '("github_stars", "BIGINT NOT NULL'))
+    try:
+        with pytest.raises(auto.CommandError) as failure:
+            deployed_stack.stack.preview()
+    finally:
+        tables.write_text(original)
+    message = str(failure.value)
+    assert "weekly_metrics_reporting" in message and "holds 3 rows" in message and "Nothing was changed" in message
+    assert deployed_facts(deployed_stack)[1] == 3
+    assert set(deployed_stack.stack.up().summary.resource_changes) == {"same"}

@@ -1,0 +1,46 @@
+"""An unreachable PostgreSQL or Vault gives a clear error, and a later
+`pulumi up` with the right address converges."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pulumi import automation as auto
+
+from smoke_check import run_smoke_check
+from stacks import ProgramStack
+
+CLOSED_PORT = "1"  # nothing listens on port 1 of the loopback
+
+
+def smoke(stack: ProgramStack) -> None:
+    report = run_smoke_check(stack.outputs(), stack.role_name, "weekly_metrics_reporting", "employee_salary",
+                             expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
+                             admin_password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"])
+    assert report.passed, report.table()
+
+
+def test_unreachable_vault_then_converges(new_stack: ProgramStack):
+    new_stack.set(vaultAddress=f"http://127.0.0.1:{CLOSED_PORT}")
+    with pytest.raises(auto.CommandError) as failure:
+        new_stack.stack.up()
+    assert f"cannot reach Vault at http://127.0.0.1:{CLOSED_PORT}" in str(failure.value)
+    assert "pgcreds:vaultAddress" in str(failure.value)
+    # The PostgreSQL side was created before Vault was needed.
+    assert new_stack.resource_count() > 0
+
+    new_stack.set(vaultAddress=os.environ["VAULT_ADDR"])
+    assert new_stack.stack.up().summary.result == "succeeded"
+    smoke(new_stack)
+
+
+def test_unreachable_postgres_then_converges(new_stack: ProgramStack):
+    new_stack.set(postgresPort=CLOSED_PORT)
+    with pytest.raises(auto.CommandError) as failure:
+        new_stack.stack.up()
+    assert f"cannot connect to PostgreSQL at 127.0.0.1:{CLOSED_PORT}" in str(failure.value)
+
+    new_stack.set(postgresPort=os.environ["PGPORT"])
+    assert new_stack.stack.up().summary.result == "succeeded"
+    smoke(new_stack)
