@@ -149,7 +149,7 @@ class _RoleProvider(ResourceProvider):
             cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(name))
 
 
-class PgRole(Resource):
+class PgRole(Resource, module="postgresql", name="Role"):
     """A PostgreSQL role: a NOLOGIN group or owner role, or a LOGIN role."""
 
     name: Output[str]
@@ -204,7 +204,7 @@ class _MembershipProvider(ResourceProvider):
                     sql.Identifier(props["group"]), sql.Identifier(props["member"])))
 
 
-class PgRoleMembership(Resource):
+class PgRoleMembership(Resource, module="postgresql", name="RoleMembership"):
     """Makes `member` a member of `group` (with ADMIN OPTION when asked)."""
 
     def __init__(self, resource_name: str, *, group: Input[str], member: Input[str],
@@ -280,7 +280,7 @@ class _TableProvider(ResourceProvider):
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(id_)))
 
 
-class PgTable(Resource):
+class PgTable(Resource, module="postgresql", name="Table"):
     """A table with the given columns, owned by `owner`."""
 
     name: Output[str]
@@ -360,7 +360,7 @@ class _TableGrantProvider(ResourceProvider):
                 self._revoke(cur, props, props.get("sequences") or [])
 
 
-class PgTableGrant(Resource):
+class PgTableGrant(Resource, module="postgresql", name="TableGrant"):
     """Grants `privileges` on `table` (and `sequence_privileges` on its sequences) to `role`."""
 
     sequences: Output[list]
@@ -413,7 +413,7 @@ class _SampleRowsProvider(ResourceProvider):
                 cur.executemany(self._statement(props, "DELETE FROM {table} WHERE {conditions}"), props["rows"])
 
 
-class PgSampleRows(Resource):
+class PgSampleRows(Resource, module="postgresql", name="SampleRows"):
     """Rows inserted into `table` when it is empty; removed again on delete
     unless `keep_on_destroy`."""
 

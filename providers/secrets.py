@@ -19,7 +19,7 @@ class _PasswordProvider(ResourceProvider):
         return DiffResult(changes=changed, replaces=["bytes"] if changed else [])
 
 
-class RandomPassword(Resource):
+class RandomPassword(Resource, module="random", name="Password"):
     """A random password (`bytes` of entropy) whose `result` is a secret output."""
 
     result: Output[str]

@@ -95,7 +95,7 @@ class _MountProvider(ResourceProvider):
             vault.sys.disable_secrets_engine(id_)
 
 
-class VaultDatabaseMount(Resource):
+class VaultDatabaseMount(Resource, module="vault", name="DatabaseMount"):
     """A database secrets engine mounted at `path`."""
 
     path: Output[str]
@@ -159,7 +159,7 @@ class _ConnectionProvider(ResourceProvider):
             vault.secrets.database.delete_connection(props["name"], mount_point=props["mount"])
 
 
-class VaultDatabaseConnection(Resource):
+class VaultDatabaseConnection(Resource, module="vault", name="DatabaseConnection"):
     """A PostgreSQL connection of a database secrets engine. `password` is a
     secret input; `connection_url` must use {{username}}/{{password}} templating."""
 
@@ -222,7 +222,7 @@ class _RoleProvider(ResourceProvider):
         vault.secrets.database.delete_role(props["name"], mount_point=props["mount"])
 
 
-class VaultDatabaseRole(Resource):
+class VaultDatabaseRole(Resource, module="vault", name="DatabaseRole"):
     """A role from which applications read credentials at `<mount>/creds/<name>`."""
 
     def __init__(self, resource_name: str, *, address: Input[str], mount: Input[str], name: str,

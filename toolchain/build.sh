@@ -3,6 +3,10 @@
 # helper scripts into a cache folder outside the repository, keyed by a hash
 # of everything that decides the result. A warm cache returns in well under a
 # second. Prints the bin folder on its last line.
+#
+# Where an official `pulumi` CLI and its Python language host are already on
+# PATH, nothing is built and their folder is printed instead
+# (PGCREDS_BUILD_TOOLCHAIN=1 builds anyway).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,6 +22,13 @@ bin="$prefix/bin"
 
 log() { printf '[toolchain %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+if [[ "${PGCREDS_BUILD_TOOLCHAIN:-}" != 1 ]] && official=$(command -v pulumi) \
+   && [[ "$official" != "$root"/* ]] && command -v pulumi-language-python >/dev/null; then
+  log "using the pulumi CLI already on PATH: $official ($("$official" version))"
+  dirname "$official"
+  exit 0
+fi
+
 if [[ -f "$prefix/.complete" ]]; then
   log "cached: $bin"
   echo "$bin"
@@ -30,7 +41,17 @@ step() {
   local name=$1 module=$2; shift 2
   local started=$SECONDS out="$prefix/logs/$name.log"
   log "building $name ($module) ..."
-  if ! /usr/bin/env time -f '%M' -o "$out.rss" "$@" >"$out" 2>&1; then
+  # A heartbeat, since a cold build of the CLI takes minutes.
+  ( while sleep 30; do log "  still building $name: $((SECONDS - started))s"; done ) &
+  local heartbeat=$!
+  local status=0
+  if [[ -x /usr/bin/time ]]; then
+    /usr/bin/time -f '%M' -o "$out.rss" "$@" >"$out" 2>&1 || status=$?
+  else
+    echo 0 > "$out.rss"; "$@" >"$out" 2>&1 || status=$?
+  fi
+  kill "$heartbeat" 2>/dev/null; wait "$heartbeat" 2>/dev/null || true
+  if [[ $status -ne 0 ]]; then
     log "FAILED step '$name' for module $module after $((SECONDS - started))s; go said:"
     sed 's/^/    /' "$out" >&2
     exit 1

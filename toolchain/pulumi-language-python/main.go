@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
@@ -182,13 +183,68 @@ func (h *languageHost) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pul
 	}
 }
 
+// RunPlugin runs a plugin written in Python, such as a policy pack: the
+// program folder's __main__.py, in its virtualenv, with its output streamed
+// back to the engine (which reads the plugin's port from it).
+func (h *languageHost) RunPlugin(
+	req *pulumirpc.RunPluginRequest, stream grpc.ServerStreamingServer[pulumirpc.RunPluginResponse],
+) error {
+	python, env, err := pythonFor(req.GetInfo())
+	if err != nil {
+		return err
+	}
+	program := req.GetProgram()
+	if info := req.GetInfo(); info != nil && info.GetProgramDirectory() != "" {
+		program = filepath.Join(info.GetProgramDirectory(), info.GetEntryPoint())
+	}
+	cmd := exec.CommandContext(stream.Context(), python, append([]string{"-u", program}, req.GetArgs()...)...)
+	cmd.Dir = req.GetPwd()
+	cmd.Env = req.GetEnv()
+	if len(cmd.Env) == 0 {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, env...)
+	var mu sync.Mutex
+	send := func(resp *pulumirpc.RunPluginResponse) error {
+		mu.Lock()
+		defer mu.Unlock()
+		return stream.Send(resp)
+	}
+	cmd.Stdout = writerFunc(func(p []byte) error {
+		return send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stdout{Stdout: bytes.Clone(p)}})
+	})
+	cmd.Stderr = writerFunc(func(p []byte) error {
+		return send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Stderr{Stderr: bytes.Clone(p)}})
+	})
+	code := 0
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if !errors.As(err, &exitErr) {
+			return fmt.Errorf("could not run plugin %s with %s: %w", program, python, err)
+		}
+		code = exitErr.ExitCode()
+	}
+	return send(&pulumirpc.RunPluginResponse{Output: &pulumirpc.RunPluginResponse_Exitcode{Exitcode: int32(code)}})
+}
+
+type writerFunc func([]byte) error
+
+func (f writerFunc) Write(p []byte) (int, error) {
+	if err := f(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // InstallDependencies creates the project's virtualenv if it is missing and
 // installs requirements.txt into it (what `pulumi install` does).
 func (h *languageHost) InstallDependencies(
 	req *pulumirpc.InstallDependenciesRequest,
 	stream grpc.ServerStreamingServer[pulumirpc.InstallDependenciesResponse],
 ) error {
-	out := &streamWriter{stream: stream}
+	out := writerFunc(func(p []byte) error {
+		return stream.Send(&pulumirpc.InstallDependenciesResponse{Stdout: bytes.Clone(p)})
+	})
 	info := req.GetInfo()
 	dir := req.GetDirectory()
 	if info != nil && info.GetRootDirectory() != "" {
@@ -213,7 +269,7 @@ func (h *languageHost) InstallDependencies(
 	return runTo(out, dir, python, "-m", "pip", "install", "-r", "requirements.txt")
 }
 
-func runTo(out *streamWriter, dir, name string, args ...string) error {
+func runTo(out io.Writer, dir, name string, args ...string) error {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
@@ -222,19 +278,6 @@ func runTo(out *streamWriter, dir, name string, args ...string) error {
 	}
 	return nil
 }
-
-type streamWriter struct {
-	stream grpc.ServerStreamingServer[pulumirpc.InstallDependenciesResponse]
-}
-
-func (w *streamWriter) Write(p []byte) (int, error) {
-	if err := w.stream.Send(&pulumirpc.InstallDependenciesResponse{Stdout: bytes.Clone(p)}); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-var _ io.Writer = (*streamWriter)(nil)
 
 func (h *languageHost) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
 	python, _, err := pythonFor(req.GetInfo())
