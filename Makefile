@@ -6,7 +6,7 @@ PYTHON := venv/bin/python
 # Every Pulumi command runs with the pinned toolchain and the local servers' settings.
 DEV_ENV := . local/dev-env.sh
 
-.PHONY: up verify preview destroy down test test-unit test-integration toolchain servers venv bench
+.PHONY: up verify preview pr-check destroy down test test-unit toolchain servers venv bench
 
 up: venv toolchain servers ## create or update the dev stack, then run the smoke check
 	$(DEV_ENV) && pulumi stack select --create $(STACK) && pulumi up --stack $(STACK) --refresh --yes --skip-preview
@@ -18,6 +18,10 @@ verify: venv toolchain servers ## the smoke check alone, against the deployed de
 preview: venv toolchain servers ## what `pulumi up` would change
 	$(DEV_ENV) && pulumi preview --stack $(STACK) --diff
 
+pr-check: venv toolchain servers ## what the pull-request workflow runs, against the dev stack
+	$(DEV_ENV) && pulumi stack select --create $(STACK) && \
+	  pulumi preview --stack $(STACK) --diff --refresh --policy-pack policy
+
 destroy: venv toolchain servers ## pulumi destroy on the dev stack
 	$(DEV_ENV) && pulumi destroy --stack $(STACK) --yes --skip-preview
 
@@ -25,7 +29,7 @@ down: ## stop the local PostgreSQL and OpenBao servers
 	local/openbao.sh stop
 	local/postgres.sh stop
 
-test: venv toolchain servers ## every test: unit (mocks) and integration (real engine, PostgreSQL, OpenBao)
+test: venv toolchain servers ## every test: unit (mocks), integration and policy (real engine), workflows (actionlint)
 	$(DEV_ENV) && $(PYTHON) -m pytest tests
 
 test-unit: venv
