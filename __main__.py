@@ -3,6 +3,7 @@
 import pulumi
 
 from components.access_roles import AccessRoles, AccessRolesArgs
+from components.aiven_postgres import AivenPostgres, AivenPostgresArgs
 from components.app_schema import AppSchema, AppSchemaArgs
 from components.existing_postgres import ExistingPostgres, ExistingPostgresArgs
 from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs
@@ -11,15 +12,29 @@ from tables import APP_TABLES
 
 settings = load_settings()
 
-postgres = ExistingPostgres("postgres", ExistingPostgresArgs(
-    host=settings.postgres.host,
-    port=settings.postgres.port,
-    database=settings.postgres.database,
-    admin_user=settings.postgres.admin_user,
-    admin_password=settings.postgres.admin_password,
-    sslmode=settings.postgres.sslmode,
-    sslrootcert=settings.postgres.sslrootcert,
-))
+aiven = settings.postgres.aiven
+if aiven is not None:
+    postgres = AivenPostgres("aiven-postgres", AivenPostgresArgs(
+        api_url=aiven.api_url,
+        project=aiven.project,
+        cloud=aiven.cloud,
+        plan=aiven.plan,
+        service_name=aiven.service_name,
+        pg_version=aiven.pg_version,
+        termination_protection=aiven.termination_protection,
+        maintenance=aiven.maintenance,
+        token=aiven.token,
+    ))
+else:
+    postgres = ExistingPostgres("postgres", ExistingPostgresArgs(
+        host=settings.postgres.host,
+        port=settings.postgres.port,
+        database=settings.postgres.database,
+        admin_user=settings.postgres.admin_user,
+        admin_password=settings.postgres.admin_password,
+        sslmode=settings.postgres.sslmode,
+        sslrootcert=settings.postgres.sslrootcert,
+    ))
 
 schema = AppSchema("app-schema", AppSchemaArgs(
     endpoint=postgres.endpoint,
@@ -49,6 +64,8 @@ vault_secrets = VaultDatabaseSecrets("vault-database-secrets", VaultDatabaseSecr
 
 pulumi.export("postgres", {"host": postgres.endpoint.host, "port": postgres.endpoint.port,
                           "database": postgres.endpoint.database, "sslmode": postgres.endpoint.sslmode,
+                          "sslrootcert": postgres.endpoint.sslrootcert,
+                          "sslrootcert_pem": postgres.endpoint.sslrootcert_pem,
                           "adminUser": postgres.endpoint.admin_user})
 pulumi.export("vaultAddress", settings.vault.address)
 pulumi.export("vaultMountPath", vault_secrets.mount_path)

@@ -32,6 +32,11 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 ADMIN_PASSWORD_ENV = "PGCREDS_POSTGRES_ADMIN_PASSWORD"
+AIVEN_TOKEN_ENV = "AIVEN_TOKEN"
+AIVEN_PLAN = re.compile(r"^(free|hobbyist|startup|business|premium|custom)-\d+(?:-[a-z0-9]+)*$")
+AIVEN_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+AIVEN_CLOUD = re.compile(r"^[a-z]+-[a-z0-9-]+$")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 VAULT_TOKEN_ENVS = ("VAULT_TOKEN", "BAO_TOKEN")
 
 DEFAULT_ROLES = [{
@@ -48,15 +53,31 @@ class SettingsError(pulumi.RunError):
 
 
 @dataclass(frozen=True)
+class AivenSettings:
+    api_url: str
+    project: str
+    cloud: str
+    plan: str
+    service_name: str
+    pg_version: str
+    termination_protection: bool
+    maintenance: Optional[dict[str, str]]
+    token: Optional[Output[str]]
+    """None: the provider reads AIVEN_TOKEN."""
+
+
+@dataclass(frozen=True)
 class PostgresSettings:
     mode: str
+    """"existing" (host, port, ... below) or "aiven" (`aiven` below; the rest unused)."""
     host: str
     port: int
     database: str
     admin_user: str
-    admin_password: Output[str]
+    admin_password: Optional[Output[str]]
     sslmode: str
     sslrootcert: Optional[str]
+    aiven: Optional[AivenSettings] = None
 
 
 @dataclass(frozen=True)
@@ -123,12 +144,8 @@ def parse_settings(
 
     # --- PostgreSQL ---------------------------------------------------------
     mode = text("postgresMode", "existing")
-    if mode == "aiven":
-        problems.add("postgresMode", "'aiven' is not available in this build: it needs the aiven plugin, which "
-                     "cannot be built on this network (see issue 4); use 'existing' and point "
-                     "pgcreds:postgresHost at the service")
-    elif mode != "existing":
-        problems.add("postgresMode", f"must be 'existing' (or 'aiven'), not {mode!r}")
+    if mode not in ("existing", "aiven"):
+        problems.add("postgresMode", f"must be 'existing' or 'aiven', not {mode!r}")
     port_text = text("postgresPort", "5432")
     port = int(port_text) if port_text.isdigit() and 0 < int(port_text) < 65536 else 0
     if not port:
@@ -147,9 +164,10 @@ def parse_settings(
     admin_password = secret("postgresAdminPassword")
     if admin_password is None and environ.get(ADMIN_PASSWORD_ENV):
         admin_password = Output.secret(environ[ADMIN_PASSWORD_ENV])
-    if admin_password is None:
+    if admin_password is None and mode == "existing":
         problems.add("postgresAdminPassword", "is required: run `pulumi config set --secret "
                      f"{NAMESPACE}:postgresAdminPassword <password>` or export {ADMIN_PASSWORD_ENV}")
+    aiven = _parse_aiven(text, boolean, secret, environ, stack, environment, problems) if mode == "aiven" else None
 
     # --- Vault --------------------------------------------------------------
     vault_address = text("vaultAddress", environ.get("VAULT_ADDR", ""))
@@ -181,7 +199,7 @@ def parse_settings(
         environment=environment,
         postgres=PostgresSettings(mode=mode, host=text("postgresHost", "127.0.0.1"), port=port, database=database,
                                   admin_user=admin_user, admin_password=admin_password, sslmode=sslmode,
-                                  sslrootcert=raw.get("postgresSslRootCert") or None),
+                                  sslrootcert=raw.get("postgresSslRootCert") or None, aiven=aiven),
         vault=VaultSettings(address=vault_address.rstrip("/"), mount_path=mount_path, connection_name=connection_name),
         roles=roles,
         sample_data=boolean("sampleData", False),
@@ -189,6 +207,48 @@ def parse_settings(
         owner_role=owner_role,
         vault_admin_role=vault_admin_role,
     )
+
+
+def _parse_aiven(text, boolean, secret, environ, stack: str, environment: str, problems: _Problems) -> AivenSettings:
+    def required(key: str, pattern: re.Pattern, example: str) -> str:
+        value = text(key, "")
+        if not value:
+            problems.add(key, f"is required when postgresMode is 'aiven' (e.g. {example})")
+        elif not pattern.match(value):
+            problems.add(key, f"{value!r} is not a valid value (e.g. {example})")
+        return value
+
+    project = required("aivenProject", AIVEN_NAME, "my-project")
+    cloud = required("aivenCloud", AIVEN_CLOUD, "google-europe-west1")
+    plan = text("aivenPlan", "")
+    if not plan:
+        problems.add("aivenPlan", "is required when postgresMode is 'aiven' (e.g. startup-4)")
+    elif not AIVEN_PLAN.match(plan):
+        problems.add("aivenPlan", f"{plan!r} is not an Aiven plan name: <tier>-<size> such as hobbyist-1, "
+                     "startup-4 or business-8")
+    service_name = text("aivenServiceName", f"pgcreds-{stack}")
+    if not AIVEN_NAME.match(service_name):
+        problems.add("aivenServiceName", f"{service_name!r}: lower-case letters, digits and -, starting with a letter")
+    pg_version = text("aivenPgVersion", "16")
+    if not re.match(r"^\d{2}$", pg_version):
+        problems.add("aivenPgVersion", f"{pg_version!r} is not a PostgreSQL major version such as 16")
+    api_url = text("aivenApiUrl", "https://api.aiven.io").rstrip("/")
+    if not re.match(r"^https?://[^\s/]+(:\d+)?$", api_url):
+        problems.add("aivenApiUrl", f"{api_url!r} is not an API base URL such as https://api.aiven.io")
+    dow, at = text("aivenMaintenanceDow", ""), text("aivenMaintenanceTime", "")
+    maintenance = None
+    if dow or at:
+        if dow not in WEEKDAYS or not re.match(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d$", at):
+            problems.add("aivenMaintenanceDow", "a maintenance window needs both aivenMaintenanceDow (monday .. "
+                         "sunday) and aivenMaintenanceTime (HH:MM:SS, UTC)")
+        maintenance = {"dow": dow, "time": at}
+    token = secret("aivenToken")
+    if token is None and not environ.get(AIVEN_TOKEN_ENV):
+        problems.add("aivenToken", f"is required: `pulumi config set --secret {NAMESPACE}:aivenToken <token>` "
+                     f"or export {AIVEN_TOKEN_ENV}")
+    return AivenSettings(api_url=api_url, project=project, cloud=cloud, plan=plan, service_name=service_name,
+                         pg_version=pg_version, maintenance=maintenance, token=token,
+                         termination_protection=boolean("aivenTerminationProtection", environment != "dev"))
 
 
 def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[AppRole, ...]:
@@ -259,7 +319,8 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
     return tuple(roles)
 
 
-KEYS = ("environment", "postgresMode", "postgresHost", "postgresPort", "postgresDatabase", "postgresAdminUser",
+KEYS = ("aivenApiUrl", "aivenProject", "aivenCloud", "aivenPlan", "aivenServiceName", "aivenPgVersion",
+        "aivenMaintenanceDow", "aivenMaintenanceTime", "aivenTerminationProtection", "environment", "postgresMode", "postgresHost", "postgresPort", "postgresDatabase", "postgresAdminUser",
         "postgresSslMode", "postgresSslRootCert", "vaultAddress", "vaultMountPath", "vaultConnectionName",
         "tableOwnerRole", "vaultAdminRole", "roles", "sampleData", "keepTablesOnDestroy")
 

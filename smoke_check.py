@@ -21,6 +21,8 @@ import hvac
 import psycopg
 from psycopg import sql
 
+from providers.postgres import connect
+
 SAMPLE_WEEKS = ("2022-02-25", "2022-03-04", "2022-03-11")
 
 
@@ -46,9 +48,8 @@ class SmokeReport:
 
 
 def _connect(postgres: dict[str, Any], user: str, password: str) -> psycopg.Connection:
-    return psycopg.connect(host=postgres["host"], port=int(postgres["port"]), dbname=postgres["database"],
-                           user=user, password=password, sslmode=postgres.get("sslmode") or "prefer",
-                           connect_timeout=10, autocommit=True)
+    """Connects as the stack's own resources do (same TLS settings and CA)."""
+    return connect({**postgres, "user": user, "password": password})
 
 
 def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, forbidden_table: str,

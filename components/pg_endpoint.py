@@ -29,20 +29,27 @@ class PgEndpoint:
     """libpq sslmode for every connection (Pulumi's and Vault's)."""
     sslrootcert: Optional[str] = None
     """Path of a CA certificate file to verify the server with (verify-ca / verify-full)."""
+    sslrootcert_pem: Optional[Input[str]] = None
+    """The CA certificate itself, as PEM text (a managed service's CA); used instead of `sslrootcert`."""
+    vault_sslmode: Optional[str] = None
+    """sslmode of Vault's own connection, when it must differ (Vault cannot be handed a CA as text)."""
 
     def admin_connection(self) -> Output[dict]:
         """The `connection` input of the PostgreSQL dynamic resources (a secret)."""
         return Output.secret(Output.all(
             host=self.host, port=self.port, database=self.database, user=self.admin_user,
-            password=self.admin_password,
+            password=self.admin_password, sslrootcert_pem=self.sslrootcert_pem,
         ).apply(lambda c: {**c, "sslmode": self.sslmode, "sslrootcert": self.sslrootcert}))
 
     def vault_connection_url(self) -> Output[str]:
         """A connection URL for Vault that carries no credentials: Vault fills in
-        {{username}} and {{password}} from the connection's own fields."""
+        {{username}} and {{password}} from the connection's own fields. A CA file
+        path, when given, must exist on the Vault server too."""
+        sslmode = self.vault_sslmode or self.sslmode
+        ca = f"&sslrootcert={self.sslrootcert}" if self.sslrootcert and not self.vault_sslmode else ""
         return Output.format(
-            "postgresql://{{{{username}}}}:{{{{password}}}}@{0}:{1}/{2}?sslmode={3}",
-            self.host, self.port, self.database, self.sslmode)
+            "postgresql://{{{{username}}}}:{{{{password}}}}@{0}:{1}/{2}?sslmode={3}{4}",
+            self.host, self.port, self.database, sslmode, ca)
 
 
 def register_endpoint_outputs(resource: pulumi.ComponentResource, endpoint: PgEndpoint) -> None:

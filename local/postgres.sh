@@ -8,6 +8,7 @@ source "$(dirname "$0")/common.sh"
 dir="$PGCREDS_LOCAL_DIR/postgres"
 data="$dir/data"
 password_file="$dir/superuser.password"
+tls="$dir/tls"
 
 pg_bin() {
   local bin
@@ -24,6 +25,22 @@ pg_bin() {
 
 as_postgres() { runuser -u postgres -- "$@"; }
 
+# A test CA and a server certificate for 127.0.0.1 / localhost, so that
+# clients can use sslmode=verify-full (the Aiven stand-in's services do).
+make_tls() {
+  [[ -s "$tls/server.pem" ]] && return
+  log "creating a test CA and server certificate in $tls"
+  install -d -m 755 "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=pg-dynamic-creds test CA" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$tls/san.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 3650 \
+    -extfile "$tls/san.ext" -out "$tls/server.pem" 2>/dev/null
+  chmod 600 "$tls/ca.key" "$tls/server.key"
+  chown postgres "$tls/server.key" "$tls/server.pem"
+}
+
 running() { [[ -f "$data/postmaster.pid" ]] && as_postgres "$(pg_bin)/pg_ctl" -D "$data" status >/dev/null 2>&1; }
 
 start() {
@@ -37,9 +54,11 @@ start() {
     as_postgres "$bin/initdb" -D "$data" -U postgres --pwfile="$password_file" \
       --auth-local=peer --auth-host=scram-sha-256 -E UTF8 >/dev/null
   fi
+  make_tls
   if running; then log "PostgreSQL already running on 127.0.0.1:$PGCREDS_PG_PORT"; return; fi
-  as_postgres "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start \
-    -o "-c listen_addresses=127.0.0.1 -p $PGCREDS_PG_PORT -c unix_socket_directories=$dir -c max_connections=200" >/dev/null
+  local options="-c listen_addresses=127.0.0.1 -p $PGCREDS_PG_PORT -c unix_socket_directories=$dir"
+  options+=" -c max_connections=200 -c ssl=on -c ssl_cert_file=$tls/server.pem -c ssl_key_file=$tls/server.key"
+  as_postgres "$bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 start -o "$options" >/dev/null
   log "PostgreSQL started on 127.0.0.1:$PGCREDS_PG_PORT (data: $data)"
 }
 
@@ -53,6 +72,7 @@ env_() {
   cat <<EOT
 export PGHOST=127.0.0.1 PGPORT=$PGCREDS_PG_PORT PGUSER=postgres PGDATABASE=postgres
 export PGCREDS_POSTGRES_ADMIN_PASSWORD=\$(cat '$password_file')
+export PGCREDS_TEST_CA=$tls/ca.pem
 EOT
 }
 

@@ -12,6 +12,8 @@ import base64
 import hashlib
 import hmac
 import os
+import tempfile
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import psycopg
@@ -35,8 +37,22 @@ class PostgresUnreachable(Exception):
     """PostgreSQL could not be reached or refused the login."""
 
 
+def _ca_file(pem: str) -> str:
+    """libpq reads CA certificates from files: keep each PEM in a private temporary file."""
+    folder = Path(tempfile.gettempdir()) / f"pgcreds-ca-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / (hashlib.sha256(pem.encode()).hexdigest()[:16] + ".pem")
+    if not path.exists():
+        path.write_text(pem)
+    return str(path)
+
+
 def connect(connection: dict[str, Any]) -> psycopg.Connection:
-    """Opens an autocommit connection from a `connection` input."""
+    """Opens an autocommit connection from a `connection` input. The server's CA
+    comes as a file path (`sslrootcert`) or as PEM text (`sslrootcert_pem`)."""
+    sslrootcert = connection.get("sslrootcert") or None
+    if connection.get("sslrootcert_pem"):
+        sslrootcert = _ca_file(connection["sslrootcert_pem"])
     try:
         return psycopg.connect(
             host=connection["host"],
@@ -45,7 +61,7 @@ def connect(connection: dict[str, Any]) -> psycopg.Connection:
             user=connection["user"],
             password=connection["password"],
             sslmode=connection.get("sslmode") or "prefer",
-            sslrootcert=connection.get("sslrootcert") or None,
+            sslrootcert=sslrootcert,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             autocommit=True,
             application_name="pg-dynamic-creds",
@@ -75,16 +91,51 @@ def _changed(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
     return [k for k in keys if olds.get(k) != news.get(k)]
 
 
+SERVER_IDENTITY = ("host", "port", "database")
+
+
+def _replaced(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
+    """Keys that force a replacement: the given ones, and `connection` when it
+    names another server or database (the object must then be made there)."""
+    old, new = olds.get("connection"), news.get("connection")
+    if not isinstance(old, dict):
+        return _changed(olds, news, keys)
+    # In a preview the new server may not exist yet (unknown): it is another one.
+    moved = not isinstance(new, dict) or any(old.get(k) != new.get(k) for k in SERVER_IDENTITY)
+    return _changed(olds, news, keys) + (["connection"] if moved else [])
+
+
 def _updated(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
-    """Keys that need an in-place update. A changed `connection` (new address or
-    admin password) is one, never a replacement, so that later reads and deletes
-    use the new one."""
+    """Keys that need an in-place update. Any other change of `connection` (admin
+    password, TLS settings) is one, so that later reads and deletes use it."""
     return _changed(olds, news, tuple(keys) + ("connection",))
 
 
 def _role_exists(cur: psycopg.Cursor, name: str) -> bool:
     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
     return cur.fetchone() is not None
+
+
+def _ensure_member(cur: psycopg.Cursor, role: str) -> None:
+    """Makes the admin a member of `role`. A superuser is one already; a
+    CREATEROLE admin such as Aiven's avnadmin is not, yet needs to be to hand a
+    table to the role, end its sessions or reassign what it owns."""
+    cur.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (role,))
+    if not cur.fetchone()[0]:
+        cur.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+
+
+def _give_table(cur: psycopg.Cursor, table: str, owner: str) -> None:
+    """ALTER TABLE ... OWNER TO, as a non-superuser admin may: it must be a
+    member of the new owner, and the owner needs CREATE on the schema."""
+    _ensure_member(cur, owner)
+    # Tables are created in parallel; concurrent GRANTs on one schema collide
+    # ("tuple concurrently updated"), so they take turns (until commit).
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext('pgcreds: schema grants'))")
+    schema = cur.execute("SELECT current_schema()").fetchone()[0]
+    if not cur.execute("SELECT has_schema_privilege(%s, %s, 'CREATE')", (owner, schema)).fetchone()[0]:
+        cur.execute(sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(sql.Identifier(schema), sql.Identifier(owner)))
+    cur.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(table), sql.Identifier(owner)))
 
 
 def _table_exists(cur: psycopg.Cursor, name: str) -> bool:
@@ -119,7 +170,7 @@ class _RoleProvider(ResourceProvider):
         return CreateResult(props["name"], dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _changed(olds, news, self.REPLACE_ON)
+        replaces = _replaced(olds, news, self.REPLACE_ON)
         changes = replaces or _updated(olds, news, self.UPDATE_ON)
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
@@ -141,6 +192,7 @@ class _RoleProvider(ResourceProvider):
         with connect(props["connection"]) as conn, conn.cursor() as cur:
             if not _role_exists(cur, id_):
                 return
+            _ensure_member(cur, id_)
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (id_,))
             # Whatever it still owns (kept tables, objects made by its users) goes to
             # the admin, so that the DROP cannot fail and no data is lost.
@@ -178,7 +230,7 @@ class _MembershipProvider(ResourceProvider):
         return CreateResult(f"{props['group']}/{props['member']}", dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _changed(olds, news, ("group", "member", "admin_option"))
+        replaces = _replaced(olds, news, ("group", "member", "admin_option"))
         return DiffResult(changes=bool(replaces or _updated(olds, news, ())), replaces=replaces,
                           delete_before_replace=True)
 
@@ -235,13 +287,16 @@ class _TableProvider(ResourceProvider):
     def check(self, olds: dict, news: dict) -> CheckResult:
         # A change of name or columns means drop-and-create: refuse it at preview
         # time if the table holds data, before anything is changed.
-        if olds and _changed(olds, news, ("name", "columns")):
+        # A kept table (keepTablesOnDestroy) stays behind on the old server, so
+        # only a table that would really be dropped is checked for rows.
+        if olds and (_changed(olds, news, ("name", "columns"))
+                     or ("connection" in _replaced(olds, news, ()) and not olds.get("keep_on_destroy"))):
             rows = self._row_count(olds)
             if rows:
                 return CheckResult(news, [CheckFailure("columns", (
-                    f"table {olds['name']!r} holds {rows} rows and this change would drop and recreate it. "
-                    "Nothing was changed. Migrate the table by hand (ALTER TABLE, or copy the data out), "
-                    "then run `pulumi refresh`, or revert the change in tables.py."))])
+                    f"table {olds['name']!r} holds {rows} rows and this change (of its columns, or of the "
+                    "server it lives on) would drop and recreate it. Nothing was changed. Migrate the data by "
+                    "hand (ALTER TABLE, or copy it to the new server) and empty the table, or revert the change."))])
         return CheckResult(news, [])
 
     def create(self, props: dict) -> CreateResult:
@@ -249,22 +304,32 @@ class _TableProvider(ResourceProvider):
         columns = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(column), sql.SQL(definition))
             for column, definition in props["columns"])
+        wanted = [column for column, _ in props["columns"]]
         with connect(props["connection"]) as conn, conn.cursor() as cur, conn.transaction():
-            # A table kept by an earlier destroy (keepTablesOnDestroy) is adopted with its data.
+            # A table kept by an earlier destroy (keepTablesOnDestroy) is adopted with
+            # its data, if it has the same columns; an empty one with others is remade.
+            cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                        "AND table_name = %s ORDER BY ordinal_position", (props["name"],))
+            existing = [r[0] for r in cur.fetchall()]
+            if existing and existing != wanted:
+                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(name))
+                if cur.fetchone()[0]:
+                    raise ValueError(f"table {props['name']!r} already exists with columns {existing} and holds "
+                                     f"rows; the program wants {wanted}. Migrate it by hand first.")
+                cur.execute(sql.SQL("DROP TABLE {}").format(name))
             cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(name, columns))
-            cur.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(name, sql.Identifier(props["owner"])))
+            _give_table(cur, props["name"], props["owner"])
         return CreateResult(props["name"], dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _changed(olds, news, ("name", "columns"))
+        replaces = _replaced(olds, news, ("name", "columns"))
         changes = replaces or _updated(olds, news, ("owner", "keep_on_destroy"))
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, olds: dict, news: dict) -> UpdateResult:
         if olds.get("owner") != news.get("owner"):
-            with connect(news["connection"]) as conn:
-                conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(
-                    sql.Identifier(news["name"]), sql.Identifier(news["owner"])))
+            with connect(news["connection"]) as conn, conn.cursor() as cur, conn.transaction():
+                _give_table(cur, news["name"], news["owner"])
         return UpdateResult(dict(news))
 
     def read(self, id_: str, props: dict) -> ReadResult:
@@ -336,7 +401,7 @@ class _TableGrantProvider(ResourceProvider):
         return CreateResult(f"{props['role']}@{props['table']}", {**props, "sequences": sequences})
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _changed(olds, news, ("role", "table"))
+        replaces = _replaced(olds, news, ("role", "table"))
         changes = replaces or _updated(olds, news, ("privileges", "sequence_privileges"))
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
@@ -398,7 +463,7 @@ class _SampleRowsProvider(ResourceProvider):
         return CreateResult(f"{props['table']}-sample-rows", dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _changed(olds, news, ("table", "columns", "rows"))
+        replaces = _replaced(olds, news, ("table", "columns", "rows"))
         changes = replaces or _updated(olds, news, ("keep_on_destroy",))
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
