@@ -24,6 +24,7 @@ if aiven is not None:
         termination_protection=aiven.termination_protection,
         maintenance=aiven.maintenance,
         token=aiven.token,
+        sslmode=settings.postgres.sslmode,
     ))
 else:
     postgres = ExistingPostgres("postgres", ExistingPostgresArgs(

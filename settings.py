@@ -133,7 +133,7 @@ def parse_settings(
 
     def boolean(key: str, default: bool) -> bool:
         value = raw.get(key)
-        if value is None:
+        if value is None or value == "":
             return default
         if str(value).lower() in ("true", "false"):
             return str(value).lower() == "true"
@@ -155,7 +155,8 @@ def parse_settings(
     for key, value in (("postgresDatabase", database), ("postgresAdminUser", admin_user)):
         if not IDENTIFIER.match(value):
             problems.add(key, f"{value!r} is not a plain identifier (lower-case letters, digits, _; max 63)")
-    sslmode = text("postgresSslMode", "prefer")
+    # A managed service is verified against its CA unless told otherwise.
+    sslmode = text("postgresSslMode", "verify-full" if mode == "aiven" else "prefer")
     if sslmode not in SSLMODES:
         problems.add("postgresSslMode", f"must be one of {', '.join(SSLMODES)}; got {sslmode!r}")
     elif sslmode == "disable" and environment != "dev":

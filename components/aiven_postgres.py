@@ -39,6 +39,8 @@ class AivenPostgresArgs:
     """{"dow": "sunday", "time": "04:00:00"}, or None for Aiven's choice."""
     token: Optional[Input[str]] = None
     """API token as a secret; None reads AIVEN_TOKEN in the provider process."""
+    sslmode: str = "verify-full"
+    """sslmode of Pulumi's connections; verify-full checks the server against the project CA."""
 
 
 class AivenPostgres(pulumi.ComponentResource):
@@ -54,6 +56,7 @@ class AivenPostgres(pulumi.ComponentResource):
             opts=ResourceOptions(parent=self))
         self.endpoint = PgEndpoint(
             host=service.host, port=service.port, database=service.database, admin_user=service.admin_user,
-            admin_password=Output.secret(service.admin_password), sslmode="verify-full",
-            sslrootcert_pem=service.ca_certificate, vault_sslmode="require")
+            admin_password=Output.secret(service.admin_password), sslmode=args.sslmode,
+            sslrootcert_pem=service.ca_certificate,
+            vault_sslmode="require" if args.sslmode in ("require", "verify-ca", "verify-full") else args.sslmode)
         register_endpoint_outputs(self, self.endpoint)

@@ -24,7 +24,8 @@ DYNAMIC = "pulumi-python:dynamic/"
 VAULT_ROLE = DYNAMIC + "vault:DatabaseRole"
 VAULT_CONNECTION = DYNAMIC + "vault:DatabaseConnection"
 TABLE_GRANT = DYNAMIC + "postgresql:TableGrant"
-AIVEN_PG = "aiven:index/pg:Pg"
+AIVEN_PG = DYNAMIC + "aiven:Pg"
+AIVEN_PG_BRIDGED = "aiven:index/pg:Pg"  # the same rule for the `aiven` plugin's resource
 MAX_TTL_SECONDS = 24 * 3600
 TEMPLATED_USERINFO = "{{username}}:{{password}}"
 
@@ -86,9 +87,14 @@ def _no_sensitive_grants(props: dict, args: ResourceValidationArgs, report: Repo
                f"{props.get('table')!r}.")
 
 
-def _aiven_termination_protection(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if not on_dev(args) and not props.get("terminationProtection"):
-        report(f"Aiven service {props.get('serviceName')!r}: termination_protection must be on outside dev "
+def _aiven_termination_protection(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type not in (AIVEN_PG, AIVEN_PG_BRIDGED):
+        return
+    props = dict(args.props)
+    protected = props.get("termination_protection", props.get("terminationProtection"))
+    if not on_dev(args) and not protected:
+        name = props.get("service_name", props.get("serviceName"))
+        report(f"Aiven service {name!r}: termination_protection must be on outside dev "
                f"(stack {stack_of(args)!r}).")
 
 
@@ -137,7 +143,7 @@ PolicyPack(
         ResourceValidationPolicy(
             name="aiven-termination-protection",
             description="Aiven for PostgreSQL services outside dev have termination protection.",
-            validate=for_type(AIVEN_PG, _aiven_termination_protection),
+            validate=_aiven_termination_protection,
             config_schema=DEV_STACKS_SCHEMA),
         ResourceValidationPolicy(
             name="no-sslmode-disable-outside-dev",

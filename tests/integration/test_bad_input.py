@@ -25,6 +25,15 @@ CASES = {
     "table name injection": (lambda s: roles(s, tables=[INJECTION]), "pgcreds:roles[0].tables"),
     "role name injection": (lambda s: roles(s, name=INJECTION), "pgcreds:roles[0].name"),
     "invalid mount path": (lambda s: {"vaultMountPath": "../sys"}, "pgcreds:vaultMountPath"),
+    "aiven without a project": (lambda s: {"postgresMode": "aiven", "aivenCloud": "google-europe-west1",
+                                           "aivenPlan": "startup-4"}, "pgcreds:aivenProject"),
+    "aiven without a token": (lambda s: {"postgresMode": "aiven", "aivenProject": "p",
+                                         "aivenCloud": "google-europe-west1", "aivenPlan": "startup-4"},
+                              "pgcreds:aivenToken"),
+    "aiven plan of unknown format": (lambda s: {"postgresMode": "aiven", "aivenProject": "p",
+                                                "aivenCloud": "google-europe-west1", "aivenPlan": "large"},
+                                     "pgcreds:aivenPlan"),
+    "sslmode disable outside dev": (lambda s: {"environment": "production"}, "pgcreds:postgresSslMode"),
 }
 
 
@@ -39,7 +48,7 @@ def deployed_facts(stack: ProgramStack) -> tuple:
 def test_bad_setting_fails_preview_and_up_without_changes(deployed_stack: ProgramStack, case: str):
     make_config, setting = CASES[case]
     before = deployed_facts(deployed_stack)
-    good = {key: deployed_stack.stack.get_config(f"pgcreds:{key}").value for key in make_config(deployed_stack)}
+    before_config = deployed_stack.stack.get_all_config()
     deployed_stack.set(**make_config(deployed_stack))
     try:
         for operation in (deployed_stack.stack.preview, deployed_stack.stack.up):
@@ -48,7 +57,12 @@ def test_bad_setting_fails_preview_and_up_without_changes(deployed_stack: Progra
             assert setting in str(failure.value)
             assert "nothing was changed" in str(failure.value)
     finally:
-        deployed_stack.set(**good)
+        for key in make_config(deployed_stack):
+            full_key = f"pgcreds:{key}"
+            if full_key in before_config:
+                deployed_stack.stack.set_config(full_key, before_config[full_key])
+            else:
+                deployed_stack.stack.remove_config(full_key)
     assert deployed_facts(deployed_stack) == before
     with admin_connect(deployed_stack.database) as admin:
         assert admin.execute("SELECT to_regclass('employee_salary') IS NOT NULL").fetchone()[0]

@@ -50,6 +50,7 @@ VIOLATIONS = {
     "grant-on-sensitive-table": ("no-grants-on-sensitive-tables", "sensitive table 'employee_salary'"),
     "sslmode-disable-in-url": ("no-sslmode-disable-outside-dev", "allowed on dev only"),
     "sslmode-disable-in-connection": ("no-sslmode-disable-outside-dev", "allowed on dev only"),
+    "aiven-without-termination-protection": ("aiven-termination-protection", "must be on outside dev"),
 }
 
 
@@ -64,7 +65,11 @@ def test_violation_is_rejected(tmp_path: Path, case: str):
 
 def test_compliant_program_passes(tmp_path: Path):
     result = preview(tmp_path, "compliant")
-    assert result.change_summary.get("create", 0) == 4  # the stack and three resources
+    assert result.change_summary.get("create", 0) == 5  # the stack and four resources
+
+
+def test_aiven_service_may_go_unprotected_on_dev(tmp_path: Path):
+    assert preview(tmp_path, "aiven-without-termination-protection", environment="dev").change_summary["create"] == 2
 
 
 def test_sslmode_disable_is_allowed_on_dev(tmp_path: Path):

@@ -146,3 +146,44 @@ def test_revocation_ends_sessions_reassigns_and_drops():
     for step in ("pg_terminate_backend", "REASSIGN OWNED BY", "DROP OWNED BY", "DROP ROLE", "IF EXISTS"):
         assert step in statement
     assert statement.startswith("DO $$") and statement.rstrip().endswith("$$;")
+
+
+def test_aiven_service_feeds_the_provider_connection_and_vault(mocks):
+    from components.aiven_postgres import AivenPostgres, AivenPostgresArgs
+
+    seen = {}
+
+    class AivenMocks(RecordingMocks):
+        def new_resource(self, args):
+            name, outputs = super().new_resource(args)
+            if args.name == "aiven-service":
+                outputs.update(host="pg-x.aivencloud.com", port=12691, database="defaultdb", admin_user="avnadmin",
+                               admin_password="avnadmin-secret", ca_certificate="-----BEGIN CERTIFICATE-----")
+            return name, outputs
+
+    aiven_mocks = AivenMocks()
+    pulumi.runtime.set_mocks(aiven_mocks, preview=False)
+
+    @pulumi.runtime.test
+    def program():
+        aiven = AivenPostgres("aiven", AivenPostgresArgs(
+            api_url="https://api.aiven.io", project="p", cloud="google-europe-west1", plan="startup-4",
+            service_name="pg-x", pg_version="16", termination_protection=True, token=Output.secret("tok")))
+        pg = aiven.endpoint
+        VaultDatabaseSecrets("v", VaultDatabaseSecretsArgs(
+            endpoint=pg, vault_address="http://127.0.0.1:8200", mount_path="database", connection_name="postgresql",
+            admin_username="vault_admin", admin_password=Output.secret("vault-admin-secret"), roles=(METRICS,)))
+        return Output.all(pg.admin_connection(), pg.admin_connection().is_secret(), pg.admin_password.is_secret(),
+                          pg.vault_connection_url()).apply(lambda a: seen.update(
+                              connection=a[0], connection_secret=a[1], password_secret=a[2], url=a[3]))
+    program()
+
+    service = aiven_mocks.resources["aiven-service"]
+    assert service.inputs["termination_protection"] is True and service.inputs["plan"] == "startup-4"
+    assert seen["connection"]["host"] == "pg-x.aivencloud.com" and seen["connection"]["user"] == "avnadmin"
+    assert seen["connection"]["sslmode"] == "verify-full"
+    assert seen["connection"]["sslrootcert_pem"].startswith("-----BEGIN CERTIFICATE")
+    assert seen["connection_secret"] and seen["password_secret"]
+    assert seen["url"] == "postgresql://{{username}}:{{password}}@pg-x.aivencloud.com:12691/defaultdb?sslmode=require"
+    connection = aiven_mocks.resources["v-connection"].inputs
+    assert "avnadmin-secret" not in connection["connection_url"] and connection["username"] == "vault_admin"

@@ -136,3 +136,54 @@ def test_unknown_role_field():
 def test_duplicate_group_role():
     roles = role()["roles"] * 1 + [{**role()["roles"][0], "name": "metrics_readwrite"}]
     assert "used twice" in error_of({"roles": roles})
+
+
+AIVEN = {"postgresMode": "aiven", "aivenProject": "my-project", "aivenCloud": "google-europe-west1",
+         "aivenPlan": "startup-4"}
+AIVEN_ENV = {"VAULT_TOKEN": "t", "AIVEN_TOKEN": "a"}
+
+
+def test_aiven_mode_defaults():
+    settings = parse(AIVEN, environ=AIVEN_ENV, stack="prod")
+    aiven = settings.postgres.aiven
+    assert aiven.termination_protection is True and aiven.service_name == "pgcreds-prod"
+    assert aiven.api_url == "https://api.aiven.io" and aiven.pg_version == "16" and aiven.token is None
+    assert settings.postgres.sslmode == "verify-full"
+    # The admin password comes from the service: not required in aiven mode.
+    assert settings.postgres.admin_password is None
+
+
+def test_aiven_termination_protection_off_by_default_on_dev_only():
+    assert parse(AIVEN, environ=AIVEN_ENV, stack="dev").postgres.aiven.termination_protection is False
+    assert parse({**AIVEN, "aivenTerminationProtection": "false"}, environ=AIVEN_ENV,
+                 stack="prod").postgres.aiven.termination_protection is False
+
+
+def test_aiven_missing_project():
+    message = error_of({**AIVEN, "aivenProject": ""}, environ=AIVEN_ENV)
+    assert "pgcreds:aivenProject: is required when postgresMode is 'aiven'" in message
+
+
+def test_aiven_missing_token():
+    message = error_of(AIVEN, environ={"VAULT_TOKEN": "t"})
+    assert "pgcreds:aivenToken: is required" in message and "AIVEN_TOKEN" in message
+
+
+def test_aiven_token_from_config_secret():
+    token = Output.secret("from-config")
+    settings = parse(AIVEN, environ={"VAULT_TOKEN": "t"}, secret=lambda key: token if key == "aivenToken" else None)
+    assert settings.postgres.aiven.token is token
+
+
+@pytest.mark.parametrize("plan", ["large", "startup", "startup-x", "Startup-4", "startup_4"])
+def test_aiven_unknown_plan_format(plan):
+    assert "pgcreds:aivenPlan" in error_of({**AIVEN, "aivenPlan": plan}, environ=AIVEN_ENV)
+
+
+def test_aiven_sslmode_disable_outside_dev():
+    assert "pgcreds:postgresSslMode" in error_of({**AIVEN, "postgresSslMode": "disable"}, environ=AIVEN_ENV,
+                                                 stack="prod")
+
+
+def test_aiven_half_a_maintenance_window():
+    assert "pgcreds:aivenMaintenanceDow" in error_of({**AIVEN, "aivenMaintenanceDow": "sunday"}, environ=AIVEN_ENV)

@@ -6,6 +6,7 @@ Previews only: nothing here is ever deployed."""
 import pulumi
 
 from components.vault_database_secrets import REVOCATION_STATEMENTS
+from providers.aiven import AivenPg
 from providers.postgres import PgTableGrant
 from providers.vault import VaultDatabaseConnection, VaultDatabaseRole
 
@@ -35,8 +36,13 @@ def grant(table="weekly_metrics_reporting", sslmode="require"):
                  connection=pulumi.Output.secret({**PG, "sslmode": sslmode}))
 
 
+def aiven(termination_protection=True):
+    AivenPg("service", api_url="https://api.aiven.io", project="p", cloud="google-europe-west1", plan="startup-4",
+            service_name="pg-metrics", pg_version="16", termination_protection=termination_protection)
+
+
 if case == "compliant":
-    role(), connection(), grant()
+    role(), connection(), grant(), aiven()
 elif case == "max-ttl-48h":
     role(max_ttl=48 * 3600)
 elif case == "default-above-max":
@@ -51,5 +57,7 @@ elif case == "sslmode-disable-in-url":
     connection(GOOD_URL.replace("require", "disable"))
 elif case == "sslmode-disable-in-connection":
     grant(sslmode="disable")
+elif case == "aiven-without-termination-protection":
+    aiven(termination_protection=False)
 else:
     raise ValueError(f"unknown case {case!r}")
