@@ -46,10 +46,4 @@ export VAULT_TOKEN=\$(cat '$token_file') BAO_TOKEN=\$(cat '$token_file')
 EOT
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  status) if running; then echo running; else echo stopped; exit 1; fi ;;
-  env) env_ ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
-esac
+dispatch "$@"

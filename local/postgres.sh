@@ -76,10 +76,4 @@ export PGCREDS_TEST_CA=$tls/ca.pem
 EOT
 }
 
-case "${1:-}" in
-  start) start ;;
-  stop) stop ;;
-  status) if running; then echo running; else echo stopped; exit 1; fi ;;
-  env) env_ ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
-esac
+dispatch "$@"

@@ -106,10 +106,35 @@ class VaultDatabaseMount(Resource, module="vault", name="DatabaseMount"):
                          {"address": address, "path": path, "description": description}, opts)
 
 
+class _EngineObjectProvider(ResourceProvider):
+    """An object written whole under `<mount>/<KIND>/<name>` (a connection or a
+    role): create and update are the same write; mount and name replace it."""
+
+    KIND: str
+    FIELDS: tuple[str, ...]
+
+    def _write(self, props: dict) -> None:
+        raise NotImplementedError
+
+    def create(self, props: dict) -> CreateResult:
+        self._write(props)
+        return CreateResult(f"{props['mount']}/{self.KIND}/{props['name']}", dict(props))
+
+    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
+        replaces = _changed(olds, news, ("mount", "name"))
+        changes = replaces or _changed(olds, news, ("address",) + self.FIELDS)
+        return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
+
+    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
+        self._write(news)
+        return UpdateResult(dict(news))
+
+
 # --- connection ---------------------------------------------------------------
 
 
-class _ConnectionProvider(ResourceProvider):
+class _ConnectionProvider(_EngineObjectProvider):
+    KIND = "config"
     FIELDS = ("connection_url", "username", "password", "allowed_roles", "username_template",
               "password_authentication")
 
@@ -128,19 +153,6 @@ class _ConnectionProvider(ResourceProvider):
             allowed_roles=list(props["allowed_roles"]),
             **extra,
         )
-
-    def create(self, props: dict) -> CreateResult:
-        self._write(props)
-        return CreateResult(f"{props['mount']}/config/{props['name']}", dict(props))
-
-    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _changed(olds, news, ("mount", "name"))
-        changes = replaces or _changed(olds, news, ("address",) + self.FIELDS)
-        return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
-
-    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
-        self._write(news)
-        return UpdateResult(dict(news))
 
     def read(self, id_: str, props: dict) -> ReadResult:
         try:
@@ -177,7 +189,8 @@ class VaultDatabaseConnection(Resource, module="vault", name="DatabaseConnection
 # --- role ---------------------------------------------------------------------
 
 
-class _RoleProvider(ResourceProvider):
+class _RoleProvider(_EngineObjectProvider):
+    KIND = "roles"
     FIELDS = ("db_name", "creation_statements", "revocation_statements", "default_ttl", "max_ttl")
 
     def _write(self, props: dict) -> None:
@@ -190,19 +203,6 @@ class _RoleProvider(ResourceProvider):
             max_ttl=int(props["max_ttl"]),
             mount_point=props["mount"],
         )
-
-    def create(self, props: dict) -> CreateResult:
-        self._write(props)
-        return CreateResult(f"{props['mount']}/roles/{props['name']}", dict(props))
-
-    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _changed(olds, news, ("mount", "name"))
-        changes = replaces or _changed(olds, news, ("address",) + self.FIELDS)
-        return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
-
-    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
-        self._write(news)
-        return UpdateResult(dict(news))
 
     def read(self, id_: str, props: dict) -> ReadResult:
         try:
