@@ -4,8 +4,10 @@ change previewed and applied, destroy with leases outstanding."""
 from __future__ import annotations
 
 import os
+import re
 
 import psycopg
+import pytest
 from psycopg import sql
 from pulumi import automation as auto
 
@@ -131,3 +133,25 @@ def test_a_new_vault_address_updates_without_revoking_leases(deployed_stack: Pro
     assert lease["ttl"] > 0
     deployed_stack.stack.up()
     vault().sys.revoke_lease(secret["lease_id"])
+
+
+def test_read_role_with_its_own_username_template(new_stack: ProgramStack):
+    reader = f"r{new_stack.suffix}-read"
+    template = '{{ printf "rd_%s_%s" (random 10 | lowercase) (unix_time) | truncate 63 }}'
+    new_stack.set(roles=new_stack.roles_config() + [{
+        "name": reader, "tables": ["weekly_metrics_reporting"], "access": "read", "defaultTtl": "10m",
+        "maxTtl": "1h", "usernameTemplate": template}])
+    new_stack.stack.up()
+    secret = vault().secrets.database.generate_credentials(reader, mount_point=new_stack.mount)
+    user, password = secret["data"]["username"], secret["data"]["password"]
+    assert re.match(r"^rd_[a-z0-9]{10}_\d+$", user), user
+    assert secret["lease_duration"] == 600
+    with psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=new_stack.database,
+                         user=user, password=password, autocommit=True) as session:
+        assert session.execute("SELECT count(*) FROM weekly_metrics_reporting").fetchone()[0] == 3
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            session.execute("INSERT INTO weekly_metrics_reporting (week_ending, product_downloads, github_stars, "
+                            "twitter_followers) VALUES (now(), 1, 1, 1)")
+    vault().sys.revoke_lease(secret["lease_id"])
+    with admin_connect(new_stack.database) as admin:
+        assert admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (user,)).fetchone()[0] == 0
