@@ -70,6 +70,7 @@ stop() {
 # root-readable file, never in a process listing).
 env_() {
   cat <<EOT
+export PGCREDS_LOCAL_DIR=$PGCREDS_LOCAL_DIR
 export PGHOST=127.0.0.1 PGPORT=$PGCREDS_PG_PORT PGUSER=postgres PGDATABASE=postgres
 export PGCREDS_POSTGRES_ADMIN_PASSWORD=\$(cat '$password_file')
 export PGCREDS_TEST_CA=$tls/ca.pem

@@ -67,12 +67,13 @@ def connect(connection: dict[str, Any]) -> psycopg.Connection:
             application_name="pg-dynamic-creds",
         )
     except psycopg.OperationalError as error:
+        # `from None`: the message carries psycopg's text; the chained traceback is noise.
         raise PostgresUnreachable(
-            f"cannot connect to PostgreSQL at {connection['host']}:{connection['port']} "
+            f"cannot connect to PostgreSQL at {connection['host']}:{int(connection['port'])} "
             f"(database {connection['database']!r}, user {connection['user']!r}): {str(error).strip()}. "
             "Check that the server is running and the pgcreds:postgres* settings; "
             "a later `pulumi up` picks up where this one stopped."
-        ) from error
+        ) from None
 
 
 def scram_sha_256_verifier(password: str, iterations: int = 4096) -> str:

@@ -41,7 +41,7 @@ def client(address: str) -> hvac.Client:
     except requests.exceptions.RequestException as error:
         raise VaultUnreachable(
             f"cannot reach Vault at {address} ({type(error).__name__}). Check that it is running and "
-            "the pgcreds:vaultAddress setting; a later `pulumi up` picks up where this one stopped.") from error
+            "the pgcreds:vaultAddress setting; a later `pulumi up` picks up where this one stopped.") from None
     return vault
 
 

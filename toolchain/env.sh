@@ -8,7 +8,9 @@ case ":$PATH:" in *":$_pgcreds_bin:"*) ;; *) export PATH="$_pgcreds_bin:$PATH" ;
 export PULUMI_SKIP_UPDATE_CHECK=true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 export PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK=true
-# A local file backend unless the user chose one (CI sets its own).
-export PULUMI_BACKEND_URL=${PULUMI_BACKEND_URL:-file://$_pgcreds_repo/.local/pulumi-state}
-mkdir -p "$_pgcreds_repo/.local/pulumi-state"
+# A local file backend unless one was chosen (local/dev-env.sh and CI set their own).
+if [[ -z "${PULUMI_BACKEND_URL:-}" ]]; then
+  export PULUMI_BACKEND_URL="file://$_pgcreds_repo/.local/pulumi-state"
+  mkdir -p "$_pgcreds_repo/.local/pulumi-state"
+fi
 unset _pgcreds_repo _pgcreds_bin
