@@ -16,6 +16,8 @@ from aiven.client.client import AivenClient, Error as AivenError
 from pulumi import Input, Output, ResourceOptions
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from providers._shared import changed, gone
+
 RUNNING_TIMEOUT_SECONDS = 30 * 60
 POLL_SECONDS = float(os.environ.get("PGCREDS_AIVEN_POLL_SECONDS", "10"))
 REPLACE_ON = ("project", "service_name")
@@ -81,8 +83,8 @@ class _PgProvider(ResourceProvider):
         return CreateResult(f"{props['project']}/{props['service_name']}", _outputs(client, props, service))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = [k for k in REPLACE_ON if olds.get(k) != news.get(k)]
-        changes = replaces or [k for k in UPDATE_ON + ("token",) if olds.get(k) != news.get(k)]
+        replaces = changed(olds, news, REPLACE_ON)
+        changes = replaces or changed(olds, news, UPDATE_ON + ("token",))
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
     @staticmethod
@@ -102,7 +104,7 @@ class _PgProvider(ResourceProvider):
             service = client.get_service(props["project"], props["service_name"])
         except AivenError as error:
             if error.status == 404:
-                return ReadResult(None, None)
+                return gone()
             raise
         return ReadResult(id_, {**_outputs(client, props, service), "plan": service["plan"],
                                 "cloud": service["cloud_name"],

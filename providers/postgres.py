@@ -30,6 +30,8 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from providers._shared import changed, gone
+
 CONNECT_TIMEOUT_SECONDS = 10
 
 
@@ -88,9 +90,6 @@ def scram_sha_256_verifier(password: str, iterations: int = 4096) -> str:
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
-def _changed(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
-    return [k for k in keys if olds.get(k) != news.get(k)]
-
 
 SERVER_IDENTITY = ("host", "port", "database")
 
@@ -100,16 +99,16 @@ def _replaced(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
     names another server or database (the object must then be made there)."""
     old, new = olds.get("connection"), news.get("connection")
     if not isinstance(old, dict):
-        return _changed(olds, news, keys)
+        return changed(olds, news, keys)
     # In a preview the new server may not exist yet (unknown): it is another one.
     moved = not isinstance(new, dict) or any(old.get(k) != new.get(k) for k in SERVER_IDENTITY)
-    return _changed(olds, news, keys) + (["connection"] if moved else [])
+    return changed(olds, news, keys) + (["connection"] if moved else [])
 
 
 def _updated(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
     """Keys that need an in-place update. Any other change of `connection` (admin
     password, TLS settings) is one, so that later reads and deletes use it."""
-    return _changed(olds, news, tuple(keys) + ("connection",))
+    return changed(olds, news, tuple(keys) + ("connection",))
 
 
 def _role_exists(cur: psycopg.Cursor, name: str) -> bool:
@@ -185,7 +184,7 @@ class _RoleProvider(ResourceProvider):
             cur.execute("SELECT rolcanlogin, rolcreaterole FROM pg_roles WHERE rolname = %s", (id_,))
             row = cur.fetchone()
         if row is None:
-            return ReadResult(None, None)
+            return gone()
         return ReadResult(id_, {**props, "login": row[0], "create_role": row[1]})
 
     def delete(self, id_: str, props: dict) -> None:
@@ -247,7 +246,7 @@ class _MembershipProvider(ResourceProvider):
                    WHERE g.rolname = %s AND r.rolname = %s""", (props["group"], props["member"]))
             row = cur.fetchone()
         if row is None:
-            return ReadResult(None, None)
+            return gone()
         return ReadResult(id_, {**props, "admin_option": row[0]})
 
     def delete(self, _id: str, props: dict) -> None:
@@ -290,7 +289,7 @@ class _TableProvider(ResourceProvider):
         # time if the table holds data, before anything is changed.
         # A kept table (keepTablesOnDestroy) stays behind on the old server, so
         # only a table that would really be dropped is checked for rows.
-        if olds and (_changed(olds, news, ("name", "columns"))
+        if olds and (changed(olds, news, ("name", "columns"))
                      or ("connection" in _replaced(olds, news, ()) and not olds.get("keep_on_destroy"))):
             rows = self._row_count(olds)
             if rows:
@@ -336,7 +335,7 @@ class _TableProvider(ResourceProvider):
     def read(self, id_: str, props: dict) -> ReadResult:
         with connect(props["connection"]) as conn, conn.cursor() as cur:
             if not _table_exists(cur, id_):
-                return ReadResult(None, None)
+                return gone()
         return ReadResult(id_, dict(props))
 
     def delete(self, id_: str, props: dict) -> None:
@@ -412,7 +411,7 @@ class _TableGrantProvider(ResourceProvider):
     def read(self, id_: str, props: dict) -> ReadResult:
         with connect(props["connection"]) as conn, conn.cursor() as cur:
             if not (_role_exists(cur, props["role"]) and _table_exists(cur, props["table"])):
-                return ReadResult(None, None)
+                return gone()
             table = sql.Identifier(props["table"]).as_string(cur)
             held = [p for p in ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
                     if cur.execute("SELECT has_table_privilege(%s, %s, %s)", (props["role"], table, p)).fetchone()[0]]

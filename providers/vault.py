@@ -17,6 +17,8 @@ import requests
 from pulumi import Input, Output, ResourceOptions
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from providers._shared import changed, gone
+
 REQUEST_TIMEOUT_SECONDS = 30
 
 
@@ -51,10 +53,6 @@ def revoke_leases(vault: hvac.Client, prefix: str) -> None:
     vault.sys.revoke_prefix(prefix)
 
 
-def _changed(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
-    """Keys whose values differ."""
-    return [k for k in keys if olds.get(k) != news.get(k)]
-
 
 # --- mount --------------------------------------------------------------------
 
@@ -72,10 +70,10 @@ class _MountProvider(ResourceProvider):
         return CreateResult(path, dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _changed(olds, news, ("path",))
+        replaces = changed(olds, news, ("path",))
         # A new address is an update, never a replacement: the same Vault under
         # another name must not lose its mount (and so every lease).
-        changes = replaces or _changed(olds, news, ("address", "description"))
+        changes = replaces or changed(olds, news, ("address", "description"))
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
@@ -85,7 +83,7 @@ class _MountProvider(ResourceProvider):
     def read(self, id_: str, props: dict) -> ReadResult:
         mounts = client(props["address"]).sys.list_mounted_secrets_engines()["data"]
         if id_ + "/" not in mounts:
-            return ReadResult(None, None)
+            return gone()
         return ReadResult(id_, {**props, "description": mounts[id_ + "/"].get("description", "")})
 
     def delete(self, id_: str, props: dict) -> None:
@@ -121,8 +119,8 @@ class _EngineObjectProvider(ResourceProvider):
         return CreateResult(f"{props['mount']}/{self.KIND}/{props['name']}", dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _changed(olds, news, ("mount", "name"))
-        changes = replaces or _changed(olds, news, ("address",) + self.FIELDS)
+        replaces = changed(olds, news, ("mount", "name"))
+        changes = replaces or changed(olds, news, ("address",) + self.FIELDS)
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
@@ -159,7 +157,7 @@ class _ConnectionProvider(_EngineObjectProvider):
             data = client(props["address"]).secrets.database.read_connection(
                 props["name"], mount_point=props["mount"])["data"]
         except hvac.exceptions.InvalidPath:
-            return ReadResult(None, None)
+            return gone()
         details = data.get("connection_details", {})
         return ReadResult(id_, {**props, "allowed_roles": sorted(data.get("allowed_roles") or []),
                                 "connection_url": details.get("connection_url", props["connection_url"]),
@@ -209,7 +207,7 @@ class _RoleProvider(_EngineObjectProvider):
             data = client(props["address"]).secrets.database.read_role(
                 props["name"], mount_point=props["mount"])["data"]
         except hvac.exceptions.InvalidPath:
-            return ReadResult(None, None)
+            return gone()
         return ReadResult(id_, {**props, **{k: data[k] for k in self.FIELDS if k in data}})
 
     def delete(self, _id: str, props: dict) -> None:

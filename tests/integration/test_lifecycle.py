@@ -155,3 +155,19 @@ def test_read_role_with_its_own_username_template(new_stack: ProgramStack):
     vault().sys.revoke_lease(secret["lease_id"])
     with admin_connect(new_stack.database) as admin:
         assert admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (user,)).fetchone()[0] == 0
+
+
+def test_objects_deleted_by_hand_come_back_on_refresh(new_stack: ProgramStack):
+    """What an OpenBao restart or a hand-made DROP does: `up --refresh` notices and converges."""
+    new_stack.stack.up()
+    vault().sys.disable_secrets_engine(new_stack.mount)
+    group = new_stack.role_name.replace("-", "_")
+    with admin_connect(new_stack.database) as admin:
+        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(group)))
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(group)))
+    result = new_stack.stack.up(refresh=True)
+    assert result.summary.resource_changes.get("create", 0) >= 5, result.summary.resource_changes
+    report = run_smoke_check(new_stack.outputs(), new_stack.role_name, "weekly_metrics_reporting", "employee_salary",
+                             expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
+                             admin_password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"])
+    assert report.passed, report.table()
