@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from pulumi import automation as auto
 
 from aiven_standin.server import AivenStandIn
 from smoke_check import run_smoke_check
