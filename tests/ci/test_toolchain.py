@@ -30,3 +30,27 @@ def test_environment_forbids_downloads_and_uses_a_local_backend():
     assert "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true" in env
     assert "PULUMI_SKIP_UPDATE_CHECK=true" in env
     assert re.search(r"^PULUMI_BACKEND_URL=file://", env, flags=re.M)
+
+
+def _toolchain_env() -> dict[str, str]:
+    dump = subprocess.run(["bash", "-c", f". '{REPO}/toolchain/env.sh' >/dev/null 2>&1 && env -0"], check=True,
+                          capture_output=True).stdout
+    return dict(entry.decode().split("=", 1) for entry in dump.split(b"\0") if b"=" in entry)
+
+
+def test_language_host_installs_dependencies_and_reports_itself(tmp_path: Path):
+    """`pulumi install` and `pulumi about` go through our Python language host."""
+    (tmp_path / "Pulumi.yaml").write_text(
+        "name: hosttest\nruntime:\n  name: python\n  options:\n    toolchain: pip\n    virtualenv: venv\n")
+    (tmp_path / "requirements.txt").write_text("six==1.16.0\n")
+    (tmp_path / "__main__.py").write_text("import pulumi\n")
+    env = {**_toolchain_env(), "PULUMI_BACKEND_URL": f"file://{tmp_path}", "PULUMI_CONFIG_PASSPHRASE": "x"}
+    subprocess.run(["pulumi", "install"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    assert (tmp_path / "venv" / "bin" / "python").exists()
+    six = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c", "import six; print(six.__version__)"],
+                         check=True, capture_output=True, text=True)
+    assert six.stdout.strip() == "1.16.0"
+    about = subprocess.run(["pulumi", "about"], cwd=tmp_path, env=env, capture_output=True, text=True).stdout
+    if "/pg-dynamic-creds/toolchain/" in env["PATH"].split(":")[0]:
+        assert re.search(rf"language\s+python\s+{re.escape(pins()['PULUMI_LANGUAGE_PYTHON_VERSION'])}", about), about
+    assert "six" in about  # the program's dependencies, listed by the host
