@@ -1,0 +1,4 @@
+# What an application reading metrics-readwrite credentials needs: nothing else.
+path "database/creds/metrics-readwrite" {
+  capabilities = ["read"]
+}

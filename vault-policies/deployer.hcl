@@ -1,0 +1,30 @@
+# The least a Vault token needs to run `pulumi up` / `pulumi destroy` for a
+# stack whose pgcreds:vaultMountPath is `database` (replace it if yours differs).
+# Tested in tests/integration/test_vault_policy.py against OpenBao.
+
+# See which engines are mounted, and mount, tune and unmount this one.
+path "sys/mounts" {
+  capabilities = ["read"]
+}
+path "sys/mounts/database" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "sys/mounts/database/tune" {
+  capabilities = ["read", "update"]
+}
+
+# Revoke every lease of the mount, or of one role, before deleting it.
+path "sys/leases/revoke-prefix/database" {
+  capabilities = ["update", "sudo"]
+}
+path "sys/leases/revoke-prefix/database/*" {
+  capabilities = ["update", "sudo"]
+}
+
+# The connection to PostgreSQL and the roles.
+path "database/config/*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "database/roles/*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
