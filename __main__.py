@@ -5,37 +5,17 @@ import pulumi
 from components.access_roles import AccessRoles, AccessRolesArgs
 from components.aiven_postgres import AivenPostgres, AivenPostgresArgs
 from components.app_schema import AppSchema, AppSchemaArgs
-from components.existing_postgres import ExistingPostgres, ExistingPostgresArgs
+from components.existing_postgres import ExistingPostgres
 from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs
 from settings import load_settings
 from tables import APP_TABLES
 
 settings = load_settings()
 
-aiven = settings.postgres.aiven
-if aiven is not None:
-    postgres = AivenPostgres("aiven-postgres", AivenPostgresArgs(
-        api_url=aiven.api_url,
-        project=aiven.project,
-        cloud=aiven.cloud,
-        plan=aiven.plan,
-        service_name=aiven.service_name,
-        pg_version=aiven.pg_version,
-        termination_protection=aiven.termination_protection,
-        maintenance=aiven.maintenance,
-        token=aiven.token,
-        sslmode=settings.postgres.sslmode,
-    ))
+if isinstance(settings.postgres, AivenPostgresArgs):
+    postgres = AivenPostgres("aiven-postgres", settings.postgres)
 else:
-    postgres = ExistingPostgres("postgres", ExistingPostgresArgs(
-        host=settings.postgres.host,
-        port=settings.postgres.port,
-        database=settings.postgres.database,
-        admin_user=settings.postgres.admin_user,
-        admin_password=settings.postgres.admin_password,
-        sslmode=settings.postgres.sslmode,
-        sslrootcert=settings.postgres.sslrootcert,
-    ))
+    postgres = ExistingPostgres("postgres", settings.postgres)
 
 schema = AppSchema("app-schema", AppSchemaArgs(
     endpoint=postgres.endpoint,

@@ -10,12 +10,14 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 import pulumi
 from pulumi import Output
 
+from components.aiven_postgres import AivenPostgresArgs
 from components.app_role import TABLE_PRIVILEGES, AppRole
+from components.existing_postgres import ExistingPostgresArgs
 from tables import APP_TABLES
 
 NAMESPACE = "pgcreds"
@@ -53,34 +55,6 @@ class SettingsError(pulumi.RunError):
 
 
 @dataclass(frozen=True)
-class AivenSettings:
-    api_url: str
-    project: str
-    cloud: str
-    plan: str
-    service_name: str
-    pg_version: str
-    termination_protection: bool
-    maintenance: Optional[dict[str, str]]
-    token: Optional[Output[str]]
-    """None: the provider reads AIVEN_TOKEN."""
-
-
-@dataclass(frozen=True)
-class PostgresSettings:
-    mode: str
-    """"existing" (host, port, ... below) or "aiven" (`aiven` below; the rest unused)."""
-    host: str
-    port: int
-    database: str
-    admin_user: str
-    admin_password: Optional[Output[str]]
-    sslmode: str
-    sslrootcert: Optional[str]
-    aiven: Optional[AivenSettings] = None
-
-
-@dataclass(frozen=True)
 class VaultSettings:
     address: str
     mount_path: str
@@ -90,7 +64,8 @@ class VaultSettings:
 @dataclass(frozen=True)
 class Settings:
     environment: str
-    postgres: PostgresSettings
+    postgres: Union[ExistingPostgresArgs, AivenPostgresArgs]
+    """Where PostgreSQL comes from: the Args of the component that provides it."""
     vault: VaultSettings
     roles: tuple[AppRole, ...]
     sample_data: bool
@@ -168,7 +143,8 @@ def parse_settings(
     if admin_password is None and mode == "existing":
         problems.add("postgresAdminPassword", "is required: run `pulumi config set --secret "
                      f"{NAMESPACE}:postgresAdminPassword <password>` or export {ADMIN_PASSWORD_ENV}")
-    aiven = _parse_aiven(text, boolean, secret, environ, stack, environment, problems) if mode == "aiven" else None
+    aiven = _parse_aiven(text, boolean, secret, environ, stack, environment, sslmode, problems) \
+        if mode == "aiven" else None
 
     # --- Vault --------------------------------------------------------------
     vault_address = text("vaultAddress", environ.get("VAULT_ADDR", ""))
@@ -198,9 +174,9 @@ def parse_settings(
         raise SettingsError("invalid stack settings (nothing was changed):\n  - " + "\n  - ".join(problems.messages))
     return Settings(
         environment=environment,
-        postgres=PostgresSettings(mode=mode, host=text("postgresHost", "127.0.0.1"), port=port, database=database,
-                                  admin_user=admin_user, admin_password=admin_password, sslmode=sslmode,
-                                  sslrootcert=raw.get("postgresSslRootCert") or None, aiven=aiven),
+        postgres=aiven or ExistingPostgresArgs(
+            host=text("postgresHost", "127.0.0.1"), port=port, database=database, admin_user=admin_user,
+            admin_password=admin_password, sslmode=sslmode, sslrootcert=raw.get("postgresSslRootCert") or None),
         vault=VaultSettings(address=vault_address.rstrip("/"), mount_path=mount_path, connection_name=connection_name),
         roles=roles,
         sample_data=boolean("sampleData", False),
@@ -210,7 +186,8 @@ def parse_settings(
     )
 
 
-def _parse_aiven(text, boolean, secret, environ, stack: str, environment: str, problems: _Problems) -> AivenSettings:
+def _parse_aiven(text, boolean, secret, environ, stack: str, environment: str, sslmode: str,
+                 problems: _Problems) -> AivenPostgresArgs:
     def required(key: str, pattern: re.Pattern, example: str) -> str:
         value = text(key, "")
         if not value:
@@ -247,9 +224,9 @@ def _parse_aiven(text, boolean, secret, environ, stack: str, environment: str, p
     if token is None and not environ.get(AIVEN_TOKEN_ENV):
         problems.add("aivenToken", f"is required: `pulumi config set --secret {NAMESPACE}:aivenToken <token>` "
                      f"or export {AIVEN_TOKEN_ENV}")
-    return AivenSettings(api_url=api_url, project=project, cloud=cloud, plan=plan, service_name=service_name,
-                         pg_version=pg_version, maintenance=maintenance, token=token,
-                         termination_protection=boolean("aivenTerminationProtection", environment != "dev"))
+    return AivenPostgresArgs(api_url=api_url, project=project, cloud=cloud, plan=plan, service_name=service_name,
+                             pg_version=pg_version, maintenance=maintenance, token=token, sslmode=sslmode,
+                             termination_protection=boolean("aivenTerminationProtection", environment != "dev"))
 
 
 def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[AppRole, ...]:

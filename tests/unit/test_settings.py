@@ -3,6 +3,7 @@
 import pytest
 from pulumi import Output
 
+from components.aiven_postgres import AivenPostgresArgs
 from settings import SettingsError, parse_duration, parse_settings
 
 ENV = {"VAULT_TOKEN": "t", "PGCREDS_POSTGRES_ADMIN_PASSWORD": "pw"}
@@ -145,18 +146,18 @@ AIVEN_ENV = {"VAULT_TOKEN": "t", "AIVEN_TOKEN": "a"}
 
 def test_aiven_mode_defaults():
     settings = parse(AIVEN, environ=AIVEN_ENV, stack="prod")
-    aiven = settings.postgres.aiven
+    aiven = settings.postgres
+    # The admin password comes from the service: none is asked for in aiven mode.
+    assert isinstance(aiven, AivenPostgresArgs)
     assert aiven.termination_protection is True and aiven.service_name == "pgcreds-prod"
     assert aiven.api_url == "https://api.aiven.io" and aiven.pg_version == "16" and aiven.token is None
-    assert settings.postgres.sslmode == "verify-full"
-    # The admin password comes from the service: not required in aiven mode.
-    assert settings.postgres.admin_password is None
+    assert aiven.sslmode == "verify-full"
 
 
 def test_aiven_termination_protection_off_by_default_on_dev_only():
-    assert parse(AIVEN, environ=AIVEN_ENV, stack="dev").postgres.aiven.termination_protection is False
+    assert parse(AIVEN, environ=AIVEN_ENV, stack="dev").postgres.termination_protection is False
     assert parse({**AIVEN, "aivenTerminationProtection": "false"}, environ=AIVEN_ENV,
-                 stack="prod").postgres.aiven.termination_protection is False
+                 stack="prod").postgres.termination_protection is False
 
 
 def test_aiven_missing_project():
@@ -172,7 +173,7 @@ def test_aiven_missing_token():
 def test_aiven_token_from_config_secret():
     token = Output.secret("from-config")
     settings = parse(AIVEN, environ={"VAULT_TOKEN": "t"}, secret=lambda key: token if key == "aivenToken" else None)
-    assert settings.postgres.aiven.token is token
+    assert settings.postgres.token is token
 
 
 @pytest.mark.parametrize("plan", ["large", "startup", "startup-x", "Startup-4", "startup_4"])
