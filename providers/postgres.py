@@ -125,13 +125,18 @@ def _ensure_member(cur: psycopg.Cursor, role: str) -> None:
         cur.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
 
 
+def _take_turns(cur: psycopg.Cursor, topic: str) -> None:
+    """Pulumi creates resources in parallel, and concurrent GRANTs that touch the
+    same catalog row collide ("tuple concurrently updated", "duplicate key"):
+    those on one `topic` take turns, until the transaction ends."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pgcreds: {topic}",))
+
+
 def _give_table(cur: psycopg.Cursor, table: str, owner: str) -> None:
     """ALTER TABLE ... OWNER TO, as a non-superuser admin may: it must be a
     member of the new owner, and the owner needs CREATE on the schema."""
+    _take_turns(cur, "table owner grants")
     _ensure_member(cur, owner)
-    # Tables are created in parallel; concurrent GRANTs on one schema collide
-    # ("tuple concurrently updated"), so they take turns (until commit).
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext('pgcreds: schema grants'))")
     schema = cur.execute("SELECT current_schema()").fetchone()[0]
     if not cur.execute("SELECT has_schema_privilege(%s, %s, 'CREATE')", (owner, schema)).fetchone()[0]:
         cur.execute(sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(sql.Identifier(schema), sql.Identifier(owner)))
@@ -375,6 +380,7 @@ class _TableGrantProvider(ResourceProvider):
         role, table = sql.Identifier(props["role"]), sql.Identifier(props["table"])
         privileges = sql.SQL(", ").join(sql.SQL(p) for p in props["privileges"])
         with connect(props["connection"]) as conn, conn.cursor() as cur, conn.transaction():
+            _take_turns(cur, f"grants on {props['table']}")
             cur.execute(_SEQUENCES_OF_TABLE, (table.as_string(cur),))
             sequences = sorted(r[0] for r in cur.fetchall())
             if revoke_first:
@@ -420,7 +426,8 @@ class _TableGrantProvider(ResourceProvider):
         return ReadResult(id_, {**props, "privileges": kept if set(held) <= set(props["privileges"]) else held})
 
     def delete(self, _id: str, props: dict) -> None:
-        with connect(props["connection"]) as conn, conn.cursor() as cur:
+        with connect(props["connection"]) as conn, conn.cursor() as cur, conn.transaction():
+            _take_turns(cur, f"grants on {props['table']}")
             if _role_exists(cur, props["role"]) and _table_exists(cur, props["table"]):
                 self._revoke(cur, props, props.get("sequences") or [])
 
