@@ -7,6 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from sourced_env import sourced_env
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -25,17 +27,10 @@ def test_toolchain_has_the_pinned_cli_and_the_python_host():
 
 
 def test_environment_forbids_downloads_and_uses_a_local_backend():
-    env = subprocess.run(["bash", "-c", f". '{REPO}/toolchain/env.sh' 2>/dev/null && env"], check=True,
-                         capture_output=True, text=True).stdout
-    assert "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true" in env
-    assert "PULUMI_SKIP_UPDATE_CHECK=true" in env
-    assert re.search(r"^PULUMI_BACKEND_URL=file://", env, flags=re.M)
-
-
-def _toolchain_env() -> dict[str, str]:
-    dump = subprocess.run(["bash", "-c", f". '{REPO}/toolchain/env.sh' >/dev/null 2>&1 && env -0"], check=True,
-                          capture_output=True).stdout
-    return dict(entry.decode().split("=", 1) for entry in dump.split(b"\0") if b"=" in entry)
+    env = sourced_env("toolchain/env.sh")
+    assert env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
+    assert env["PULUMI_SKIP_UPDATE_CHECK"] == "true"
+    assert env["PULUMI_BACKEND_URL"].startswith("file://")
 
 
 def test_language_host_installs_dependencies_and_reports_itself(tmp_path: Path):
@@ -44,7 +39,7 @@ def test_language_host_installs_dependencies_and_reports_itself(tmp_path: Path):
         "name: hosttest\nruntime:\n  name: python\n  options:\n    toolchain: pip\n    virtualenv: venv\n")
     (tmp_path / "requirements.txt").write_text("six==1.16.0\n")
     (tmp_path / "__main__.py").write_text("import pulumi\n")
-    env = {**_toolchain_env(), "PULUMI_BACKEND_URL": f"file://{tmp_path}", "PULUMI_CONFIG_PASSPHRASE": "x"}
+    env = {**sourced_env("toolchain/env.sh"), "PULUMI_BACKEND_URL": f"file://{tmp_path}", "PULUMI_CONFIG_PASSPHRASE": "x"}
     subprocess.run(["pulumi", "install"], cwd=tmp_path, env=env, check=True, capture_output=True)
     assert (tmp_path / "venv" / "bin" / "python").exists()
     six = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c", "import six; print(six.__version__)"],

@@ -22,6 +22,9 @@ import pytest
 from psycopg import sql
 from pulumi import automation as auto
 
+from smoke_check import SmokeReport, run_smoke_check
+from sourced_env import sourced_env
+
 REPO = Path(__file__).resolve().parents[2]
 
 PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "settings.py", "tables.py", "components", "providers")
@@ -32,12 +35,7 @@ def local_servers() -> None:
     """The toolchain on PATH and both servers running, as `make test` leaves them."""
     for script in ("postgres.sh", "openbao.sh"):
         subprocess.run([str(REPO / "local" / script), "start"], check=True)
-    dump = subprocess.run(["bash", "-c", f". '{REPO}/local/dev-env.sh' >/dev/null && env -0"],
-                          check=True, capture_output=True).stdout
-    for entry in dump.split(b"\0"):
-        if b"=" in entry:
-            key, value = entry.decode().split("=", 1)
-            os.environ[key] = value
+    os.environ.update(sourced_env("local/dev-env.sh"))
     assert shutil.which("pulumi"), "the pulumi CLI is not on PATH after sourcing local/dev-env.sh"
 
 
@@ -93,6 +91,12 @@ class ProgramStack:
 
     def outputs(self) -> dict[str, Any]:
         return {key: out.value for key, out in self.stack.outputs().items()}
+
+    def smoke_check(self, admin_password: Optional[str] = None) -> SmokeReport:
+        """The smoke check against this stack's outputs and its metrics role."""
+        return run_smoke_check(self.outputs(), self.role_name, "weekly_metrics_reporting", "employee_salary",
+                               expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
+                               admin_password=admin_password or os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"])
 
 
 def make_stack(tmp_path: Path, env: Optional[dict[str, str]] = None) -> ProgramStack:

@@ -12,7 +12,6 @@ from typing import Iterator
 import pytest
 
 from aiven_standin.server import AivenStandIn
-from smoke_check import run_smoke_check
 from stacks import ProgramStack, admin_connect, cleanup, make_stack, vault
 
 PROJECT = "pgcreds-test"
@@ -52,9 +51,7 @@ def test_aiven_stack_up_smoke_noop_destroy(aiven_stack: ProgramStack, stand_in: 
 
     outputs = aiven_stack.outputs()
     assert outputs["postgres"]["sslmode"] == "verify-full" and "BEGIN CERTIFICATE" in outputs["postgres"]["sslrootcert_pem"]
-    report = run_smoke_check(outputs, aiven_stack.role_name, "weekly_metrics_reporting", "employee_salary",
-                             expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
-                             admin_password=service.admin_password)
+    report = aiven_stack.smoke_check(admin_password=service.admin_password)
     assert report.passed, report.table()
 
     # Vault logs in as the program's vault_admin over TLS, never as the service's admin.

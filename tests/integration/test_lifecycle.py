@@ -12,7 +12,6 @@ from psycopg import sql
 from pulumi import automation as auto
 
 from stacks import ProgramStack, admin_connect, vault
-from smoke_check import run_smoke_check
 
 
 def changes_of(stack: auto.Stack) -> tuple[dict, list]:
@@ -38,9 +37,7 @@ def test_lifecycle(new_stack: ProgramStack):
 
     outputs = new_stack.outputs()
     assert outputs["credentialPaths"] == {new_stack.role_name: f"{new_stack.mount}/creds/{new_stack.role_name}"}
-    report = run_smoke_check(outputs, new_stack.role_name, "weekly_metrics_reporting", "employee_salary",
-                             expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
-                             admin_password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"])
+    report = new_stack.smoke_check()
     assert report.passed, report.table()
 
     # No secret in clear text in the stored state or the stack file.
@@ -167,7 +164,5 @@ def test_objects_deleted_by_hand_come_back_on_refresh(new_stack: ProgramStack):
         admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(group)))
     result = new_stack.stack.up(refresh=True)
     assert result.summary.resource_changes.get("create", 0) >= 5, result.summary.resource_changes
-    report = run_smoke_check(new_stack.outputs(), new_stack.role_name, "weekly_metrics_reporting", "employee_salary",
-                             expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
-                             admin_password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"])
+    report = new_stack.smoke_check()
     assert report.passed, report.table()

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from pulumi import automation as auto
+
+from sourced_env import sourced_env
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_PACK = str(REPO / "policy")
@@ -18,12 +19,8 @@ POLICY_PACK = str(REPO / "policy")
 
 @pytest.fixture(scope="module", autouse=True)
 def toolchain_on_path() -> None:
-    dump = subprocess.run(["bash", "-c", f". '{REPO}/toolchain/env.sh' >/dev/null 2>&1 && env -0"],
-                          check=True, capture_output=True).stdout
-    for entry in dump.split(b"\0"):
-        if entry.startswith((b"PATH=", b"PULUMI_")):
-            key, value = entry.decode().split("=", 1)
-            os.environ[key] = value
+    os.environ.update({key: value for key, value in sourced_env("toolchain/env.sh").items()
+                       if key == "PATH" or key.startswith("PULUMI_")})
     assert shutil.which("pulumi")
 
 
