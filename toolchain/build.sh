@@ -30,6 +30,7 @@ if [[ "${PGCREDS_BUILD_TOOLCHAIN:-}" != 1 ]] && official=$(command -v pulumi) \
 fi
 
 if [[ -f "$prefix/.complete" ]]; then
+  touch "$prefix/.complete"  # last used: what pruning goes by
   log "cached: $bin"
   echo "$bin"
   exit 0
@@ -81,4 +82,16 @@ install -m 0755 "$sdk_dir/python/dist/pulumi-resource-pulumi-python" "$bin/"
 "$bin/pulumi" version >/dev/null
 touch "$prefix/.complete"
 log "toolchain ready in $((SECONDS - started))s: $bin ($(du -sh "$prefix" | cut -f1))"
+
+# Other pin sets (about 130 MB each) unused for 30 days go, and builds that
+# failed over a day ago (a younger one may still be running in another clone).
+for other in "$root"/*/; do
+  other=${other%/}
+  [[ "$other" == "$prefix" ]] && continue
+  if [[ -z "$(find "$other" -maxdepth 1 -name .complete -mtime -30 2>/dev/null)" \
+        && -n "$(find "$other" -maxdepth 0 -mtime +1 2>/dev/null)" ]]; then
+    log "removing an old toolchain: $other"
+    rm -rf "$other"
+  fi
+done
 echo "$bin"

@@ -71,3 +71,26 @@ def test_aiven_service_may_go_unprotected_on_dev(tmp_path: Path):
 
 def test_sslmode_disable_is_allowed_on_dev(tmp_path: Path):
     assert preview(tmp_path, "sslmode-disable-in-url", environment="dev").change_summary.get("create") == 2
+
+
+PROJECT_FILES = ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.staging.yaml", "__main__.py", "settings.py", "tables.py",
+                 "components", "providers")
+
+
+@pytest.mark.parametrize("stack_name", ["dev", "staging"])
+def test_the_program_itself_keeps_every_guardrail(tmp_path: Path, stack_name: str):
+    """What `make pr-check` and the pull-request workflow run, on the shipped stacks."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in PROJECT_FILES:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, project / name)
+    (project / "venv").symlink_to(REPO / "venv")
+    state = tmp_path / "state"
+    state.mkdir()
+    # A preview of new resources contacts no server; settings only need the variables set.
+    stack = auto.create_stack(stack_name=stack_name, work_dir=str(project), opts=auto.LocalWorkspaceOptions(
+        env_vars={"PULUMI_BACKEND_URL": f"file://{state}", "PULUMI_CONFIG_PASSPHRASE": "pgcreds-local-dev-stack",
+                  "VAULT_TOKEN": "unused-in-preview", "PGCREDS_POSTGRES_ADMIN_PASSWORD": "unused-in-preview"}))
+    result = stack.preview(policy_packs=[POLICY_PACK])
+    assert result.change_summary.get("create", 0) >= 16  # everything, and not stopped by a policy
