@@ -22,12 +22,12 @@ import pytest
 from psycopg import sql
 from pulumi import automation as auto
 
+from program_copy import copy_program
 from smoke_check import SmokeReport, run_smoke_check
 from sourced_env import sourced_env
 
 REPO = Path(__file__).resolve().parents[2]
 
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "settings.py", "tables.py", "components", "providers")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -101,12 +101,7 @@ class ProgramStack:
 
 def make_stack(tmp_path: Path, env: Optional[dict[str, str]] = None) -> ProgramStack:
     suffix = secrets.token_hex(3)
-    project_dir = tmp_path / "project"
-    project_dir.mkdir()
-    for name in PROJECT_FILES:
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, project_dir / name)
-    (project_dir / "venv").symlink_to(REPO / "venv")
+    project_dir = copy_program(tmp_path / "project")
     state = tmp_path / "state"
     state.mkdir()
     database = f"it_{suffix}"

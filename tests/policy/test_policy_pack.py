@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
+from program_copy import copy_program
 from sourced_env import sourced_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,19 +74,10 @@ def test_sslmode_disable_is_allowed_on_dev(tmp_path: Path):
     assert preview(tmp_path, "sslmode-disable-in-url", environment="dev").change_summary.get("create") == 2
 
 
-PROJECT_FILES = ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.staging.yaml", "__main__.py", "settings.py", "tables.py",
-                 "components", "providers")
-
-
 @pytest.mark.parametrize("stack_name", ["dev", "staging"])
 def test_the_program_itself_keeps_every_guardrail(tmp_path: Path, stack_name: str):
     """What `make pr-check` and the pull-request workflow run, on the shipped stacks."""
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in PROJECT_FILES:
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, project / name)
-    (project / "venv").symlink_to(REPO / "venv")
+    project = copy_program(tmp_path / "project", stack_files=("Pulumi.dev.yaml", "Pulumi.staging.yaml"))
     state = tmp_path / "state"
     state.mkdir()
     # A preview of new resources contacts no server; settings only need the variables set.

@@ -1,0 +1,23 @@
+"""A copy of the Pulumi program in a temporary folder, for tests to run stacks
+on without touching the repository's own stack files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from sourced_env import REPO
+
+PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "settings.py", "tables.py", "components", "providers")
+
+
+def copy_program(folder: Path, stack_files: Sequence[str] = ()) -> Path:
+    """Copies the program (and the named Pulumi.<stack>.yaml files) into `folder`,
+    with the repository's virtualenv linked in; returns `folder`."""
+    folder.mkdir()
+    for name in (*PROGRAM_FILES, *stack_files):
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, folder / name)
+    (folder / "venv").symlink_to(REPO / "venv")
+    return folder
