@@ -1,6 +1,7 @@
 """Wiring only: settings -> components -> exports."""
 
 import pulumi
+import pulumi_vault as vault
 
 from components.access_roles import AccessRoles, AccessRolesArgs
 from components.aiven_postgres import AivenPostgres, AivenPostgresArgs
@@ -9,6 +10,8 @@ from components.existing_postgres import ExistingPostgres
 from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs
 from settings import load_settings
 from tables import APP_TABLES
+
+VAULT_CHILD_TOKEN_TTL_SECONDS = 3600
 
 settings = load_settings()
 
@@ -29,11 +32,18 @@ access = AccessRoles("access-roles", AccessRolesArgs(
     endpoint=postgres.endpoint,
     roles=settings.roles,
     tables=schema.tables,
+    sequences=schema.sequences,
     vault_admin_role=settings.vault_admin_role,
 ))
 
+# One explicit Vault provider. Its token is VAULT_TOKEN from the environment, never
+# an input (so never in state); it works with a child token of it, valid one hour.
+vault_provider = vault.Provider("vault", address=settings.vault.address,
+                                max_lease_ttl_seconds=VAULT_CHILD_TOKEN_TTL_SECONDS)
+
 vault_secrets = VaultDatabaseSecrets("vault-database-secrets", VaultDatabaseSecretsArgs(
     endpoint=postgres.endpoint,
+    vault_provider=vault_provider,
     vault_address=settings.vault.address,
     mount_path=settings.vault.mount_path,
     connection_name=settings.vault.connection_name,

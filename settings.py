@@ -39,7 +39,6 @@ AIVEN_PLAN = re.compile(r"^(free|hobbyist|startup|business|premium|custom)-\d+(?
 AIVEN_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 AIVEN_CLOUD = re.compile(r"^[a-z]+-[a-z0-9-]+$")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-VAULT_TOKEN_ENVS = ("VAULT_TOKEN", "BAO_TOKEN")
 
 DEFAULT_ROLES = [{
     "name": "metrics-readwrite",
@@ -151,8 +150,10 @@ def parse_settings(
     if not re.match(r"^https?://[^\s/]+(:\d+)?/?$", vault_address):
         problems.add("vaultAddress", "must be the Vault API address such as https://vault.example.com:8200 "
                      f"(or set VAULT_ADDR); got {vault_address!r}")
-    if not any(environ.get(name) for name in VAULT_TOKEN_ENVS):
-        problems.add("vaultAddress", "no Vault token: export VAULT_TOKEN (or BAO_TOKEN) before running pulumi; "
+    if not environ.get("VAULT_TOKEN"):
+        hint = " (the vault provider reads VAULT_TOKEN, not BAO_TOKEN: export VAULT_TOKEN=$BAO_TOKEN)" \
+            if environ.get("BAO_TOKEN") else ""
+        problems.add("vaultAddress", f"no Vault token: export VAULT_TOKEN before running pulumi{hint}; "
                      "the token is never a stack setting")
     mount_path = text("vaultMountPath", "database").strip("/")
     if not MOUNT_PATH.match(mount_path):

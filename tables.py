@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+SERIAL_TYPES = ("smallserial", "serial", "bigserial", "serial2", "serial4", "serial8")
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -19,6 +21,13 @@ class TableSpec:
     """Columns filled by `sample_rows` (the dev stack only)."""
     sample_rows: tuple[tuple, ...] = field(default=())
     """Rows inserted on the dev stack when the table is empty."""
+
+    @property
+    def sequences(self) -> tuple[str, ...]:
+        """The sequences PostgreSQL creates for the serial columns (named
+        `<table>_<column>_seq`): INSERT needs USAGE on them."""
+        return tuple(f"{self.name}_{column}_seq" for column, definition in self.columns
+                     if definition.split()[0].lower() in SERIAL_TYPES)
 
 
 WEEKLY_METRICS_REPORTING = TableSpec(

@@ -7,22 +7,27 @@ from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import pulumi
+import pulumi_postgresql as postgresql
+import pulumi_random as random
 from pulumi import Output, ResourceOptions
 
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
-from providers.postgres import PgRole, PgRoleMembership, PgTable, PgTableGrant
-from providers.secrets import RandomPassword
+from providers.postgres import PgTable
+
+PASSWORD_LENGTH = 40
 
 
 @dataclass(frozen=True)
 class AccessRolesArgs:
     endpoint: PgEndpoint
-    """The PostgreSQL server and admin login."""
+    """The PostgreSQL server and its provider."""
     roles: tuple[AppRole, ...]
     """Application roles; each gets a group role named `AppRole.group_role`."""
     tables: Mapping[str, PgTable]
     """The tables the roles refer to, by name."""
+    sequences: Mapping[str, tuple[str, ...]]
+    """The sequences of each table's serial columns, by table name (INSERT needs them)."""
     vault_admin_role: str
     """Name of the LOGIN role Vault logs in as (never the superuser)."""
 
@@ -31,31 +36,53 @@ class AccessRoles(pulumi.ComponentResource):
     vault_admin_username: Output[str]
     vault_admin_password: Output[str]
     """A secret Output."""
-    grants: list[PgTableGrant]
+    grants: list[pulumi.Resource]
+    """Everything a credential needs: table and sequence grants, vault_admin's memberships."""
 
     def __init__(self, name: str, args: AccessRolesArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("pgcreds:access:AccessRoles", name, None, opts)
-        child = ResourceOptions(parent=self)
-        connection = args.endpoint.admin_connection()
+        on_server = ResourceOptions(parent=self, provider=args.endpoint.provider)
 
-        password = RandomPassword(f"{name}-vault-admin-password", opts=child)
-        vault_admin = PgRole(f"{name}-vault-admin", name=args.vault_admin_role, login=True, create_role=True,
-                             password=password.result, connection=connection, opts=child)
+        # Letters and digits only: Vault puts the password into a connection URL.
+        password = random.RandomPassword(f"{name}-vault-admin-password", length=PASSWORD_LENGTH, special=False,
+                                         opts=ResourceOptions(parent=self))
+        # Its memberships are the GrantRole resources below; without ignore_changes
+        # every refresh would plan to remove them.
+        vault_admin = postgresql.Role(
+            f"{name}-vault-admin", name=args.vault_admin_role, login=True, create_role=True,
+            password=password.result,
+            opts=ResourceOptions.merge(on_server, ResourceOptions(ignore_changes=["roles"])))
 
         self.grants = []
         for role in args.roles:
-            group = PgRole(f"{name}-{role.group_role}", name=role.group_role, connection=connection, opts=child)
+            group = postgresql.Role(f"{name}-{role.group_role}", name=role.group_role, login=False, opts=on_server)
+            previous: list[pulumi.Resource] = []
             for table_name in role.tables:
                 table = args.tables[table_name]
-                self.grants.append(PgTableGrant(
-                    f"{name}-{role.group_role}-{table_name}", role=group.name, table=table.name,
-                    privileges=role.table_privileges, sequence_privileges=role.sequence_privileges,
-                    connection=connection, opts=child))
+                # One grant at a time per group: the provider's concurrent GRANTs on one
+                # role collide in the catalog ("tuple concurrently updated").
+                grant = postgresql.Grant(
+                    f"{name}-{role.group_role}-{table_name}", database=args.endpoint.database,
+                    role=group.name, schema="public", object_type="table", objects=[table.name],
+                    privileges=list(role.table_privileges),
+                    opts=ResourceOptions.merge(on_server, ResourceOptions(depends_on=previous)))
+                self.grants.append(grant)
+                previous = [grant]
+                sequences = args.sequences.get(table_name, ())
+                # Never an empty `objects`: the provider reads that as every sequence in the schema.
+                if role.sequence_privileges and sequences:
+                    grant = postgresql.Grant(
+                        f"{name}-{role.group_role}-{table_name}-sequences", database=args.endpoint.database,
+                        role=group.name, schema="public", object_type="sequence", objects=list(sequences),
+                        privileges=list(role.sequence_privileges),
+                        opts=ResourceOptions.merge(on_server, ResourceOptions(depends_on=[table, *previous])))
+                    self.grants.append(grant)
+                    previous = [grant]
             # ADMIN OPTION is what lets vault_admin put new users IN ROLE the group
             # (PostgreSQL 16+ no longer accepts CREATEROLE alone for that).
-            self.grants.append(PgRoleMembership(
-                f"{name}-{role.group_role}-vault-admin", group=group.name, member=vault_admin.name,
-                admin_option=True, connection=connection, opts=child))
+            self.grants.append(postgresql.GrantRole(
+                f"{name}-{role.group_role}-vault-admin", role=vault_admin.name, grant_role=group.name,
+                with_admin_option=True, opts=on_server))
 
         self.vault_admin_username = vault_admin.name
         self.vault_admin_password = Output.secret(password.result)

@@ -15,7 +15,7 @@ from typing import Optional
 import pulumi
 from pulumi import Input, Output, ResourceOptions
 
-from components.pg_endpoint import PgEndpoint, register_endpoint_outputs
+from components.pg_endpoint import PgEndpoint, admin_provider, register_endpoint_outputs
 from providers.aiven import AivenPg
 
 
@@ -54,9 +54,10 @@ class AivenPostgres(pulumi.ComponentResource):
             termination_protection=args.termination_protection, maintenance=args.maintenance,
             token=Output.secret(args.token) if args.token is not None else None,
             opts=ResourceOptions(parent=self))
+        login = dict(host=service.host, port=service.port, database=service.database, admin_user=service.admin_user,
+                     admin_password=Output.secret(service.admin_password), sslmode=args.sslmode,
+                     sslrootcert_pem=service.ca_certificate)
         self.endpoint = PgEndpoint(
-            host=service.host, port=service.port, database=service.database, admin_user=service.admin_user,
-            admin_password=Output.secret(service.admin_password), sslmode=args.sslmode,
-            sslrootcert_pem=service.ca_certificate,
+            **login, provider=admin_provider(f"{name}-admin", **login, parent=self),
             vault_sslmode="require" if args.sslmode in ("require", "verify-ca", "verify-full") else args.sslmode)
         register_endpoint_outputs(self, self.endpoint)

@@ -6,17 +6,18 @@ from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
+import pulumi_postgresql as postgresql
 from pulumi import ResourceOptions
 
 from components.pg_endpoint import PgEndpoint
-from providers.postgres import PgRole, PgSampleRows, PgTable
+from providers.postgres import PgSampleRows, PgTable
 from tables import TableSpec
 
 
 @dataclass(frozen=True)
 class AppSchemaArgs:
     endpoint: PgEndpoint
-    """The PostgreSQL server and admin login."""
+    """The PostgreSQL server, its admin login and its provider."""
     tables: tuple[TableSpec, ...]
     """Tables to create."""
     owner_role: str
@@ -30,13 +31,17 @@ class AppSchemaArgs:
 class AppSchema(pulumi.ComponentResource):
     tables: dict[str, PgTable]
     """The created tables, by name."""
+    sequences: dict[str, tuple[str, ...]]
+    """The sequences of each table's serial columns, by table name."""
 
     def __init__(self, name: str, args: AppSchemaArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("pgcreds:schema:AppSchema", name, None, opts)
+        # Tables are dynamic resources (no provider offers them): they get the login as an input.
         connection = args.endpoint.admin_connection()
-        owner = PgRole(f"{name}-owner", name=args.owner_role, connection=connection,
-                       opts=ResourceOptions(parent=self))
+        owner = postgresql.Role(f"{name}-owner", name=args.owner_role, login=False,
+                                opts=ResourceOptions(parent=self, provider=args.endpoint.provider))
         self.tables = {}
+        self.sequences = {spec.name: spec.sequences for spec in args.tables}
         for spec in args.tables:
             table = PgTable(f"{name}-{spec.name}", name=spec.name, columns=spec.columns, owner=owner.name,
                             keep_on_destroy=args.keep_tables_on_destroy, connection=connection,

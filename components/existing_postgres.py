@@ -8,7 +8,7 @@ from typing import Optional
 import pulumi
 from pulumi import Output, ResourceOptions
 
-from components.pg_endpoint import PgEndpoint, register_endpoint_outputs
+from components.pg_endpoint import PgEndpoint, admin_provider, register_endpoint_outputs
 
 
 @dataclass(frozen=True)
@@ -30,13 +30,15 @@ class ExistingPostgresArgs:
 
 
 class ExistingPostgres(pulumi.ComponentResource):
-    """Creates nothing: it turns settings into the PgEndpoint the rest consumes."""
+    """Creates no server: it turns settings into the PgEndpoint (and its
+    provider) that the rest consumes."""
 
     endpoint: PgEndpoint
 
     def __init__(self, name: str, args: ExistingPostgresArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("pgcreds:postgres:ExistingPostgres", name, None, opts)
-        self.endpoint = PgEndpoint(
-            host=args.host, port=args.port, database=args.database, admin_user=args.admin_user,
-            admin_password=Output.secret(args.admin_password), sslmode=args.sslmode, sslrootcert=args.sslrootcert)
+        login = dict(host=args.host, port=args.port, database=args.database, admin_user=args.admin_user,
+                     admin_password=Output.secret(args.admin_password), sslmode=args.sslmode,
+                     sslrootcert=args.sslrootcert)
+        self.endpoint = PgEndpoint(**login, provider=admin_provider(f"{name}-admin", **login, parent=self))
         register_endpoint_outputs(self, self.endpoint)

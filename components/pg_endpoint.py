@@ -1,4 +1,5 @@
-"""PgEndpoint: where PostgreSQL is and how to log in as its admin.
+"""PgEndpoint: where PostgreSQL is, how to log in as its admin, and the one
+explicit `postgresql.Provider` that logs in there.
 
 The schema, access and Vault components accept one of these and never know
 whether it came from an existing server or a managed service.
@@ -10,7 +11,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
-from pulumi import Input, Output
+import pulumi_postgresql as postgresql
+from pulumi import Input, Output, ResourceOptions
+
+from providers._shared import ca_file
+
+# The provider's default is 180 s: an unreachable server would stall `up` for minutes.
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,8 @@ class PgEndpoint:
     """A role that may create roles and tables (not necessarily a superuser)."""
     admin_password: Output[str]
     """The admin role's password, a secret Output."""
+    provider: postgresql.Provider
+    """The explicit provider every `pulumi_postgresql` resource on this endpoint uses."""
     sslmode: str = "prefer"
     """libpq sslmode for every connection (Pulumi's and Vault's)."""
     sslrootcert: Optional[str] = None
@@ -35,7 +44,8 @@ class PgEndpoint:
     """sslmode of Vault's own connection, when it must differ (Vault cannot be handed a CA as text)."""
 
     def admin_connection(self) -> Output[dict]:
-        """The `connection` input of the PostgreSQL dynamic resources (a secret)."""
+        """The `connection` input of the table and row dynamic resources (a secret):
+        a dynamic provider cannot use `provider`."""
         return Output.secret(Output.all(
             host=self.host, port=self.port, database=self.database, user=self.admin_user,
             password=self.admin_password, sslrootcert_pem=self.sslrootcert_pem,
@@ -50,6 +60,22 @@ class PgEndpoint:
         return Output.format(
             "postgresql://{{{{username}}}}:{{{{password}}}}@{0}:{1}/{2}?sslmode={3}{4}",
             self.host, self.port, self.database, sslmode, ca)
+
+
+def admin_provider(name: str, *, host: Input[str], port: Input[int], database: Input[str],
+                   admin_user: Input[str], admin_password: Output[str], sslmode: str,
+                   sslrootcert: Optional[str] = None, sslrootcert_pem: Optional[Input[str]] = None,
+                   parent: Optional[pulumi.Resource] = None) -> postgresql.Provider:
+    """The `postgresql.Provider` for an endpoint. `superuser=False`: the admin
+    need not be a superuser (Aiven's avnadmin is not), and the provider then
+    takes role membership where it needs it, which also works for a superuser."""
+    rootcert: Optional[Input[str]] = sslrootcert
+    if sslrootcert_pem is not None:
+        rootcert = Output.from_input(sslrootcert_pem).apply(ca_file)
+    return postgresql.Provider(
+        name, host=host, port=port, database=database, username=admin_user,
+        password=Output.secret(admin_password), sslmode=sslmode, sslrootcert=rootcert, superuser=False,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS, opts=ResourceOptions(parent=parent))
 
 
 def register_endpoint_outputs(resource: pulumi.ComponentResource, endpoint: PgEndpoint) -> None:

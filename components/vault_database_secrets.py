@@ -1,5 +1,6 @@
 """VaultDatabaseSecrets: a database secrets engine mount, its PostgreSQL
-connection (as vault_admin) and one Vault role per application role."""
+connection (as vault_admin) and one Vault role per application role, each with
+a lease revoker that empties the role before it (or its connection) goes."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from typing import Optional, Sequence
 import pulumi
 from pulumi import Input, Output, ResourceOptions
 
+
+import pulumi_vault as vault
+
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
-from providers.vault import VaultDatabaseConnection, VaultDatabaseMount, VaultDatabaseRole
+from providers.vault import VaultLeaseRevoker
 
 
 def creation_statements(role: AppRole) -> list[str]:
@@ -45,8 +49,10 @@ $$;"""]
 class VaultDatabaseSecretsArgs:
     endpoint: PgEndpoint
     """The PostgreSQL server Vault connects to."""
+    vault_provider: vault.Provider
+    """The explicit provider every Vault resource uses (its token comes from VAULT_TOKEN)."""
     vault_address: str
-    """Vault API address, e.g. http://127.0.0.1:8200 (the token comes from VAULT_TOKEN)."""
+    """Vault API address, for the lease revokers (dynamic resources cannot use the provider)."""
     mount_path: str
     """Mount path of the database secrets engine."""
     connection_name: str
@@ -68,33 +74,38 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: VaultDatabaseSecretsArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("pgcreds:vault:VaultDatabaseSecrets", name, None, opts)
-        mount = VaultDatabaseMount(f"{name}-mount", address=args.vault_address, path=args.mount_path,
-                                   description="Short-lived PostgreSQL credentials (pg-dynamic-creds)",
-                                   opts=ResourceOptions(parent=self))
+        in_vault = ResourceOptions(parent=self, provider=args.vault_provider)
+        mount = vault.Mount(f"{name}-mount", path=args.mount_path, type="database",
+                            description="Short-lived PostgreSQL credentials (pg-dynamic-creds)", opts=in_vault)
         connection_url = args.endpoint.vault_connection_url()
 
         # Vault keeps username_template on the connection, so roles with their own
         # template get a connection of their own; the others share the default one.
-        connections: dict[Optional[str], tuple[str, VaultDatabaseConnection]] = {}
+        connections: dict[Optional[str], vault.database.SecretBackendConnection] = {}
         for template in dict.fromkeys(r.username_template for r in args.roles):
-            members = [r.name for r in args.roles if r.username_template == template]
+            members = sorted(r.name for r in args.roles if r.username_template == template)
             suffix = "" if template is None else f"-{members[0]}"
-            connection_name = args.connection_name + suffix
-            connections[template] = (connection_name, VaultDatabaseConnection(
-                f"{name}-connection{suffix}", address=args.vault_address, mount=mount.path, name=connection_name,
-                connection_url=connection_url, username=args.admin_username,
-                password=Output.secret(args.admin_password), allowed_roles=members,
-                username_template=template,
-                opts=ResourceOptions(parent=self, depends_on=list(args.depends_on))))
+            connections[template] = vault.database.SecretBackendConnection(
+                f"{name}-connection{suffix}", backend=mount.path, name=args.connection_name + suffix,
+                allowed_roles=members, verify_connection=True,
+                postgresql=vault.database.SecretBackendConnectionPostgresqlArgs(
+                    connection_url=connection_url, username=args.admin_username,
+                    password=Output.secret(args.admin_password), username_template=template,
+                    # Vault sends PostgreSQL a SCRAM verifier, never the clear password.
+                    password_authentication="scram-sha-256"),
+                opts=ResourceOptions.merge(in_vault, ResourceOptions(depends_on=list(args.depends_on))))
 
         for role in args.roles:
-            connection_name, connection = connections[role.username_template]
-            VaultDatabaseRole(
-                f"{name}-role-{role.name}", address=args.vault_address, mount=mount.path, name=role.name,
-                db_name=connection_name, creation_statements=creation_statements(role),
-                revocation_statements=REVOCATION_STATEMENTS,
-                default_ttl=role.default_ttl_seconds, max_ttl=role.max_ttl_seconds,
-                opts=ResourceOptions(parent=self, depends_on=[connection]))
+            connection = connections[role.username_template]
+            vault_role = vault.database.SecretBackendRole(
+                f"{name}-role-{role.name}", backend=mount.path, name=role.name, db_name=connection.name,
+                creation_statements=creation_statements(role), revocation_statements=REVOCATION_STATEMENTS,
+                default_ttl=role.default_ttl_seconds, max_ttl=role.max_ttl_seconds, opts=in_vault)
+            # Depends on the role, so it is deleted (revoking the leases) before the
+            # role and the connection are.
+            VaultLeaseRevoker(f"{name}-leases-{role.name}", address=args.vault_address, mount=mount.path,
+                              role=vault_role.name, connection=connection.name,
+                              opts=ResourceOptions(parent=self, depends_on=[vault_role]))
 
         self.mount_path = mount.path
         self.credential_paths = {r.name: f"{args.mount_path}/creds/{r.name}" for r in args.roles}

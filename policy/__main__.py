@@ -21,9 +21,10 @@ from pulumi_policy import (
 )
 
 DYNAMIC = "pulumi-python:dynamic/"
-VAULT_ROLE = DYNAMIC + "vault:DatabaseRole"
-VAULT_CONNECTION = DYNAMIC + "vault:DatabaseConnection"
-TABLE_GRANT = DYNAMIC + "postgresql:TableGrant"
+VAULT_ROLE = "vault:database/secretBackendRole:SecretBackendRole"
+VAULT_CONNECTION = "vault:database/secretBackendConnection:SecretBackendConnection"
+GRANT = "postgresql:index/grant:Grant"
+POSTGRES_PROVIDER = "pulumi:providers:postgresql"
 AIVEN_PG = DYNAMIC + "aiven:Pg"
 AIVEN_PG_BRIDGED = "aiven:index/pg:Pg"  # the same rule for the `aiven` plugin's resource
 MAX_TTL_SECONDS = 24 * 3600
@@ -44,6 +45,16 @@ def on_dev(args: ResourceValidationArgs) -> bool:
     return stack_of(args) in ((args.get_config() or {}).get("devStacks") or ["dev"])
 
 
+def prop(props: Any, name: str, default: Any = None) -> Any:
+    """A property by its Python name or by the schema's camelCase name (which
+    is what the engine hands a policy pack for provider resources)."""
+    camel = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+    if not hasattr(props, "get"):
+        return default
+    value = props.get(name, props.get(camel))
+    return default if value is None else value
+
+
 def for_type(resource_type: str, check: Callable[[dict, ResourceValidationArgs, ReportViolation], None]):
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         if args.resource_type == resource_type:
@@ -52,7 +63,7 @@ def for_type(resource_type: str, check: Callable[[dict, ResourceValidationArgs, 
 
 
 def _ttl_limits(props: dict, _args, report: ReportViolation) -> None:
-    max_ttl, default_ttl = int(props.get("max_ttl") or 0), int(props.get("default_ttl") or 0)
+    max_ttl, default_ttl = int(prop(props, "max_ttl", 0)), int(prop(props, "default_ttl", 0))
     if not 0 < max_ttl <= MAX_TTL_SECONDS:
         report(f"Vault role {props.get('name')!r}: max_ttl is {max_ttl}s; it must be at most 24h "
                f"({MAX_TTL_SECONDS}s). Lower maxTtl in pgcreds:roles.")
@@ -61,7 +72,7 @@ def _ttl_limits(props: dict, _args, report: ReportViolation) -> None:
 
 
 def _credentials_expire(props: dict, _args, report: ReportViolation) -> None:
-    statements = props.get("creation_statements") or []
+    statements = prop(props, "creation_statements", [])
     if not any("VALID UNTIL '{{expiration}}'" in statement for statement in statements):
         report(f"Vault role {props.get('name')!r}: its creation statements must create the user with "
                "VALID UNTIL '{{expiration}}', so that PostgreSQL itself ends the login when the lease does.")
@@ -72,8 +83,13 @@ def _userinfo(url: str) -> str:
     return match.group(1) if match else ""
 
 
+def _connection_url(props: dict) -> str:
+    """A Vault connection's URL (inside its `postgresql` block)."""
+    return str(prop(prop(props, "postgresql", {}), "connection_url", ""))
+
+
 def _no_credentials_in_url(props: dict, _args, report: ReportViolation) -> None:
-    url = str(props.get("connection_url") or "")
+    url = _connection_url(props)
     userinfo = _userinfo(url)
     if (userinfo and userinfo != TEMPLATED_USERINFO) or re.search(r"[?&]password=", url):
         report(f"Vault connection {props.get('name')!r}: connection_url carries credentials; use "
@@ -82,9 +98,15 @@ def _no_credentials_in_url(props: dict, _args, report: ReportViolation) -> None:
 
 def _no_sensitive_grants(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
     sensitive = (args.get_config() or {}).get("sensitiveTables") or ["employee_salary"]
-    if props.get("table") in sensitive:
-        report(f"group role {props.get('role')!r} may not be granted anything on the sensitive table "
-               f"{props.get('table')!r}.")
+    objects = list(prop(props, "objects", []))
+    kind = str(prop(props, "object_type", "")).lower()
+    if kind == "table" and not objects:
+        report(f"group role {props.get('role')!r}: a table grant without `objects` covers every table in the "
+               "schema, sensitive ones included; name the tables.")
+    for table in objects:
+        if kind == "table" and table in sensitive:
+            report(f"group role {props.get('role')!r} may not be granted anything on the sensitive table "
+                   f"{table!r}.")
 
 
 def _aiven_termination_protection(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -101,10 +123,10 @@ def _aiven_termination_protection(args: ResourceValidationArgs, report: ReportVi
 def _no_sslmode_disable(props: dict, args: ResourceValidationArgs, report: ReportViolation) -> None:
     if on_dev(args):
         return
-    url = str(props.get("connection_url") or "")
-    # `connection` is a secret input: the pack sees it through a read-only mapping proxy.
-    connection: Any = props.get("connection") or {}
-    sslmode = connection.get("sslmode") if hasattr(connection, "get") else None
+    url = _connection_url(props)
+    # `connection` (of the table resources) is a secret input: the pack sees it
+    # through a read-only mapping proxy. A postgresql provider has `sslmode` itself.
+    sslmode = prop(props.get("connection") or {}, "sslmode") or props.get("sslmode")
     if re.search(r"[?&]sslmode=disable\b", url) or sslmode == "disable":
         report(f"{args.name}: sslmode=disable sends passwords in clear text; it is allowed on dev only "
                f"(stack {stack_of(args)!r}). Use require or verify-full.")
@@ -112,7 +134,7 @@ def _no_sslmode_disable(props: dict, args: ResourceValidationArgs, report: Repor
 
 def _every_type(check):
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-        if args.resource_type.startswith(DYNAMIC):
+        if args.resource_type.startswith(DYNAMIC) or args.resource_type in (VAULT_CONNECTION, POSTGRES_PROVIDER):
             check(dict(args.props), args, report_violation)
     return validate
 
@@ -136,7 +158,7 @@ PolicyPack(
         ResourceValidationPolicy(
             name="no-grants-on-sensitive-tables",
             description="No application group role gets any privilege on a sensitive table.",
-            validate=for_type(TABLE_GRANT, _no_sensitive_grants),
+            validate=for_type(GRANT, _no_sensitive_grants),
             config_schema=PolicyConfigSchema(properties={
                 "sensitiveTables": {"type": "array", "items": {"type": "string"}, "default": ["employee_salary"]},
             })),

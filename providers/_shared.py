@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+from pathlib import Path
 from typing import Sequence
 
 from pulumi.dynamic import ReadResult
@@ -16,3 +20,14 @@ def gone() -> ReadResult:
     """What `read` returns for an object deleted behind Pulumi's back: an empty
     id, so that a refresh drops it from the state and the next `up` makes it again."""
     return ReadResult("", {})
+
+
+def ca_file(pem: str) -> str:
+    """libpq and the postgresql provider read a CA only from a file: each PEM
+    goes in a private file named by its hash, written once per machine."""
+    folder = Path(tempfile.gettempdir()) / f"pgcreds-ca-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / (hashlib.sha256(pem.encode()).hexdigest()[:16] + ".pem")
+    if not path.exists():
+        path.write_text(pem)
+    return str(path)

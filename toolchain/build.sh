@@ -1,38 +1,48 @@
 #!/usr/bin/env bash
-# Builds (once) the pinned Pulumi CLI, our Python language host and the SDK's
-# helper scripts into a cache folder outside the repository, keyed by a hash
-# of everything that decides the result. A warm cache returns in well under a
-# second. Prints the bin folder on its last line.
+# Makes (once) the pinned toolchain in a cache folder outside the repository,
+# keyed by a hash of everything that decides the result:
+#   bin/   the Pulumi CLI built from Go modules, and beside it the official
+#          Python language host (from its bundle in ../shared/plugins)
+#   home/  a PULUMI_HOME with the official provider plugins installed from
+#          their bundles (sha256 checked against MANIFEST.tsv)
+# A warm cache returns in well under a second. Prints the bin folder on its
+# last line, after a line `home=<PULUMI_HOME>` (empty when plugin acquisition
+# is left to Pulumi); env.sh reads both.
 #
 # Where an official `pulumi` CLI and its Python language host are already on
-# PATH, nothing is built and their folder is printed instead
-# (PGCREDS_BUILD_TOOLCHAIN=1 builds anyway).
+# PATH, the CLI is not built and their folder is printed instead
+# (PGCREDS_BUILD_TOOLCHAIN=1 builds anyway). The plugins still come from the
+# bundles when the bundle folder exists; without it (a machine with internet)
+# env.sh leaves plugin acquisition to Pulumi.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=pins.env
 source "$here/pins.env"
-
-key=$( (cd "$here" && cat pins.env build.sh cli/go.mod cli/go.sum \
-        pulumi-language-python/go.mod pulumi-language-python/go.sum pulumi-language-python/main.go \
-        && go env GOVERSION GOARCH) | sha256sum | cut -c1-16)
+plugins_dir=${PGCREDS_PLUGINS_DIR:-$here/../../shared/plugins}
+manifest="$plugins_dir/MANIFEST.tsv"
 root="${XDG_CACHE_HOME:-$HOME/.cache}/pg-dynamic-creds/toolchain"
+
+log() { printf '[toolchain %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+fail() { log "ERROR: $*"; exit 1; }
+
+official=""
+if [[ "${PGCREDS_BUILD_TOOLCHAIN:-}" != 1 ]] && official=$(command -v pulumi) \
+   && [[ "$official" != "$root"/* ]] && command -v pulumi-language-python >/dev/null; then
+  log "using the pulumi CLI already on PATH: $official"
+else
+  official=""
+fi
+
+# The key: pins, this script, the CLI module, the plugin manifest, the Go version.
+key=$( (cd "$here" && cat pins.env build.sh cli/go.mod cli/go.sum && ([[ -f "$manifest" ]] && cat "$manifest" || true) \
+        && echo "official=$official" && go env GOVERSION GOARCH 2>/dev/null) | sha256sum | cut -c1-16)
 prefix="$root/$key"
 bin="$prefix/bin"
 
-log() { printf '[toolchain %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-
-if [[ "${PGCREDS_BUILD_TOOLCHAIN:-}" != 1 ]] && official=$(command -v pulumi) \
-   && [[ "$official" != "$root"/* ]] && command -v pulumi-language-python >/dev/null; then
-  log "using the pulumi CLI already on PATH: $official ($("$official" version))"
-  dirname "$official"
-  exit 0
-fi
-
 if [[ -f "$prefix/.complete" ]]; then
   touch "$prefix/.complete"  # last used: what pruning goes by
-  log "cached: $bin"
-  echo "$bin"
+  cat "$prefix/result"
   exit 0
 fi
 
@@ -60,31 +70,56 @@ step() {
   log "built $name in $((SECONDS - started))s, peak $(( $(cat "$out.rss") / 1024 )) MiB"
 }
 
-rm -rf "$prefix" && mkdir -p "$bin" "$prefix/logs"
+# Prints the path of a bundle after checking it against MANIFEST.tsv.
+bundle() {
+  local kind=$1 name=$2 version=$3 file sum actual
+  read -r file sum < <(awk -F'\t' -v k="$kind" -v n="$name" -v v="$version" \
+    '$1 == k && $2 == n && $3 == v { print $4, $5 }' "$manifest")
+  [[ -n "${file:-}" ]] || fail "$manifest has no $kind plugin '$name' at version $version (the pin in toolchain/pins.env)"
+  [[ -f "$plugins_dir/$file" ]] || fail "plugin bundle missing: $plugins_dir/$file (listed in $manifest)"
+  actual=$(sha256sum "$plugins_dir/$file" | cut -d' ' -f1)
+  [[ "$actual" == "$sum" ]] || fail "plugin bundle $plugins_dir/$file does not match MANIFEST.tsv: sha256 $actual, expected $sum; fetch it again"
+  echo "$plugins_dir/$file"
+}
+
+rm -rf "$prefix" && mkdir -p "$bin" "$prefix/logs" "$prefix/home"
 started=$SECONDS
-export CGO_ENABLED=0 GOFLAGS=-mod=readonly
-common=(-trimpath -tags osusergo,grpcnotrace)
 
-( cd "$here/cli" && step pulumi "github.com/pulumi/pulumi/pkg/v3@v$PULUMI_VERSION" \
-    go build "${common[@]}" -o "$bin/pulumi" \
-    -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
-    github.com/pulumi/pulumi/pkg/v3/cmd/pulumi )
+if [[ -z "$official" ]]; then
+  export CGO_ENABLED=0 GOFLAGS=-mod=readonly
+  ( cd "$here/cli" && step pulumi "github.com/pulumi/pulumi/pkg/v3@v$PULUMI_VERSION" \
+      go build -trimpath -tags osusergo,grpcnotrace -o "$bin/pulumi" \
+      -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
+      github.com/pulumi/pulumi/pkg/v3/cmd/pulumi )
+  [[ -f "$manifest" ]] || fail "no plugin bundles at $plugins_dir (MANIFEST.tsv missing): set PGCREDS_PLUGINS_DIR to the folder that holds them"
+  # The official language host, in the CLI's own folder (the CLI expects it there).
+  tar -xJf "$(bundle language python "$PULUMI_LANGUAGE_PYTHON_VERSION")" -C "$bin" \
+    pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python
+fi
+cli=${official:-$bin/pulumi}
 
-( cd "$here/pulumi-language-python" && step pulumi-language-python "pgcreds.local/toolchain/pulumi-language-python" \
-    go build "${common[@]}" -o "$bin/pulumi-language-python" \
-    -ldflags "-s -w -X main.version=$PULUMI_LANGUAGE_PYTHON_VERSION" . )
+if [[ -f "$manifest" ]]; then
+  unpacked=$(mktemp -d); trap 'rm -rf "$unpacked"' EXIT
+  for provider in vault postgresql random aiven; do
+    var="PROVIDER_${provider^^}_VERSION"; version=${!var}
+    mkdir -p "$unpacked/$provider"
+    tar -xJf "$(bundle resource "$provider" "$version")" -C "$unpacked/$provider"
+    PULUMI_HOME="$prefix/home" PULUMI_SKIP_UPDATE_CHECK=true \
+      "$cli" plugin install resource "$provider" "$version" --file "$unpacked/$provider/pulumi-resource-$provider" \
+      >"$prefix/logs/plugin-$provider.log" 2>&1 \
+      || { cat "$prefix/logs/plugin-$provider.log" >&2; fail "installing the $provider plugin $version failed"; }
+  done
+  log "installed the vault, postgresql, random and aiven plugins into $prefix/home"
+fi
 
-# The exec shim and the dynamic-provider launcher ship in the sdk/v3 module zip.
-sdk_dir=$(cd "$here/cli" && go list -m -f '{{.Dir}}' "github.com/pulumi/pulumi/sdk/v3")
-install -m 0755 "$sdk_dir/python/cmd/pulumi-language-python-exec" "$bin/"
-install -m 0755 "$sdk_dir/python/dist/pulumi-resource-pulumi-python" "$bin/"
-
-"$bin/pulumi" version >/dev/null
+"$cli" version >/dev/null
+{ echo "home=$([[ -f "$manifest" ]] && echo "$prefix/home")"; echo "${official:+$(dirname "$official")}${official:-$bin}"; } \
+  > "$prefix/result"
 touch "$prefix/.complete"
 log "toolchain ready in $((SECONDS - started))s: $bin ($(du -sh "$prefix" | cut -f1))"
 
-# Other pin sets (about 130 MB each) unused for 30 days go, and builds that
-# failed over a day ago (a younger one may still be running in another clone).
+# Other pin sets unused for 30 days go, and builds that failed over a day ago
+# (a younger one may still be running in another clone).
 for other in "$root"/*/; do
   other=${other%/}
   [[ "$other" == "$prefix" ]] && continue
@@ -94,4 +129,4 @@ for other in "$root"/*/; do
     rm -rf "$other"
   fi
 done
-echo "$bin"
+cat "$prefix/result"

@@ -46,6 +46,7 @@ VIOLATIONS = {
     "no-valid-until": ("vault-role-credentials-expire", "VALID UNTIL '{{expiration}}'"),
     "password-in-url": ("no-credentials-in-connection-url", "connection_url carries credentials"),
     "grant-on-sensitive-table": ("no-grants-on-sensitive-tables", "sensitive table 'employee_salary'"),
+    "grant-on-every-table": ("no-grants-on-sensitive-tables", "covers every table in the schema"),
     "sslmode-disable-in-url": ("no-sslmode-disable-outside-dev", "allowed on dev only"),
     "sslmode-disable-in-connection": ("no-sslmode-disable-outside-dev", "allowed on dev only"),
     "aiven-without-termination-protection": ("aiven-termination-protection", "must be on outside dev"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pulumi
+import pulumi_vault as vault
 import pytest
 from pulumi import Output
 
@@ -14,12 +15,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self.resources[args.name] = args
         outputs = dict(args.inputs)
-        if "bytes" in outputs:  # RandomPassword
+        if args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = "generated-password"
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         return {}
+
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how the wire format marks a secret value
+
+
+def unwrap_secret(value):
+    """The value inside a secret, as mocks receive it; fails if it is not a secret."""
+    assert isinstance(value, dict) and SECRET_SIG in value, f"not a secret: {value!r}"
+    return value["value"]
 
 
 @pytest.fixture
@@ -43,6 +53,10 @@ from tables import APP_TABLES  # noqa: E402
 METRICS = AppRole("metrics-readwrite", ("weekly_metrics_reporting",), "readwrite", 3600, 86400)
 REPORTS = AppRole("reports-read", ("weekly_metrics_reporting",), "read", 600, 3600,
                   username_template="r-{{random 8}}{{ unix_time }} | truncate 63")
+
+
+def vault_provider():
+    return vault.Provider("vault", address="http://127.0.0.1:8200")
 
 
 def endpoint():
@@ -89,6 +103,17 @@ def test_app_schema_tables_owner_and_sample_rows_on_dev_only(mocks):
     assert mocks.resources["dev-owner"].inputs["login"] is False
 
 
+def test_postgres_provider_logs_in_as_the_admin_without_assuming_a_superuser(mocks):
+    @pulumi.runtime.test
+    def program():
+        endpoint()
+    program()
+    provider = mocks.resources["pg-admin"]
+    assert provider.typ == "pulumi:providers:postgresql"
+    assert provider.inputs["host"] == "db.internal" and provider.inputs["username"] == "admin"
+    assert provider.inputs["superuser"] in (False, "false") and provider.inputs["sslmode"] == "require"
+
+
 def test_access_roles_groups_grants_and_vault_admin(mocks):
     exported = {}
 
@@ -96,49 +121,64 @@ def test_access_roles_groups_grants_and_vault_admin(mocks):
     def program():
         pg = endpoint()
         schema = AppSchema("s", AppSchemaArgs(pg, APP_TABLES, "app_owner", False, True))
-        access = AccessRoles("a", AccessRolesArgs(pg, (METRICS, REPORTS), schema.tables, "vault_admin"))
+        access = AccessRoles("a", AccessRolesArgs(pg, (METRICS, REPORTS), schema.tables, schema.sequences,
+                                                  "vault_admin"))
         return Output.all(access.vault_admin_password.is_secret(), access.vault_admin_username).apply(
             lambda args: exported.update(secret=args[0], username=args[1]))
     program()
     assert exported == {"secret": True, "username": "vault_admin"}
     r = mocks.resources
+    assert r["a-metrics_readwrite"].typ == "postgresql:index/role:Role"
     assert r["a-metrics_readwrite"].inputs["login"] is False
     readwrite = r["a-metrics_readwrite-weekly_metrics_reporting"].inputs
+    assert readwrite["objectType"] == "table" and readwrite["objects"] == ["weekly_metrics_reporting"]
     assert readwrite["privileges"] == ["SELECT", "INSERT", "UPDATE", "DELETE"]
-    assert readwrite["sequence_privileges"] == ["USAGE", "SELECT"]
+    sequences = r["a-metrics_readwrite-weekly_metrics_reporting-sequences"].inputs
+    assert sequences["objectType"] == "sequence" and sequences["privileges"] == ["USAGE", "SELECT"]
+    assert sequences["objects"] == ["weekly_metrics_reporting_id_seq"]
     read = r["a-reports_read-weekly_metrics_reporting"].inputs
-    assert read["privileges"] == ["SELECT"] and read["sequence_privileges"] == []
-    # Nothing may reach the sensitive table.
-    assert not any(a.inputs.get("table") == "employee_salary" for a in r.values())
+    assert read["privileges"] == ["SELECT"]
+    assert "a-reports_read-weekly_metrics_reporting-sequences" not in r  # read-only roles need no sequence
+    # Nothing may reach the sensitive table, and no grant may cover every table (empty objects).
+    grants = [a.inputs for a in r.values() if a.typ == "postgresql:index/grant:Grant"]
+    assert grants and all(g["objects"] and "employee_salary" not in g["objects"] for g in grants)
     admin = r["a-vault-admin"].inputs
-    assert admin["login"] is True and admin["create_role"] is True
+    assert admin["login"] is True and admin["createRole"] is True
+    assert r["a-vault-admin-password"].typ == "random:index/randomPassword:RandomPassword"
     membership = r["a-metrics_readwrite-vault-admin"].inputs
-    assert membership["admin_option"] is True and membership["group"] == "metrics_readwrite"
+    assert membership["withAdminOption"] is True and membership["grantRole"] == "metrics_readwrite"
+    assert membership["role"] == "vault_admin"
 
 
 def test_vault_database_secrets_mount_connections_and_roles(mocks):
     @pulumi.runtime.test
     def program():
         VaultDatabaseSecrets("v", VaultDatabaseSecretsArgs(
-            endpoint=endpoint(), vault_address="http://127.0.0.1:8200", mount_path="database",
-            connection_name="postgresql", admin_username="vault_admin",
+            endpoint=endpoint(), vault_provider=vault_provider(), vault_address="http://127.0.0.1:8200",
+            mount_path="database", connection_name="postgresql", admin_username="vault_admin",
             admin_password=Output.secret("vault-admin-secret"), roles=(METRICS, REPORTS)))
     program()
     r = mocks.resources
-    assert r["v-mount"].inputs["path"] == "database"
+    assert r["v-mount"].inputs["path"] == "database" and r["v-mount"].inputs["type"] == "database"
+    assert r["v-mount"].provider.startswith("urn:pulumi:") and "pulumi:providers:vault::vault" in r["v-mount"].provider
     shared = r["v-connection"].inputs
-    assert shared["name"] == "postgresql" and shared["allowed_roles"] == ["metrics-readwrite"]
-    assert shared["username"] == "vault_admin" and shared["username"] != "postgres"
-    assert "vault-admin-secret" not in shared["connection_url"]
-    assert "{{username}}:{{password}}" in shared["connection_url"]
+    assert shared["name"] == "postgresql" and shared["allowedRoles"] == ["metrics-readwrite"]
+    pg = unwrap_secret(shared["postgresql"])  # secret as a whole: it holds the password
+    assert pg["username"] == "vault_admin" and pg["passwordAuthentication"] == "scram-sha-256"
+    assert "vault-admin-secret" not in pg["connectionUrl"]
+    assert "{{username}}:{{password}}" in pg["connectionUrl"]
     own = r["v-connection-reports-read"].inputs
-    assert own["allowed_roles"] == ["reports-read"] and "truncate 63" in own["username_template"]
+    assert own["allowedRoles"] == ["reports-read"]
+    assert "truncate 63" in unwrap_secret(own["postgresql"])["usernameTemplate"]
     role = r["v-role-metrics-readwrite"].inputs
-    assert role["db_name"] == "postgresql" and role["default_ttl"] == 3600 and role["max_ttl"] == 86400
-    (creation,) = role["creation_statements"]
+    assert role["dbName"] == "postgresql" and role["defaultTtl"] == 3600 and role["maxTtl"] == 86400
+    (creation,) = role["creationStatements"]
     assert "VALID UNTIL '{{expiration}}'" in creation and 'IN ROLE "metrics_readwrite"' in creation
-    assert role["revocation_statements"] == REVOCATION_STATEMENTS
-    assert r["v-role-reports-read"].inputs["db_name"] == "postgresql-reports-read"
+    assert role["revocationStatements"] == REVOCATION_STATEMENTS
+    assert r["v-role-reports-read"].inputs["dbName"] == "postgresql-reports-read"
+    # Each role's leases are revoked before it goes: the revoker depends on the role.
+    revoker = r["v-leases-metrics-readwrite"]
+    assert revoker.inputs["role"] == "metrics-readwrite" and revoker.inputs["mount"] == "database"
 
 
 def test_revocation_ends_sessions_reassigns_and_drops():
@@ -171,7 +211,8 @@ def test_aiven_service_feeds_the_provider_connection_and_vault(mocks):
             service_name="pg-x", pg_version="16", termination_protection=True, token=Output.secret("tok")))
         pg = aiven.endpoint
         VaultDatabaseSecrets("v", VaultDatabaseSecretsArgs(
-            endpoint=pg, vault_address="http://127.0.0.1:8200", mount_path="database", connection_name="postgresql",
+            endpoint=pg, vault_provider=vault_provider(), vault_address="http://127.0.0.1:8200",
+            mount_path="database", connection_name="postgresql",
             admin_username="vault_admin", admin_password=Output.secret("vault-admin-secret"), roles=(METRICS,)))
         return Output.all(pg.admin_connection(), pg.admin_connection().is_secret(), pg.admin_password.is_secret(),
                           pg.vault_connection_url()).apply(lambda a: seen.update(
@@ -185,5 +226,8 @@ def test_aiven_service_feeds_the_provider_connection_and_vault(mocks):
     assert seen["connection"]["sslrootcert_pem"].startswith("-----BEGIN CERTIFICATE")
     assert seen["connection_secret"] and seen["password_secret"]
     assert seen["url"] == "postgresql://{{username}}:{{password}}@pg-x.aivencloud.com:12691/defaultdb?sslmode=require"
-    connection = aiven_mocks.resources["v-connection"].inputs
-    assert "avnadmin-secret" not in connection["connection_url"] and connection["username"] == "vault_admin"
+    connection = unwrap_secret(aiven_mocks.resources["v-connection"].inputs["postgresql"])
+    assert "avnadmin-secret" not in connection["connectionUrl"] and connection["username"] == "vault_admin"
+    provider = aiven_mocks.resources["aiven-admin"].inputs
+    assert provider["host"] == "pg-x.aivencloud.com" and provider["sslmode"] == "verify-full"
+    assert open(provider["sslrootcert"]).read().startswith("-----BEGIN CERTIFICATE")

@@ -1,6 +1,9 @@
-"""The Python SDK pinned in requirements.txt must be the one the toolchain pins."""
+"""Pins agree: the Python SDKs in requirements.txt, toolchain/pins.env, the CLI
+module and the plugin bundles' MANIFEST.tsv."""
 
 import re
+
+import pytest
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,3 +33,26 @@ def test_cli_module_requires_the_pinned_pulumi():
     version = pins()["PULUMI_VERSION"]
     assert f"github.com/pulumi/pulumi/pkg/v3 v{version}" in go_mod
     assert f"github.com/pulumi/pulumi/sdk/v3 v{version}" in go_mod
+
+
+PLUGINS = REPO.parent / "shared" / "plugins"
+PROVIDERS = ("vault", "postgresql", "random", "aiven")
+
+
+def manifest() -> dict[tuple[str, str], str]:
+    """(kind, name) -> version, from the plugin bundles' MANIFEST.tsv."""
+    lines = (PLUGINS / "MANIFEST.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    rows = [dict(zip(header, line.split("\t"))) for line in lines[1:] if line.strip()]
+    return {(row["kind"], row["name"]): row["version"] for row in rows}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_provider_sdk_plugin_pin_and_manifest_agree(provider: str):
+    pinned = pins()[f"PROVIDER_{provider.upper()}_VERSION"]
+    assert requirement(f"pulumi-{provider}", "requirements.txt") == pinned
+    assert manifest()[("resource", provider)] == pinned, f"MANIFEST.tsv has another {provider} plugin"
+
+
+def test_language_host_pin_is_in_the_manifest():
+    assert manifest()[("language", "python")] == pins()["PULUMI_LANGUAGE_PYTHON_VERSION"]
