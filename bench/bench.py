@@ -1,30 +1,181 @@
-"""Timings of the dev stack's lifecycle and of credential issuance.
+"""Timings of the program's lifecycle against the raw baseline, and of credential issuance.
 
 Prints figures (median of N runs) and asserts nothing: these machines are
-shared and noisy. Run with `make bench`; it uses a stack named `bench` so the
-dev stack is left alone.
+shared and noisy. Run with `make bench`. Each shape runs on its own copy of
+the program, database, mount and role names, with its own file backend, so
+the dev stack is left alone:
+
+  dev     the dev stack's shape: 1 role, 2 tables
+  gen20   a generated stack: 20 roles over 40 tables (2 each)
+  wide50  1 role over 50 tables (only for the credential issue time)
+
+The raw baseline makes the same objects with one `psql` call and plain `bao`
+calls (what a shell script would do), then removes them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import shutil
+import secrets
+import shlex
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import hvac
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from program_copy import copy_program  # noqa: E402
+
+CREATION = ('CREATE ROLE "{{{{name}}}}" WITH LOGIN PASSWORD \'{{{{password}}}}\' '
+            "VALID UNTIL '{{{{expiration}}}}' IN ROLE \"{group}\";")
+GENERATED_COLUMNS = '(("id", "serial PRIMARY KEY"), ("value", "INT NOT NULL"))'
 
 
-def pulumi(*args: str) -> float:
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    roles: int
+    tables: int
+    tables_per_role: int
+
+    def table_names(self) -> list[str]:
+        if self.name == "dev":
+            return ["weekly_metrics_reporting", "employee_salary"]
+        return [f"t{index:02d}" for index in range(self.tables)]
+
+    def role_tables(self, prefix: str) -> list[tuple[str, list[str]]]:
+        """(role name, its tables); names start with `prefix` so that they never
+        meet the dev stack's (group roles are global to the server)."""
+        if self.name == "dev":
+            return [(f"{prefix}-readwrite", ["weekly_metrics_reporting"])]
+        names = self.table_names()
+        return [(f"{prefix}-r{index:02d}", [names[(index * self.tables_per_role + k) % len(names)]
+                                            for k in range(self.tables_per_role)])
+                for index in range(self.roles)]
+
+
+SHAPES = (Shape("dev", 1, 2, 1), Shape("gen20", 20, 40, 2), Shape("wide50", 1, 50, 50))
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run(["pulumi", *args, "--stack", "bench", "--non-interactive"], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL)
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
+
+
+def psql(statement: str, database: str = "postgres") -> None:
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", statement], check=True,
+                   env={**os.environ, "PGPASSWORD": os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"]},
+                   stdout=subprocess.DEVNULL)
+
+
+class ProgramRun:
+    """A copy of the program for one shape, on its own database and backend."""
+
+    def __init__(self, shape: Shape, folder: Path):
+        self.shape, self.suffix = shape, secrets.token_hex(3)
+        self.database, self.mount = f"bench_{shape.name}_{self.suffix}", f"bench-{shape.name}-{self.suffix}"
+        self.project = copy_program(folder / "project")
+        if shape.name != "dev":
+            (self.project / "tables.py").write_text(self._generated_tables())
+        (folder / "state").mkdir()
+        self.env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{folder / 'state'}",
+                    "PULUMI_CONFIG_PASSPHRASE": "bench"}
+        psql(f'CREATE DATABASE "{self.database}"')
+        self.pulumi("stack", "init", "bench")
+        roles = [{"name": f"{name}", "tables": tables, "access": "readwrite", "defaultTtl": "1h",
+                  "maxTtl": "24h"} for name, tables in shape.role_tables(f"b{self.suffix}")]
+        config = {"environment": "dev", "postgresPort": os.environ["PGPORT"], "postgresDatabase": self.database,
+                  "postgresSslMode": "disable", "vaultAddress": os.environ["VAULT_ADDR"],
+                  "vaultMountPath": self.mount, "tableOwnerRole": f"bench_{self.suffix}_owner",
+                  "vaultAdminRole": f"bench_{self.suffix}_vault_admin", "sampleData": "true",
+                  "keepTablesOnDestroy": "false", "roles": json.dumps(roles)}
+        for key, value in config.items():
+            self.pulumi("config", "set", f"pgcreds:{key}", value)
+
+    def _generated_tables(self) -> str:
+        original = (REPO / "tables.py").read_text()
+        names = self.shape.table_names()
+        specs = ", ".join(f'TableSpec(name="{name}", columns={GENERATED_COLUMNS})' for name in names)
+        # Keep the sensitive table (the settings refuse grants on it) beside the generated ones.
+        return original + f"\nAPP_TABLES = ({specs}, EMPLOYEE_SALARY)\n"
+
+    def pulumi(self, *args: str) -> float:
+        return run(["pulumi", *args, "--stack", "bench", "--non-interactive"], self.project, self.env)
+
+    def remove(self) -> None:
+        subprocess.run(["pulumi", "destroy", "--yes", "--skip-preview", "--stack", "bench"], cwd=self.project,
+                       env=self.env, capture_output=True)
+        psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+def raw_script(shape: Shape, suffix: str, database: str, mount: str) -> tuple[str, str]:
+    """The same objects as the program makes, by hand: (create script, remove script)."""
+    owner, admin = f"raw_{suffix}_owner", f"raw_{suffix}_vault_admin"
+    password = secrets.token_urlsafe(24)
+    sql = [f'CREATE ROLE "{owner}" NOLOGIN', f"CREATE ROLE \"{admin}\" LOGIN CREATEROLE PASSWORD '{password}'"]
+    for table in shape.table_names():
+        sql += [f'CREATE TABLE "{table}" (id serial PRIMARY KEY, value int NOT NULL)',
+                f'ALTER TABLE "{table}" OWNER TO "{owner}"']
+    bao = [f"bao secrets enable -path={mount} database"]
+    role_names = []
+    for name, tables in shape.role_tables(f"x{suffix}"):
+        group = f"raw_{suffix}_{name.replace('-', '_')}"
+        role_names.append(name)
+        sql += [f'CREATE ROLE "{group}" NOLOGIN',
+                f'GRANT SELECT, INSERT, UPDATE, DELETE ON {", ".join(chr(34) + t + chr(34) for t in tables)} '
+                f'TO "{group}"',
+                f'GRANT USAGE, SELECT ON {", ".join(chr(34) + t + "_id_seq" + chr(34) for t in tables)} TO "{group}"',
+                f'GRANT "{group}" TO "{admin}" WITH ADMIN OPTION']
+        bao.append(f"bao write {mount}/roles/{name} db_name=postgresql default_ttl=1h max_ttl=24h "
+                   f"creation_statements={shlex.quote(CREATION.format(group=group))}")
+    url = f"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{os.environ['PGPORT']}/{database}?sslmode=disable"
+    bao.insert(1, f"bao write {mount}/config/postgresql plugin_name=postgresql-database-plugin "
+                  f"connection_url={shlex.quote(url)} username={admin} password={password} "
+                  f"allowed_roles={','.join(role_names)}")
+    psql_call = f"psql -q -v ON_ERROR_STOP=1 -d {database} -c {shlex.quote('; '.join(sql))}"
+    create = "\n".join(["set -e", psql_call, *bao])
+    groups = ", ".join(f'"raw_{suffix}_{n.replace("-", "_")}"' for n in role_names)
+    drop = (f"DROP TABLE {', '.join(chr(34) + t + chr(34) for t in shape.table_names())}; "
+            f'REASSIGN OWNED BY "{admin}" TO CURRENT_USER; DROP OWNED BY "{admin}"; '
+            f'DROP ROLE {groups}, "{admin}", "{owner}"')
+    remove = "\n".join(["set -e", f"bao lease revoke -prefix {mount}/", f"bao secrets disable {mount}",
+                        f"psql -q -v ON_ERROR_STOP=1 -d {database} -c {shlex.quote(drop)}"])
+    return create, remove
+
+
+def raw_baseline(shape: Shape) -> tuple[float, float]:
+    suffix = secrets.token_hex(3)
+    database, mount = f"raw_{shape.name}_{suffix}", f"raw-{shape.name}-{suffix}"
+    psql(f'CREATE DATABASE "{database}"')
+    env = {**os.environ, "PGPASSWORD": os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"]}
+    create, remove = raw_script(shape, suffix, database, mount)
+    try:
+        up = run(["bash", "-c", create], REPO, env)
+        down = run(["bash", "-c", remove], REPO, env)
+    finally:
+        psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    return up, down
+
+
+def issue_times(client: hvac.Client, mount: str, role: str, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        client.secrets.database.generate_credentials(role, mount_point=mount)
+        times.append((time.perf_counter() - started) * 1000)
+    client.sys.revoke_prefix(f"{mount}/creds/{role}")
+    return times
 
 
 def main() -> None:
@@ -32,50 +183,43 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--credentials", type=int, default=50)
     args = parser.parse_args()
+    client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
 
-    shutil.copy(REPO / "Pulumi.dev.yaml", REPO / "Pulumi.bench.yaml")
-    subprocess.run(["pulumi", "stack", "select", "--create", "bench"], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run(["pulumi", "config", "set", "--stack", "bench", "pgcreds:vaultMountPath", "bench-database"],
-                   cwd=REPO, check=True)
-    subprocess.run(["pulumi", "config", "set", "--stack", "bench", "pgcreds:environment", "dev"], cwd=REPO, check=True)
-    # Its own role names, so the dev stack may stay deployed meanwhile.
-    subprocess.run(["pulumi", "config", "set", "--stack", "bench", "--path", "pgcreds:roles[0].name", "bench-readwrite"],
-                   cwd=REPO, check=True)
-    for key, value in (("tableOwnerRole", "bench_owner"), ("vaultAdminRole", "bench_vault_admin"),
-                       ("postgresDatabase", "bench")):
-        subprocess.run(["pulumi", "config", "set", "--stack", "bench", f"pgcreds:{key}", value], cwd=REPO, check=True)
-    subprocess.run(["psql", "-q", "-c", "DROP DATABASE IF EXISTS bench WITH (FORCE)", "-c", "CREATE DATABASE bench"],
-                   env={**os.environ, "PGPASSWORD": os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"]}, check=True)
-    try:
-        pulumi("destroy", "--yes", "--skip-preview")
-        timings: dict[str, list[float]] = {"cold pulumi up": [], "no-op pulumi preview": [], "pulumi destroy": []}
-        issue_ms: list[float] = []
-        revoke_s: list[float] = []
-        vault = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
-        for _ in range(args.runs):
-            timings["cold pulumi up"].append(pulumi("up", "--yes", "--skip-preview"))
-            timings["no-op pulumi preview"].append(pulumi("preview"))
-            for _ in range(args.credentials):
-                started = time.perf_counter()
-                vault.secrets.database.generate_credentials("bench-readwrite", mount_point="bench-database")
-                issue_ms.append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
-            vault.sys.revoke_prefix("bench-database/creds/bench-readwrite")
-            revoke_s.append(time.perf_counter() - started)
-            timings["pulumi destroy"].append(pulumi("destroy", "--yes", "--skip-preview"))
-        print(f"{'measure':<34} {'median':>9} {'runs'}")
-        for name, values in timings.items():
-            print(f"{name:<34} {statistics.median(values):>8.2f}s  {', '.join(f'{v:.2f}' for v in values)}")
-        print(f"{'issue one credential':<34} {statistics.median(issue_ms):>7.1f}ms  "
-              f"({len(issue_ms)} credentials, p90 {statistics.quantiles(issue_ms, n=10)[-1]:.1f}ms)")
-        print(f"{f'revoke {args.credentials} leases by prefix':<34} {statistics.median(revoke_s):>8.2f}s  "
-              f"{', '.join(f'{v:.2f}' for v in revoke_s)}")
-    finally:
-        subprocess.run(["pulumi", "stack", "rm", "--yes", "--force", "bench"], cwd=REPO, stdout=subprocess.DEVNULL)
-        (REPO / "Pulumi.bench.yaml").unlink(missing_ok=True)
-        subprocess.run(["psql", "-q", "-c", "DROP DATABASE IF EXISTS bench WITH (FORCE)"],
-                       env={**os.environ, "PGPASSWORD": os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"]})
+    results: dict[str, dict[str, float]] = {}
+    issue_ms: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="pgcreds-bench-") as temp:
+        for shape in SHAPES:
+            program = ProgramRun(shape, Path(temp) / shape.name)
+            try:
+                timings: dict[str, list[float]] = {"up": [], "preview": [], "destroy": []}
+                runs = args.runs if shape.name != "wide50" else 1
+                for _ in range(runs):
+                    timings["up"].append(program.pulumi("up", "--yes", "--skip-preview"))
+                    timings["preview"].append(program.pulumi("preview"))
+                    if shape.name != "gen20":
+                        role = shape.role_tables(f"b{program.suffix}")[0][0]
+                        issue_ms.setdefault(shape.name, []).extend(
+                            issue_times(client, program.mount, role, args.credentials))
+                    timings["destroy"].append(program.pulumi("destroy", "--yes", "--skip-preview"))
+                results[shape.name] = {k: statistics.median(v) for k, v in timings.items()}
+            finally:
+                program.remove()
+            if shape.name != "wide50":
+                raw = [raw_baseline(shape) for _ in range(args.runs)]
+                results[shape.name]["raw up"] = statistics.median(r[0] for r in raw)
+                results[shape.name]["raw destroy"] = statistics.median(r[1] for r in raw)
+
+    print(f"{'shape':<8} {'up':>7} {'preview':>8} {'destroy':>8} {'raw up':>7} {'raw destroy':>11} "
+          f"{'up/raw':>7} {'preview/up':>10}   (seconds, median of {args.runs})")
+    for name in ("dev", "gen20"):
+        r = results[name]
+        print(f"{name:<8} {r['up']:>7.2f} {r['preview']:>8.2f} {r['destroy']:>8.2f} {r['raw up']:>7.2f} "
+              f"{r['raw destroy']:>11.2f} {r['up'] / r['raw up']:>7.1f} {r['preview'] / r['up']:>10.2f}")
+    print(f"gen20 up / dev up: {results['gen20']['up'] / results['dev']['up']:.2f}")
+    for name, label in (("dev", "1 table"), ("wide50", "50 tables")):
+        values = issue_ms[name]
+        print(f"issue one credential, role over {label}: median {statistics.median(values):.1f} ms, "
+              f"p90 {statistics.quantiles(values, n=10)[-1]:.1f} ms ({len(values)} credentials)")
 
 
 if __name__ == "__main__":

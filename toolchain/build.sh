@@ -94,7 +94,7 @@ if [[ -z "$official" ]]; then
   [[ -f "$manifest" ]] || fail "no plugin bundles at $plugins_dir (MANIFEST.tsv missing): set PGCREDS_PLUGINS_DIR to the folder that holds them"
   # The official language host, in the CLI's own folder (the CLI expects it there).
   tar -xJf "$(bundle language python "$PULUMI_LANGUAGE_PYTHON_VERSION")" -C "$bin" \
-    pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python
+    ./pulumi-language-python ./pulumi-language-python-exec ./pulumi-resource-pulumi-python
 fi
 cli=${official:-$bin/pulumi}
 

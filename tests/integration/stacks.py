@@ -81,9 +81,22 @@ class ProgramStack:
                  "defaultTtl": "1h", "maxTtl": "24h", **overrides}]
 
     def resource_count(self) -> int:
-        """Resources in the state, not counting the engine's provider entries."""
-        return sum(1 for r in self.stack.export_stack().deployment.get("resources", [])
-                   if not r["type"].startswith("pulumi:providers:"))
+        """Resources in the state (the stack, the explicit providers and the rest)."""
+        return len(self.stack.export_stack().deployment.get("resources", []))
+
+    def resource_types(self) -> set[str]:
+        return {r["type"] for r in self.stack.export_stack().deployment.get("resources", [])}
+
+    def vault_admin_password(self) -> str:
+        """The generated password, decrypted from the state (`pulumi stack export --show-secrets`)."""
+        exported = subprocess.run(
+            ["pulumi", "stack", "export", "--show-secrets", "--stack", self.stack.name],
+            cwd=self.project_dir, env={**os.environ, **self.stack.workspace.env_vars},
+            check=True, capture_output=True, text=True).stdout
+        (password,) = [r for r in json.loads(exported)["deployment"]["resources"]
+                       if r["type"] == "random:index/randomPassword:RandomPassword"]
+        result = password["outputs"]["result"]
+        return json.loads(result["plaintext"]) if isinstance(result, dict) else result
 
     def raw_state(self) -> str:
         """The state file exactly as the backend stores it (export_stack shows secrets decrypted)."""
