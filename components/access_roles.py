@@ -41,43 +41,51 @@ class AccessRoles(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: AccessRolesArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("pgcreds:access:AccessRoles", name, None, opts)
-        on_server = ResourceOptions(parent=self, provider=args.endpoint.provider)
+        on_server = args.endpoint.resource_options(parent=self)
 
         # Letters and digits only: Vault puts the password into a connection URL.
         password = random.RandomPassword(f"{name}-vault-admin-password", length=PASSWORD_LENGTH, special=False,
                                          opts=ResourceOptions(parent=self))
-        # Its memberships are the GrantRole resources below; without ignore_changes
-        # every refresh would plan to remove them.
+        # Concurrent statements that rewrite the same catalog row fail with "tuple
+        # concurrently updated" (measured: two DROP OWNED of roles that hold
+        # privileges on one schema; two GRANTs on one table). So the roles form one
+        # chain, created one after another and dropped in reverse, after the tables
+        # and before them; and the grants on one table take turns.
+        # vault_admin's memberships are the GrantRole resources below; without
+        # ignore_changes every refresh would plan to remove them.
         vault_admin = postgresql.Role(
             f"{name}-vault-admin", name=args.vault_admin_role, login=True, create_role=True,
             password=password.result,
-            opts=ResourceOptions.merge(on_server, ResourceOptions(ignore_changes=["roles"])))
+            opts=ResourceOptions.merge(on_server, ResourceOptions(
+                ignore_changes=["roles"], depends_on=list(args.tables.values()))))
+        previous_role: pulumi.Resource = vault_admin
+        previous_grant: dict[str, pulumi.Resource] = {}
+
+        def after(*resources: Optional[pulumi.Resource]) -> ResourceOptions:
+            return ResourceOptions.merge(on_server, ResourceOptions(depends_on=[r for r in resources if r]))
 
         self.grants = []
         for role in args.roles:
-            group = postgresql.Role(f"{name}-{role.group_role}", name=role.group_role, login=False, opts=on_server)
-            previous: list[pulumi.Resource] = []
+            group = postgresql.Role(f"{name}-{role.group_role}", name=role.group_role, login=False,
+                                    opts=after(previous_role))
+            previous_role = group
             for table_name in role.tables:
                 table = args.tables[table_name]
-                # One grant at a time per group: the provider's concurrent GRANTs on one
-                # role collide in the catalog ("tuple concurrently updated").
                 grant = postgresql.Grant(
                     f"{name}-{role.group_role}-{table_name}", database=args.endpoint.database,
                     role=group.name, schema="public", object_type="table", objects=[table.name],
-                    privileges=list(role.table_privileges),
-                    opts=ResourceOptions.merge(on_server, ResourceOptions(depends_on=previous)))
+                    privileges=list(role.table_privileges), opts=after(previous_grant.get(table_name)))
                 self.grants.append(grant)
-                previous = [grant]
+                previous_grant[table_name] = grant
                 sequences = args.sequences.get(table_name, ())
                 # Never an empty `objects`: the provider reads that as every sequence in the schema.
                 if role.sequence_privileges and sequences:
                     grant = postgresql.Grant(
                         f"{name}-{role.group_role}-{table_name}-sequences", database=args.endpoint.database,
                         role=group.name, schema="public", object_type="sequence", objects=list(sequences),
-                        privileges=list(role.sequence_privileges),
-                        opts=ResourceOptions.merge(on_server, ResourceOptions(depends_on=[table, *previous])))
+                        privileges=list(role.sequence_privileges), opts=after(table, grant))
                     self.grants.append(grant)
-                    previous = [grant]
+                    previous_grant[table_name] = grant
             # ADMIN OPTION is what lets vault_admin put new users IN ROLE the group
             # (PostgreSQL 16+ no longer accepts CREATEROLE alone for that).
             self.grants.append(postgresql.GrantRole(

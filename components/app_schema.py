@@ -39,7 +39,7 @@ class AppSchema(pulumi.ComponentResource):
         # Tables are dynamic resources (no provider offers them): they get the login as an input.
         connection = args.endpoint.admin_connection()
         owner = postgresql.Role(f"{name}-owner", name=args.owner_role, login=False,
-                                opts=ResourceOptions(parent=self, provider=args.endpoint.provider))
+                                opts=args.endpoint.resource_options(parent=self))
         self.tables = {}
         self.sequences = {spec.name: spec.sequences for spec in args.tables}
         for spec in args.tables:

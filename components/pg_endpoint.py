@@ -43,6 +43,15 @@ class PgEndpoint:
     vault_sslmode: Optional[str] = None
     """sslmode of Vault's own connection, when it must differ (Vault cannot be handed a CA as text)."""
 
+    def resource_options(self, parent: pulumi.Resource) -> ResourceOptions:
+        """Options for every `pulumi_postgresql` resource on this endpoint. A move to
+        another server (or database) replaces the object, made on the new one and
+        dropped from the old one: the engine alone would call it an update of the
+        provider and leave the old object behind. Delete first, since names are
+        global to a server and a "new" server may be the old one by another name."""
+        return ResourceOptions(parent=parent, provider=self.provider, delete_before_replace=True,
+                               replacement_trigger=Output.format("{0}:{1}/{2}", self.host, self.port, self.database))
+
     def admin_connection(self) -> Output[dict]:
         """The `connection` input of the table and row dynamic resources (a secret):
         a dynamic provider cannot use `provider`."""

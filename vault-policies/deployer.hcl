@@ -2,6 +2,12 @@
 # stack whose pgcreds:vaultMountPath is `database` (replace it if yours differs).
 # Tested in tests/integration/test_vault_policy.py against OpenBao.
 
+# The vault provider works with a short-lived child token of this one (one
+# hour, revoked when it ends), so that the deployer's own token never does.
+path "auth/token/create" {
+  capabilities = ["update"]
+}
+
 # See which engines are mounted, and mount, tune and unmount this one.
 path "sys/mounts" {
   capabilities = ["read"]

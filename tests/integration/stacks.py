@@ -81,8 +81,10 @@ class ProgramStack:
                  "defaultTtl": "1h", "maxTtl": "24h", **overrides}]
 
     def resource_count(self) -> int:
-        """Resources in the state (the stack, the explicit providers and the rest)."""
-        return len(self.stack.export_stack().deployment.get("resources", []))
+        """Resources in the state as `pulumi up` counts them: all but the default
+        providers that the engine adds by itself."""
+        return sum(1 for r in self.stack.export_stack().deployment.get("resources", [])
+                   if not (r["type"].startswith("pulumi:providers:") and r["urn"].split("::")[-1].startswith("default")))
 
     def resource_types(self) -> set[str]:
         return {r["type"] for r in self.stack.export_stack().deployment.get("resources", [])}

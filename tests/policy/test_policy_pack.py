@@ -64,15 +64,17 @@ def test_violation_is_rejected(tmp_path: Path, case: str):
 
 def test_compliant_program_passes(tmp_path: Path):
     result = preview(tmp_path, "compliant")
-    assert result.change_summary.get("create", 0) == 5  # the stack and four resources
+    # the stack, two explicit providers (vault, postgresql) and four resources
+    assert result.change_summary.get("create", 0) == 7
 
 
 def test_aiven_service_may_go_unprotected_on_dev(tmp_path: Path):
-    assert preview(tmp_path, "aiven-without-termination-protection", environment="dev").change_summary["create"] == 2
+    # the stack, the vault provider (declared for every case) and the service
+    assert preview(tmp_path, "aiven-without-termination-protection", environment="dev").change_summary["create"] == 3
 
 
 def test_sslmode_disable_is_allowed_on_dev(tmp_path: Path):
-    assert preview(tmp_path, "sslmode-disable-in-url", environment="dev").change_summary.get("create") == 2
+    assert preview(tmp_path, "sslmode-disable-in-url", environment="dev").change_summary.get("create") == 3
 
 
 @pytest.mark.parametrize("stack_name", ["dev", "staging"])
