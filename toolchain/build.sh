@@ -36,7 +36,7 @@ fi
 
 # The key: pins, this script, the CLI module, the plugin manifest, the Go version.
 key=$( (cd "$here" && cat pins.env build.sh cli/go.mod cli/go.sum && ([[ -f "$manifest" ]] && cat "$manifest" || true) \
-        && echo "official=$official" && go env GOVERSION GOARCH 2>/dev/null) | sha256sum | cut -c1-16)
+        && echo "official=$official" && (go env GOVERSION GOARCH 2>/dev/null || true)) | sha256sum | cut -c1-16)
 prefix="$root/$key"
 bin="$prefix/bin"
 
@@ -82,6 +82,18 @@ bundle() {
   echo "$plugins_dir/$file"
 }
 
+# Every bundle is checked before anything is built, so a bad one fails at once.
+declare -A bundles=()
+if [[ -f "$manifest" ]]; then
+  [[ -n "$official" ]] || bundles[python]=$(bundle language python "$PULUMI_LANGUAGE_PYTHON_VERSION")
+  for provider in vault postgresql random aiven; do
+    var="PROVIDER_${provider^^}_VERSION"
+    bundles[$provider]=$(bundle resource "$provider" "${!var}")
+  done
+elif [[ -z "$official" ]]; then
+  fail "no plugin bundles at $plugins_dir (MANIFEST.tsv missing): set PGCREDS_PLUGINS_DIR to the folder that holds them"
+fi
+
 rm -rf "$prefix" && mkdir -p "$bin" "$prefix/logs" "$prefix/home"
 started=$SECONDS
 
@@ -91,9 +103,8 @@ if [[ -z "$official" ]]; then
       go build -trimpath -tags osusergo,grpcnotrace -o "$bin/pulumi" \
       -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
       github.com/pulumi/pulumi/pkg/v3/cmd/pulumi )
-  [[ -f "$manifest" ]] || fail "no plugin bundles at $plugins_dir (MANIFEST.tsv missing): set PGCREDS_PLUGINS_DIR to the folder that holds them"
   # The official language host, in the CLI's own folder (the CLI expects it there).
-  tar -xJf "$(bundle language python "$PULUMI_LANGUAGE_PYTHON_VERSION")" -C "$bin" \
+  tar -xJf "${bundles[python]}" -C "$bin" \
     ./pulumi-language-python ./pulumi-language-python-exec ./pulumi-resource-pulumi-python
 fi
 cli=${official:-$bin/pulumi}
@@ -103,7 +114,7 @@ if [[ -f "$manifest" ]]; then
   for provider in vault postgresql random aiven; do
     var="PROVIDER_${provider^^}_VERSION"; version=${!var}
     mkdir -p "$unpacked/$provider"
-    tar -xJf "$(bundle resource "$provider" "$version")" -C "$unpacked/$provider"
+    tar -xJf "${bundles[$provider]}" -C "$unpacked/$provider"
     PULUMI_HOME="$prefix/home" PULUMI_SKIP_UPDATE_CHECK=true \
       "$cli" plugin install resource "$provider" "$version" --file "$unpacked/$provider/pulumi-resource-$provider" \
       >"$prefix/logs/plugin-$provider.log" 2>&1 \

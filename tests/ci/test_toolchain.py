@@ -3,7 +3,9 @@ and an environment in which the engine never downloads anything."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -49,3 +51,51 @@ def test_language_host_installs_dependencies_and_reports_itself(tmp_path: Path):
     if "/pg-dynamic-creds/toolchain/" in env["PATH"].split(":")[0]:
         assert re.search(rf"language\s+python\s+{re.escape(pins()['PULUMI_LANGUAGE_PYTHON_VERSION'])}", about), about
     assert "six" in about  # the program's dependencies, listed by the host
+
+
+def bundles_copy(tmp_path: Path) -> Path:
+    """A plugin folder like ../shared/plugins, with links to the real bundles."""
+    shared = REPO.parent / "shared" / "plugins"
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    for item in shared.iterdir():
+        (folder / item.name).symlink_to(item)
+    return folder
+
+
+def build_with(plugins: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """build.sh with another plugin folder and an empty cache (nothing on PATH but the system)."""
+    env = {"PATH": f"{Path(shutil.which('go')).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "PGCREDS_PLUGINS_DIR": str(plugins), "GOCACHE": subprocess.run(
+               ["go", "env", "GOCACHE"], capture_output=True, text=True).stdout.strip()}
+    return subprocess.run([str(REPO / "toolchain" / "build.sh")], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_bundle_that_does_not_match_the_manifest_stops_the_build(tmp_path: Path):
+    plugins = bundles_copy(tmp_path)
+    bad = plugins / f"pulumi-resource-vault-v{pins()['PROVIDER_VAULT_VERSION']}-linux-amd64.tar.xz"
+    bad.unlink()
+    bad.write_bytes(b"not the official plugin")
+    result = build_with(plugins, tmp_path)
+    assert result.returncode != 0
+    assert f"plugin bundle {bad} does not match MANIFEST.tsv" in result.stderr, result.stderr
+    assert "building pulumi" not in result.stderr  # checked before anything is built
+
+
+def test_a_missing_bundle_stops_the_build(tmp_path: Path):
+    plugins = bundles_copy(tmp_path)
+    missing = plugins / f"pulumi-resource-random-v{pins()['PROVIDER_RANDOM_VERSION']}-linux-amd64.tar.xz"
+    missing.unlink()
+    result = build_with(plugins, tmp_path)
+    assert result.returncode != 0
+    assert f"plugin bundle missing: {missing}" in result.stderr, result.stderr
+
+
+def test_plugins_are_installed_at_the_pinned_versions():
+    env = sourced_env("toolchain/env.sh")
+    listing = subprocess.run(["pulumi", "plugin", "ls", "--json"], env=env, check=True, capture_output=True,
+                             text=True).stdout
+    installed = {(p["kind"], p["name"], p["version"]) for p in json.loads(listing)}
+    for name in ("vault", "postgresql", "random", "aiven"):
+        assert ("resource", name, pins()[f"PROVIDER_{name.upper()}_VERSION"]) in installed, installed
+    assert env["PULUMI_HOME"].startswith(str(Path.home() / ".cache")) or "XDG_CACHE_HOME" in env

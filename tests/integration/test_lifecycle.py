@@ -211,3 +211,38 @@ def test_destroy_revokes_every_lease_first(new_stack: ProgramStack):
     with pytest.raises(psycopg.OperationalError):
         session.execute("SELECT 1")
     assert f"{new_stack.mount}/" not in client.sys.list_mounted_secrets_engines()["data"]
+
+
+def test_replacing_a_connection_or_a_role_revokes_its_leases_first(new_stack: ProgramStack):
+    new_stack.stack.up()
+    client = vault()
+
+    def users_of(role: str, count: int) -> list[str]:
+        return [client.secrets.database.generate_credentials(role, mount_point=new_stack.mount)["data"]["username"]
+                for _ in range(count)]
+
+    def existing(users: list[str]) -> list:
+        with admin_connect(new_stack.database) as admin:
+            return admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (users,)).fetchall()
+
+    # A new connection name: a new connection; the old one goes, after its leases.
+    before = users_of(new_stack.role_name, 3)
+    new_stack.set(vaultConnectionName="pg-second")
+    changes = new_stack.stack.up().summary.resource_changes
+    assert changes.get("replace", 0) >= 1, changes
+    assert existing(before) == []
+    assert client.secrets.database.read_role(new_stack.role_name, mount_point=new_stack.mount)["data"]["db_name"] \
+        == "pg-second"
+
+    # A renamed role: the new one is made, the old one's leases revoked before it goes.
+    before = users_of(new_stack.role_name, 3)
+    renamed = f"n{new_stack.suffix}-readwrite"
+    new_stack.set(roles=new_stack.roles_config(name=renamed))
+    new_stack.stack.up()
+    assert existing(before) == []
+    (user,) = users_of(renamed, 1)
+    assert existing([user]) == [(user,)]
+    new_stack.stack.destroy()
+    assert existing([user]) == []
+    with admin_connect(new_stack.database) as admin:
+        admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(renamed.replace("-", "_"))))
