@@ -85,6 +85,7 @@ class ProgramRun:
     def __init__(self, shape: Shape, folder: Path):
         self.shape, self.suffix = shape, secrets.token_hex(3)
         self.database, self.mount = f"bench_{shape.name}_{self.suffix}", f"bench-{shape.name}-{self.suffix}"
+        folder.mkdir(parents=True)
         self.project = copy_program(folder / "project")
         if shape.name != "dev":
             (self.project / "tables.py").write_text(self._generated_tables())
@@ -92,7 +93,7 @@ class ProgramRun:
         self.env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{folder / 'state'}",
                     "PULUMI_CONFIG_PASSPHRASE": "bench"}
         psql(f'CREATE DATABASE "{self.database}"')
-        self.pulumi("stack", "init", "bench")
+        run(["pulumi", "stack", "init", "bench", "--non-interactive"], self.project, self.env)
         roles = [{"name": f"{name}", "tables": tables, "access": "readwrite", "defaultTtl": "1h",
                   "maxTtl": "24h"} for name, tables in shape.role_tables(f"b{self.suffix}")]
         config = {"environment": "dev", "postgresPort": os.environ["PGPORT"], "postgresDatabase": self.database,
@@ -135,7 +136,7 @@ def raw_script(shape: Shape, suffix: str, database: str, mount: str) -> tuple[st
         sql += [f'CREATE ROLE "{group}" NOLOGIN',
                 f'GRANT SELECT, INSERT, UPDATE, DELETE ON {", ".join(chr(34) + t + chr(34) for t in tables)} '
                 f'TO "{group}"',
-                f'GRANT USAGE, SELECT ON {", ".join(chr(34) + t + "_id_seq" + chr(34) for t in tables)} TO "{group}"',
+                f'GRANT USAGE, SELECT ON SEQUENCE {", ".join(chr(34) + t + "_id_seq" + chr(34) for t in tables)} TO "{group}"',
                 f'GRANT "{group}" TO "{admin}" WITH ADMIN OPTION']
         bao.append(f"bao write {mount}/roles/{name} db_name=postgresql default_ttl=1h max_ttl=24h "
                    f"creation_statements={shlex.quote(CREATION.format(group=group))}")
@@ -158,7 +159,8 @@ def raw_baseline(shape: Shape) -> tuple[float, float]:
     suffix = secrets.token_hex(3)
     database, mount = f"raw_{shape.name}_{suffix}", f"raw-{shape.name}-{suffix}"
     psql(f'CREATE DATABASE "{database}"')
-    env = {**os.environ, "PGPASSWORD": os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"]}
+    env = {**os.environ, "PGPASSWORD": os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"],
+           "PATH": f"{REPO / 'venv' / 'bin'}:{os.environ['PATH']}"}
     create, remove = raw_script(shape, suffix, database, mount)
     try:
         up = run(["bash", "-c", create], REPO, env)
