@@ -28,6 +28,15 @@ IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 ROLE_NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 ROLE_NAME_MAX = 48  # leaves room in Vault's 63-byte usernames
 MOUNT_PATH = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*(?:/[a-zA-Z0-9_-]+)*$")
+# Paths Vault (and OpenBao) keep for themselves: a mount there can never work.
+VAULT_RESERVED_MOUNTS = ("sys", "auth", "cubbyhole", "identity")
+# Names PostgreSQL keeps (pg_* roles, the PUBLIC pseudo-role, SQL keywords that
+# stand for a role) and the bootstrap superuser: never a role of this program.
+PG_RESERVED_ROLES = ("public", "none", "all", "current_user", "current_role", "session_user", "user", "postgres")
+# The longest lease a credential may have (the policy pack enforces the same in CI).
+MAX_TTL_SECONDS = 24 * 3600
+# A username template's last action must cut the name to PostgreSQL's 63 bytes.
+TEMPLATE_ENDS_TRUNCATED = re.compile(r"\|\s*truncate\s+63\s*\}\}\s*$")
 DURATION = re.compile(r"^(?:(\d+)|((?:\d+[smhd])+))$")
 DURATION_PART = re.compile(r"(\d+)([smhd])")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -71,6 +80,29 @@ class Settings:
     keep_tables_on_destroy: bool
     owner_role: str
     vault_admin_role: str
+
+
+def reserved_role(name: str) -> bool:
+    return name.startswith("pg_") or name in PG_RESERVED_ROLES
+
+
+def username_template_problem(template: Any) -> Optional[str]:
+    """Why a Vault username_template cannot work, or None. Vault checks the
+    syntax only when a credential is issued; this catches the usual mistakes at preview."""
+    example = "e.g. '{{ printf \"app_%s\" (random 8) | truncate 63 }}'"
+    if not isinstance(template, str) or "{{" not in template:
+        return f"must be a Vault username template with at least one {{{{ … }}}} action, {example}"
+    depth = 0
+    for token in re.findall(r"\{\{|\}\}", template):
+        depth += 1 if token == "{{" else -1
+        if depth not in (0, 1):
+            return f"has unbalanced {{{{ and }}}} in {template!r}; {example}"
+    if depth:
+        return f"has an {{{{ that is never closed in {template!r}; {example}"
+    if not TEMPLATE_ENDS_TRUNCATED.search(template):
+        return ("must end with '| truncate 63' inside its last {{ … }} (PostgreSQL cuts role names at 63 bytes; "
+                f"outside the braces it is plain text); {example}")
+    return None
 
 
 def parse_duration(text: Any) -> Optional[int]:
@@ -158,6 +190,9 @@ def parse_settings(
     mount_path = text("vaultMountPath", "database").strip("/")
     if not MOUNT_PATH.match(mount_path):
         problems.add("vaultMountPath", f"{mount_path!r} is not a valid mount path (letters, digits, -, _, /)")
+    elif mount_path.split("/")[0].lower() in VAULT_RESERVED_MOUNTS:
+        problems.add("vaultMountPath", f"{mount_path!r} is reserved by Vault ({', '.join(VAULT_RESERVED_MOUNTS)} "
+                     "and what lies under them); choose a path of your own such as 'database'")
     connection_name = text("vaultConnectionName", "postgresql")
     if not ROLE_NAME.match(connection_name):
         problems.add("vaultConnectionName", f"{connection_name!r} must be lower-case letters and digits "
@@ -169,6 +204,15 @@ def parse_settings(
     for key, value in (("tableOwnerRole", owner_role), ("vaultAdminRole", vault_admin_role)):
         if not IDENTIFIER.match(value):
             problems.add(key, f"{value!r} is not a plain identifier (lower-case letters, digits, _; max 63)")
+        elif reserved_role(value):
+            problems.add(key, f"{value!r} is a name PostgreSQL reserves (pg_*, {', '.join(PG_RESERVED_ROLES)}); "
+                         "choose a name of your own")
+        elif value == admin_user:
+            problems.add(key, f"{value!r} is the admin login (postgresAdminUser); the program's roles must be "
+                         "roles of their own")
+    if owner_role == vault_admin_role:
+        problems.add("vaultAdminRole", f"{vault_admin_role!r} is also tableOwnerRole: the table owner must never "
+                     "log in and Vault's login must own nothing; give them different names")
     roles = _parse_roles(raw.get("roles"), problems, reserved={owner_role, vault_admin_role, admin_user})
 
     if problems.messages:
@@ -243,6 +287,7 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
         problems.add("roles", "must be a non-empty list of roles ({name, tables, access, defaultTtl, maxTtl})")
         return ()
     known_tables = {t.name for t in APP_TABLES}
+    sensitive_tables = {t.name for t in APP_TABLES if t.sensitive}
     roles: list[AppRole] = []
     seen: set[str] = set()
     for index, entry in enumerate(value):
@@ -263,6 +308,9 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
         elif name.replace("-", "_") in reserved:
             problems.add(f"{key}.name", f"{name!r} would reuse the role {name.replace('-', '_')!r} that the "
                          "program already uses for the owner, Vault or the admin; choose another name")
+        elif reserved_role(name.replace("-", "_")):
+            problems.add(f"{key}.name", f"{name!r} would make the group role {name.replace('-', '_')!r}, a name "
+                         f"PostgreSQL reserves (pg_*, {', '.join(PG_RESERVED_ROLES)}); choose another name")
         seen.add(str(name))
         tables = entry.get("tables")
         if not isinstance(tables, list) or not tables:
@@ -274,6 +322,9 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
             elif table not in known_tables:
                 problems.add(f"{key}.tables", f"{table!r} is not one of the program's tables "
                              f"({', '.join(sorted(known_tables))}); add it to tables.py first")
+            elif table in sensitive_tables:
+                problems.add(f"{key}.tables", f"{table!r} is a sensitive table (tables.py): no application role "
+                             "may be granted anything on it; remove it from the list")
         if len(set(map(str, tables))) != len(tables):
             problems.add(f"{key}.tables", "lists a table twice")
         access = entry.get("access")
@@ -285,13 +336,19 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
             if not seconds:
                 problems.add(f"{key}.{field}", f"{entry.get(field)!r} is not a positive duration; "
                              "write it like 1h, 30m, 1h30m or 3600s")
+            elif seconds > MAX_TTL_SECONDS:
+                problems.add(f"{key}.{field}", f"{entry.get(field)!r} is longer than 24h, the longest a credential "
+                             "may live; use 24h or less (and renew, or issue a new one)")
+        default_ttl = default_ttl if default_ttl and default_ttl <= MAX_TTL_SECONDS else None
+        max_ttl = max_ttl if max_ttl and max_ttl <= MAX_TTL_SECONDS else None
         if default_ttl and max_ttl and default_ttl > max_ttl:
             problems.add(f"{key}.defaultTtl", f"{entry.get('defaultTtl')!r} is longer than maxTtl "
                          f"{entry.get('maxTtl')!r}; lower defaultTtl or raise maxTtl")
         template = entry.get("usernameTemplate")
-        if template is not None and (not isinstance(template, str) or "truncate 63" not in template):
-            problems.add(f"{key}.usernameTemplate", "must be a Vault username template ending in "
-                         "'| truncate 63' (PostgreSQL cuts role names at 63 bytes)")
+        if template is not None:
+            problem = username_template_problem(template)
+            if problem:
+                problems.add(f"{key}.usernameTemplate", problem)
         if name and isinstance(tables, list) and access in TABLE_PRIVILEGES and default_ttl and max_ttl:
             roles.append(AppRole(name=name, tables=tuple(tables), access=access, default_ttl_seconds=default_ttl,
                                  max_ttl_seconds=max_ttl, username_template=template))

@@ -52,22 +52,10 @@ def _connect(postgres: dict[str, Any], user: str, password: str) -> psycopg.Conn
     return connect({**postgres, "user": user, "password": password})
 
 
-def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, forbidden_table: str,
-                    expect_sample_rows: bool, vault_token: str, admin_password: Optional[str]) -> SmokeReport:
-    report = SmokeReport()
-    postgres = outputs["postgres"]
-    vault = hvac.Client(url=outputs["vaultAddress"], token=vault_token, timeout=30)
-    mount = outputs["vaultMountPath"]
-
-    try:
-        secret = vault.secrets.database.generate_credentials(role, mount_point=mount)
-    except Exception as error:  # noqa: BLE001 - reported as a failed check
-        report.record("issue credential", False, f"{mount}/creds/{role}: {error}")
-        return report
-    report.username, report.lease_id = secret["data"]["username"], secret["lease_id"]
-    report.record("issue credential", True,
-                  f"user {report.username}, lease {report.lease_id}, ttl {secret['lease_duration']}s")
-
+def _use_and_revoke(report: SmokeReport, vault: hvac.Client, postgres: dict[str, Any], secret: dict,
+                    readable_table: str, forbidden_table: str, expect_sample_rows: bool) -> bool:
+    """The checks with the issued credential; True once its lease is revoked."""
+    revoked = False
     session = _connect(postgres, report.username, secret["data"]["password"])
     table = sql.Identifier(readable_table)
     rows = session.execute(sql.SQL("SELECT * FROM {}").format(table)).fetchall()
@@ -95,6 +83,7 @@ def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, for
 
     # Revoke while the session is still open: the revocation must end it too.
     vault.sys.revoke_lease(report.lease_id)
+    revoked = True
     try:
         session.execute("SELECT 1")
         report.record("open session ended", False, "the session still answers after revocation")
@@ -102,6 +91,35 @@ def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, for
         report.record("open session ended", True, "terminated by the revocation statements")
     finally:
         session.close()
+    return revoked
+
+
+def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, forbidden_table: str,
+                    expect_sample_rows: bool, vault_token: str, admin_password: Optional[str]) -> SmokeReport:
+    report = SmokeReport()
+    postgres = outputs["postgres"]
+    vault = hvac.Client(url=outputs["vaultAddress"], token=vault_token, timeout=30)
+    mount = outputs["vaultMountPath"]
+
+    try:
+        secret = vault.secrets.database.generate_credentials(role, mount_point=mount)
+    except Exception as error:  # noqa: BLE001 - reported as a failed check
+        report.record("issue credential", False, f"{mount}/creds/{role}: {error}")
+        return report
+    report.username, report.lease_id = secret["data"]["username"], secret["lease_id"]
+    report.record("issue credential", True,
+                  f"user {report.username}, lease {report.lease_id}, ttl {secret['lease_duration']}s")
+
+    revoked = False
+    try:
+        revoked = _use_and_revoke(report, vault, postgres, secret, readable_table, forbidden_table,
+                                  expect_sample_rows)
+    except Exception as error:  # noqa: BLE001 - reported as a failed check
+        report.record("use credential", False, f"{type(error).__name__}: {str(error).strip()}")
+    finally:
+        # Whatever failed on the way, the lease (and so its user) never stays behind.
+        if not revoked:
+            vault.sys.revoke_lease(report.lease_id)
 
     if admin_password is None:
         report.record("role dropped", False, "PGCREDS_POSTGRES_ADMIN_PASSWORD not set; cannot look")

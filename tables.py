@@ -20,7 +20,9 @@ class TableSpec:
     sample_columns: tuple[str, ...] = ()
     """Columns filled by `sample_rows` (the dev stack only)."""
     sample_rows: tuple[tuple, ...] = field(default=())
-    """Rows inserted on the dev stack when the table is empty."""
+    """Rows inserted on the dev stack (the missing ones)."""
+    sensitive: bool = False
+    """No application role may be granted anything on it (settings refuse it)."""
 
     @property
     def sequences(self) -> tuple[str, ...]:
@@ -61,6 +63,7 @@ EMPLOYEE_SALARY = TableSpec(
         (124, 65000, "avg avocado", "2020-01-18"),
         (127, 50000, "ok avocado", "2020-01-29"),
     ),
+    sensitive=True,
 )
 
 APP_TABLES: tuple[TableSpec, ...] = (WEEKLY_METRICS_REPORTING, EMPLOYEE_SALARY)

@@ -4,6 +4,7 @@ a lease revoker that empties the role before it (or its connection) goes."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -67,6 +68,21 @@ class VaultDatabaseSecretsArgs:
     """Grants that must exist before credentials can be issued."""
 
 
+class MountPathTaken(pulumi.RunError):
+    """The mount path holds another kind of secrets engine (reported without a traceback)."""
+
+
+def checked_mount_path(mounts_json: str, path: str) -> str:
+    """`path`, once Vault's mount table shows it free or holding a database
+    engine; otherwise the preview stops here, before anything changes."""
+    existing = json.loads(mounts_json or "{}").get(path + "/")
+    if existing is not None and existing.get("type") != "database":
+        raise MountPathTaken(
+            f"Vault already has a {existing.get('type')!r} secrets engine at {path!r}: choose another "
+            "pgcreds:vaultMountPath (nothing was changed)")
+    return path
+
+
 class VaultDatabaseSecrets(pulumi.ComponentResource):
     mount_path: Output[str]
     credential_paths: dict[str, str]
@@ -75,7 +91,17 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
     def __init__(self, name: str, args: VaultDatabaseSecretsArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("pgcreds:vault:VaultDatabaseSecrets", name, None, opts)
         in_vault = ResourceOptions(parent=self, provider=args.vault_provider)
-        mount = vault.Mount(f"{name}-mount", path=args.mount_path, type="database",
+        # The provider renames a connection or role in place, and then writes the
+        # connection without its password (measured: "password authentication
+        # failed"). A new name is a new object: made first, the old one (and its
+        # leases, by its revoker) removed after.
+        renamed_is_new = ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["name"]))
+        # Read Vault's mount table first: a path that holds another engine stops the
+        # preview, and the mount waits for the check, so nothing changes before it.
+        mounts = vault.generic.get_secret_output(
+            path="sys/mounts", opts=pulumi.InvokeOutputOptions(provider=args.vault_provider, parent=self))
+        mount_path = mounts.data_json.apply(lambda table: checked_mount_path(table, args.mount_path))
+        mount = vault.Mount(f"{name}-mount", path=mount_path, type="database",
                             description="Short-lived PostgreSQL credentials (pg-dynamic-creds)", opts=in_vault)
         connection_url = args.endpoint.vault_connection_url()
 
@@ -93,14 +119,14 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                     password=Output.secret(args.admin_password), username_template=template,
                     # Vault sends PostgreSQL a SCRAM verifier, never the clear password.
                     password_authentication="scram-sha-256"),
-                opts=ResourceOptions.merge(in_vault, ResourceOptions(depends_on=list(args.depends_on))))
+                opts=ResourceOptions.merge(renamed_is_new, ResourceOptions(depends_on=list(args.depends_on))))
 
         for role in args.roles:
             connection = connections[role.username_template]
             vault_role = vault.database.SecretBackendRole(
                 f"{name}-role-{role.name}", backend=mount.path, name=role.name, db_name=connection.name,
                 creation_statements=creation_statements(role), revocation_statements=REVOCATION_STATEMENTS,
-                default_ttl=role.default_ttl_seconds, max_ttl=role.max_ttl_seconds, opts=in_vault)
+                default_ttl=role.default_ttl_seconds, max_ttl=role.max_ttl_seconds, opts=renamed_is_new)
             # Depends on the role, so it is deleted (revoking the leases) before the
             # role and the connection are.
             VaultLeaseRevoker(f"{name}-leases-{role.name}", address=args.vault_address, mount=mount.path,

