@@ -13,7 +13,7 @@ from pulumi import Output, ResourceOptions
 
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
-from providers.postgres import PgTable
+from providers.postgres import PgRoleClaim, PgTable
 
 PASSWORD_LENGTH = 40
 
@@ -53,11 +53,20 @@ class AccessRoles(pulumi.ComponentResource):
         # and before them; and the grants on one table take turns.
         # vault_admin's memberships are the GrantRole resources below; without
         # ignore_changes every refresh would plan to remove them.
+        connection = args.endpoint.admin_connection()
+
+        def claimed(resource_name: str, role_name: str, setting: str) -> pulumi.Resource:
+            """A claim on the name, checked at preview: never a role this stack did not create."""
+            return PgRoleClaim(f"{resource_name}-claim", name=role_name, setting=setting, connection=connection,
+                               opts=ResourceOptions(parent=self))
+
         vault_admin = postgresql.Role(
             f"{name}-vault-admin", name=args.vault_admin_role, login=True, create_role=True,
             password=password.result,
             opts=ResourceOptions.merge(on_server, ResourceOptions(
-                ignore_changes=["roles"], depends_on=list(args.tables.values()))))
+                ignore_changes=["roles"], depends_on=[
+                    *args.tables.values(),
+                    claimed(f"{name}-vault-admin", args.vault_admin_role, "pgcreds:vaultAdminRole")])))
         previous_role: pulumi.Resource = vault_admin
         previous_grant: dict[str, pulumi.Resource] = {}
 
@@ -67,7 +76,8 @@ class AccessRoles(pulumi.ComponentResource):
         self.grants = []
         for role in args.roles:
             group = postgresql.Role(f"{name}-{role.group_role}", name=role.group_role, login=False,
-                                    opts=after(previous_role))
+                                    opts=after(previous_role, claimed(f"{name}-{role.group_role}", role.group_role,
+                                                                      f"pgcreds:roles (the role {role.name!r})")))
             previous_role = group
             for table_name in role.tables:
                 table = args.tables[table_name]

@@ -118,10 +118,69 @@ def _table_exists(cur: psycopg.Cursor, name: str) -> bool:
     return bool(cur.fetchone()[0])
 
 
+# --- role claims --------------------------------------------------------------
+
+
+class _RoleClaimProvider(ResourceProvider):
+    """Refuses, at preview, a role name that PostgreSQL already has and this
+    stack did not create: `postgresql.Role` would otherwise plan a "create" that
+    fails at `up`, and a role adopted by mistake could later be dropped. A claim
+    is made before its role and is in the state before the role exists, so an
+    interrupted `up` does not lock the stack out of its own roles."""
+
+    def check(self, olds: dict, news: dict) -> CheckResult:
+        connection = news.get("connection")
+        if olds.get("name") == news.get("name") or not isinstance(connection, dict):
+            return CheckResult(news, [])  # ours already, or the server is not known yet
+        with connect(connection) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (news["name"],)).fetchone()
+        if exists:
+            return CheckResult(news, [CheckFailure("name", (
+                f"PostgreSQL already has a role {news['name']!r} that this stack did not create; it is never "
+                f"adopted, altered or dropped. Choose another name in {news['setting']}. Nothing was changed."))])
+        return CheckResult(news, [])
+
+    def create(self, props: dict) -> CreateResult:
+        return CreateResult(props["name"], dict(props))
+
+    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
+        replaces = changed(olds, news, ("name",))
+        return DiffResult(changes=bool(replaces or _updated(olds, news, ("setting",))), replaces=replaces)
+
+    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
+        return UpdateResult(dict(news))
+
+
+class PgRoleClaim(Resource, module="postgresql", name="RoleClaim"):
+    """This stack's claim on a role name; make the `postgresql.Role` depend on it.
+    `setting` names the stack setting that chose the name, for the error."""
+
+    def __init__(self, resource_name: str, *, name: str, setting: str, connection: Input[dict],
+                 opts: Optional[ResourceOptions] = None):
+        super().__init__(_RoleClaimProvider(), resource_name,
+                         {"name": name, "setting": setting, "connection": connection}, opts)
+
+
 # --- tables -------------------------------------------------------------------
 
 
-class _TableProvider(ResourceProvider):
+class _HonoursKeepSetting(ResourceProvider):
+    """Data is removed only when both the applied state and the stack's current
+    settings say so: `pulumi destroy` does not run the program, so the state
+    alone would not know that keepTablesOnDestroy was turned on after the last
+    `up`. The engine hands dynamic providers the stack's config on configure."""
+
+    keep_by_settings = True  # unset means the default, which is to keep
+
+    def configure(self, req: ConfigureRequest) -> None:
+        value = req.config.get(KEEP_TABLES_SETTING)
+        self.keep_by_settings = value is None or str(value).lower() != "false"
+
+    def may_remove_data(self, props: dict) -> bool:
+        return not props.get("keep_on_destroy") and not self.keep_by_settings
+
+
+class _TableProvider(_HonoursKeepSetting):
     """A table created from column definitions; refuses to drop data.
 
     `columns` is a list of [name, definition] pairs whose definitions come from
@@ -189,16 +248,8 @@ class _TableProvider(ResourceProvider):
                 return gone()
         return ReadResult(id_, dict(props))
 
-    def configure(self, req: ConfigureRequest) -> None:
-        # The stack's settings as they are now: `pulumi destroy` does not run the
-        # program, so the state alone would not know that keepTablesOnDestroy was
-        # turned on after the last `up`. Unset means the default, which is to keep.
-        value = req.config.get(KEEP_TABLES_SETTING)
-        self.keep_by_settings = value is None or str(value).lower() != "false"
-
     def delete(self, id_: str, props: dict) -> None:
-        # Dropped only when both the applied state and the current settings say so.
-        if props.get("keep_on_destroy") or getattr(self, "keep_by_settings", True):
+        if not self.may_remove_data(props):
             return
         with connect(props["connection"]) as conn:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(id_)))
@@ -215,15 +266,15 @@ class PgTable(Resource, module="postgresql", name="Table"):
         super().__init__(_TableProvider(), resource_name, {
             "name": name, "columns": [list(c) for c in columns], "owner": owner,
             "keep_on_destroy": keep_on_destroy, "connection": connection,
-        }, opts)
+        }, ResourceOptions.merge(opts, ResourceOptions(delete_before_replace=True)))
 
 
 # --- rows ---------------------------------------------------------------------
 
 
-class _SampleRowsProvider(ResourceProvider):
-    """Sample rows, inserted only into an empty table (never duplicated), and
-    deleted again with the resource unless the tables are kept on destroy."""
+class _SampleRowsProvider(_HonoursKeepSetting):
+    """The sample rows: every one that is missing is inserted (never a duplicate),
+    and they are deleted again with the resource unless the tables are kept."""
 
     def _statement(self, props: dict, template: str) -> sql.Composed:
         return sql.SQL(template).format(
@@ -233,13 +284,23 @@ class _SampleRowsProvider(ResourceProvider):
                 sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder()) for c in props["columns"]),
             values=sql.SQL(", ").join(sql.Placeholder() for _ in props["columns"]))
 
+    def _missing(self, cur: psycopg.Cursor, props: dict) -> list[list]:
+        find = self._statement(props, "SELECT 1 FROM {table} WHERE {conditions}")
+        return [row for row in props["rows"] if cur.execute(find, row).fetchone() is None]
+
     def create(self, props: dict) -> CreateResult:
         with connect(props["connection"]) as conn, conn.cursor() as cur, conn.transaction():
-            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(props["table"])))
-            if cur.fetchone()[0] == 0:
-                cur.executemany(self._statement(props, "INSERT INTO {table} ({columns}) VALUES ({values})"),
-                                props["rows"])
+            missing = self._missing(cur, props)
+            if missing:
+                cur.executemany(self._statement(props, "INSERT INTO {table} ({columns}) VALUES ({values})"), missing)
         return CreateResult(f"{props['table']}-sample-rows", dict(props))
+
+    def read(self, id_: str, props: dict) -> ReadResult:
+        # Rows deleted by hand make the resource gone, so that the next `up` puts them back.
+        with connect(props["connection"]) as conn, conn.cursor() as cur:
+            if not _table_exists(cur, props["table"]) or self._missing(cur, props):
+                return gone()
+        return ReadResult(id_, dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         replaces = _replaced(olds, news, ("table", "columns", "rows"))
@@ -250,7 +311,7 @@ class _SampleRowsProvider(ResourceProvider):
         return UpdateResult(dict(news))
 
     def delete(self, _id: str, props: dict) -> None:
-        if props.get("keep_on_destroy"):
+        if not self.may_remove_data(props):
             return
         with connect(props["connection"]) as conn, conn.cursor() as cur:
             if _table_exists(cur, props["table"]):
@@ -258,8 +319,9 @@ class _SampleRowsProvider(ResourceProvider):
 
 
 class PgSampleRows(Resource, module="postgresql", name="SampleRows"):
-    """Rows inserted into `table` when it is empty; removed again on delete
-    unless `keep_on_destroy`."""
+    """The rows that `table` must hold (the missing ones are inserted); removed
+    again on delete unless the tables are kept. Replaced delete-first, so that a
+    forced replacement (`up --replace`) ends with the rows in place."""
 
     def __init__(self, resource_name: str, *, table: Input[str], columns: Sequence[str],
                  rows: Sequence[Sequence[Any]], keep_on_destroy: bool, connection: Input[dict],

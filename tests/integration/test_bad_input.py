@@ -34,6 +34,23 @@ CASES = {
                                                 "aivenCloud": "google-europe-west1", "aivenPlan": "large"},
                                      "pgcreds:aivenPlan"),
     "sslmode disable outside dev": (lambda s: {"environment": "production"}, "pgcreds:postgresSslMode"),
+    # Guardrails that the policy pack also enforces in CI, refused on every preview and up.
+    "grant on a sensitive table": (lambda s: roles(s, tables=["weekly_metrics_reporting", "employee_salary"]),
+                                   "pgcreds:roles[0].tables"),
+    "maxTtl over 24h": (lambda s: roles(s, maxTtl="25h"), "pgcreds:roles[0].maxTtl"),
+    "absurd TTL": (lambda s: roles(s, defaultTtl="9999999999999h"), "pgcreds:roles[0].defaultTtl"),
+    "truncate outside the template's braces": (
+        lambda s: roles(s, usernameTemplate='{{ printf "x_%s" (random 8) }} | truncate 63'),
+        "pgcreds:roles[0].usernameTemplate"),
+    "template never closed": (lambda s: roles(s, usernameTemplate="{{ random 8 | truncate 63"),
+                              "pgcreds:roles[0].usernameTemplate"),
+    # Names that can never be this program's.
+    "mount path sys": (lambda s: {"vaultMountPath": "sys"}, "pgcreds:vaultMountPath"),
+    "mount path cubbyhole": (lambda s: {"vaultMountPath": "cubbyhole"}, "pgcreds:vaultMountPath"),
+    "mount path under auth": (lambda s: {"vaultMountPath": "auth/x"}, "pgcreds:vaultMountPath"),
+    "role name pg_*": (lambda s: roles(s, name="pg-monitor"), "pgcreds:roles[0].name"),
+    "role name public": (lambda s: roles(s, name="public"), "pgcreds:roles[0].name"),
+    "owner equals vault admin": (lambda s: {"vaultAdminRole": f"it_{s.suffix}_owner"}, "pgcreds:vaultAdminRole"),
 }
 
 

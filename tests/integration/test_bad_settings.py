@@ -1,0 +1,193 @@
+"""Mistakes a careless new user makes, tried on a deployed stack with an
+application holding a lease (issue 12): each is refused or converges, and
+nothing is lost: rows, roles outside the stack, the mount, outstanding leases."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import psycopg
+import pytest
+from psycopg import sql
+from pulumi import automation as auto
+
+from stacks import REPO, ProgramStack, admin_connect, vault
+from smoke_check import run_smoke_check
+
+WEEKLY = "weekly_metrics_reporting"
+
+
+def lease_of(stack: ProgramStack) -> dict:
+    return vault().secrets.database.generate_credentials(stack.role_name, mount_point=stack.mount)
+
+
+def lease_alive(stack: ProgramStack, secret: dict) -> bool:
+    """The lease is still known to Vault and its user can still log in."""
+    try:
+        vault().sys.read_lease(secret["lease_id"])
+        psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=stack.database,
+                        user=secret["data"]["username"], password=secret["data"]["password"]).close()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: not alive
+        return False
+
+
+def refused(stack: ProgramStack, text: str) -> None:
+    for operation in (stack.stack.preview, stack.stack.up):
+        with pytest.raises(auto.CommandError) as failure:
+            operation()
+        assert text in str(failure.value), str(failure.value)[-3000:]
+
+
+def test_class1_a_mount_path_holding_another_engine_is_refused_and_nothing_moves(deployed_stack: ProgramStack):
+    secret = lease_of(deployed_stack)
+    other = f"kv-{deployed_stack.suffix}"
+    vault().sys.enable_secrets_engine("kv", path=other)
+    try:
+        deployed_stack.set(vaultMountPath=other)
+        refused(deployed_stack, f"Vault already has a 'kv' secrets engine at '{other}'")
+        deployed_stack.set(vaultMountPath="sys")
+        refused(deployed_stack, "pgcreds:vaultMountPath")
+    finally:
+        deployed_stack.set(vaultMountPath=deployed_stack.mount)
+        vault().sys.disable_secrets_engine(other)
+    assert lease_alive(deployed_stack, secret)
+    mounts = vault().sys.list_mounted_secrets_engines()["data"]
+    assert mounts[f"{deployed_stack.mount}/"]["type"] == "database"
+    vault().sys.revoke_lease(secret["lease_id"])
+
+
+def test_class1_a_new_mount_path_never_removes_the_engine_before_the_new_one_works(new_stack: ProgramStack):
+    new_stack.stack.up()
+    secret = lease_of(new_stack)
+    moved = f"{new_stack.mount}-moved"
+    new_stack.set(vaultMountPath=moved)
+    try:
+        new_stack.stack.up()
+        mounts = vault().sys.list_mounted_secrets_engines()["data"]
+        assert mounts[f"{moved}/"]["type"] == "database" and f"{new_stack.mount}/" not in mounts
+        # The engine moved with its leases: the application's credential still works ...
+        assert lease_alive(new_stack, secret)
+        report = run_smoke_check(new_stack.outputs(), new_stack.role_name, WEEKLY, "employee_salary",
+                                 expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
+                                 admin_password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"])
+        assert report.passed, report.table()
+        assert set(new_stack.stack.up(refresh=True).summary.resource_changes) == {"same"}
+        # ... and destroy still revokes it, at its new path.
+        new_stack.stack.destroy()
+        with admin_connect(new_stack.database) as admin:
+            assert admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                 (secret["data"]["username"],)).fetchall() == []
+    finally:
+        if f"{moved}/" in vault().sys.list_mounted_secrets_engines()["data"]:
+            vault().sys.disable_secrets_engine(moved)
+
+
+def test_class2_a_role_this_stack_did_not_create_is_refused_at_preview(deployed_stack: ProgramStack):
+    alice = f"alice_{deployed_stack.suffix}"
+    with admin_connect(deployed_stack.database) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'alice-own-password'").format(sql.Identifier(alice)))
+        admin.execute(sql.SQL("CREATE TABLE alice_notes (note text)"))
+        admin.execute(sql.SQL("ALTER TABLE alice_notes OWNER TO {}").format(sql.Identifier(alice)))
+        admin.execute("INSERT INTO alice_notes VALUES ('mine')")
+    try:
+        for key, value in (("roles", deployed_stack.roles_config(name=alice.replace("_", "-"))),
+                           ("vaultAdminRole", alice), ("tableOwnerRole", alice)):
+            before = deployed_stack.stack.get_all_config().get(f"pgcreds:{key}")
+            deployed_stack.set(**{key: value})
+            try:
+                refused(deployed_stack, f"PostgreSQL already has a role '{alice}' that this stack did not create")
+            finally:
+                deployed_stack.stack.set_config(f"pgcreds:{key}", before) if before else \
+                    deployed_stack.stack.remove_config(f"pgcreds:{key}")
+        # alice is untouched: she logs in with her own password and still owns her table.
+        with psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=deployed_stack.database,
+                             user=alice, password="alice-own-password") as session:
+            assert session.execute("SELECT note FROM alice_notes").fetchall() == [("mine",)]
+        with admin_connect(deployed_stack.database) as admin:
+            assert admin.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'alice_notes'").fetchone() \
+                == (alice,)
+        assert set(deployed_stack.stack.up().summary.resource_changes) == {"same"}
+    finally:
+        with admin_connect(deployed_stack.database) as admin:
+            admin.execute("DROP TABLE IF EXISTS alice_notes")
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(alice)))
+
+
+def test_class4_destroy_keeps_tables_the_current_settings_keep(new_stack: ProgramStack):
+    new_stack.stack.up()  # applied with keepTablesOnDestroy false
+    with admin_connect(new_stack.database) as admin:
+        admin.execute(f"INSERT INTO {WEEKLY} (week_ending, product_downloads, github_stars, twitter_followers) "
+                      "VALUES ('2024-01-05', 1, 2, 3)")
+    new_stack.set(keepTablesOnDestroy="true")  # changed, never applied
+    new_stack.stack.destroy()
+    with admin_connect(new_stack.database) as admin:
+        weeks = admin.execute(f"SELECT week_ending::date::text FROM {WEEKLY}").fetchall()
+        salaries = admin.execute("SELECT count(*) FROM employee_salary").fetchone()[0]
+    assert ("2024-01-05",) in weeks and salaries > 0
+
+
+def test_class5_sample_rows_converge(new_stack: ProgramStack):
+    new_stack.set(sampleData="false")
+    new_stack.stack.up()
+    with admin_connect(new_stack.database) as admin:
+        admin.execute(f"INSERT INTO {WEEKLY} (week_ending, product_downloads, github_stars, twitter_followers) "
+                      "VALUES ('2024-01-05', 1, 2, 3)")
+    new_stack.set(sampleData="true")
+    new_stack.stack.up()
+    assert new_stack.smoke_check().passed
+    rows_urn = next(r["urn"] for r in new_stack.stack.export_stack().deployment["resources"]
+                    if r["urn"].endswith(f"app-schema-{WEEKLY}-sample-rows"))
+    new_stack.stack.up(replace=[rows_urn])
+    with admin_connect(new_stack.database) as admin:
+        assert admin.execute(f"SELECT count(*) FROM {WEEKLY}").fetchone()[0] == 4  # 3 sample rows + ours
+    report = new_stack.smoke_check()
+    assert report.passed, report.table()
+
+
+def test_class5_another_live_vault_gets_the_engine(new_stack: ProgramStack, tmp_path):
+    new_stack.stack.up()
+    port, token = "58299", "second-vault-token"
+    server = subprocess.Popen([str(REPO / "venv" / "bin" / "bao"), "server", "-dev",
+                               f"-dev-listen-address=127.0.0.1:{port}"], env={**os.environ,
+                              "BAO_DEV_ROOT_TOKEN_ID": token}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import hvac
+        second = hvac.Client(url=f"http://127.0.0.1:{port}", token=token)
+        for _ in range(100):
+            try:
+                if second.sys.is_initialized():
+                    break
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            subprocess.run(["sleep", "0.1"])
+        new_stack.stack.workspace.env_vars.update(VAULT_TOKEN=token)
+        new_stack.set(vaultAddress=f"http://127.0.0.1:{port}")
+        new_stack.stack.up(refresh=True)  # what `make up` runs
+        secret = second.secrets.database.generate_credentials(new_stack.role_name, mount_point=new_stack.mount)
+        assert secret["data"]["username"]
+        second.sys.revoke_lease(secret["lease_id"])
+        new_stack.stack.destroy()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        new_stack.stack.workspace.env_vars.update(VAULT_TOKEN=os.environ["VAULT_TOKEN"])
+        new_stack.set(vaultAddress=os.environ["VAULT_ADDR"])
+
+
+def test_class6_a_smoke_check_that_fails_part_way_leaves_nothing(deployed_stack: ProgramStack):
+    report = run_smoke_check(deployed_stack.outputs(), deployed_stack.role_name, "no_such_table", "employee_salary",
+                             expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
+                             admin_password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"])
+    assert not report.passed and report.username
+    with admin_connect(deployed_stack.database) as admin:
+        assert admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (report.username,)).fetchall() == []
+    leases = vault().sys.list_leases(f"{deployed_stack.mount}/creds/{deployed_stack.role_name}/")
+    assert report.lease_id.rsplit("/", 1)[-1] not in str(leases)
+
+
+def test_class6_bao_is_on_path_after_dev_env():
+    found = subprocess.run(["bash", "-c", ". local/dev-env.sh >/dev/null 2>&1 && command -v bao"], cwd=REPO,
+                           capture_output=True, text=True)
+    assert found.returncode == 0 and found.stdout.strip().endswith("/bao"), found
