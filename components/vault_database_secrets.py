@@ -101,8 +101,12 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
         mounts = vault.generic.get_secret_output(
             path="sys/mounts", opts=pulumi.InvokeOutputOptions(provider=args.vault_provider, parent=self))
         mount_path = mounts.data_json.apply(lambda table: checked_mount_path(table, args.mount_path))
+        # A new path is a new engine, made (and its connection and roles written)
+        # before the old one is emptied and removed. The provider would rather
+        # remount, after which it cannot delete the old roles ("no handler for route").
         mount = vault.Mount(f"{name}-mount", path=mount_path, type="database",
-                            description="Short-lived PostgreSQL credentials (pg-dynamic-creds)", opts=in_vault)
+                            description="Short-lived PostgreSQL credentials (pg-dynamic-creds)",
+                            opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"])))
         connection_url = args.endpoint.vault_connection_url()
 
         # Vault keeps username_template on the connection, so roles with their own

@@ -64,21 +64,26 @@ def test_class1_a_new_mount_path_never_removes_the_engine_before_the_new_one_wor
     moved = f"{new_stack.mount}-moved"
     new_stack.set(vaultMountPath=moved)
     try:
-        new_stack.stack.up()
+        output = new_stack.stack.up().stdout
+        # The new engine exists (with its connection and role) before the old one goes.
+        made = output.index("vault-database-secrets-mount created replacement")
+        removed = output.index("vault-database-secrets-mount deleted original")
+        role_made = output.index(f"vault-database-secrets-role-{new_stack.role_name} created replacement")
+        assert made < role_made < removed, output
         mounts = vault().sys.list_mounted_secrets_engines()["data"]
         assert mounts[f"{moved}/"]["type"] == "database" and f"{new_stack.mount}/" not in mounts
-        # The engine moved with its leases: the application's credential still works ...
-        assert lease_alive(new_stack, secret)
+        # The old engine's credential was revoked through Vault, so its user is gone too;
+        # applications read from the new path.
+        assert not lease_alive(new_stack, secret)
+        with admin_connect(new_stack.database) as admin:
+            assert admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                 (secret["data"]["username"],)).fetchall() == []
         report = run_smoke_check(new_stack.outputs(), new_stack.role_name, WEEKLY, "employee_salary",
                                  expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
                                  admin_password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"])
         assert report.passed, report.table()
         assert set(new_stack.stack.up(refresh=True).summary.resource_changes) == {"same"}
-        # ... and destroy still revokes it, at its new path.
         new_stack.stack.destroy()
-        with admin_connect(new_stack.database) as admin:
-            assert admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                                 (secret["data"]["username"],)).fetchall() == []
     finally:
         if f"{moved}/" in vault().sys.list_mounted_secrets_engines()["data"]:
             vault().sys.disable_secrets_engine(moved)
