@@ -72,6 +72,13 @@ class MountPathTaken(pulumi.RunError):
     """The mount path holds another kind of secrets engine (reported without a traceback)."""
 
 
+def vault_identity(mounts_json: str) -> str:
+    """What tells one Vault from another whatever its address: the uuid of its
+    identity mount (shared by a cluster's nodes, unlike the local cubbyhole)."""
+    mounts = json.loads(mounts_json or "{}")
+    return str((mounts.get("identity/") or mounts.get("sys/") or {}).get("uuid") or "")
+
+
 def checked_mount_path(mounts_json: str, path: str) -> str:
     """`path`, once Vault's mount table shows it free or holding a database
     engine; otherwise the preview stops here, before anything changes."""
@@ -133,7 +140,8 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                 default_ttl=role.default_ttl_seconds, max_ttl=role.max_ttl_seconds, opts=renamed_is_new)
             # Depends on the role, so it is deleted (revoking the leases) before the
             # role and the connection are.
-            VaultLeaseRevoker(f"{name}-leases-{role.name}", address=args.vault_address, mount=mount.path,
+            VaultLeaseRevoker(f"{name}-leases-{role.name}", address=args.vault_address,
+                              vault_id=mounts.data_json.apply(vault_identity), mount=mount.path,
                               role=vault_role.name, connection=connection.name,
                               opts=ResourceOptions(parent=self, depends_on=[vault_role]))
 

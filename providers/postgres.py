@@ -266,15 +266,17 @@ class PgTable(Resource, module="postgresql", name="Table"):
         super().__init__(_TableProvider(), resource_name, {
             "name": name, "columns": [list(c) for c in columns], "owner": owner,
             "keep_on_destroy": keep_on_destroy, "connection": connection,
-        }, ResourceOptions.merge(opts, ResourceOptions(delete_before_replace=True)))
+        }, opts)
 
 
 # --- rows ---------------------------------------------------------------------
 
 
-class _SampleRowsProvider(_HonoursKeepSetting):
-    """The sample rows: every one that is missing is inserted (never a duplicate),
-    and they are deleted again with the resource unless the tables are kept."""
+class _SampleRowsProvider(ResourceProvider):
+    """The sample rows: every one that is missing is inserted (never a duplicate).
+    Deleting the resource leaves the rows: they are data like any other row now
+    (an application may have changed them), and they go with their table when
+    the table is dropped. So a replacement, forced or not, never empties a table."""
 
     def _statement(self, props: dict, template: str) -> sql.Composed:
         return sql.SQL(template).format(
@@ -310,18 +312,10 @@ class _SampleRowsProvider(_HonoursKeepSetting):
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
         return UpdateResult(dict(news))
 
-    def delete(self, _id: str, props: dict) -> None:
-        if not self.may_remove_data(props):
-            return
-        with connect(props["connection"]) as conn, conn.cursor() as cur:
-            if _table_exists(cur, props["table"]):
-                cur.executemany(self._statement(props, "DELETE FROM {table} WHERE {conditions}"), props["rows"])
-
 
 class PgSampleRows(Resource, module="postgresql", name="SampleRows"):
-    """The rows that `table` must hold (the missing ones are inserted); removed
-    again on delete unless the tables are kept. Replaced delete-first, so that a
-    forced replacement (`up --replace`) ends with the rows in place."""
+    """The rows that `table` must hold: the missing ones are inserted. Deleting
+    it leaves the rows in place."""
 
     def __init__(self, resource_name: str, *, table: Input[str], columns: Sequence[str],
                  rows: Sequence[Sequence[Any]], keep_on_destroy: bool, connection: Input[dict],

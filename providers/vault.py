@@ -22,7 +22,15 @@ import hvac
 import hvac.exceptions
 import requests
 from pulumi import Input, ResourceOptions
-from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    Resource,
+    ResourceProvider,
+    UpdateResult,
+)
 
 from providers._shared import changed
 
@@ -58,13 +66,25 @@ class _LeaseRevokerProvider(ResourceProvider):
 
     REPLACE_ON = ("mount", "role", "connection")
 
+    def check(self, olds: dict, news: dict) -> CheckResult:
+        # Leases live in one Vault. An address that now reaches another Vault (its
+        # identity store differs) would leave them, and the engine, behind unseen.
+        old, new = olds.get("vault_id"), news.get("vault_id")
+        if old and isinstance(new, str) and new and old != new:
+            return CheckResult(news, [CheckFailure("vault_id", (
+                f"pgcreds:vaultAddress ({news.get('address')}) now reaches another Vault than the one this "
+                "stack's secrets engine and leases are in. Nothing was changed. Moving between Vaults is not "
+                "done in place: set the old address back and `pulumi destroy` (with the old Vault's token), "
+                "then `pulumi up` against the new Vault."))])
+        return CheckResult(news, [])
+
     def create(self, props: dict) -> CreateResult:
         return CreateResult(f"{props['mount']}/creds/{props['role']}", dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         replaces = changed(olds, news, self.REPLACE_ON)
         # A new address of the same Vault is an update: its leases stay.
-        return DiffResult(changes=bool(replaces or changed(olds, news, ("address",))), replaces=replaces)
+        return DiffResult(changes=bool(replaces or changed(olds, news, ("address", "vault_id"))), replaces=replaces)
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
         return UpdateResult(dict(news))
@@ -83,10 +103,11 @@ class _LeaseRevokerProvider(ResourceProvider):
 
 class VaultLeaseRevoker(Resource, module="vault", name="LeaseRevoker"):
     """Revokes the leases of `<mount>/creds/<role>` when deleted or replaced.
-    Make it depend on the role, so that it goes first."""
+    Make it depend on the role, so that it goes first. `vault_id` identifies the
+    Vault (its identity mount's uuid): a preview refuses a move to another one."""
 
-    def __init__(self, resource_name: str, *, address: Input[str], mount: Input[str], role: Input[str],
-                 connection: Input[str], opts: Optional[ResourceOptions] = None):
+    def __init__(self, resource_name: str, *, address: Input[str], vault_id: Input[str], mount: Input[str],
+                 role: Input[str], connection: Input[str], opts: Optional[ResourceOptions] = None):
         super().__init__(_LeaseRevokerProvider(), resource_name, {
-            "address": address, "mount": mount, "role": role, "connection": connection,
+            "address": address, "vault_id": vault_id, "mount": mount, "role": role, "connection": connection,
         }, opts)

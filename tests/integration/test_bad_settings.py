@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 
+import hvac
 import psycopg
 import pytest
+import requests
 from psycopg import sql
 from pulumi import automation as auto
 
@@ -126,7 +129,7 @@ def test_class4_destroy_keeps_tables_the_current_settings_keep(new_stack: Progra
         admin.execute(f"INSERT INTO {WEEKLY} (week_ending, product_downloads, github_stars, twitter_followers) "
                       "VALUES ('2024-01-05', 1, 2, 3)")
     new_stack.set(keepTablesOnDestroy="true")  # changed, never applied
-    new_stack.stack.destroy()
+    new_stack.stack.destroy(run_program=True)  # what `make destroy` runs
     with admin_connect(new_stack.database) as admin:
         weeks = admin.execute(f"SELECT week_ending::date::text FROM {WEEKLY}").fetchall()
         salaries = admin.execute("SELECT count(*) FROM employee_salary").fetchone()[0]
@@ -151,34 +154,37 @@ def test_class5_sample_rows_converge(new_stack: ProgramStack):
     assert report.passed, report.table()
 
 
-def test_class5_another_live_vault_gets_the_engine(new_stack: ProgramStack, tmp_path):
-    new_stack.stack.up()
+def test_class5_another_live_vault_is_refused_clearly(deployed_stack: ProgramStack):
+    """Same Vault by another address: an update (tested in test_lifecycle). Another
+    Vault: refused at preview, naming the setting; nothing changes in either."""
+    secret = lease_of(deployed_stack)
     port, token = "58299", "second-vault-token"
     server = subprocess.Popen([str(REPO / "venv" / "bin" / "bao"), "server", "-dev",
                                f"-dev-listen-address=127.0.0.1:{port}"], env={**os.environ,
                               "BAO_DEV_ROOT_TOKEN_ID": token}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workspace = deployed_stack.stack.workspace
     try:
-        import hvac
         second = hvac.Client(url=f"http://127.0.0.1:{port}", token=token)
         for _ in range(100):
             try:
                 if second.sys.is_initialized():
                     break
-            except Exception:  # noqa: BLE001 - not up yet
-                pass
-            subprocess.run(["sleep", "0.1"])
-        new_stack.stack.workspace.env_vars.update(VAULT_TOKEN=token)
-        new_stack.set(vaultAddress=f"http://127.0.0.1:{port}")
-        new_stack.stack.up(refresh=True)  # what `make up` runs
-        secret = second.secrets.database.generate_credentials(new_stack.role_name, mount_point=new_stack.mount)
-        assert secret["data"]["username"]
-        second.sys.revoke_lease(secret["lease_id"])
-        new_stack.stack.destroy()
+            except requests.exceptions.ConnectionError:
+                time.sleep(0.1)
+        workspace.env_vars.update(VAULT_TOKEN=token)
+        deployed_stack.set(vaultAddress=f"http://127.0.0.1:{port}")
+        refused(deployed_stack, "pgcreds:vaultAddress")
+        assert f"{deployed_stack.mount}/" not in second.sys.list_mounted_secrets_engines()["data"]
     finally:
         server.terminate()
         server.wait(timeout=10)
-        new_stack.stack.workspace.env_vars.update(VAULT_TOKEN=os.environ["VAULT_TOKEN"])
-        new_stack.set(vaultAddress=os.environ["VAULT_ADDR"])
+        workspace.env_vars.update(VAULT_TOKEN=os.environ["VAULT_TOKEN"])
+        deployed_stack.set(vaultAddress=os.environ["VAULT_ADDR"])
+    assert lease_alive(deployed_stack, secret)
+    # The refused `up` had already recorded the provider's new address; it goes back, nothing else moves.
+    changes = deployed_stack.stack.up().summary.resource_changes
+    assert set(changes) <= {"same", "update"} and changes.get("update", 0) <= 2, changes
+    vault().sys.revoke_lease(secret["lease_id"])
 
 
 def test_class6_a_smoke_check_that_fails_part_way_leaves_nothing(deployed_stack: ProgramStack):
