@@ -22,8 +22,8 @@ pr-check: venv toolchain servers ## what the pull-request workflow runs, against
 	$(DEV_ENV) && pulumi stack select --create $(STACK) && \
 	  pulumi preview --stack $(STACK) --diff --refresh --policy-pack policy
 
-destroy: venv toolchain servers ## pulumi destroy on the dev stack
-	$(DEV_ENV) && pulumi destroy --stack $(STACK) --yes --skip-preview
+destroy: venv toolchain servers ## pulumi destroy on the dev stack, honouring the current settings
+	$(DEV_ENV) && pulumi destroy --stack $(STACK) --yes --skip-preview --run-program
 
 down: ## stop the local PostgreSQL and OpenBao servers
 	local/openbao.sh stop
