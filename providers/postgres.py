@@ -130,8 +130,8 @@ class _RoleClaimProvider(ResourceProvider):
 
     def check(self, olds: dict, news: dict) -> CheckResult:
         connection = news.get("connection")
-        if olds.get("name") == news.get("name") or not isinstance(connection, dict):
-            return CheckResult(news, [])  # ours already, or the server is not known yet
+        if not isinstance(connection, dict) or (olds and not _replaced(olds, news, ("name",))):
+            return CheckResult(news, [])  # the server is not known yet, or the role is ours already
         with connect(connection) as conn:
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (news["name"],)).fetchone()
         if exists:
@@ -144,7 +144,7 @@ class _RoleClaimProvider(ResourceProvider):
         return CreateResult(props["name"], dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = changed(olds, news, ("name",))
+        replaces = _replaced(olds, news, ("name",))  # another name, or another server
         return DiffResult(changes=bool(replaces or _updated(olds, news, ("setting",))), replaces=replaces)
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:

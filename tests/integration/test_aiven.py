@@ -91,9 +91,9 @@ def test_switching_to_aiven_shows_the_replacement(new_stack: ProgramStack, stand
     # Every PostgreSQL object moves to the new server: replaced, not silently updated.
     postgres_steps = {name: ops for name, (kind, ops) in steps.items()
                       if kind.startswith("postgresql:") or "/postgresql:" in kind}
-    # 3 roles, 2 table grants (table, sequence), 1 membership, 2 tables
-    assert len(postgres_steps) == 8 and all("replace" in ops for ops in postgres_steps.values()), steps
+    # 3 roles and their 3 claims, 2 table grants (table, sequence), 1 membership, 2 tables
+    assert len(postgres_steps) == 11 and all("replace" in ops for ops in postgres_steps.values()), steps
     assert steps["aiven-postgres-service"][1] == {"create"} and steps["postgres"][1] == {"delete"}
     assert steps["vault-database-secrets-connection"][1] == {"update"}  # its connection_url changes
-    assert summary["replace"] == 8
+    assert summary["replace"] == 11
     assert stand_in.services == {}  # a preview creates nothing
