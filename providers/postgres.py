@@ -132,8 +132,13 @@ class _RoleClaimProvider(ResourceProvider):
         connection = news.get("connection")
         if not isinstance(connection, dict) or (olds and not _replaced(olds, news, ("name",))):
             return CheckResult(news, [])  # the server is not known yet, or the role is ours already
-        with connect(connection) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (news["name"],)).fetchone()
+        try:
+            with connect(connection) as conn:
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (news["name"],)).fetchone()
+        except PostgresUnreachable:
+            # Nothing can be made there either; the check runs again (as the engine
+            # checks every input again) when `up` reaches a server that answers.
+            return CheckResult(news, [])
         if exists:
             return CheckResult(news, [CheckFailure("name", (
                 f"PostgreSQL already has a role {news['name']!r} that this stack did not create; it is never "

@@ -4,8 +4,11 @@ with the rule's message, one that keeps it passes."""
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,13 +82,29 @@ def test_sslmode_disable_is_allowed_on_dev(tmp_path: Path):
 
 @pytest.mark.parametrize("stack_name", ["dev", "staging"])
 def test_the_program_itself_keeps_every_guardrail(tmp_path: Path, stack_name: str):
-    """What `make pr-check` and the pull-request workflow run, on the shipped stacks."""
+    """What `make pr-check` and the pull-request workflow run, on the shipped stacks. The
+    preview reads Vault's mount table and PostgreSQL's roles, so the stack's servers
+    are pointed at the local ones (the staging stack keeps verify-full, with the
+    local test CA) and its role names made unique; every other setting is the shipped one."""
+    for script in ("postgres.sh", "openbao.sh"):
+        subprocess.run([str(REPO / "local" / script), "start"], check=True, capture_output=True)
+    servers = sourced_env("local/dev-env.sh")
     project = copy_program(tmp_path / "project", stack_files=("Pulumi.dev.yaml", "Pulumi.staging.yaml"))
     state = tmp_path / "state"
     state.mkdir()
-    # A preview of new resources contacts no server; settings only need the variables set.
     stack = auto.create_stack(stack_name=stack_name, work_dir=str(project), opts=auto.LocalWorkspaceOptions(
         env_vars={"PULUMI_BACKEND_URL": f"file://{state}", "PULUMI_CONFIG_PASSPHRASE": "pgcreds-local-dev-stack",
-                  "VAULT_TOKEN": "unused-in-preview", "PGCREDS_POSTGRES_ADMIN_PASSWORD": "unused-in-preview"}))
+                  "VAULT_TOKEN": servers["VAULT_TOKEN"],
+                  "PGCREDS_POSTGRES_ADMIN_PASSWORD": servers["PGCREDS_POSTGRES_ADMIN_PASSWORD"]}))
+    suffix = secrets.token_hex(3)
+    roles = json.loads(stack.get_config("pgcreds:roles").value)
+    local = {"postgresHost": "127.0.0.1", "postgresPort": servers["PGPORT"], "postgresDatabase": "postgres",
+             "postgresAdminUser": "postgres", "vaultAddress": servers["VAULT_ADDR"],
+             "tableOwnerRole": f"pc_{suffix}_owner", "vaultAdminRole": f"pc_{suffix}_vault_admin",
+             "roles": json.dumps([{**role, "name": f"pc{suffix}-{role['name']}"} for role in roles])}
+    if stack.get_all_config().get("pgcreds:postgresSslRootCert"):
+        local["postgresSslRootCert"] = servers["PGCREDS_TEST_CA"]
+    for key, value in local.items():
+        stack.set_config(f"pgcreds:{key}", auto.ConfigValue(value))
     result = stack.preview(policy_packs=[POLICY_PACK])
     assert result.change_summary.get("create", 0) >= 16  # everything, and not stopped by a policy
