@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 import pulumi_vault as vault
 import pytest
@@ -231,3 +233,29 @@ def test_aiven_service_feeds_the_provider_connection_and_vault(mocks):
     provider = aiven_mocks.resources["aiven-admin"].inputs
     assert provider["host"] == "pg-x.aivencloud.com" and provider["sslmode"] == "verify-full"
     assert open(provider["sslrootcert"]).read().startswith("-----BEGIN CERTIFICATE")
+
+
+def test_mount_path_check_allows_a_free_path_or_a_database_engine_only():
+    from components.vault_database_secrets import MountPathTaken, checked_mount_path
+    table = json.dumps({"database/": {"type": "database"}, "secret/": {"type": "kv"}})
+    assert checked_mount_path(table, "database") == "database"
+    assert checked_mount_path(table, "new-path") == "new-path"
+    with pytest.raises(MountPathTaken, match="'kv' secrets engine at 'secret'.*pgcreds:vaultMountPath"):
+        checked_mount_path(table, "secret")
+
+
+def test_vault_identity_is_the_identity_mount_uuid():
+    from components.vault_database_secrets import vault_identity
+    table = {"identity/": {"uuid": "id-1"}, "sys/": {"uuid": "sys-1"}, "cubbyhole/": {"uuid": "local"}}
+    assert vault_identity(json.dumps(table)) == "id-1"
+    assert vault_identity(json.dumps({"sys/": {"uuid": "sys-1"}})) == "sys-1"
+
+
+def test_lease_revoker_refuses_another_vault_and_accepts_the_same_one():
+    from providers.vault import _LeaseRevokerProvider
+    olds = {"address": "http://a:8200", "vault_id": "id-1", "mount": "database", "role": "r", "connection": "c"}
+    same = _LeaseRevokerProvider().check(olds, {**olds, "address": "http://b:8200"})
+    assert same.failures == []
+    other = _LeaseRevokerProvider().check(olds, {**olds, "vault_id": "id-2"})
+    assert other.failures and "pgcreds:vaultAddress" in other.failures[0].reason
+    assert _LeaseRevokerProvider().check({}, {**olds, "vault_id": "id-2"}).failures == []  # first deployment
