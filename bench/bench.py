@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import hvac
@@ -120,6 +121,41 @@ class ProgramRun:
         psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
 
+# Where a no-op preview spends its time, from the engine's own log (`-v=7`, one
+# JSON object a line): (phase, message that starts it), in order.
+PHASE_MARKS = (
+    ("CLI start, language host start", None),
+    ("GetRequiredPackages (host lists the venv)", "GetRequiredPackages("),
+    ("program start: python, imports, settings", "langhost[python].Run("),
+    ("first registrations, until a provider is asked", "registering resource: ty=pulumi:pulumi:Stack"),
+    ("providers start; resources register and diff", "Provider["),
+    ("shutdown", ") success: progerr="),
+)
+
+
+def phase_breakdown(program: "ProgramRun") -> list[tuple[str, float]]:
+    started = time.perf_counter()
+    done = subprocess.run(["pulumi", "preview", "--stack", "bench", "--non-interactive", "--logtostderr", "-v=7"],
+                          cwd=program.project, env=program.env, capture_output=True, text=True, check=True)
+    total = time.perf_counter() - started
+    events = []
+    for line in done.stderr.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        stamp = entry.get("time", "")[:26].rstrip("Z")
+        events.append((datetime.fromisoformat(stamp).timestamp(), entry.get("msg", "")))
+    first = events[0][0]
+    starts = [0.0]
+    for _, mark in PHASE_MARKS[1:]:
+        at = next((t - first for t, msg in events if mark in msg and t - first >= starts[-1]), starts[-1])
+        starts.append(at)
+    # The log begins a little after the process; the remainder is counted as shutdown.
+    ends = starts[1:] + [total]
+    return [(name, end - start) for (name, _), start, end in zip(PHASE_MARKS, starts, ends)]
+
+
 def raw_script(shape: Shape, suffix: str, database: str, mount: str) -> tuple[str, str]:
     """The same objects as the program makes, by hand: (create script, remove script)."""
     owner, admin = f"raw_{suffix}_owner", f"raw_{suffix}_vault_admin"
@@ -194,6 +230,10 @@ def main() -> None:
             program = ProgramRun(shape, Path(temp) / shape.name)
             try:
                 timings: dict[str, list[float]] = {"up": [], "preview": [], "destroy": []}
+                if shape.name == "dev":
+                    program.pulumi("up", "--yes", "--skip-preview")
+                    phases = phase_breakdown(program)
+                    program.pulumi("destroy", "--yes", "--skip-preview")
                 runs = args.runs if shape.name != "wide50" else 1
                 for _ in range(runs):
                     timings["up"].append(program.pulumi("up", "--yes", "--skip-preview"))
@@ -211,6 +251,10 @@ def main() -> None:
                 results[shape.name]["raw up"] = statistics.median(r[0] for r in raw)
                 results[shape.name]["raw destroy"] = statistics.median(r[1] for r in raw)
 
+    print("no-op pulumi preview of the dev shape, by phase (engine log timestamps):")
+    for name, seconds in phases:
+        print(f"  {name:<46} {seconds:>6.2f}s")
+    print(f"  {'total':<46} {sum(s for _, s in phases):>6.2f}s")
     print(f"{'shape':<8} {'up':>7} {'preview':>8} {'destroy':>8} {'raw up':>7} {'raw destroy':>11} "
           f"{'up/raw':>7} {'preview/up':>10}   (seconds, median of {args.runs})")
     for name in ("dev", "gen20"):
