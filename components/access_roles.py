@@ -13,7 +13,7 @@ from pulumi import Output, ResourceOptions
 
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
-from providers.postgres import PgRoleClaim, PgTable
+from providers.postgres import PgTable
 
 PASSWORD_LENGTH = 40
 
@@ -46,27 +46,17 @@ class AccessRoles(pulumi.ComponentResource):
         # Letters and digits only: Vault puts the password into a connection URL.
         password = random.RandomPassword(f"{name}-vault-admin-password", length=PASSWORD_LENGTH, special=False,
                                          opts=ResourceOptions(parent=self))
+        # vault_admin's memberships are the GrantRole resources below; without
+        # ignore_changes every refresh would plan to remove them.
         # Concurrent statements that rewrite the same catalog row fail with "tuple
         # concurrently updated" (measured: two DROP OWNED of roles that hold
         # privileges on one schema; two GRANTs on one table). So the roles form one
         # chain, created one after another and dropped in reverse, after the tables
         # and before them; and the grants on one table take turns.
-        # vault_admin's memberships are the GrantRole resources below; without
-        # ignore_changes every refresh would plan to remove them.
-        connection = args.endpoint.admin_connection()
-
-        def claimed(resource_name: str, role_name: str, setting: str) -> pulumi.Resource:
-            """A claim on the name, checked at preview: never a role this stack did not create."""
-            return PgRoleClaim(f"{resource_name}-claim", name=role_name, setting=setting, connection=connection,
-                               opts=ResourceOptions(parent=self))
-
-        vault_admin = postgresql.Role(
-            f"{name}-vault-admin", name=args.vault_admin_role, login=True, create_role=True,
-            password=password.result,
-            opts=ResourceOptions.merge(on_server, ResourceOptions(
-                ignore_changes=["roles"], depends_on=[
-                    *args.tables.values(),
-                    claimed(f"{name}-vault-admin", args.vault_admin_role, "pgcreds:vaultAdminRole")])))
+        vault_admin = args.endpoint.claimed_role(
+            f"{name}-vault-admin", parent=self, name=args.vault_admin_role, setting="pgcreds:vaultAdminRole",
+            login=True, create_role=True, password=password.result,
+            opts=ResourceOptions(ignore_changes=["roles"], depends_on=list(args.tables.values())))
         previous_role: pulumi.Resource = vault_admin
         previous_grant: dict[str, pulumi.Resource] = {}
 
@@ -75,9 +65,10 @@ class AccessRoles(pulumi.ComponentResource):
 
         self.grants = []
         for role in args.roles:
-            group = postgresql.Role(f"{name}-{role.group_role}", name=role.group_role, login=False,
-                                    opts=after(previous_role, claimed(f"{name}-{role.group_role}", role.group_role,
-                                                                      f"pgcreds:roles (the role {role.name!r})")))
+            group = args.endpoint.claimed_role(
+                f"{name}-{role.group_role}", parent=self, name=role.group_role,
+                setting=f"pgcreds:roles (the role {role.name!r})", login=False,
+                opts=ResourceOptions(depends_on=[previous_role]))
             previous_role = group
             for table_name in role.tables:
                 table = args.tables[table_name]

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
-import pulumi_postgresql as postgresql
 from pulumi import ResourceOptions
 
 from components.pg_endpoint import PgEndpoint
-from providers.postgres import PgRoleClaim, PgSampleRows, PgTable
+from providers.postgres import PgSampleRows, PgTable
 from tables import TableSpec
 
 
@@ -38,11 +37,8 @@ class AppSchema(pulumi.ComponentResource):
         super().__init__("pgcreds:schema:AppSchema", name, None, opts)
         # Tables are dynamic resources (no provider offers them): they get the login as an input.
         connection = args.endpoint.admin_connection()
-        claim = PgRoleClaim(f"{name}-owner-claim", name=args.owner_role, setting="pgcreds:tableOwnerRole",
-                            connection=connection, opts=ResourceOptions(parent=self))
-        owner = postgresql.Role(f"{name}-owner", name=args.owner_role, login=False,
-                                opts=ResourceOptions.merge(args.endpoint.resource_options(parent=self),
-                                                           ResourceOptions(depends_on=[claim])))
+        owner = args.endpoint.claimed_role(f"{name}-owner", parent=self, name=args.owner_role,
+                                           setting="pgcreds:tableOwnerRole", login=False)
         self.tables = {}
         self.sequences = {spec.name: spec.sequences for spec in args.tables}
         for spec in args.tables:

@@ -15,6 +15,7 @@ import pulumi_postgresql as postgresql
 from pulumi import Input, Output, ResourceOptions
 
 from providers._shared import ca_file
+from providers.postgres import PgRoleClaim
 
 # The provider's default is 180 s: an unreachable server would stall `up` for minutes.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -51,6 +52,16 @@ class PgEndpoint:
         global to a server and a "new" server may be the old one by another name."""
         return ResourceOptions(parent=parent, provider=self.provider, delete_before_replace=True,
                                replacement_trigger=Output.format("{0}:{1}/{2}", self.host, self.port, self.database))
+
+    def claimed_role(self, resource_name: str, *, parent: pulumi.Resource, name: str, setting: str,
+                     opts: Optional[ResourceOptions] = None, **role_args) -> postgresql.Role:
+        """A `postgresql.Role` on this endpoint, made after a claim on its name
+        (`PgRoleClaim`, checked at preview): never a role this stack did not create.
+        `setting` names the stack setting that chose the name, for the error."""
+        claim = PgRoleClaim(f"{resource_name}-claim", name=name, setting=setting,
+                            connection=self.admin_connection(), opts=ResourceOptions(parent=parent))
+        return postgresql.Role(resource_name, name=name, **role_args, opts=ResourceOptions.merge(
+            ResourceOptions.merge(self.resource_options(parent), opts), ResourceOptions(depends_on=[claim])))
 
     def admin_connection(self) -> Output[dict]:
         """The `connection` input of the table and row dynamic resources (a secret):

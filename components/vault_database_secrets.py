@@ -108,6 +108,7 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
         mounts = vault.generic.get_secret_output(
             path="sys/mounts", opts=pulumi.InvokeOutputOptions(provider=args.vault_provider, parent=self))
         mount_path = mounts.data_json.apply(lambda table: checked_mount_path(table, args.mount_path))
+        vault_id = mounts.data_json.apply(vault_identity)
         # A new path is a new engine, made (and its connection and roles written)
         # before the old one is emptied and removed. The provider would rather
         # remount, after which it cannot delete the old roles ("no handler for route").
@@ -141,7 +142,7 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
             # Depends on the role, so it is deleted (revoking the leases) before the
             # role and the connection are.
             VaultLeaseRevoker(f"{name}-leases-{role.name}", address=args.vault_address,
-                              vault_id=mounts.data_json.apply(vault_identity), mount=mount.path,
+                              vault_id=vault_id, mount=mount.path,
                               role=vault_role.name, connection=connection.name,
                               opts=ResourceOptions(parent=self, depends_on=[vault_role]))
 
