@@ -5,6 +5,7 @@ import pulumi_vault as vault
 
 from components.access_roles import AccessRoles, AccessRolesArgs
 from components.aiven_postgres import AivenPostgres, AivenPostgresArgs
+from components.app_identities import AppIdentities, AppIdentitiesArgs
 from components.app_schema import AppSchema, AppSchemaArgs
 from components.existing_postgres import ExistingPostgres
 from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs
@@ -33,7 +34,7 @@ access = AccessRoles("access-roles", AccessRolesArgs(
     roles=settings.roles,
     tables=schema.tables,
     sequences=schema.sequences,
-    vault_admin_role=settings.vault_admin_role,
+    vault_connections=settings.vault.connections,
 ))
 
 # One explicit Vault provider. Its token is VAULT_TOKEN from the environment, never
@@ -46,11 +47,17 @@ vault_secrets = VaultDatabaseSecrets("vault-database-secrets", VaultDatabaseSecr
     vault_provider=vault_provider,
     vault_address=settings.vault.address,
     mount_path=settings.vault.mount_path,
-    connection_name=settings.vault.connection_name,
-    admin_username=access.vault_admin_username,
-    admin_password=access.vault_admin_password,
-    roles=settings.roles,
+    connections=settings.vault.connections,
+    logins=access.vault_logins,
+    rotate_root=settings.vault.rotate_root,
     depends_on=access.grants,
+))
+
+apps = AppIdentities("app-identities", AppIdentitiesArgs(
+    vault_provider=vault_provider,
+    auth_path=settings.vault.approle_path,
+    mount_path=vault_secrets.mount_path,
+    roles=settings.roles,
 ))
 
 pulumi.export("postgres", {"host": postgres.endpoint.host, "port": postgres.endpoint.port,
@@ -62,4 +69,7 @@ pulumi.export("vaultAddress", settings.vault.address)
 pulumi.export("vaultMountPath", vault_secrets.mount_path)
 pulumi.export("credentialPaths", vault_secrets.credential_paths)
 pulumi.export("groupRoles", {role.name: role.group_role for role in settings.roles})
-pulumi.export("vaultAdminRole", access.vault_admin_username)
+pulumi.export("appRoles", apps.login_paths)
+pulumi.export("lockedRoles", sorted(role.name for role in settings.roles if role.locked))
+# The logins Vault uses, by connection; with rotate-root only Vault knows their passwords.
+pulumi.export("vaultLogins", {c.name: access.vault_logins[c.login].username for c in settings.vault.connections})

@@ -18,6 +18,7 @@ from pulumi import Output
 from components.aiven_postgres import AivenPostgresArgs
 from components.app_role import TABLE_PRIVILEGES, AppRole
 from components.existing_postgres import ExistingPostgresArgs
+from components.vault_connections import LOGIN_PREFIX_MAX, VaultConnection, plan_connections
 from tables import APP_TABLES
 
 NAMESPACE = "pgcreds"
@@ -30,6 +31,10 @@ ROLE_NAME_MAX = 48  # leaves room in Vault's 63-byte usernames
 MOUNT_PATH = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]*(?:/[a-zA-Z0-9_-]+)*$")
 # Paths Vault (and OpenBao) keep for themselves: a mount there can never work.
 VAULT_RESERVED_MOUNTS = ("sys", "auth", "cubbyhole", "identity")
+# The token auth method always lives at auth/token.
+VAULT_RESERVED_AUTH = ("token",)
+# A secret-id is a login secret: bounded in life and in uses.
+SECRET_ID_MAX_USES = 100
 # Names PostgreSQL keeps (pg_* roles, the PUBLIC pseudo-role, SQL keywords that
 # stand for a role) and the bootstrap superuser: never a role of this program.
 PG_RESERVED_ROLES = ("public", "none", "all", "current_user", "current_role", "session_user", "user", "postgres")
@@ -67,6 +72,11 @@ class VaultSettings:
     address: str
     mount_path: str
     connection_name: str
+    rotate_root: bool
+    """Vault rotates each connection's login password, so only Vault knows it."""
+    approle_path: str
+    """Path of the AppRole auth method the applications log in with (`auth/<path>`)."""
+    connections: tuple[VaultConnection, ...]
 
 
 @dataclass(frozen=True)
@@ -197,6 +207,13 @@ def parse_settings(
     if not ROLE_NAME.match(connection_name):
         problems.add("vaultConnectionName", f"{connection_name!r} must be lower-case letters and digits "
                      "joined by - or _")
+    rotate_root = boolean("vaultRotateRoot", True)
+    approle_path = text("vaultAppRolePath", f"{mount_path}-approle").strip("/")
+    if not MOUNT_PATH.match(approle_path):
+        problems.add("vaultAppRolePath", f"{approle_path!r} is not a valid auth mount path (letters, digits, -, _, /)")
+    elif approle_path.split("/")[0].lower() in VAULT_RESERVED_AUTH:
+        problems.add("vaultAppRolePath", f"{approle_path!r} is Vault's own token auth method; choose a path "
+                     "of your own such as 'database-approle'")
 
     # --- roles --------------------------------------------------------------
     owner_role = text("tableOwnerRole", "app_owner")
@@ -210,6 +227,9 @@ def parse_settings(
         elif value == admin_user:
             problems.add(key, f"{value!r} is the admin login (postgresAdminUser); the program's roles must be "
                          "roles of their own")
+    if rotate_root and len(vault_admin_role) > LOGIN_PREFIX_MAX:
+        problems.add("vaultAdminRole", f"{vault_admin_role!r} is longer than {LOGIN_PREFIX_MAX} characters: with "
+                     "vaultRotateRoot each connection's login is <vaultAdminRole>_<6 hex digits>; use a shorter name")
     if owner_role == vault_admin_role:
         problems.add("vaultAdminRole", f"{vault_admin_role!r} is also tableOwnerRole: the table owner must never "
                      "log in and Vault's login must own nothing; give them different names")
@@ -222,7 +242,10 @@ def parse_settings(
         postgres=aiven or ExistingPostgresArgs(
             host=text("postgresHost", "127.0.0.1"), port=port, database=database, admin_user=admin_user,
             admin_password=admin_password, sslmode=sslmode, sslrootcert=raw.get("postgresSslRootCert") or None),
-        vault=VaultSettings(address=vault_address.rstrip("/"), mount_path=mount_path, connection_name=connection_name),
+        vault=VaultSettings(address=vault_address.rstrip("/"), mount_path=mount_path, connection_name=connection_name,
+                            rotate_root=rotate_root, approle_path=approle_path,
+                            connections=plan_connections(roles, mount_path=mount_path, connection_name=connection_name,
+                                                         admin_role=vault_admin_role, rotate_root=rotate_root)),
         roles=roles,
         sample_data=boolean("sampleData", False),
         keep_tables_on_destroy=boolean("keepTablesOnDestroy", True),
@@ -295,7 +318,8 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
         if not isinstance(entry, dict):
             problems.add(key, "must be an object with name, tables, access, defaultTtl, maxTtl")
             continue
-        unknown = set(entry) - {"name", "tables", "access", "defaultTtl", "maxTtl", "usernameTemplate"}
+        unknown = set(entry) - {"name", "tables", "access", "defaultTtl", "maxTtl", "usernameTemplate", "locked",
+                                "secretIdTtl", "secretIdUses"}
         if unknown:
             problems.add(key, f"unknown field(s) {', '.join(sorted(unknown))}")
         name = entry.get("name")
@@ -349,15 +373,30 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
             problem = username_template_problem(template)
             if problem:
                 problems.add(f"{key}.usernameTemplate", problem)
+        locked = entry.get("locked", False)
+        if not isinstance(locked, bool):
+            problems.add(f"{key}.locked", f"must be true or false, not {locked!r}")
+        secret_id_ttl = parse_duration(entry.get("secretIdTtl", "1h"))
+        if not secret_id_ttl or secret_id_ttl > MAX_TTL_SECONDS:
+            problems.add(f"{key}.secretIdTtl", f"{entry.get('secretIdTtl')!r} must be a duration from 1s to 24h "
+                         "(how long an AppRole secret-id may be used), e.g. 1h")
+        secret_id_uses = entry.get("secretIdUses", 1)
+        if isinstance(secret_id_uses, bool) or not isinstance(secret_id_uses, int) \
+                or not 1 <= secret_id_uses <= SECRET_ID_MAX_USES:
+            problems.add(f"{key}.secretIdUses", f"{secret_id_uses!r} must be a whole number from 1 to "
+                         f"{SECRET_ID_MAX_USES} (logins one secret-id allows; unlimited is not offered)")
         if name and isinstance(tables, list) and access in TABLE_PRIVILEGES and default_ttl and max_ttl:
             roles.append(AppRole(name=name, tables=tuple(tables), access=access, default_ttl_seconds=default_ttl,
-                                 max_ttl_seconds=max_ttl, username_template=template))
+                                 max_ttl_seconds=max_ttl, username_template=template, locked=locked is True,
+                                 secret_id_ttl_seconds=secret_id_ttl or 3600,
+                                 secret_id_uses=secret_id_uses if isinstance(secret_id_uses, int) else 1))
     return tuple(roles)
 
 
 KEYS = ("aivenApiUrl", "aivenProject", "aivenCloud", "aivenPlan", "aivenServiceName", "aivenPgVersion",
         "aivenMaintenanceDow", "aivenMaintenanceTime", "aivenTerminationProtection", "environment", "postgresMode", "postgresHost", "postgresPort", "postgresDatabase", "postgresAdminUser",
         "postgresSslMode", "postgresSslRootCert", "vaultAddress", "vaultMountPath", "vaultConnectionName",
+        "vaultRotateRoot", "vaultAppRolePath",
         "tableOwnerRole", "vaultAdminRole", "roles", "sampleData", "keepTablesOnDestroy")
 
 

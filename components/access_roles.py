@@ -1,5 +1,6 @@
 """AccessRoles: one NOLOGIN group role per application role, holding its grants,
-and the dedicated `vault_admin` login that Vault uses to create users in them."""
+and the dedicated logins (`vault_admin`, or one per connection with rotate-root)
+that Vault uses to create users in them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pulumi import Output, ResourceOptions
 
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
+from components.vault_connections import VaultConnection
 from providers.postgres import PgTable
 
 PASSWORD_LENGTH = 40
@@ -28,36 +30,51 @@ class AccessRolesArgs:
     """The tables the roles refer to, by name."""
     sequences: Mapping[str, tuple[str, ...]]
     """The sequences of each table's serial columns, by table name (INSERT needs them)."""
-    vault_admin_role: str
-    """Name of the LOGIN role Vault logs in as (never the superuser)."""
+    vault_connections: tuple[VaultConnection, ...]
+    """Vault's connections: each names the LOGIN role it uses (never the superuser)
+    and the roles whose users that login creates."""
+
+
+@dataclass(frozen=True)
+class VaultLogin:
+    username: Output[str]
+    password: Output[str]
+    """A secret Output (with rotate-root, only the first password: Vault replaces it)."""
 
 
 class AccessRoles(pulumi.ComponentResource):
-    vault_admin_username: Output[str]
-    vault_admin_password: Output[str]
-    """A secret Output."""
+    vault_logins: dict[str, VaultLogin]
+    """By login name."""
     grants: list[pulumi.Resource]
-    """Everything a credential needs: table and sequence grants, vault_admin's memberships."""
+    """Everything a credential needs: table and sequence grants, the logins' memberships."""
 
     def __init__(self, name: str, args: AccessRolesArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("pgcreds:access:AccessRoles", name, None, opts)
         on_server = args.endpoint.resource_options(parent=self)
 
-        # Letters and digits only: Vault puts the password into a connection URL.
-        password = random.RandomPassword(f"{name}-vault-admin-password", length=PASSWORD_LENGTH, special=False,
-                                         opts=ResourceOptions(parent=self))
-        # vault_admin's memberships are the GrantRole resources below; without
+        # A login's memberships are the GrantRole resources below; without
         # ignore_changes every refresh would plan to remove them.
         # Concurrent statements that rewrite the same catalog row fail with "tuple
         # concurrently updated" (measured: two DROP OWNED of roles that hold
         # privileges on one schema; two GRANTs on one table). So the roles form one
         # chain, created one after another and dropped in reverse, after the tables
         # and before them; and the grants on one table take turns.
-        vault_admin = args.endpoint.claimed_role(
-            f"{name}-vault-admin", parent=self, name=args.vault_admin_role, setting="pgcreds:vaultAdminRole",
-            login=True, create_role=True, password=password.result,
-            opts=ResourceOptions(ignore_changes=["roles"], depends_on=list(args.tables.values())))
-        previous_role: pulumi.Resource = vault_admin
+        previous_role: Optional[pulumi.Resource] = None
+        logins: dict[str, postgresql.Role] = {}
+        self.vault_logins = {}
+        for login in dict.fromkeys(c.login for c in args.vault_connections):
+            # One name per login, so a new login (rotate-root: a new connection) is a
+            # new resource and the old one stays until its connection is gone.
+            key = f"vault-login-{login}"
+            # Letters and digits only: Vault puts the password into a connection URL.
+            password = random.RandomPassword(f"{name}-{key}-password", length=PASSWORD_LENGTH, special=False,
+                                             opts=ResourceOptions(parent=self))
+            previous_role = logins[login] = args.endpoint.claimed_role(
+                f"{name}-{key}", parent=self, name=login, setting="pgcreds:vaultAdminRole",
+                login=True, create_role=True, password=password.result,
+                opts=ResourceOptions(ignore_changes=["roles"],
+                                     depends_on=list(args.tables.values()) + ([previous_role] if previous_role else [])))
+            self.vault_logins[login] = VaultLogin(username=logins[login].name, password=Output.secret(password.result))
         previous_grant: dict[str, pulumi.Resource] = {}
 
         def after(*resources: Optional[pulumi.Resource]) -> ResourceOptions:
@@ -87,13 +104,13 @@ class AccessRoles(pulumi.ComponentResource):
                         privileges=list(role.sequence_privileges), opts=after(table, grant))
                     self.grants.append(grant)
                     previous_grant[table_name] = grant
-            # ADMIN OPTION is what lets vault_admin put new users IN ROLE the group
-            # (PostgreSQL 16+ no longer accepts CREATEROLE alone for that).
-            self.grants.append(postgresql.GrantRole(
-                f"{name}-{role.group_role}-vault-admin", role=vault_admin.name, grant_role=group.name,
-                with_admin_option=True, opts=on_server))
+            # ADMIN OPTION is what lets a login put new users IN ROLE the group
+            # (PostgreSQL 16+ no longer accepts CREATEROLE alone for that). Only the
+            # logins of the connections that issue this role's users get it.
+            for login in dict.fromkeys(c.login for c in args.vault_connections if role in c.roles):
+                self.grants.append(postgresql.GrantRole(
+                    f"{name}-{role.group_role}-{login}", role=logins[login].name, grant_role=group.name,
+                    with_admin_option=True, opts=on_server))
 
-        self.vault_admin_username = vault_admin.name
-        self.vault_admin_password = Output.secret(password.result)
-        self.register_outputs({"vault_admin_username": self.vault_admin_username,
+        self.register_outputs({"vault_logins": {login: v.username for login, v in self.vault_logins.items()},
                                "group_roles": [r.group_role for r in args.roles]})

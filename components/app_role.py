@@ -30,6 +30,12 @@ class AppRole:
     """Lifetime a credential can never outlive."""
     username_template: Optional[str] = None
     """Vault username_template for this role's users; None keeps Vault's default."""
+    locked: bool = False
+    """Break-glass: Vault keeps the role but issues no new credentials for it."""
+    secret_id_ttl_seconds: int = 3600
+    """How long an AppRole secret-id for this role can be used to log in."""
+    secret_id_uses: int = 1
+    """How many logins one secret-id allows."""
 
     @property
     def group_role(self) -> str:

@@ -1,12 +1,14 @@
 """VaultDatabaseSecrets: a database secrets engine mount, its PostgreSQL
-connection (as vault_admin) and one Vault role per application role, each with
-a lease revoker that empties the role before it (or its connection) goes."""
+connections (each with its own login, whose password Vault rotates) and one
+Vault role per application role, each with a lease revoker that empties the
+role before it (or its connection) goes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 from pulumi import Input, Output, ResourceOptions
@@ -14,8 +16,10 @@ from pulumi import Input, Output, ResourceOptions
 
 import pulumi_vault as vault
 
+from components.access_roles import VaultLogin
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
+from components.vault_connections import VaultConnection
 from providers.vault import VaultLeaseRevoker
 
 
@@ -56,14 +60,13 @@ class VaultDatabaseSecretsArgs:
     """Vault API address, for the lease revokers (dynamic resources cannot use the provider)."""
     mount_path: str
     """Mount path of the database secrets engine."""
-    connection_name: str
-    """Name of the Vault connection (`<mount>/config/<name>`)."""
-    admin_username: Input[str]
-    """The PostgreSQL role Vault logs in as."""
-    admin_password: Output[str]
-    """Its password, a secret Output."""
-    roles: tuple[AppRole, ...]
-    """One Vault role each, at `<mount>/roles/<name>`."""
+    connections: tuple[VaultConnection, ...]
+    """The connections (`<mount>/config/<name>`) and their roles, one Vault role
+    each at `<mount>/roles/<name>`."""
+    logins: Mapping[str, VaultLogin]
+    """The PostgreSQL login of each connection, by name."""
+    rotate_root: bool
+    """Have Vault replace each login's password right after the connection is made."""
     depends_on: Sequence[pulumi.Resource] = ()
     """Grants that must exist before credentials can be issued."""
 
@@ -88,6 +91,13 @@ def checked_mount_path(mounts_json: str, path: str) -> str:
             f"Vault already has a {existing.get('type')!r} secrets engine at {path!r}: choose another "
             "pgcreds:vaultMountPath (nothing was changed)")
     return path
+
+
+def password_version(server: str, login: str) -> int:
+    """The write-only password is sent again only when this number changes: when
+    the login is new on a server (a move to another server re-creates it there
+    with its first password). Any other update leaves Vault's rotated one alone."""
+    return int(hashlib.sha256(f"{login}@{server}".encode()).hexdigest()[:7], 16)
 
 
 class VaultDatabaseSecrets(pulumi.ComponentResource):
@@ -116,36 +126,47 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                             description="Short-lived PostgreSQL credentials (pg-dynamic-creds)",
                             opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"])))
         connection_url = args.endpoint.vault_connection_url()
+        server = Output.format("{0}:{1}/{2}", args.endpoint.host, args.endpoint.port, args.endpoint.database)
 
-        # Vault keeps username_template on the connection, so roles with their own
-        # template get a connection of their own; the others share the default one.
-        connections: dict[Optional[str], vault.database.SecretBackendConnection] = {}
-        for template in dict.fromkeys(r.username_template for r in args.roles):
-            members = sorted(r.name for r in args.roles if r.username_template == template)
-            suffix = "" if template is None else f"-{members[0]}"
-            connections[template] = vault.database.SecretBackendConnection(
-                f"{name}-connection{suffix}", backend=mount.path, name=args.connection_name + suffix,
-                allowed_roles=members, verify_connection=True,
+        for plan in args.connections:
+            login = args.logins[plan.login]
+            suffix = "" if plan.username_template is None else f"-{plan.roles[0].name}"
+            if args.rotate_root:
+                version = server.apply(lambda where, who=plan.login: password_version(where, who))
+                # Write-only: never in state, sent on create and when `version` changes.
+                password = dict(password_wo=Output.secret(login.password), password_wo_version=version)
+            else:
+                password = dict(password=Output.secret(login.password))
+            connection = vault.database.SecretBackendConnection(
+                f"{name}-connection{suffix}", backend=mount.path, name=plan.name,
+                allowed_roles=plan.allowed_roles, verify_connection=True,
                 postgresql=vault.database.SecretBackendConnectionPostgresqlArgs(
-                    connection_url=connection_url, username=args.admin_username,
-                    password=Output.secret(args.admin_password), username_template=template,
+                    connection_url=connection_url, username=login.username, username_template=plan.username_template,
                     # Vault sends PostgreSQL a SCRAM verifier, never the clear password.
-                    password_authentication="scram-sha-256"),
+                    password_authentication="scram-sha-256", **password),
                 opts=ResourceOptions.merge(renamed_is_new, ResourceOptions(depends_on=list(args.depends_on))))
+            if args.rotate_root:
+                # Vault sets a password of its own that no one else learns; the one in
+                # state stops working. Again whenever the first password was sent again.
+                vault.generic.Endpoint(
+                    f"{name}-rotate-root{suffix}", path=Output.concat(mount.path, "/rotate-root/", connection.name),
+                    data_json="{}", disable_read=True, disable_delete=True,
+                    opts=ResourceOptions.merge(in_vault, ResourceOptions(
+                        depends_on=[connection], replacement_trigger=version)))
 
-        for role in args.roles:
-            connection = connections[role.username_template]
-            vault_role = vault.database.SecretBackendRole(
-                f"{name}-role-{role.name}", backend=mount.path, name=role.name, db_name=connection.name,
-                creation_statements=creation_statements(role), revocation_statements=REVOCATION_STATEMENTS,
-                default_ttl=role.default_ttl_seconds, max_ttl=role.max_ttl_seconds, opts=renamed_is_new)
-            # Depends on the role, so it is deleted (revoking the leases) before the
-            # role and the connection are.
-            VaultLeaseRevoker(f"{name}-leases-{role.name}", address=args.vault_address,
-                              vault_id=vault_id, mount=mount.path,
-                              role=vault_role.name, connection=connection.name,
-                              opts=ResourceOptions(parent=self, depends_on=[vault_role]))
+            for role in plan.roles:
+                vault_role = vault.database.SecretBackendRole(
+                    f"{name}-role-{role.name}", backend=mount.path, name=role.name, db_name=connection.name,
+                    creation_statements=creation_statements(role), revocation_statements=REVOCATION_STATEMENTS,
+                    default_ttl=role.default_ttl_seconds, max_ttl=role.max_ttl_seconds, opts=renamed_is_new)
+                # Depends on the role, so it is deleted (revoking the leases) before the
+                # role and the connection are.
+                VaultLeaseRevoker(f"{name}-leases-{role.name}", address=args.vault_address,
+                                  vault_id=vault_id, mount=mount.path,
+                                  role=vault_role.name, connection=connection.name,
+                                  opts=ResourceOptions(parent=self, depends_on=[vault_role]))
 
+        roles = [role for plan in args.connections for role in plan.roles]
         self.mount_path = mount.path
-        self.credential_paths = {r.name: f"{args.mount_path}/creds/{r.name}" for r in args.roles}
+        self.credential_paths = {r.name: f"{args.mount_path}/creds/{r.name}" for r in sorted(roles, key=lambda r: r.name)}
         self.register_outputs({"mount_path": self.mount_path, "credential_paths": self.credential_paths})

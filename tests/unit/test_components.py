@@ -41,7 +41,8 @@ def mocks():
     yield recording
 
 
-from components.access_roles import AccessRoles, AccessRolesArgs  # noqa: E402
+from components.access_roles import AccessRoles, AccessRolesArgs, VaultLogin  # noqa: E402
+from components.app_identities import AppIdentities, AppIdentitiesArgs  # noqa: E402
 from components.app_role import AppRole  # noqa: E402
 from components.app_schema import AppSchema, AppSchemaArgs  # noqa: E402
 from components.existing_postgres import ExistingPostgres, ExistingPostgresArgs  # noqa: E402
@@ -50,11 +51,27 @@ from components.vault_database_secrets import (  # noqa: E402
     VaultDatabaseSecrets,
     VaultDatabaseSecretsArgs,
 )
+from components.vault_connections import plan_connections  # noqa: E402
 from tables import APP_TABLES  # noqa: E402
 
 METRICS = AppRole("metrics-readwrite", ("weekly_metrics_reporting",), "readwrite", 3600, 86400)
 REPORTS = AppRole("reports-read", ("weekly_metrics_reporting",), "read", 600, 3600,
                   username_template="r-{{random 8}}{{ unix_time }} | truncate 63")
+
+
+def connections(*roles: AppRole, rotate_root: bool = False):
+    return plan_connections(roles, mount_path="database", connection_name="postgresql", admin_role="vault_admin",
+                            rotate_root=rotate_root)
+
+
+def logins(plan) -> dict[str, VaultLogin]:
+    return {c.login: VaultLogin(Output.from_input(c.login), Output.secret("vault-admin-secret")) for c in plan}
+
+
+def secrets_args(pg, plan, rotate_root: bool = False) -> VaultDatabaseSecretsArgs:
+    return VaultDatabaseSecretsArgs(
+        endpoint=pg, vault_provider=vault_provider(), vault_address="http://127.0.0.1:8200", mount_path="database",
+        connections=plan, logins=logins(plan), rotate_root=rotate_root)
 
 
 def vault_provider():
@@ -124,8 +141,9 @@ def test_access_roles_groups_grants_and_vault_admin(mocks):
         pg = endpoint()
         schema = AppSchema("s", AppSchemaArgs(pg, APP_TABLES, "app_owner", False, True))
         access = AccessRoles("a", AccessRolesArgs(pg, (METRICS, REPORTS), schema.tables, schema.sequences,
-                                                  "vault_admin"))
-        return Output.all(access.vault_admin_password.is_secret(), access.vault_admin_username).apply(
+                                                  connections(METRICS, REPORTS)))
+        login = access.vault_logins["vault_admin"]
+        return Output.all(login.password.is_secret(), login.username).apply(
             lambda args: exported.update(secret=args[0], username=args[1]))
     program()
     assert exported == {"secret": True, "username": "vault_admin"}
@@ -144,21 +162,34 @@ def test_access_roles_groups_grants_and_vault_admin(mocks):
     # Nothing may reach the sensitive table, and no grant may cover every table (empty objects).
     grants = [a.inputs for a in r.values() if a.typ == "postgresql:index/grant:Grant"]
     assert grants and all(g["objects"] and "employee_salary" not in g["objects"] for g in grants)
-    admin = r["a-vault-admin"].inputs
+    admin = r["a-vault-login-vault_admin"].inputs
     assert admin["login"] is True and admin["createRole"] is True
-    assert r["a-vault-admin-password"].typ == "random:index/randomPassword:RandomPassword"
-    membership = r["a-metrics_readwrite-vault-admin"].inputs
+    assert r["a-vault-login-vault_admin-password"].typ == "random:index/randomPassword:RandomPassword"
+    membership = r["a-metrics_readwrite-vault_admin"].inputs
     assert membership["withAdminOption"] is True and membership["grantRole"] == "metrics_readwrite"
     assert membership["role"] == "vault_admin"
+
+
+def test_with_rotate_root_each_connection_has_its_own_login_and_only_its_groups(mocks):
+    plan = connections(METRICS, REPORTS, rotate_root=True)
+    metrics_login, reports_login = (c.login for c in plan)
+    assert metrics_login != reports_login and metrics_login.startswith("vault_admin_")
+
+    @pulumi.runtime.test
+    def program():
+        pg = endpoint()
+        schema = AppSchema("s", AppSchemaArgs(pg, APP_TABLES, "app_owner", False, True))
+        AccessRoles("a", AccessRolesArgs(pg, (METRICS, REPORTS), schema.tables, schema.sequences, plan))
+    program()
+    memberships = {(a.inputs["role"], a.inputs["grantRole"]) for a in mocks.resources.values()
+                   if a.typ == "postgresql:index/grantRole:GrantRole"}
+    assert memberships == {(metrics_login, "metrics_readwrite"), (reports_login, "reports_read")}
 
 
 def test_vault_database_secrets_mount_connections_and_roles(mocks):
     @pulumi.runtime.test
     def program():
-        VaultDatabaseSecrets("v", VaultDatabaseSecretsArgs(
-            endpoint=endpoint(), vault_provider=vault_provider(), vault_address="http://127.0.0.1:8200",
-            mount_path="database", connection_name="postgresql", admin_username="vault_admin",
-            admin_password=Output.secret("vault-admin-secret"), roles=(METRICS, REPORTS)))
+        VaultDatabaseSecrets("v", secrets_args(endpoint(), connections(METRICS, REPORTS)))
     program()
     r = mocks.resources
     assert r["v-mount"].inputs["path"] == "database" and r["v-mount"].inputs["type"] == "database"
@@ -167,6 +198,8 @@ def test_vault_database_secrets_mount_connections_and_roles(mocks):
     assert shared["name"] == "postgresql" and shared["allowedRoles"] == ["metrics-readwrite"]
     pg = unwrap_secret(shared["postgresql"])  # secret as a whole: it holds the password
     assert pg["username"] == "vault_admin" and pg["passwordAuthentication"] == "scram-sha-256"
+    assert pg["password"] == "vault-admin-secret" and "passwordWo" not in pg
+    assert not any(a.typ == "vault:generic/endpoint:Endpoint" for a in r.values())  # no rotate-root
     assert "vault-admin-secret" not in pg["connectionUrl"]
     assert "{{username}}:{{password}}" in pg["connectionUrl"]
     own = r["v-connection-reports-read"].inputs
@@ -181,6 +214,75 @@ def test_vault_database_secrets_mount_connections_and_roles(mocks):
     # Each role's leases are revoked before it goes: the revoker depends on the role.
     revoker = r["v-leases-metrics-readwrite"]
     assert revoker.inputs["role"] == "metrics-readwrite" and revoker.inputs["mount"] == "database"
+
+
+def test_rotate_root_sends_the_first_password_write_only_then_rotates(mocks):
+    plan = connections(METRICS, rotate_root=True)
+
+    @pulumi.runtime.test
+    def program():
+        VaultDatabaseSecrets("v", secrets_args(endpoint(), plan, rotate_root=True))
+    program()
+    r = mocks.resources
+    pg = unwrap_secret(r["v-connection"].inputs["postgresql"])
+    assert "password" not in pg and pg["passwordWo"] == "vault-admin-secret"
+    assert float(pg["passwordWoVersion"]).is_integer() and pg["username"] == plan[0].login
+    rotate = r["v-rotate-root"]
+    assert rotate.typ == "vault:generic/endpoint:Endpoint"
+    assert rotate.inputs["path"] == "database/rotate-root/postgresql"
+    assert rotate.inputs["disableRead"] is True and rotate.inputs["disableDelete"] is True
+
+
+def test_password_version_changes_with_the_server_or_the_login_only():
+    from components.vault_database_secrets import password_version
+    first = password_version("db:5432/app", "vault_admin_abc123")
+    assert first == password_version("db:5432/app", "vault_admin_abc123")
+    assert first != password_version("other:5432/app", "vault_admin_abc123")
+    assert first != password_version("db:5432/app", "vault_admin_def456")
+
+
+def test_a_locked_role_keeps_its_vault_role_but_leaves_allowed_roles(mocks):
+    from dataclasses import replace
+    locked = replace(METRICS, locked=True)
+    other = AppRole("metrics-read", ("weekly_metrics_reporting",), "read", 600, 3600)
+
+    @pulumi.runtime.test
+    def program():
+        VaultDatabaseSecrets("v", secrets_args(endpoint(), connections(locked, other)))
+    program()
+    r = mocks.resources
+    assert r["v-connection"].inputs["allowedRoles"] == ["metrics-read"]
+    assert "v-role-metrics-readwrite" in r and "v-leases-metrics-readwrite" in r
+
+
+def test_app_identities_one_approle_and_one_least_privilege_policy_per_role(mocks):
+    from components.app_identities import creds_policy, policy_name
+
+    @pulumi.runtime.test
+    def program():
+        AppIdentities("apps", AppIdentitiesArgs(vault_provider(), "database-approle", "database",
+                                                (METRICS, REPORTS)))
+    program()
+    r = mocks.resources
+    assert r["apps-approle"].inputs["type"] == "approle"
+    policy = r["apps-policy-metrics-readwrite"].inputs
+    assert policy["name"] == "pgcreds-database-metrics-readwrite"
+    assert policy["policy"] == creds_policy("database", "metrics-readwrite")
+    assert policy["policy"].count("path ") == 1 and 'path "database/creds/metrics-readwrite"' in policy["policy"]
+    role = r["apps-metrics-readwrite"].inputs
+    assert role["roleName"] == "metrics-readwrite" and role["tokenPolicies"] == [policy["name"]]
+    assert role["tokenTtl"] == 3600 and role["tokenMaxTtl"] == 86400
+    assert role["secretIdTtl"] == 3600 and role["secretIdNumUses"] == 1
+    assert "roleId" not in role and "secretId" not in role
+    assert policy_name("team/db", "x") == "pgcreds-team-db-x"
+
+
+def test_auth_path_check_refuses_another_auth_method():
+    from components.app_identities import AuthPathTaken, checked_auth_path
+    table = json.dumps({"token/": {"type": "token"}, "ldap/": {"type": "ldap"}, "apps/": {"type": "approle"}})
+    assert checked_auth_path(table, "apps") == "apps" and checked_auth_path(table, "new") == "new"
+    with pytest.raises(AuthPathTaken, match="'ldap' auth method at 'auth/ldap'.*pgcreds:vaultAppRolePath"):
+        checked_auth_path(table, "ldap")
 
 
 def test_revocation_ends_sessions_reassigns_and_drops():
@@ -212,10 +314,7 @@ def test_aiven_service_feeds_the_provider_connection_and_vault(mocks):
             api_url="https://api.aiven.io", project="p", cloud="google-europe-west1", plan="startup-4",
             service_name="pg-x", pg_version="16", termination_protection=True, token=Output.secret("tok")))
         pg = aiven.endpoint
-        VaultDatabaseSecrets("v", VaultDatabaseSecretsArgs(
-            endpoint=pg, vault_provider=vault_provider(), vault_address="http://127.0.0.1:8200",
-            mount_path="database", connection_name="postgresql",
-            admin_username="vault_admin", admin_password=Output.secret("vault-admin-secret"), roles=(METRICS,)))
+        VaultDatabaseSecrets("v", secrets_args(pg, connections(METRICS)))
         return Output.all(pg.admin_connection(), pg.admin_connection().is_secret(), pg.admin_password.is_secret(),
                           pg.vault_connection_url()).apply(lambda a: seen.update(
                               connection=a[0], connection_secret=a[1], password_secret=a[2], url=a[3]))

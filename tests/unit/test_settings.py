@@ -246,3 +246,46 @@ def test_a_good_username_template_passes():
     template = '{{ printf "rd_%s_%s" (random 10 | lowercase) (unix_time) | truncate 63 }}'
     (only,) = parse(role(usernameTemplate=template)).roles
     assert only.username_template == template
+
+
+def test_rotate_root_and_application_identity_defaults():
+    settings = parse()
+    assert settings.vault.rotate_root is True and settings.vault.approle_path == "database-approle"
+    (connection,) = settings.vault.connections
+    assert connection.name == "postgresql" and connection.login.startswith("vault_admin_")
+    (only,) = settings.roles
+    assert (only.locked, only.secret_id_ttl_seconds, only.secret_id_uses) == (False, 3600, 1)
+
+
+def test_without_rotate_root_every_connection_logs_in_as_vault_admin():
+    template = "{{ printf \"r_%s\" (random 8) | truncate 63 }}"
+    raw = {"vaultRotateRoot": "false", "roles": [
+        role()["roles"][0], {**role()["roles"][0], "name": "reports-read", "usernameTemplate": template}]}
+    assert {c.login for c in parse(raw).vault.connections} == {"vault_admin"}
+
+
+def test_a_new_mount_path_or_connection_name_is_a_new_rotated_login():
+    logins = {parse({"vaultMountPath": path, "vaultConnectionName": name}).vault.connections[0].login
+              for path, name in (("database", "postgresql"), ("db2", "postgresql"), ("database", "pg2"))}
+    assert len(logins) == 3
+
+
+def test_locked_roles_leave_allowed_roles():
+    settings = parse(role(locked=True))
+    assert settings.roles[0].locked and settings.vault.connections[0].allowed_roles == []
+    assert "pgcreds:roles[0].locked" in error_of(role(locked="yes"))
+
+
+@pytest.mark.parametrize("fields,key", [({"secretIdUses": 0}, "secretIdUses"), ({"secretIdUses": "1"}, "secretIdUses"),
+                                        ({"secretIdUses": 1000}, "secretIdUses"), ({"secretIdTtl": "2d"}, "secretIdTtl"),
+                                        ({"secretIdTtl": "soon"}, "secretIdTtl")])
+def test_secret_id_bounds(fields, key):
+    assert f"pgcreds:roles[0].{key}" in error_of(role(**fields))
+
+
+def test_approle_path_token_is_refused_and_a_long_admin_prefix_with_rotate_root():
+    assert "pgcreds:vaultAppRolePath" in error_of({"vaultAppRolePath": "token"})
+    assert "pgcreds:vaultAppRolePath" in error_of({"vaultAppRolePath": "a b"})
+    long_name = "v" * 60
+    assert "pgcreds:vaultAdminRole" in error_of({"vaultAdminRole": long_name})
+    assert parse({"vaultAdminRole": long_name, "vaultRotateRoot": "false"}).vault.connections[0].login == long_name

@@ -1,0 +1,88 @@
+"""AppIdentities: how applications log in to Vault as themselves. One AppRole
+auth method; per application role a policy that can read only that role's
+credentials, and an AppRole bound to it alone."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_vault as vault
+from pulumi import Input, Output, ResourceOptions
+
+from components.app_role import AppRole
+
+
+@dataclass(frozen=True)
+class AppIdentitiesArgs:
+    vault_provider: vault.Provider
+    """The explicit provider every Vault resource uses."""
+    auth_path: str
+    """Where the AppRole auth method is mounted (`auth/<path>`)."""
+    mount_path: Input[str]
+    """The database secrets engine the roles' credentials come from."""
+    roles: tuple[AppRole, ...]
+
+
+class AuthPathTaken(pulumi.RunError):
+    """The auth path holds another kind of auth method (reported without a traceback)."""
+
+
+def checked_auth_path(auth_json: str, path: str) -> str:
+    """`path`, once Vault's auth table shows it free or holding AppRole."""
+    existing = json.loads(auth_json or "{}").get(path + "/")
+    if existing is not None and existing.get("type") != "approle":
+        raise AuthPathTaken(
+            f"Vault already has a {existing.get('type')!r} auth method at 'auth/{path}': choose another "
+            "pgcreds:vaultAppRolePath (nothing was changed)")
+    return path
+
+
+def creds_policy(mount_path: str, role: str) -> str:
+    """Read one role's credentials, nothing else: Vault denies what no rule allows.
+    Renewing the token and its leases comes with Vault's `default` policy."""
+    return (f"# pg-dynamic-creds: what an application of the role {role!r} may do.\n"
+            f'path "{mount_path}/creds/{role}" {{\n  capabilities = ["read"]\n}}\n')
+
+
+def policy_name(mount_path: str, role: str) -> str:
+    """Unique per mount, so two stacks on one Vault never share a policy."""
+    return f"pgcreds-{mount_path.replace('/', '-')}-{role}"
+
+
+class AppIdentities(pulumi.ComponentResource):
+    login_paths: dict[str, Output[dict]]
+    """Per role: where its role-id, secret-ids and login are (never a secret-id itself)."""
+
+    def __init__(self, name: str, args: AppIdentitiesArgs, opts: Optional[ResourceOptions] = None):
+        super().__init__("pgcreds:vault:AppIdentities", name, None, opts)
+        in_vault = ResourceOptions(parent=self, provider=args.vault_provider)
+        auth_table = vault.generic.get_secret_output(
+            path="sys/auth", opts=pulumi.InvokeOutputOptions(provider=args.vault_provider, parent=self))
+        auth = vault.AuthBackend(
+            f"{name}-approle", type="approle", description="Applications of pg-dynamic-creds",
+            path=auth_table.data_json.apply(lambda table: checked_auth_path(table, args.auth_path)),
+            opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"])))
+
+        self.login_paths = {}
+        for role in args.roles:
+            policy = vault.Policy(
+                f"{name}-policy-{role.name}",
+                name=Output.from_input(args.mount_path).apply(lambda mount, r=role.name: policy_name(mount, r)),
+                policy=Output.from_input(args.mount_path).apply(lambda mount, r=role.name: creds_policy(mount, r)),
+                opts=in_vault)
+            # The token lives as long as a credential would: its leases are revoked with it.
+            app_role = vault.approle.AuthBackendRole(
+                f"{name}-{role.name}", backend=auth.path, role_name=role.name,
+                token_policies=[policy.name], token_type="service",
+                token_ttl=role.default_ttl_seconds, token_max_ttl=role.max_ttl_seconds,
+                secret_id_ttl=role.secret_id_ttl_seconds, secret_id_num_uses=role.secret_id_uses,
+                opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["roleName", "backend"])))
+            self.login_paths[role.name] = Output.all(auth.path, app_role.role_name, policy.name).apply(
+                lambda parts: {"roleIdPath": f"auth/{parts[0]}/role/{parts[1]}/role-id",
+                               "secretIdPath": f"auth/{parts[0]}/role/{parts[1]}/secret-id",
+                               "loginPath": f"auth/{parts[0]}/login",
+                               "policy": parts[2]})
+        self.register_outputs({"login_paths": self.login_paths})
