@@ -6,7 +6,7 @@ PYTHON := venv/bin/python
 # Every Pulumi command runs with the pinned toolchain and the local servers' settings.
 DEV_ENV := . local/dev-env.sh
 
-.PHONY: up verify preview pr-check destroy down test test-unit toolchain servers venv bench
+.PHONY: up verify preview pr-check destroy down revoke test test-unit toolchain servers venv bench
 
 up: venv toolchain servers ## create or update the dev stack, then run the smoke check
 	$(DEV_ENV) && pulumi stack select --create $(STACK) && pulumi up --stack $(STACK) --refresh --yes --skip-preview
@@ -24,6 +24,10 @@ pr-check: venv toolchain servers ## what the pull-request workflow runs, against
 
 destroy: venv toolchain servers ## pulumi destroy on the dev stack, honouring the current settings
 	$(DEV_ENV) && pulumi destroy --stack $(STACK) --yes --skip-preview --run-program
+
+revoke: venv toolchain servers ## break-glass: revoke every lease of ROLE=<role> (or ROLE=all) on the stack
+	@[[ -n "$(ROLE)" ]] || { echo "usage: make revoke ROLE=<role name>|all [STACK=$(STACK)]" >&2; exit 2; }
+	$(DEV_ENV) && pulumi stack output --stack $(STACK) --json | $(PYTHON) break_glass.py --role "$(ROLE)"
 
 down: ## stop the local PostgreSQL and OpenBao servers
 	local/openbao.sh stop

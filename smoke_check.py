@@ -1,11 +1,14 @@
 """Smoke check of a deployed stack, through the Vault HTTP API and a real
-PostgreSQL connection: issue a credential, use it, and revoke it.
+PostgreSQL connection: log in as the application (AppRole), issue a
+credential, use it, and revoke it.
 
     pulumi stack output --json | python smoke_check.py --role metrics-readwrite
 
-Reads VAULT_TOKEN (or BAO_TOKEN) and, to confirm the dropped role,
-PGCREDS_POSTGRES_ADMIN_PASSWORD from the environment. Prints a pass/fail
-table; exits 1 if any check failed. The issued password is never printed.
+Reads VAULT_TOKEN (or BAO_TOKEN: the operator, who hands the application its
+role-id and a fresh secret-id, and revokes the lease at the end) and, to
+confirm the dropped role, PGCREDS_POSTGRES_ADMIN_PASSWORD from the
+environment. Prints a pass/fail table; exits 1 if any check failed. No
+password, secret-id or token is ever printed.
 """
 
 from __future__ import annotations
@@ -94,6 +97,17 @@ def _use_and_revoke(report: SmokeReport, vault: hvac.Client, postgres: dict[str,
     return revoked
 
 
+def app_login(operator: hvac.Client, paths: dict[str, str]) -> hvac.Client:
+    """What an application's launcher does: read the role-id, mint a one-use
+    secret-id, and log in with both. Returns a client holding the app's token."""
+    role_id = operator.read(paths["roleIdPath"])["data"]["role_id"]
+    secret_id = operator.write_data(paths["secretIdPath"])["data"]["secret_id"]
+    app = hvac.Client(url=operator.url, timeout=30)
+    login = app.adapter.post(f"/v1/{paths['loginPath']}", json={"role_id": role_id, "secret_id": secret_id})
+    app.token = login["auth"]["client_token"]
+    return app
+
+
 def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, forbidden_table: str,
                     expect_sample_rows: bool, vault_token: str, admin_password: Optional[str]) -> SmokeReport:
     report = SmokeReport()
@@ -102,9 +116,18 @@ def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, for
     mount = outputs["vaultMountPath"]
 
     try:
-        secret = vault.secrets.database.generate_credentials(role, mount_point=mount)
+        paths = outputs["appRoles"][role]
+        app = app_login(vault, paths)
+        policies = app.auth.token.lookup_self()["data"]["policies"]
+        report.record("AppRole login", True, f"{paths['loginPath']}: token with policies {', '.join(policies)}")
+    except Exception as error:  # noqa: BLE001 - reported as a failed check
+        report.record("AppRole login", False, f"{type(error).__name__}: {str(error).strip()}")
+        return report
+    try:
+        secret = app.secrets.database.generate_credentials(role, mount_point=mount)
     except Exception as error:  # noqa: BLE001 - reported as a failed check
         report.record("issue credential", False, f"{mount}/creds/{role}: {error}")
+        app.auth.token.revoke_self()
         return report
     report.username, report.lease_id = secret["data"]["username"], secret["lease_id"]
     report.record("issue credential", True,
@@ -120,6 +143,7 @@ def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, for
         # Whatever failed on the way, the lease (and so its user) never stays behind.
         if not revoked:
             vault.sys.revoke_lease(report.lease_id)
+        app.auth.token.revoke_self()
 
     if admin_password is None:
         report.record("role dropped", False, "PGCREDS_POSTGRES_ADMIN_PASSWORD not set; cannot look")

@@ -27,10 +27,35 @@ path "sys/leases/revoke-prefix/database/*" {
   capabilities = ["update", "sudo"]
 }
 
-# The connection to PostgreSQL and the roles.
+# The connection to PostgreSQL and the roles; Vault's rotation of the
+# connection's login password (pgcreds:vaultRotateRoot).
 path "database/config/*" {
   capabilities = ["create", "read", "update", "delete"]
 }
 path "database/roles/*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "database/rotate-root/*" {
+  capabilities = ["update"]
+}
+
+# The applications' AppRole auth method (pgcreds:vaultAppRolePath, by default
+# <mount>-approle), its roles, and one policy per role named pgcreds-<mount>-<role>.
+path "sys/auth" {
+  capabilities = ["read"]
+}
+path "sys/auth/database-approle" {
+  capabilities = ["create", "read", "update", "delete", "sudo"]
+}
+path "sys/mounts/auth/database-approle" {
+  capabilities = ["read"]
+}
+path "sys/mounts/auth/database-approle/tune" {
+  capabilities = ["read", "update"]
+}
+path "auth/database-approle/role/*" {
+  capabilities = ["create", "read", "update", "delete"]
+}
+path "sys/policies/acl/pgcreds-database-*" {
   capabilities = ["create", "read", "update", "delete"]
 }

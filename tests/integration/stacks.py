@@ -68,8 +68,16 @@ class ProgramStack:
 
     @property
     def program_roles(self) -> list[str]:
-        """PostgreSQL roles the program itself creates."""
-        return [f"it_{self.suffix}_owner", f"it_{self.suffix}_vault_admin", self.role_name.replace("-", "_")]
+        """PostgreSQL roles the program itself creates (the Vault logins are
+        `it_<suffix>_vault_admin`, followed with rotate-root by `_<digest>`)."""
+        with admin_connect() as admin:
+            logins = [name for (name,) in admin.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"it\\_{self.suffix}\\_vault\\_admin%",))]
+        return [f"it_{self.suffix}_owner", *logins, self.role_name.replace("-", "_")]
+
+    def vault_logins(self) -> list[str]:
+        """The logins Vault uses on this stack's connections, from the outputs."""
+        return sorted(self.outputs()["vaultLogins"].values())
 
     def set(self, **values: Any) -> None:
         for key, value in values.items():
@@ -90,7 +98,8 @@ class ProgramStack:
         return {r["type"] for r in self.stack.export_stack().deployment.get("resources", [])}
 
     def vault_admin_password(self) -> str:
-        """The generated password, decrypted from the state (`pulumi stack export --show-secrets`)."""
+        """The generated password (the first one, with rotate-root), decrypted from the
+        state (`pulumi stack export --show-secrets`)."""
         exported = subprocess.run(
             ["pulumi", "stack", "export", "--show-secrets", "--stack", self.stack.name],
             cwd=self.project_dir, env={**os.environ, **self.stack.workspace.env_vars},
@@ -144,6 +153,11 @@ def cleanup(test_stack: ProgramStack) -> None:
     client = vault()
     if f"{test_stack.mount}/" in client.sys.list_mounted_secrets_engines()["data"]:
         client.sys.disable_secrets_engine(test_stack.mount)
+    if f"{test_stack.mount}-approle/" in client.sys.list_auth_methods()["data"]:
+        client.sys.disable_auth_method(f"{test_stack.mount}-approle")
+    for policy in client.sys.list_acl_policies()["data"]["keys"]:
+        if policy.startswith(f"pgcreds-{test_stack.mount}-"):
+            client.sys.delete_acl_policy(policy)
     with admin_connect() as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(test_stack.database)))
         for role in test_stack.program_roles:

@@ -56,7 +56,7 @@ def test_aiven_stack_up_smoke_noop_destroy(aiven_stack: ProgramStack, stand_in: 
 
     # Vault logs in as the program's vault_admin over TLS, never as the service's admin.
     connection = vault().secrets.database.read_connection("postgresql", mount_point=aiven_stack.mount)["data"]
-    assert connection["connection_details"]["username"] == f"it_{aiven_stack.suffix}_vault_admin"
+    assert [connection["connection_details"]["username"]] == aiven_stack.vault_logins()
     assert "sslmode=require" in connection["connection_details"]["connection_url"]
     state = aiven_stack.raw_state()
     assert service.admin_password not in state and stand_in.token not in state

@@ -1,7 +1,7 @@
-"""The Vault policies in vault-policies/ are enough, and no more than needed:
-a stack goes up and down with a token holding only deployer.hcl, and an
-application token holding only its creds policy can read credentials and
-nothing else."""
+"""The deployer policy in vault-policies/ is enough, and the policies the program
+generates for applications are no more than needed: a stack goes up and down
+with a token holding only deployer.hcl, and an application logged in with its
+AppRole can read its own credentials and nothing else."""
 
 from __future__ import annotations
 
@@ -9,33 +9,57 @@ import hvac
 import hvac.exceptions
 import pytest
 
+from smoke_check import app_login
 from stacks import REPO, ProgramStack, vault
 
 
-def policy_for(stack: ProgramStack, file: str) -> str:
-    return (REPO / "vault-policies" / file).read_text().replace("database", stack.mount).replace(
-        "metrics-readwrite", stack.role_name)
+def deployer_policy(stack: ProgramStack) -> str:
+    return (REPO / "vault-policies" / "deployer.hcl").read_text().replace("database", stack.mount)
 
 
-def test_deployer_and_application_policies(new_stack: ProgramStack):
+def test_deployer_policy_and_application_identities(new_stack: ProgramStack):
     root = vault()
-    deployer_policy, app_policy = f"{new_stack.mount}-deployer", f"{new_stack.mount}-app"
-    root.sys.create_or_update_policy(deployer_policy, policy_for(new_stack, "deployer.hcl"))
-    root.sys.create_or_update_policy(app_policy, policy_for(new_stack, "app-metrics-readwrite.hcl"))
+    policy = f"{new_stack.mount}-deployer"
+    other_role = f"r{new_stack.suffix}-read"
+    new_stack.set(roles=new_stack.roles_config() + [
+        {"name": other_role, "tables": ["weekly_metrics_reporting"], "access": "read"}])
+    root.sys.create_or_update_policy(policy, deployer_policy(new_stack))
     try:
-        deployer_token = root.auth.token.create(policies=[deployer_policy], ttl="10m")["auth"]["client_token"]
-        app_token = root.auth.token.create(policies=[app_policy], ttl="10m")["auth"]["client_token"]
-        workspace = new_stack.stack.workspace
-        workspace.env_vars.update(VAULT_TOKEN=deployer_token, BAO_TOKEN=deployer_token)
-
+        deployer_token = root.auth.token.create(policies=[policy], ttl="10m")["auth"]["client_token"]
+        new_stack.stack.workspace.env_vars.update(VAULT_TOKEN=deployer_token, BAO_TOKEN=deployer_token)
         new_stack.stack.up()
-        app = hvac.Client(url=root.url, token=app_token)
+
+        paths = new_stack.outputs()["appRoles"][new_stack.role_name]
+        assert set(paths) == {"roleIdPath", "secretIdPath", "loginPath", "policy"}
+        app = app_login(root, paths)
+        token = app.auth.token.lookup_self()["data"]
+        assert sorted(token["policies"]) == ["default", paths["policy"]] and token["ttl"] <= 3600
         secret = app.secrets.database.generate_credentials(new_stack.role_name, mount_point=new_stack.mount)
-        assert secret["data"]["username"].startswith("v-token-")
-        with pytest.raises(hvac.exceptions.Forbidden):
-            app.secrets.database.read_connection("postgresql", mount_point=new_stack.mount)
+        assert secret["lease_duration"] == 3600
+
+        denied = {
+            "another role's credentials": lambda: app.secrets.database.generate_credentials(
+                other_role, mount_point=new_stack.mount),
+            "the connection": lambda: app.secrets.database.read_connection("postgresql", mount_point=new_stack.mount),
+            "sys/mounts": lambda: app.sys.list_mounted_secrets_engines(),
+            "its own policy": lambda: app.sys.read_acl_policy(paths["policy"]),
+            "a secret-id of its own": lambda: app.write_data(paths["secretIdPath"]),
+        }
+        for what, attempt in denied.items():
+            with pytest.raises(hvac.exceptions.Forbidden):
+                attempt()
+                pytest.fail(f"the application token could read {what}")
+        # A secret-id logs in once (secretIdUses: 1).
+        role_id = root.read(paths["roleIdPath"])["data"]["role_id"]
+        secret_id = root.write_data(paths["secretIdPath"])["data"]["secret_id"]
+        again = hvac.Client(url=root.url)
+        again.adapter.post(f"/v1/{paths['loginPath']}", json={"role_id": role_id, "secret_id": secret_id})
+        with pytest.raises(hvac.exceptions.InvalidRequest):
+            again.adapter.post(f"/v1/{paths['loginPath']}", json={"role_id": role_id, "secret_id": secret_id})
+
         new_stack.stack.destroy()  # revokes the application's lease too, with the deployer token
         assert f"{new_stack.mount}/" not in root.sys.list_mounted_secrets_engines()["data"]
+        assert f"{new_stack.mount}-approle/" not in root.sys.list_auth_methods()["data"]
+        assert paths["policy"] not in root.sys.list_acl_policies()["data"]["keys"]
     finally:
-        root.sys.delete_policy(deployer_policy)
-        root.sys.delete_policy(app_policy)
+        root.sys.delete_policy(policy)
