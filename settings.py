@@ -278,21 +278,25 @@ def _parse_aiven(text, boolean, secret, environ, stack: str, environment: str, s
     pg_version = text("aivenPgVersion", "16")
     if not re.match(r"^\d{2}$", pg_version):
         problems.add("aivenPgVersion", f"{pg_version!r} is not a PostgreSQL major version such as 16")
-    api_url = text("aivenApiUrl", "https://api.aiven.io").rstrip("/")
-    if not re.match(r"^https?://[^\s/]+(:\d+)?$", api_url):
-        problems.add("aivenApiUrl", f"{api_url!r} is not an API base URL such as https://api.aiven.io")
+    if text("aivenApiUrl", ""):
+        problems.add("aivenApiUrl", "is no longer read: the aiven provider takes the API address from the "
+                     "environment; remove the setting and, for an API other than https://api.aiven.io, "
+                     "export AIVEN_WEB_URL")
     dow, at = text("aivenMaintenanceDow", ""), text("aivenMaintenanceTime", "")
     maintenance = None
     if dow or at:
-        if dow not in WEEKDAYS or not re.match(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d$", at):
-            problems.add("aivenMaintenanceDow", "a maintenance window needs both aivenMaintenanceDow (monday .. "
-                         "sunday) and aivenMaintenanceTime (HH:MM:SS, UTC)")
+        if dow not in WEEKDAYS:
+            problems.add("aivenMaintenanceDow", f"{dow!r}: a maintenance window needs a day, monday .. sunday "
+                         "(and aivenMaintenanceTime)")
+        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d$", at):
+            problems.add("aivenMaintenanceTime", f"{at!r}: a maintenance window needs a start time HH:MM:SS "
+                         "in UTC such as 03:00:00 (and aivenMaintenanceDow)")
         maintenance = {"dow": dow, "time": at}
     token = secret("aivenToken")
     if token is None and not environ.get(AIVEN_TOKEN_ENV):
         problems.add("aivenToken", f"is required: `pulumi config set --secret {NAMESPACE}:aivenToken <token>` "
                      f"or export {AIVEN_TOKEN_ENV}")
-    return AivenPostgresArgs(api_url=api_url, project=project, cloud=cloud, plan=plan, service_name=service_name,
+    return AivenPostgresArgs(project=project, cloud=cloud, plan=plan, service_name=service_name,
                              pg_version=pg_version, maintenance=maintenance, token=token, sslmode=sslmode,
                              termination_protection=boolean("aivenTerminationProtection", environment != "dev"))
 

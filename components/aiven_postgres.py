@@ -1,10 +1,9 @@
-"""AivenPostgres: an Aiven for PostgreSQL service, as a PgEndpoint.
+"""AivenPostgres: an Aiven for PostgreSQL service (`aiven.Pg`), as a PgEndpoint.
 
 Pulumi's own connections verify the server against the Aiven project's CA
-(sslmode=verify-full with the CA from the API). Vault's connection uses
-sslmode=require: encrypted, but Vault's PostgreSQL plugin in the open-source
-API takes a CA only as a file on the Vault server, which this program cannot
-place there.
+(sslmode=verify-full with the CA from `aiven.get_project`). Vault's connection
+uses sslmode=require: encrypted, but Vault's PostgreSQL plugin takes a CA only
+as a file on the Vault server, which this program cannot place there.
 """
 
 from __future__ import annotations
@@ -13,16 +12,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
+import pulumi_aiven as aiven
 from pulumi import Input, Output, ResourceOptions
 
 from components.pg_endpoint import PgEndpoint, admin_provider, register_endpoint_outputs
-from providers.aiven import AivenPg
 
 
 @dataclass(frozen=True)
 class AivenPostgresArgs:
-    api_url: str
-    """Aiven API base URL (https://api.aiven.io)."""
     project: str
     """Aiven project that owns the service."""
     cloud: str
@@ -38,25 +35,49 @@ class AivenPostgresArgs:
     maintenance: Optional[dict[str, str]] = None
     """{"dow": "sunday", "time": "04:00:00"}, or None for Aiven's choice."""
     token: Optional[Input[str]] = None
-    """API token as a secret; None reads AIVEN_TOKEN in the provider process."""
+    """API token as a secret; None lets the provider read AIVEN_TOKEN (then it is in no state)."""
     sslmode: str = "verify-full"
     """sslmode of Pulumi's connections; verify-full checks the server against the project CA."""
 
 
+class UnknownPlan(pulumi.RunError):
+    """The project offers no such plan (reported without a traceback)."""
+
+
+def checked_plan(plans: list, plan: str, project: str) -> str:
+    """`plan`, once the project's plan list (for PostgreSQL) holds it; otherwise
+    the preview stops here, before the service is created or changed."""
+    offered = sorted(p.service_plan for p in plans or [])
+    if plan not in offered:
+        raise UnknownPlan(f"pgcreds:aivenPlan: {plan!r} is not a PostgreSQL plan of the Aiven project {project!r}; "
+                          f"choose one of {', '.join(offered) or '(none offered)'} (nothing was changed)")
+    return plan
+
+
 class AivenPostgres(pulumi.ComponentResource):
     endpoint: PgEndpoint
+    service: aiven.Pg
 
     def __init__(self, name: str, args: AivenPostgresArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("pgcreds:postgres:AivenPostgres", name, None, opts)
-        service = AivenPg(
-            f"{name}-service", api_url=args.api_url, project=args.project, cloud=args.cloud, plan=args.plan,
-            service_name=args.service_name, pg_version=args.pg_version,
-            termination_protection=args.termination_protection, maintenance=args.maintenance,
-            token=Output.secret(args.token) if args.token is not None else None,
-            opts=ResourceOptions(parent=self))
-        login = dict(host=service.host, port=service.port, database=service.database, admin_user=service.admin_user,
-                     admin_password=Output.secret(service.admin_password), sslmode=args.sslmode,
-                     sslrootcert_pem=service.ca_certificate)
+        provider = aiven.Provider(f"{name}-aiven", api_token=Output.secret(args.token) if args.token else None,
+                                  opts=ResourceOptions(parent=self))
+        ask_aiven = pulumi.InvokeOutputOptions(provider=provider, parent=self)
+        project = aiven.get_project_output(project=args.project, opts=ask_aiven)
+        plans = aiven.get_service_plan_list_output(project=args.project, service_type="pg", opts=ask_aiven)
+        maintenance = args.maintenance or {}
+        self.service = aiven.Pg(
+            f"{name}-service", project=args.project, cloud_name=args.cloud,
+            plan=plans.service_plans.apply(lambda offered: checked_plan(offered, args.plan, args.project)),
+            service_name=args.service_name, termination_protection=args.termination_protection,
+            maintenance_window_dow=maintenance.get("dow"), maintenance_window_time=maintenance.get("time"),
+            pg_user_config=aiven.PgPgUserConfigArgs(pg_version=args.pg_version),
+            opts=ResourceOptions(parent=self, provider=provider))
+        login = dict(host=self.service.service_host, port=self.service.service_port,
+                     database=self.service.pg.apply(lambda pg: pg.dbname),
+                     admin_user=self.service.service_username,
+                     admin_password=Output.secret(self.service.service_password), sslmode=args.sslmode,
+                     sslrootcert_pem=project.ca_cert)
         self.endpoint = PgEndpoint(
             **login, provider=admin_provider(f"{name}-admin", **login, parent=self),
             vault_sslmode="require" if args.sslmode in ("require", "verify-ca", "verify-full") else args.sslmode)

@@ -25,8 +25,7 @@ VAULT_ROLE = "vault:database/secretBackendRole:SecretBackendRole"
 VAULT_CONNECTION = "vault:database/secretBackendConnection:SecretBackendConnection"
 GRANT = "postgresql:index/grant:Grant"
 POSTGRES_PROVIDER = "pulumi:providers:postgresql"
-AIVEN_PG = DYNAMIC + "aiven:Pg"
-AIVEN_PG_BRIDGED = "aiven:index/pg:Pg"  # the same rule for the `aiven` plugin's resource
+AIVEN_PG = "aiven:index/pg:Pg"
 MAX_TTL_SECONDS = 24 * 3600
 TEMPLATED_USERINFO = "{{username}}:{{password}}"
 
@@ -110,12 +109,11 @@ def _no_sensitive_grants(props: dict, args: ResourceValidationArgs, report: Repo
 
 
 def _aiven_termination_protection(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    if args.resource_type not in (AIVEN_PG, AIVEN_PG_BRIDGED):
+    if args.resource_type != AIVEN_PG:
         return
     props = dict(args.props)
-    protected = props.get("termination_protection", props.get("terminationProtection"))
-    if not on_dev(args) and not protected:
-        name = props.get("service_name", props.get("serviceName"))
+    if not on_dev(args) and not prop(props, "termination_protection"):
+        name = prop(props, "service_name")
         report(f"Aiven service {name!r}: termination_protection must be on outside dev "
                f"(stack {stack_of(args)!r}).")
 

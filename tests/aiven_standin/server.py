@@ -1,11 +1,14 @@
-"""A local stand-in for the part of the Aiven REST API that an Aiven for
-PostgreSQL service needs: create, read, update and delete of a service (its
-state moving from REBUILDING to RUNNING), its connection parameters and the
-project's CA certificate. Answers have the shapes of the real API.
+"""A local stand-in of the Aiven REST API as the `aiven` provider plugin uses it
+for one Aiven for PostgreSQL service: the project and its CA, service plans,
+create, read (REBUILDING, then RUNNING with a backup), update (plan,
+maintenance window, user config, termination protection, power), delete, tags
+and static IPs. Answers and errors have the real API's JSON shapes.
 
-Each service is backed by a real database and a non-superuser admin role
-(CREATEROLE, like Aiven's avnadmin) on the local PostgreSQL server, which
-serves TLS with a test CA, so that clients can verify the server (verify-full).
+Each service is a real database on the local PostgreSQL server, which serves TLS
+with the test CA, owned by a non-superuser admin with CREATEROLE (like
+Aiven's avnadmin). A request the stand-in does not know is answered 501 with
+its method and path, and recorded in `unknown`, so a provider upgrade that
+needs more shows up at once.
 """
 
 from __future__ import annotations
@@ -23,9 +26,19 @@ from typing import Any, Callable, Optional
 import psycopg
 from psycopg import sql
 
-SERVICE_PATH = re.compile(r"^/v1/project/([^/]+)/service(?:/([^/]+))?$")
-CA_PATH = re.compile(r"^/v1/project/([^/]+)/kms/ca$")
-REBUILD_SECONDS = 0.5
+REBUILD_SECONDS = 1.0
+# Plans the project offers, as `<tier>-<size>` with their base disk (MB).
+PLANS = {"hobbyist": 8192, "startup-4": 81920, "startup-8": 178176, "business-4": 81920, "business-8": 178176}
+CLOUDS = ("google-europe-west1", "aws-eu-west-1", "azure-germany-westcentral")
+PROTECTED = ("Service is protected against termination and shutdown. Remove termination protection first.")
+
+
+def error(status: HTTPStatus, message: str, code: str = "") -> tuple[int, dict]:
+    """Aiven's error body: a message, and the errors with their status."""
+    entry = {"message": message, "status": int(status)}
+    if code:
+        entry["error_code"] = code
+    return status, {"message": message, "errors": [entry]}
 
 
 @dataclass
@@ -38,8 +51,11 @@ class Service:
     admin_user: str
     admin_password: str
     database: str
-    maintenance: dict[str, str] = field(default_factory=lambda: {"dow": "sunday", "time": "03:00:00"})
-    created: float = field(default_factory=time.monotonic)
+    maintenance: dict[str, Any]
+    tags: dict[str, str] = field(default_factory=dict)
+    powered: bool = True
+    changed: float = field(default_factory=time.monotonic)
+    created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
 class AivenStandIn:
@@ -52,6 +68,10 @@ class AivenStandIn:
         self.superuser = superuser
         self.services: dict[str, Service] = {}
         self.requests: list[tuple[str, str]] = []
+        """(method, path) of every request, in order."""
+        self.bodies: list[tuple[str, str, Any]] = []
+        """(method, path, body) of every request that had a body."""
+        self.unknown: list[str] = []
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -65,35 +85,73 @@ class AivenStandIn:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    # --- the API ------------------------------------------------------------
+    def calls(self, method: Optional[str] = None, pattern: str = "") -> list[tuple[str, str]]:
+        """The requests so far whose method is `method` and path contains `pattern`."""
+        return [(m, p) for m, p in self.requests if (method is None or m == method) and pattern in p]
 
-    def _service_json(self, service: Service) -> dict[str, Any]:
-        running = time.monotonic() - service.created >= REBUILD_SECONDS
+    # --- answers --------------------------------------------------------------
+
+    def _project_json(self) -> dict[str, Any]:
+        return {"project_name": self.project, "default_cloud": CLOUDS[0], "ca_cert": self.ca_pem,
+                "account_id": "a1b2c3", "billing_group_id": "bg-1", "estimated_balance": "0.00",
+                "vpc_peering_connection_types": [], "tags": {}, "tech_emails": [], "available_credits": "0.00",
+                "country_code": "FI", "payment_method": "no_payment_expected"}
+
+    def _plan_json(self, plan: str) -> dict[str, Any]:
+        return {"service_plan": plan, "service_type": "pg", "node_count": 1 if plan.startswith(("hob", "start"))
+                else 2, "disk_space_mb": PLANS[plan], "disk_space_cap_mb": PLANS[plan] * 4,
+                "disk_space_step_mb": 30720, "max_memory_percent": 75, "shard_count": None,
+                "backup_config": {"interval": 24, "max_count": 2, "recovery_mode": "pitr"},
+                "regions": {cloud: {"disk_space_mb": PLANS[plan], "node_memory_mb": 4096, "price_usd": "0.10"}
+                            for cloud in CLOUDS}}
+
+    def _service_json(self, service: Service, include_secrets: bool = True) -> dict[str, Any]:
+        ready = time.monotonic() - service.changed >= REBUILD_SECONDS
+        state = ("RUNNING" if ready else "REBUILDING") if service.powered else "POWEROFF"
+        password = service.admin_password if include_secrets else None
         params = {"host": self.pg_host, "port": str(self.pg_port), "user": service.admin_user,
-                  "password": service.admin_password, "dbname": service.database, "sslmode": "require"}
+                  "dbname": service.database, "sslmode": "require"}
+        if password:
+            params["password"] = password
+        uri = (f"postgres://{service.admin_user}:{password or ''}@{self.pg_host}:{self.pg_port}/"
+               f"{service.database}?sslmode=require")
         return {
-            "service_name": service.name, "service_type": "pg", "plan": service.plan, "cloud_name": service.cloud,
-            "state": "RUNNING" if running else "REBUILDING", "termination_protection": service.termination_protection,
+            "service_name": service.name, "service_type": "pg", "service_type_description": "PostgreSQL",
+            "plan": service.plan, "cloud_name": service.cloud, "cloud_description": service.cloud,
+            "state": state, "termination_protection": service.termination_protection,
             "user_config": service.user_config, "maintenance": service.maintenance,
-            "service_uri": (f"postgres://{service.admin_user}:{service.admin_password}@{self.pg_host}:"
-                            f"{self.pg_port}/{service.database}?sslmode=require"),
-            "service_uri_params": params,
-            "users": [{"username": service.admin_user, "password": service.admin_password, "type": "primary"}],
-            "components": [{"component": "pg", "host": self.pg_host, "port": self.pg_port, "route": "dynamic"}],
+            "service_uri": uri, "service_uri_params": params, "project_vpc_id": None,
+            "node_count": self._plan_json(service.plan)["node_count"], "node_cpu_count": 2,
+            "node_memory_mb": 4096, "disk_space_mb": PLANS[service.plan], "group_list": ["default"],
+            "create_time": service.created_at, "update_time": service.created_at,
+            "users": [{"username": service.admin_user, "password": password, "type": "primary"}],
+            "components": [{"component": "pg", "host": self.pg_host, "port": self.pg_port, "route": "dynamic",
+                            "usage": "primary", "ssl": True}],
+            # "Ready" for the plugin is RUNNING with at least one backup.
+            "backups": [{"backup_name": "base-1", "backup_time": service.created_at, "data_size": 1024}]
+            if ready else [],
+            "connection_info": {"pg": [uri], "pg_params": [params], "pg_standby": [], "pg_syncing": []},
+            "databases": [service.database], "service_integrations": [], "tags": service.tags,
+            "tech_emails": [], "node_states": [], "metadata": {"pg_version": service.user_config.get("pg_version")},
         }
 
     def create(self, body: dict[str, Any]) -> tuple[int, dict]:
-        name = body.get("service_name", "")
+        name, plan, cloud = body.get("service_name", ""), body.get("plan", ""), body.get("cloud") or CLOUDS[0]
         if body.get("service_type") != "pg" or not re.match(r"^[a-z][a-z0-9-]{0,62}$", name):
-            return HTTPStatus.BAD_REQUEST, {"message": "invalid service_name or service_type", "errors": []}
+            return error(HTTPStatus.BAD_REQUEST, "Invalid service_name or service_type")
+        if plan not in PLANS:
+            return error(HTTPStatus.BAD_REQUEST, f"Service plan {plan!r} is not available")
+        if cloud not in CLOUDS:
+            return error(HTTPStatus.BAD_REQUEST, f"Cloud {cloud!r} is not available")
         if name in self.services:
-            return HTTPStatus.CONFLICT, {"message": f"Service {name} already exists", "errors": []}
+            return error(HTTPStatus.CONFLICT, f"Service name is already in use in this project: {name}")
         base = name.replace("-", "_")
-        service = Service(name=name, plan=body["plan"], cloud=body.get("cloud") or "google-europe-west1",
-                          user_config=body.get("user_config") or {},
+        service = Service(name=name, plan=plan, cloud=cloud, user_config=dict(body.get("user_config") or {}),
                           termination_protection=bool(body.get("termination_protection")),
                           admin_user=f"avnadmin_{base}", admin_password=secrets.token_urlsafe(18),
-                          database=f"defaultdb_{base}")
+                          database=f"defaultdb_{base}",
+                          maintenance={**(body.get("maintenance") or {"dow": "sunday", "time": "03:00:00"}),
+                                       "updates": []})
         with self.superuser() as admin:
             admin.execute(sql.SQL("CREATE ROLE {} WITH LOGIN CREATEROLE PASSWORD {}").format(
                 sql.Identifier(service.admin_user), sql.Literal(service.admin_password)))
@@ -103,50 +161,96 @@ class AivenStandIn:
         return HTTPStatus.OK, {"service": self._service_json(service)}
 
     def update(self, service: Service, body: dict[str, Any]) -> tuple[int, dict]:
-        for key in ("plan", "cloud", "termination_protection", "maintenance"):
-            if body.get(key) is not None:
-                setattr(service, key, body[key])
+        if body.get("powered") is False and service.termination_protection \
+                and body.get("termination_protection") is not False:
+            return error(HTTPStatus.FORBIDDEN, PROTECTED)
+        if body.get("plan") and body["plan"] not in PLANS:
+            return error(HTTPStatus.BAD_REQUEST, f"Service plan {body['plan']!r} is not available")
+        rebuild = False
+        if body.get("plan") and body["plan"] != service.plan:
+            service.plan, rebuild = body["plan"], True
+        if body.get("cloud") and body["cloud"] != service.cloud:
+            service.cloud, rebuild = body["cloud"], True
+        if body.get("termination_protection") is not None:
+            service.termination_protection = bool(body["termination_protection"])
+        if body.get("maintenance"):
+            service.maintenance = {**service.maintenance, **body["maintenance"]}
         if body.get("user_config"):
             service.user_config.update(body["user_config"])
+        if body.get("powered") is not None:
+            service.powered = bool(body["powered"])
+        if rebuild:
+            service.changed = time.monotonic()
         return HTTPStatus.OK, {"service": self._service_json(service)}
 
     def delete(self, service: Service) -> tuple[int, dict]:
         if service.termination_protection:
-            return HTTPStatus.FORBIDDEN, {"message": "Service is protected against termination and shutdown. "
-                                                     "Remove termination protection first.", "errors": []}
+            return error(HTTPStatus.FORBIDDEN, PROTECTED)
         with self.superuser() as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(service.database)))
             # What the service's admin created elsewhere goes with the service, as on Aiven.
             admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(service.admin_user)))
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(service.admin_user)))
         del self.services[service.name]
-        return HTTPStatus.OK, {"message": "deleted"}
+        return HTTPStatus.OK, {"message": "Service deleted"}
 
-    def handle(self, method: str, path: str, headers: Any, body: Optional[dict]) -> tuple[int, dict]:
+    def handle(self, method: str, path: str, query: str, headers: Any, body: Any) -> tuple[int, dict]:
         self.requests.append((method, path))
-        if headers.get("Authorization") != f"aivenv1 {self.token}":
-            return HTTPStatus.FORBIDDEN, {"message": "Invalid token", "errors": [{"status": 403}]}
-        if match := CA_PATH.match(path):
-            if match.group(1) != self.project:
-                return HTTPStatus.NOT_FOUND, {"message": "Project does not exist", "errors": []}
-            return HTTPStatus.OK, {"certificate": self.ca_pem}
-        match = SERVICE_PATH.match(path)
-        if not match or match.group(1) != self.project:
-            return HTTPStatus.NOT_FOUND, {"message": "Not found", "errors": []}
-        name = match.group(2)
+        if body is not None:
+            self.bodies.append((method, path, body))
+        if headers.get("Authorization") not in (f"aivenv1 {self.token}", f"Bearer {self.token}"):
+            return error(HTTPStatus.FORBIDDEN, "Invalid token")
+        parts = path.strip("/").split("/")
+        if parts[:2] == ["v1", "project"] and len(parts) == 2 and method == "GET":
+            return HTTPStatus.OK, {"projects": [self._project_json()], "project_membership": {self.project: "admin"}}
+        if parts[:2] != ["v1", "project"] or len(parts) < 3:
+            return self._unknown(method, path)
+        if parts[2] != self.project:
+            return error(HTTPStatus.NOT_FOUND, f"Project does not exist: {parts[2]}", "project_not_found")
+        rest = parts[3:]
         with self.lock:
-            if name is None and method == "POST":
-                return self.create(body or {})
-            service = self.services.get(name or "")
+            return self._project_route(method, path, rest, query, body)
+
+    def _project_route(self, method: str, path: str, rest: list[str], query: str, body: Any) -> tuple[int, dict]:
+        if rest == [] and method == "GET":
+            return HTTPStatus.OK, {"project": self._project_json()}
+        if rest == ["kms", "ca"] and method == "GET":
+            return HTTPStatus.OK, {"certificate": self.ca_pem}
+        if rest == ["static-ips"] and method == "GET":
+            return HTTPStatus.OK, {"static_ips": []}
+        if rest[:2] == ["service-types", "pg"] and rest[2:3] == ["plans"] and method == "GET":
+            if len(rest) == 3:
+                return HTTPStatus.OK, {"service_plans": [self._plan_json(p) for p in PLANS]}
+            if len(rest) == 4:
+                if rest[3] not in PLANS:
+                    return error(HTTPStatus.NOT_FOUND, f"Service plan {rest[3]!r} does not exist for service type pg")
+                return HTTPStatus.OK, self._plan_json(rest[3])
+        if rest == ["service"] and method == "POST":
+            return self.create(body or {})
+        if rest == ["service"] and method == "GET":
+            return HTTPStatus.OK, {"services": [self._service_json(s, False) for s in self.services.values()]}
+        if rest[:1] == ["service"] and len(rest) >= 2:
+            service = self.services.get(rest[1])
             if service is None:
-                return HTTPStatus.NOT_FOUND, {"message": f"Service {name} does not exist", "errors": []}
-            if method == "GET":
-                return HTTPStatus.OK, {"service": self._service_json(service)}
-            if method == "PUT":
-                return self.update(service, body or {})
-            if method == "DELETE":
-                return self.delete(service)
-        return HTTPStatus.METHOD_NOT_ALLOWED, {"message": "Method not allowed", "errors": []}
+                return error(HTTPStatus.NOT_FOUND, f"Service {rest[1]} does not exist", "service_not_found")
+            if len(rest) == 2:
+                if method == "GET":
+                    return HTTPStatus.OK, {"service": self._service_json(service, "include_secrets=true" in query)}
+                if method == "PUT":
+                    return self.update(service, body or {})
+                if method == "DELETE":
+                    return self.delete(service)
+            if rest[2:] == ["tags"]:
+                if method == "GET":
+                    return HTTPStatus.OK, {"tags": service.tags}
+                if method == "PUT":
+                    service.tags = dict((body or {}).get("tags") or {})
+                    return HTTPStatus.OK, {"message": "tags updated"}
+        return self._unknown(method, path)
+
+    def _unknown(self, method: str, path: str) -> tuple[int, dict]:
+        self.unknown.append(f"{method} {path}")
+        return error(HTTPStatus.NOT_IMPLEMENTED, f"the Aiven stand-in does not know {method} {path}")
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         stand_in = self
@@ -154,8 +258,10 @@ class AivenStandIn:
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                status, answer = stand_in.handle(self.command, self.path.split("?")[0], self.headers, body)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw.strip() else None
+                path, _, query = self.path.partition("?")
+                status, answer = stand_in.handle(self.command, path, query, self.headers, body)
                 payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -163,7 +269,7 @@ class AivenStandIn:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = do_PUT = do_DELETE = _answer
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
 
             def log_message(self, *_args: Any) -> None:  # keep test output quiet
                 pass

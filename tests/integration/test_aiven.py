@@ -1,101 +1,239 @@
-"""The Aiven stack end to end, with the real engine, against a local stand-in
-of the Aiven REST API whose services are real databases on the local
-PostgreSQL server (TLS with a test CA: Pulumi's connections use verify-full)."""
+"""The Aiven stack end to end on `pulumi_aiven`, with the real engine and the real
+`aiven` plugin, against a local stand-in of the Aiven REST API (AIVEN_WEB_URL)
+whose services are real databases on the local PostgreSQL server (TLS with a
+test CA: Pulumi's connections use verify-full).
+
+Every wait of the plugin takes about 30 s whatever the API answers (it wants 5
+ready answers in a row), so one stack is created once and taken through its
+life by the tests of this module, in order."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from pulumi import automation as auto
 
 from aiven_standin.server import AivenStandIn
 from stacks import ProgramStack, admin_connect, cleanup, make_stack, vault
 
 PROJECT = "pgcreds-test"
+SERVICE = "aiven-postgres-service"
 
 
-@pytest.fixture
-def stand_in() -> Iterator[AivenStandIn]:
-    server = AivenStandIn(PROJECT, token=secrets.token_urlsafe(16), pg_host="127.0.0.1",
-                          pg_port=int(os.environ["PGPORT"]), ca_pem=Path(os.environ["PGCREDS_TEST_CA"]).read_text(),
-                          superuser=admin_connect).start()
-    yield server
+def start_stand_in() -> AivenStandIn:
+    return AivenStandIn(PROJECT, token=secrets.token_urlsafe(16), pg_host="127.0.0.1",
+                        pg_port=int(os.environ["PGPORT"]), ca_pem=Path(os.environ["PGCREDS_TEST_CA"]).read_text(),
+                        superuser=admin_connect).start()
+
+
+def stop_stand_in(server: AivenStandIn) -> None:
     for service in list(server.services.values()):
         service.termination_protection = False
         server.delete(service)
     server.stop()
 
 
-@pytest.fixture
-def aiven_stack(tmp_path: Path, stand_in: AivenStandIn) -> Iterator[ProgramStack]:
-    test_stack = make_stack(tmp_path, env={"AIVEN_TOKEN": stand_in.token, "PGCREDS_AIVEN_POLL_SECONDS": "0.2",
-                                           # the admin password comes from the service, not from here
-                                           "PGCREDS_POSTGRES_ADMIN_PASSWORD": ""})
-    test_stack.set(postgresMode="aiven", postgresSslMode="verify-full", aivenApiUrl=stand_in.url,
-                   aivenProject=PROJECT, aivenCloud="google-europe-west1", aivenPlan="startup-4",
-                   aivenServiceName=f"pg-{test_stack.suffix}", aivenPgVersion="16")
+def aiven_settings(stack: ProgramStack, **overrides: str) -> dict[str, str]:
+    return {"postgresMode": "aiven", "postgresSslMode": "verify-full", "aivenProject": PROJECT,
+            "aivenCloud": "google-europe-west1", "aivenPlan": "startup-4", "aivenServiceName": f"pg-{stack.suffix}",
+            "aivenPgVersion": "16", "aivenMaintenanceDow": "sunday", "aivenMaintenanceTime": "03:00:00",
+            **overrides}
+
+
+def steps_of(events: list) -> dict[str, set[str]]:
+    """Resource name -> the operations a preview or update planned for it."""
+    steps: dict[str, set[str]] = {}
+    for event in events:
+        if event.resource_pre_event:
+            step = event.resource_pre_event.metadata
+            steps.setdefault(step.urn.split("::")[-1], set()).add(str(step.op.value))
+    return steps
+
+
+@pytest.fixture(scope="module")
+def stand_in() -> Iterator[AivenStandIn]:
+    server = start_stand_in()
+    yield server
+    stop_stand_in(server)
+
+
+@pytest.fixture(scope="module")
+def aiven_stack(tmp_path_factory: pytest.TempPathFactory, stand_in: AivenStandIn) -> Iterator[ProgramStack]:
+    """The token is a secret setting here (AIVEN_TOKEN is the other way, below)."""
+    test_stack = make_stack(tmp_path_factory.mktemp("aiven"), env={
+        "AIVEN_WEB_URL": stand_in.url, "AIVEN_TOKEN": "",
+        # the admin password comes from the service, not from here
+        "PGCREDS_POSTGRES_ADMIN_PASSWORD": ""})
+    test_stack.set(**aiven_settings(test_stack))
+    test_stack.stack.set_config("pgcreds:aivenToken", auto.ConfigValue(stand_in.token, secret=True))
     yield test_stack
     cleanup(test_stack)
 
 
-def test_aiven_stack_up_smoke_noop_destroy(aiven_stack: ProgramStack, stand_in: AivenStandIn):
-    stack = aiven_stack.stack
-    assert stack.up().summary.result == "succeeded"
+def test_1_up_from_empty_then_smoke_check_over_verify_full(aiven_stack: ProgramStack, stand_in: AivenStandIn):
+    started = time.monotonic()
+    aiven_stack.stack.up()
+    print(f"\ncold up of the Aiven stack against the stand-in: {time.monotonic() - started:.1f} s")
+    assert stand_in.unknown == []
     (service,) = stand_in.services.values()
-    assert service.name == f"pg-{aiven_stack.suffix}" and service.plan == "startup-4"
+    assert (service.name, service.plan, service.cloud) == (f"pg-{aiven_stack.suffix}", "startup-4",
+                                                            "google-europe-west1")
+    assert service.user_config["pg_version"] == "16" and service.maintenance["dow"] == "sunday"
     assert service.termination_protection is False  # the test stack's environment is dev
-    assert ("GET", f"/v1/project/{PROJECT}/kms/ca") in stand_in.requests
+    assert "aiven:index/pg:Pg" in aiven_stack.resource_types()
+    assert not any("dynamic" in kind and "Aiven" in kind for kind in aiven_stack.resource_types())
 
     outputs = aiven_stack.outputs()
     assert outputs["postgres"]["sslmode"] == "verify-full" and "BEGIN CERTIFICATE" in outputs["postgres"]["sslrootcert_pem"]
+    assert outputs["postgres"]["adminUser"] == service.admin_user and outputs["postgres"]["database"] == service.database
     report = aiven_stack.smoke_check(admin_password=service.admin_password)
     assert report.passed, report.table()
-
-    # Vault logs in as the program's vault_admin over TLS, never as the service's admin.
+    # Vault logs in as its own login over TLS, never as the service's admin.
     connection = vault().secrets.database.read_connection("postgresql", mount_point=aiven_stack.mount)["data"]
     assert [connection["connection_details"]["username"]] == aiven_stack.vault_logins()
     assert "sslmode=require" in connection["connection_details"]["connection_url"]
     state = aiven_stack.raw_state()
     assert service.admin_password not in state and stand_in.token not in state
+    assert stand_in.token not in (aiven_stack.project_dir / f"Pulumi.{aiven_stack.stack.name}.yaml").read_text()
 
-    assert set(stack.up().summary.resource_changes) == {"same"}
 
+def test_2_no_op_preview(aiven_stack: ProgramStack, stand_in: AivenStandIn):
+    posts = len(stand_in.calls("POST"))
+    assert set(aiven_stack.stack.preview(refresh=True).change_summary) == {"same"}
+    assert len(stand_in.calls("POST")) == posts and stand_in.unknown == []
+
+
+def test_3_a_plan_change_is_an_update_not_a_replacement(aiven_stack: ProgramStack, stand_in: AivenStandIn):
+    aiven_stack.set(aivenPlan="startup-8")
+    events: list = []
+    aiven_stack.stack.preview(on_event=events.append)
+    steps = steps_of(events)
+    assert steps[SERVICE] == {"update"}, steps
+    assert not any("replace" in ops or "create-replacement" in ops for ops in steps.values()), steps
+    (service,) = stand_in.services.values()
+    assert service.plan == "startup-4"  # a preview changes nothing
+
+    result = aiven_stack.stack.up()
+    assert result.summary.resource_changes == {"same": result.summary.resource_changes["same"], "update": 1}
+    assert service.plan == "startup-8" and stand_in.services[service.name] is service
+    (put,) = [body for method, path, body in stand_in.bodies if method == "PUT" and path.endswith(service.name)]
+    assert put["plan"] == "startup-8" and put["user_config"]["pg_version"] == "16"
+
+
+def test_4_destroy_is_refused_while_termination_protection_is_on(aiven_stack: ProgramStack,
+                                                                stand_in: AivenStandIn):
+    aiven_stack.set(aivenTerminationProtection="true")
+    aiven_stack.stack.up()
+    (service,) = stand_in.services.values()
+    assert service.termination_protection is True
+    count = aiven_stack.resource_count()
+    with pytest.raises(auto.CommandError) as refused:
+        aiven_stack.stack.destroy()
+    message = str(refused.value)
+    print("\n`pulumi destroy` with termination protection on prints:\n" + message[message.find("error:"):][:600])
+    assert "protect" in message and SERVICE in message
+    # Refused before anything was deleted: the whole stack still works.
+    assert aiven_stack.resource_count() == count and stand_in.services == {service.name: service}
+    assert not stand_in.calls("DELETE")
+    assert aiven_stack.smoke_check(admin_password=service.admin_password).passed
+
+
+def test_5_aiven_itself_refuses_to_delete_a_protected_service(stand_in: AivenStandIn):
+    """The second layer: what the API answers to a delete of a protected service."""
+    import urllib.error
+    import urllib.request
+    (service,) = stand_in.services.values()
+    request = urllib.request.Request(f"{stand_in.url}/v1/project/{PROJECT}/service/{service.name}", method="DELETE",
+                                     headers={"Authorization": f"aivenv1 {stand_in.token}"})
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(request)
+    assert answer.value.code == 403
+    body = json.loads(answer.value.read())
+    assert "protected against termination" in body["message"] and body["errors"][0]["status"] == 403
+
+
+def test_6_destroy_once_the_setting_is_off_leaves_nothing(aiven_stack: ProgramStack, stand_in: AivenStandIn):
+    aiven_stack.set(aivenTerminationProtection="false")
+    aiven_stack.stack.up()
+    (service,) = stand_in.services.values()
     leases = [vault().secrets.database.generate_credentials(aiven_stack.role_name, mount_point=aiven_stack.mount)
               for _ in range(3)]
-    stack.destroy()
-    assert stand_in.services == {}
+    aiven_stack.stack.destroy()
+    assert stand_in.services == {} and stand_in.unknown == []
     users = [lease["data"]["username"] for lease in leases] + aiven_stack.program_roles + [service.admin_user]
     with admin_connect() as admin:
         assert admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (users,)).fetchall() == []
         assert admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (service.database,)).fetchall() == []
     assert f"{aiven_stack.mount}/" not in vault().sys.list_mounted_secrets_engines()["data"]
+    calls = sorted({f"{method} {path.replace(service.name, '{service}').replace(PROJECT, '{project}')}"
+                    for method, path in stand_in.requests})
+    print("\nevery API call of the cycle (distinct):\n  " + "\n  ".join(calls))
 
 
-def test_switching_to_aiven_shows_the_replacement(new_stack: ProgramStack, stand_in: AivenStandIn):
-    new_stack.set(sampleData="false")
-    new_stack.stack.up()
-    new_stack.stack.workspace.env_vars["AIVEN_TOKEN"] = stand_in.token
-    new_stack.set(postgresMode="aiven", postgresSslMode="verify-full", aivenApiUrl=stand_in.url,
-                  aivenProject=PROJECT, aivenCloud="google-europe-west1", aivenPlan="startup-4",
-                  aivenServiceName=f"pg-{new_stack.suffix}")
-    events: list = []
-    summary = new_stack.stack.preview(on_event=events.append).change_summary
-    steps: dict[str, tuple[str, set]] = {}
-    for event in events:
-        if event.resource_pre_event:
-            step = event.resource_pre_event.metadata
-            steps.setdefault(step.urn.split("::")[-1], (step.type, set()))[1].add(str(step.op.value))
-    # Every PostgreSQL object moves to the new server: replaced, not silently updated.
-    postgres_steps = {name: ops for name, (kind, ops) in steps.items()
-                      if kind.startswith("postgresql:") or "/postgresql:" in kind}
-    # 3 roles and their 3 claims, 2 table grants (table, sequence), 1 membership, 2 tables
-    assert len(postgres_steps) == 11 and all("replace" in ops for ops in postgres_steps.values()), steps
-    assert steps["aiven-postgres-service"][1] == {"create"} and steps["postgres"][1] == {"delete"}
-    assert steps["vault-database-secrets-connection"][1] == {"update"}  # its connection_url changes
-    # The login is new on the new server: its first password is sent again, and rotated again.
-    assert "replace" in steps["vault-database-secrets-rotate-root"][1]
-    assert summary["replace"] == 12
-    assert stand_in.services == {}  # a preview creates nothing
+@pytest.mark.parametrize("overrides,setting", [
+    ({"aivenPlan": "startup-999"}, "pgcreds:aivenPlan"),
+    ({"aivenCloud": "Google Europe"}, "pgcreds:aivenCloud"),
+    ({"aivenMaintenanceTime": "25:00:00"}, "pgcreds:aivenMaintenanceTime"),
+    ({"aivenToken": None}, "pgcreds:aivenToken"),
+])
+def test_bad_aiven_settings_fail_at_preview_and_create_nothing(tmp_path: Path, overrides: dict, setting: str):
+    server = start_stand_in()
+    test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": "",
+                                           "PGCREDS_POSTGRES_ADMIN_PASSWORD": ""})
+    try:
+        test_stack.set(**aiven_settings(test_stack, **{k: v for k, v in overrides.items() if v}))
+        if "aivenToken" not in overrides:
+            test_stack.stack.set_config("pgcreds:aivenToken", auto.ConfigValue(server.token, secret=True))
+        with pytest.raises(auto.CommandError) as failed:
+            test_stack.stack.preview()
+        assert setting in str(failed.value)
+        assert not server.calls("POST") and not server.calls("PUT") and server.services == {}
+    finally:
+        cleanup(test_stack)
+        stop_stand_in(server)
+
+
+def test_aiven_token_from_the_environment_is_in_no_state(tmp_path: Path):
+    """AIVEN_TOKEN instead of the secret setting: a preview reaches the API
+    (project, CA, plans) and the token is nowhere in the stack's files."""
+    server = start_stand_in()
+    test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": server.token,
+                                           "PGCREDS_POSTGRES_ADMIN_PASSWORD": ""})
+    try:
+        test_stack.set(**aiven_settings(test_stack))
+        assert test_stack.stack.preview().change_summary.get("create", 0) > 10
+        assert server.calls("GET", "/service-types/pg/plans") and server.unknown == []
+        assert server.token not in (test_stack.project_dir / f"Pulumi.{test_stack.stack.name}.yaml").read_text()
+    finally:
+        cleanup(test_stack)
+        stop_stand_in(server)
+
+
+def test_switching_to_aiven_shows_the_replacement(new_stack: ProgramStack):
+    server = start_stand_in()
+    try:
+        new_stack.set(sampleData="false")
+        new_stack.stack.up()
+        new_stack.stack.workspace.env_vars.update(AIVEN_WEB_URL=server.url, AIVEN_TOKEN=server.token)
+        new_stack.set(**aiven_settings(new_stack))
+        events: list = []
+        summary = new_stack.stack.preview(on_event=events.append).change_summary
+        steps = steps_of(events)
+        # Every PostgreSQL object moves to the new server: replaced, not silently updated.
+        postgres_steps = {name: ops for name, ops in steps.items()
+                          if name.startswith(("access-roles", "app-schema")) and "claim" not in name}
+        assert postgres_steps and all("replace" in ops for ops in postgres_steps.values()), steps
+        assert steps[SERVICE] == {"create"} and steps["postgres"] == {"delete"}
+        assert steps["vault-database-secrets-connection"] == {"update"}  # its connection_url changes
+        # The login is new on the new server: its first password is sent again, and rotated again.
+        assert "replace" in steps["vault-database-secrets-rotate-root"]
+        assert summary["replace"] >= len(postgres_steps)
+        assert server.services == {}  # a preview creates nothing
+    finally:
+        stop_stand_in(server)

@@ -300,10 +300,20 @@ def test_aiven_service_feeds_the_provider_connection_and_vault(mocks):
     class AivenMocks(RecordingMocks):
         def new_resource(self, args):
             name, outputs = super().new_resource(args)
-            if args.name == "aiven-service":
-                outputs.update(host="pg-x.aivencloud.com", port=12691, database="defaultdb", admin_user="avnadmin",
-                               admin_password="avnadmin-secret", ca_certificate="-----BEGIN CERTIFICATE-----")
+            if args.typ == "aiven:index/pg:Pg":
+                outputs.update(serviceHost="pg-x.aivencloud.com", servicePort=12691, serviceUsername="avnadmin",
+                               servicePassword="avnadmin-secret", pg={"dbname": "defaultdb"})
             return name, outputs
+
+        def call(self, args):
+            if args.token == "aiven:index/getProject:getProject":
+                return {"project": args.args["project"], "caCert": "-----BEGIN CERTIFICATE-----"}
+            if args.token == "aiven:index/getServicePlanList:getServicePlanList":
+                return {"project": args.args["project"], "serviceType": "pg",
+                        "servicePlans": [{"servicePlan": p, "serviceType": "pg", "isClusterPlan": False,
+                                          "maxMemoryPercent": 75, "nodeCount": 1, "primaryCount": 1,
+                                          "shardCount": 0} for p in ("hobbyist", "startup-4")]}
+            return {}
 
     aiven_mocks = AivenMocks()
     pulumi.runtime.set_mocks(aiven_mocks, preview=False)
@@ -311,7 +321,7 @@ def test_aiven_service_feeds_the_provider_connection_and_vault(mocks):
     @pulumi.runtime.test
     def program():
         aiven = AivenPostgres("aiven", AivenPostgresArgs(
-            api_url="https://api.aiven.io", project="p", cloud="google-europe-west1", plan="startup-4",
+            project="p", cloud="google-europe-west1", plan="startup-4", maintenance={"dow": "sunday", "time": "03:00:00"},
             service_name="pg-x", pg_version="16", termination_protection=True, token=Output.secret("tok")))
         pg = aiven.endpoint
         VaultDatabaseSecrets("v", secrets_args(pg, connections(METRICS)))
@@ -321,7 +331,12 @@ def test_aiven_service_feeds_the_provider_connection_and_vault(mocks):
     program()
 
     service = aiven_mocks.resources["aiven-service"]
-    assert service.inputs["termination_protection"] is True and service.inputs["plan"] == "startup-4"
+    assert service.typ == "aiven:index/pg:Pg" and service.inputs["terminationProtection"] is True
+    assert service.inputs["plan"] == "startup-4" and service.inputs["cloudName"] == "google-europe-west1"
+    assert service.inputs["pgUserConfig"] == {"pgVersion": "16"}
+    assert (service.inputs["maintenanceWindowDow"], service.inputs["maintenanceWindowTime"]) == ("sunday", "03:00:00")
+    assert "pulumi:providers:aiven::aiven-aiven" in service.provider
+    assert unwrap_secret(aiven_mocks.resources["aiven-aiven"].inputs["apiToken"]) == "tok"
     assert seen["connection"]["host"] == "pg-x.aivencloud.com" and seen["connection"]["user"] == "avnadmin"
     assert seen["connection"]["sslmode"] == "verify-full"
     assert seen["connection"]["sslrootcert_pem"].startswith("-----BEGIN CERTIFICATE")
@@ -332,6 +347,16 @@ def test_aiven_service_feeds_the_provider_connection_and_vault(mocks):
     provider = aiven_mocks.resources["aiven-admin"].inputs
     assert provider["host"] == "pg-x.aivencloud.com" and provider["sslmode"] == "verify-full"
     assert open(provider["sslrootcert"]).read().startswith("-----BEGIN CERTIFICATE")
+
+
+def test_aiven_plan_check_names_the_setting_and_the_plans_offered():
+    from types import SimpleNamespace
+
+    from components.aiven_postgres import UnknownPlan, checked_plan
+    offered = [SimpleNamespace(service_plan=p) for p in ("startup-4", "hobbyist")]
+    assert checked_plan(offered, "startup-4", "p") == "startup-4"
+    with pytest.raises(UnknownPlan, match="pgcreds:aivenPlan: 'startup-999'.*hobbyist, startup-4"):
+        checked_plan(offered, "startup-999", "p")
 
 
 def test_mount_path_check_allows_a_free_path_or_a_database_engine_only():

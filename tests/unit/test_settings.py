@@ -150,7 +150,7 @@ def test_aiven_mode_defaults():
     # The admin password comes from the service: none is asked for in aiven mode.
     assert isinstance(aiven, AivenPostgresArgs)
     assert aiven.termination_protection is True and aiven.service_name == "pgcreds-prod"
-    assert aiven.api_url == "https://api.aiven.io" and aiven.pg_version == "16" and aiven.token is None
+    assert aiven.pg_version == "16" and aiven.token is None
     assert aiven.sslmode == "verify-full"
 
 
@@ -187,7 +187,10 @@ def test_aiven_sslmode_disable_outside_dev():
 
 
 def test_aiven_half_a_maintenance_window():
-    assert "pgcreds:aivenMaintenanceDow" in error_of({**AIVEN, "aivenMaintenanceDow": "sunday"}, environ=AIVEN_ENV)
+    assert "pgcreds:aivenMaintenanceTime" in error_of({**AIVEN, "aivenMaintenanceDow": "sunday"}, environ=AIVEN_ENV)
+    assert "pgcreds:aivenMaintenanceDow" in error_of({**AIVEN, "aivenMaintenanceTime": "03:00:00"}, environ=AIVEN_ENV)
+    assert "pgcreds:aivenMaintenanceTime" in error_of({**AIVEN, "aivenMaintenanceDow": "sunday",
+                                                        "aivenMaintenanceTime": "3am"}, environ=AIVEN_ENV)
 
 
 @pytest.mark.parametrize("path", ["sys", "sys/x", "cubbyhole", "auth/x", "identity", "SYS"])
@@ -289,3 +292,8 @@ def test_approle_path_token_is_refused_and_a_long_admin_prefix_with_rotate_root(
     long_name = "v" * 60
     assert "pgcreds:vaultAdminRole" in error_of({"vaultAdminRole": long_name})
     assert parse({"vaultAdminRole": long_name, "vaultRotateRoot": "false"}).vault.connections[0].login == long_name
+
+
+def test_aiven_api_url_is_no_longer_a_setting():
+    message = error_of({**AIVEN, "aivenApiUrl": "http://127.0.0.1:9"}, environ=AIVEN_ENV)
+    assert "pgcreds:aivenApiUrl" in message and "AIVEN_WEB_URL" in message

@@ -4,11 +4,11 @@ would refuse most of these) so that only the policy pack stands in the way.
 Previews only: nothing here is ever deployed, and no server is contacted."""
 
 import pulumi
+import pulumi_aiven as aiven_provider
 import pulumi_postgresql as postgresql
 import pulumi_vault as vault
 
 from components.vault_database_secrets import REVOCATION_STATEMENTS
-from providers.aiven import AivenPg
 
 case = pulumi.Config().require("case")
 GOOD_URL = "postgresql://{{username}}:{{password}}@db.internal:5432/app?sslmode=require"
@@ -42,8 +42,9 @@ def grant(objects=("weekly_metrics_reporting",), sslmode="require"):
 
 
 def aiven(termination_protection=True):
-    AivenPg("service", api_url="https://api.aiven.io", project="p", cloud="google-europe-west1", plan="startup-4",
-            service_name="pg-metrics", pg_version="16", termination_protection=termination_protection)
+    aiven_provider.Pg("service", project="p", cloud_name="google-europe-west1", plan="startup-4",
+                      service_name="pg-metrics", termination_protection=termination_protection,
+                      opts=pulumi.ResourceOptions(provider=aiven_provider.Provider("aiven", api_token="preview-only")))
 
 
 if case == "compliant":
