@@ -72,7 +72,10 @@ class AivenPostgres(pulumi.ComponentResource):
             service_name=args.service_name, termination_protection=args.termination_protection,
             maintenance_window_dow=maintenance.get("dow"), maintenance_window_time=maintenance.get("time"),
             pg_user_config=aiven.PgPgUserConfigArgs(pg_version=args.pg_version),
-            opts=ResourceOptions(parent=self, provider=provider))
+            # Aiven refuses to delete a protected service, but only once `pulumi destroy`
+            # has reached it, after everything that depends on it is gone (measured).
+            # Pulumi's own protection refuses the destroy before anything is deleted.
+            opts=ResourceOptions(parent=self, provider=provider, protect=args.termination_protection))
         login = dict(host=self.service.service_host, port=self.service.service_port,
                      database=self.service.pg.apply(lambda pg: pg.dbname),
                      admin_user=self.service.service_username,

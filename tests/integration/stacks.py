@@ -97,13 +97,16 @@ class ProgramStack:
     def resource_types(self) -> set[str]:
         return {r["type"] for r in self.stack.export_stack().deployment.get("resources", [])}
 
+    def run(self, *args: str) -> str:
+        """A pulumi CLI command on this stack (what the Automation API does not offer); its stdout."""
+        return subprocess.run(["pulumi", *args, "--stack", self.stack.name], cwd=self.project_dir,
+                              env={**os.environ, **self.stack.workspace.env_vars},
+                              check=True, capture_output=True, text=True).stdout
+
     def vault_admin_password(self) -> str:
         """The generated password (the first one, with rotate-root), decrypted from the
         state (`pulumi stack export --show-secrets`)."""
-        exported = subprocess.run(
-            ["pulumi", "stack", "export", "--show-secrets", "--stack", self.stack.name],
-            cwd=self.project_dir, env={**os.environ, **self.stack.workspace.env_vars},
-            check=True, capture_output=True, text=True).stdout
+        exported = self.run("stack", "export", "--show-secrets")
         (password,) = [r for r in json.loads(exported)["deployment"]["resources"]
                        if r["type"] == "random:index/randomPassword:RandomPassword"]
         result = password["outputs"]["result"]

@@ -137,31 +137,36 @@ def test_4_destroy_is_refused_while_termination_protection_is_on(aiven_stack: Pr
         aiven_stack.stack.destroy()
     message = str(refused.value)
     print("\n`pulumi destroy` with termination protection on prints:\n" + message[message.find("error:"):][:600])
-    assert "protect" in message and SERVICE in message
+    assert "protect" in message and SERVICE in message and "pulumi state unprotect" in message
     # Refused before anything was deleted: the whole stack still works.
     assert aiven_stack.resource_count() == count and stand_in.services == {service.name: service}
     assert not stand_in.calls("DELETE")
     assert aiven_stack.smoke_check(admin_password=service.admin_password).passed
 
 
-def test_5_aiven_itself_refuses_to_delete_a_protected_service(stand_in: AivenStandIn):
-    """The second layer: what the API answers to a delete of a protected service."""
-    import urllib.error
-    import urllib.request
-    (service,) = stand_in.services.values()
-    request = urllib.request.Request(f"{stand_in.url}/v1/project/{PROJECT}/service/{service.name}", method="DELETE",
-                                     headers={"Authorization": f"aivenv1 {stand_in.token}"})
-    with pytest.raises(urllib.error.HTTPError) as answer:
-        urllib.request.urlopen(request)
-    assert answer.value.code == 403
-    body = json.loads(answer.value.read())
-    assert "protected against termination" in body["message"] and body["errors"][0]["status"] == 403
+def test_5_aiven_itself_refuses_to_delete_a_protected_service(aiven_stack: ProgramStack, stand_in: AivenStandIn):
+    """The second layer, and why the first is needed: without Pulumi's protection,
+    `pulumi destroy` deletes everything that depends on the service, then the
+    plugin's DELETE gets Aiven's 403 and the service stays."""
+    urn = next(r["urn"] for r in aiven_stack.stack.export_stack().deployment["resources"]
+               if r["urn"].endswith(f"::{SERVICE}"))
+    aiven_stack.run("state", "unprotect", urn, "--yes")
+    with pytest.raises(auto.CommandError) as refused:
+        aiven_stack.stack.destroy()
+    message = str(refused.value)
+    print("\n`pulumi destroy` of an unprotected state, Aiven's termination protection on:\n"
+          + message[message.find("error:"):][:400])
+    assert "[403 ServiceDelete]: Service is protected against termination and shutdown" in message
+    (delete,) = stand_in.calls("DELETE")
+    assert len(stand_in.services) == 1 and aiven_stack.resource_count() < 15
 
 
 def test_6_destroy_once_the_setting_is_off_leaves_nothing(aiven_stack: ProgramStack, stand_in: AivenStandIn):
     aiven_stack.set(aivenTerminationProtection="false")
-    aiven_stack.stack.up()
+    aiven_stack.stack.up()  # and what test 5's destroy removed is made again
     (service,) = stand_in.services.values()
+    assert service.termination_protection is False
+    assert aiven_stack.smoke_check(admin_password=service.admin_password).passed
     leases = [vault().secrets.database.generate_credentials(aiven_stack.role_name, mount_point=aiven_stack.mount)
               for _ in range(3)]
     aiven_stack.stack.destroy()
