@@ -60,6 +60,9 @@ apps = AppIdentities("app-identities", AppIdentitiesArgs(
     roles=settings.roles,
 ))
 
+if isinstance(postgres, AivenPostgres):
+    postgres.guard_destroy(dependents=[schema, access, vault_secrets, apps])
+
 pulumi.export("postgres", {"host": postgres.endpoint.host, "port": postgres.endpoint.port,
                           "database": postgres.endpoint.database, "sslmode": postgres.endpoint.sslmode,
                           "sslrootcert": postgres.endpoint.sslrootcert,

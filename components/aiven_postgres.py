@@ -9,13 +9,14 @@ as a file on the Vault server, which this program cannot place there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import pulumi
 import pulumi_aiven as aiven
 from pulumi import Input, Output, ResourceOptions
 
 from components.pg_endpoint import PgEndpoint, admin_provider, register_endpoint_outputs
+from providers.aiven import TerminationGuard
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,11 @@ def checked_plan(plans: list, plan: str, project: str) -> str:
 class AivenPostgres(pulumi.ComponentResource):
     endpoint: PgEndpoint
     service: aiven.Pg
+    args: AivenPostgresArgs
 
     def __init__(self, name: str, args: AivenPostgresArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("pgcreds:postgres:AivenPostgres", name, None, opts)
+        self.name, self.args = name, args
         provider = aiven.Provider(f"{name}-aiven", api_token=Output.secret(args.token) if args.token else None,
                                   opts=ResourceOptions(parent=self))
         ask_aiven = pulumi.InvokeOutputOptions(provider=provider, parent=self)
@@ -72,10 +75,7 @@ class AivenPostgres(pulumi.ComponentResource):
             service_name=args.service_name, termination_protection=args.termination_protection,
             maintenance_window_dow=maintenance.get("dow"), maintenance_window_time=maintenance.get("time"),
             pg_user_config=aiven.PgPgUserConfigArgs(pg_version=args.pg_version),
-            # Aiven refuses to delete a protected service, but only once `pulumi destroy`
-            # has reached it, after everything that depends on it is gone (measured).
-            # Pulumi's own protection refuses the destroy before anything is deleted.
-            opts=ResourceOptions(parent=self, provider=provider, protect=args.termination_protection))
+            opts=ResourceOptions(parent=self, provider=provider))
         login = dict(host=self.service.service_host, port=self.service.service_port,
                      database=self.service.pg.apply(lambda pg: pg.dbname),
                      admin_user=self.service.service_username,
@@ -85,3 +85,11 @@ class AivenPostgres(pulumi.ComponentResource):
             **login, provider=admin_provider(f"{name}-admin", **login, parent=self),
             vault_sslmode="require" if args.sslmode in ("require", "verify-ca", "verify-full") else args.sslmode)
         register_endpoint_outputs(self, self.endpoint)
+
+    def guard_destroy(self, dependents: Sequence[pulumi.Resource]) -> None:
+        """While termination protection is on, `pulumi destroy` stops before it
+        deletes any of `dependents` (everything built on this service): a guard
+        that depends on them all is deleted first, and refuses."""
+        TerminationGuard(f"{self.name}-termination-guard", service_name=self.args.service_name,
+                         protected=self.args.termination_protection,
+                         opts=ResourceOptions(parent=self, depends_on=[self.service, *dependents]))

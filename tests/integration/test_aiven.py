@@ -137,7 +137,7 @@ def test_4_destroy_is_refused_while_termination_protection_is_on(aiven_stack: Pr
         aiven_stack.stack.destroy()
     message = str(refused.value)
     print("\n`pulumi destroy` with termination protection on prints:\n" + message[message.find("error:"):][:600])
-    assert "protect" in message and SERVICE in message and "pulumi state unprotect" in message
+    assert "has termination protection" in message and "pgcreds:aivenTerminationProtection false" in message
     # Refused before anything was deleted: the whole stack still works.
     assert aiven_stack.resource_count() == count and stand_in.services == {service.name: service}
     assert not stand_in.calls("DELETE")
@@ -145,20 +145,20 @@ def test_4_destroy_is_refused_while_termination_protection_is_on(aiven_stack: Pr
 
 
 def test_5_aiven_itself_refuses_to_delete_a_protected_service(aiven_stack: ProgramStack, stand_in: AivenStandIn):
-    """The second layer, and why the first is needed: without Pulumi's protection,
-    `pulumi destroy` deletes everything that depends on the service, then the
-    plugin's DELETE gets Aiven's 403 and the service stays."""
-    urn = next(r["urn"] for r in aiven_stack.stack.export_stack().deployment["resources"]
-               if r["urn"].endswith(f"::{SERVICE}"))
-    aiven_stack.run("state", "unprotect", urn, "--yes")
+    """The second layer, and why the guard is needed: without it, `pulumi destroy`
+    deletes everything that depends on the service, then the plugin's DELETE gets
+    Aiven's 403 and the service stays."""
+    guard = next(r["urn"] for r in aiven_stack.stack.export_stack().deployment["resources"]
+                 if r["urn"].endswith("::aiven-postgres-termination-guard"))
+    aiven_stack.run("state", "delete", guard, "--yes")
     with pytest.raises(auto.CommandError) as refused:
         aiven_stack.stack.destroy()
     message = str(refused.value)
-    print("\n`pulumi destroy` of an unprotected state, Aiven's termination protection on:\n"
+    print("\n`pulumi destroy` without the guard, Aiven's termination protection on:\n"
           + message[message.find("error:"):][:400])
     assert "[403 ServiceDelete]: Service is protected against termination and shutdown" in message
     (delete,) = stand_in.calls("DELETE")
-    assert len(stand_in.services) == 1 and aiven_stack.resource_count() < 15
+    assert len(stand_in.services) == 1 and aiven_stack.resource_count() < 10
 
 
 def test_6_destroy_once_the_setting_is_off_leaves_nothing(aiven_stack: ProgramStack, stand_in: AivenStandIn):

@@ -383,3 +383,13 @@ def test_lease_revoker_refuses_another_vault_and_accepts_the_same_one():
     other = _LeaseRevokerProvider().check(olds, {**olds, "vault_id": "id-2"})
     assert other.failures and "pgcreds:vaultAddress" in other.failures[0].reason
     assert _LeaseRevokerProvider().check({}, {**olds, "vault_id": "id-2"}).failures == []  # first deployment
+
+
+def test_termination_guard_refuses_its_delete_only_while_protected():
+    from providers.aiven import TerminationProtected, _TerminationGuardProvider
+    guard = _TerminationGuardProvider()
+    with pytest.raises(TerminationProtected, match="pgcreds:aivenTerminationProtection false.*pulumi up"):
+        guard.delete("g", {"service_name": "pg-x", "protected": True})
+    guard.delete("g", {"service_name": "pg-x", "protected": False})
+    assert guard.diff("g", {"service_name": "pg-x", "protected": True},
+                      {"service_name": "pg-x", "protected": False}).changes
