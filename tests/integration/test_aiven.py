@@ -237,7 +237,8 @@ def test_switching_to_aiven_shows_the_replacement(new_stack: ProgramStack):
         steps = steps_of(events)
         # Every PostgreSQL object moves to the new server: replaced, not silently updated.
         postgres_steps = {name: ops for name, ops in steps.items()
-                          if name.startswith(("access-roles", "app-schema")) and "claim" not in name}
+                          if name.startswith(("access-roles-", "app-schema-"))
+                          and not name.endswith(("-claim", "-password"))}
         assert postgres_steps and all("replace" in ops for ops in postgres_steps.values()), steps
         assert steps[SERVICE] == {"create"} and steps["postgres"] == {"delete"}
         assert steps["vault-database-secrets-connection"] == {"update"}  # its connection_url changes
