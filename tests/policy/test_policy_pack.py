@@ -67,13 +67,13 @@ def test_violation_is_rejected(tmp_path: Path, case: str):
 
 def test_compliant_program_passes(tmp_path: Path):
     result = preview(tmp_path, "compliant")
-    # the stack, two explicit providers (vault, postgresql) and four resources
-    assert result.change_summary.get("create", 0) == 7
+    # the stack, three explicit providers (vault, postgresql, aiven) and four resources
+    assert result.change_summary.get("create", 0) == 8
 
 
 def test_aiven_service_may_go_unprotected_on_dev(tmp_path: Path):
-    # the stack, the vault provider (declared for every case) and the service
-    assert preview(tmp_path, "aiven-without-termination-protection", environment="dev").change_summary["create"] == 3
+    # the stack, the vault provider (declared for every case), the aiven provider and the service
+    assert preview(tmp_path, "aiven-without-termination-protection", environment="dev").change_summary["create"] == 4
 
 
 def test_sslmode_disable_is_allowed_on_dev(tmp_path: Path):
