@@ -248,3 +248,22 @@ def test_switching_to_aiven_shows_the_replacement(new_stack: ProgramStack):
         assert server.services == {}  # a preview creates nothing
     finally:
         stop_stand_in(server)
+
+
+@pytest.mark.parametrize("fault,answer", [("token", "Invalid token"), ("project", "Project does not exist")])
+def test_api_errors_reach_the_user_in_aivens_words(tmp_path: Path, fault: str, answer: str):
+    """A bad token or an unknown project: the preview fails with Aiven's own
+    message (its JSON error shape, as the plugin reports it) and creates nothing."""
+    server = start_stand_in()
+    test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "PGCREDS_POSTGRES_ADMIN_PASSWORD": "",
+                                           "AIVEN_TOKEN": "wrong-token" if fault == "token" else server.token})
+    try:
+        test_stack.set(**aiven_settings(test_stack, **({"aivenProject": "no-such-project"}
+                                                       if fault == "project" else {})))
+        with pytest.raises(auto.CommandError) as failed:
+            test_stack.stack.preview()
+        assert answer in str(failed.value)
+        assert not server.calls("POST") and server.services == {} and server.unknown == []
+    finally:
+        cleanup(test_stack)
+        stop_stand_in(server)
