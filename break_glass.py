@@ -22,6 +22,8 @@ from typing import Any
 import hvac
 import hvac.exceptions
 
+from providers._shared import vault_tls_verify
+
 
 class BreakGlassError(Exception):
     """A request that cannot be carried out; the message says why and what to do."""
@@ -68,7 +70,7 @@ def main() -> int:
     if not token:
         print("break-glass: export VAULT_TOKEN (or BAO_TOKEN) first", file=sys.stderr)
         return 2
-    vault = hvac.Client(url=outputs["vaultAddress"], token=token, timeout=300)
+    vault = hvac.Client(url=outputs["vaultAddress"], token=token, timeout=300, verify=vault_tls_verify())
     try:
         before, left, took = revoke(vault, outputs, args.role)
     except BreakGlassError as error:

@@ -24,6 +24,7 @@ import hvac
 import psycopg
 from psycopg import sql
 
+from providers._shared import vault_tls_verify
 from providers.postgres import connect
 
 SAMPLE_WEEKS = ("2022-02-25", "2022-03-04", "2022-03-11")
@@ -102,7 +103,7 @@ def app_login(operator: hvac.Client, paths: dict[str, str]) -> hvac.Client:
     secret-id, and log in with both. Returns a client holding the app's token."""
     role_id = operator.read(paths["roleIdPath"])["data"]["role_id"]
     secret_id = operator.write_data(paths["secretIdPath"])["data"]["secret_id"]
-    app = hvac.Client(url=operator.url, timeout=30)
+    app = hvac.Client(url=operator.url, timeout=30, verify=vault_tls_verify())
     login = app.adapter.post(f"/v1/{paths['loginPath']}", json={"role_id": role_id, "secret_id": secret_id})
     app.token = login["auth"]["client_token"]
     return app
@@ -112,7 +113,7 @@ def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, for
                     expect_sample_rows: bool, vault_token: str, admin_password: Optional[str]) -> SmokeReport:
     report = SmokeReport()
     postgres = outputs["postgres"]
-    vault = hvac.Client(url=outputs["vaultAddress"], token=vault_token, timeout=30)
+    vault = hvac.Client(url=outputs["vaultAddress"], token=vault_token, timeout=30, verify=vault_tls_verify())
     mount = outputs["vaultMountPath"]
 
     try:

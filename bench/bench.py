@@ -33,7 +33,9 @@ import hvac
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 from program_copy import copy_program  # noqa: E402
+from providers._shared import vault_tls_verify  # noqa: E402
 
 CREATION = ('CREATE ROLE "{{{{name}}}}" WITH LOGIN PASSWORD \'{{{{password}}}}\' '
             "VALID UNTIL '{{{{expiration}}}}' IN ROLE \"{group}\";")
@@ -221,7 +223,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--credentials", type=int, default=50)
     args = parser.parse_args()
-    client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
+    client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"], verify=vault_tls_verify())
 
     results: dict[str, dict[str, float]] = {}
     issue_ms: dict[str, list[float]] = {}

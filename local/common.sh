@@ -15,3 +15,30 @@ dispatch() {
     *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
   esac
 }
+
+# One test CA per machine for both servers' TLS (clients verify with it).
+PGCREDS_TEST_CA=$PGCREDS_LOCAL_DIR/tls/ca.pem
+ensure_test_ca() {
+  local ca_dir="$PGCREDS_LOCAL_DIR/tls"
+  [[ -s "$ca_dir/ca.pem" ]] && return
+  log "creating a test CA in $ca_dir"
+  install -d -m 755 "$ca_dir"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=pg-dynamic-creds test CA" \
+    -keyout "$ca_dir/ca.key" -out "$ca_dir/ca.pem" 2>/dev/null
+  chmod 600 "$ca_dir/ca.key"
+}
+
+# issue_server_cert DIR OWNER: a key and a certificate for 127.0.0.1 / localhost
+# signed by the test CA, readable by OWNER only (once; kept across restarts).
+issue_server_cert() {
+  local out=$1 owner=$2 ca_dir="$PGCREDS_LOCAL_DIR/tls"
+  # Kept while the current CA still signs it (a data folder from before the shared CA does not).
+  [[ -s "$out/server.pem" ]] && openssl verify -CAfile "$ca_dir/ca.pem" "$out/server.pem" >/dev/null 2>&1 && return
+  install -d -m 755 "$out"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$out/server.key" -out "$out/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$out/san.ext"
+  openssl x509 -req -in "$out/server.csr" -CA "$ca_dir/ca.pem" -CAkey "$ca_dir/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$out/san.ext" -out "$out/server.pem" 2>/dev/null
+  chmod 600 "$out/server.key"
+  chown "$owner" "$out/server.key" "$out/server.pem"
+}

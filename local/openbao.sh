@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Local OpenBao dev server (the Vault HTTP API) for the dev stack and the
-# tests: start | stop | status | env. In-memory, unsealed, on 127.0.0.1 only;
-# its root token is generated once and kept in a root-only file.
+# Local OpenBao for the dev stack and the tests, shaped like production:
+# start | stop | status | env | seal | unseal | restart.
+# Integrated (raft) storage under the local data folder, TLS with the local
+# test CA on 127.0.0.1 only, a file audit device (declared in its configuration). Initialized once (one unseal
+# key, kept with the root token in root-only files, never printed) and
+# unsealed by `start`.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 dir="$PGCREDS_LOCAL_DIR/openbao"
 token_file="$dir/root.token"
+unseal_file="$dir/unseal.key"
 pid_file="$dir/server.pid"
-addr="http://127.0.0.1:$PGCREDS_BAO_PORT"
+addr="https://127.0.0.1:$PGCREDS_BAO_PORT"
+tls="$dir/tls"
+audit_log="$dir/audit.log"
 
 bao_bin() {
   local venv_bao
@@ -20,34 +26,115 @@ bao_bin() {
 # Alive, and really our server: after a reboot the recorded PID may belong to another process.
 running() {
   [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null \
-    && tr '\0' ' ' < "/proc/$(cat "$pid_file")/cmdline" 2>/dev/null | grep -q "server -dev"
+    && tr '\0' ' ' < "/proc/$(cat "$pid_file")/cmdline" 2>/dev/null | grep -q "server -config=$dir/server.hcl"
+}
+
+# The Vault API over TLS, verified against the test CA: api METHOD PATH [JSON on stdin].
+# The token is read from its file here, never passed on a command line.
+api() {
+  local method=$1 path=$2; shift 2
+  local headers=()
+  [[ -s "$token_file" ]] && headers=(-H "X-Vault-Token: $(cat "$token_file")")
+  curl -sS --cacert "$PGCREDS_TEST_CA" -X "$method" "${headers[@]}" "$@" "$addr/v1/$path"
+}
+
+# 200 active, 503 sealed, 501 not initialized (sys/health's codes).
+health() { curl -s -o /dev/null -w '%{http_code}' --cacert "$PGCREDS_TEST_CA" "$addr/v1/sys/health" || true; }
+
+write_config() {
+  install -d -m 700 "$dir" "$dir/raft"
+  ensure_test_ca
+  issue_server_cert "$tls" root
+  cat > "$dir/server.hcl" <<EOT
+# Written by local/openbao.sh: a single-node OpenBao like a production one.
+storage "raft" {
+  path    = "$dir/raft"
+  node_id = "local"
+}
+listener "tcp" {
+  address       = "127.0.0.1:$PGCREDS_BAO_PORT"
+  cluster_address = "127.0.0.1:$((PGCREDS_BAO_PORT + 1))"
+  tls_cert_file = "$tls/server.pem"
+  tls_key_file  = "$tls/server.key"
+}
+api_addr      = "$addr"
+cluster_addr  = "https://127.0.0.1:$((PGCREDS_BAO_PORT + 1))"
+disable_mlock = true
+ui            = false
+# OpenBao takes audit devices from its configuration only (not from the API).
+audit "file" "file" {
+  description = "every request and response, secrets HMAC-ed"
+  options {
+    file_path = "$audit_log"
+    mode      = "0600"
+  }
+}
+EOT
+}
+
+# Once per data folder: one key share (a local server has one operator), the
+# key and the root token into root-only files.
+initialize() {
+  log "initializing OpenBao (raft storage in $dir/raft)"
+  local answer
+  answer=$(printf '{"secret_shares": 1, "secret_threshold": 1}' | api PUT sys/init --data @-)
+  ( umask 077
+    python3 -c 'import json, sys; a = json.loads(sys.argv[1]); print(a["keys"][0])' "$answer" > "$unseal_file"
+    python3 -c 'import json, sys; a = json.loads(sys.argv[1]); print(a["root_token"])' "$answer" > "$token_file" )
+  unseal_
+}
+
+unseal_() {
+  python3 -c 'import json, sys; print(json.dumps({"key": open(sys.argv[1]).read().strip()}))' "$unseal_file" \
+    | api PUT sys/unseal --data @- --fail >/dev/null
+  # Unsealed, and the raft node has become the active one.
+  for _ in $(seq 1 300); do [[ $(health) == 200 ]] && return; sleep 0.1; done
+  log "OpenBao did not become active after unsealing; its log:"; tail -n 30 "$dir/server.log" >&2; exit 1
 }
 
 start() {
-  if running; then log "OpenBao already running at $addr"; return; fi
-  install -d -m 700 "$dir"
-  [[ -s "$token_file" ]] || ( umask 077; python3 -c 'import secrets; print("pgcreds-" + secrets.token_urlsafe(24))' > "$token_file" )
-  # The token goes in through the environment, not the command line.
-  BAO_DEV_ROOT_TOKEN_ID=$(cat "$token_file") setsid "$(bao_bin)" server -dev \
-    -dev-listen-address="127.0.0.1:$PGCREDS_BAO_PORT" >"$dir/server.log" 2>&1 < /dev/null &
-  echo $! > "$pid_file"
-  for _ in $(seq 1 100); do
-    if curl -fsS "$addr/v1/sys/health" >/dev/null 2>&1; then log "OpenBao dev server started at $addr"; return; fi
-    running || break
-    sleep 0.1
-  done
-  log "OpenBao did not start; its log:"; cat "$dir/server.log" >&2; exit 1
+  if running && [[ $(health) == 200 ]]; then log "OpenBao already running at $addr"; return; fi
+  local started=$SECONDS
+  if ! running; then
+    write_config
+    setsid "$(bao_bin)" server -config="$dir/server.hcl" >"$dir/server.log" 2>&1 < /dev/null &
+    echo $! > "$pid_file"
+    for _ in $(seq 1 200); do
+      [[ $(health) != 000 ]] && break
+      running || { log "OpenBao did not start; its log:"; cat "$dir/server.log" >&2; exit 1; }
+      sleep 0.05
+    done
+  fi
+  case $(health) in
+    501) initialize ;;
+    503) unseal_ ;;
+  esac
+  log "OpenBao started at $addr (raft storage, TLS, audit log; $((SECONDS - started)) s)"
 }
 
 stop() {
-  if running; then kill "$(cat "$pid_file")"; rm -f "$pid_file"; log "OpenBao stopped"; fi
+  if running; then
+    local pid; pid=$(cat "$pid_file")
+    kill "$pid"
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    rm -f "$pid_file"; log "OpenBao stopped"
+  fi
 }
+
+seal() { api PUT sys/seal --fail >/dev/null; log "OpenBao sealed"; }
 
 env_() {
   cat <<EOT
 export VAULT_ADDR=$addr BAO_ADDR=$addr
+export VAULT_CACERT=$PGCREDS_TEST_CA BAO_CACERT=$PGCREDS_TEST_CA
 export VAULT_TOKEN=\$(cat '$token_file') BAO_TOKEN=\$(cat '$token_file')
+export PGCREDS_BAO_AUDIT_LOG=$audit_log
 EOT
 }
 
-dispatch "$@"
+case "${1:-}" in
+  seal) seal ;;
+  unseal) unseal_; log "OpenBao unsealed" ;;
+  restart) stop; start ;;
+  *) dispatch "$@" ;;
+esac

@@ -25,20 +25,11 @@ pg_bin() {
 
 as_postgres() { runuser -u postgres -- "$@"; }
 
-# A test CA and a server certificate for 127.0.0.1 / localhost, so that
+# A server certificate from the test CA for 127.0.0.1 / localhost, so that
 # clients can use sslmode=verify-full (the Aiven stand-in's services do).
 make_tls() {
-  [[ -s "$tls/server.pem" ]] && return
-  log "creating a test CA and server certificate in $tls"
-  install -d -m 755 "$tls"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=pg-dynamic-creds test CA" \
-    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$tls/san.ext"
-  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 3650 \
-    -extfile "$tls/san.ext" -out "$tls/server.pem" 2>/dev/null
-  chmod 600 "$tls/ca.key" "$tls/server.key"
-  chown postgres "$tls/server.key" "$tls/server.pem"
+  ensure_test_ca
+  issue_server_cert "$tls" postgres
 }
 
 running() { [[ -f "$data/postmaster.pid" ]] && as_postgres "$(pg_bin)/pg_ctl" -D "$data" status >/dev/null 2>&1; }
@@ -73,7 +64,7 @@ env_() {
 export PGCREDS_LOCAL_DIR=$PGCREDS_LOCAL_DIR
 export PGHOST=127.0.0.1 PGPORT=$PGCREDS_PG_PORT PGUSER=postgres PGDATABASE=postgres
 export PGCREDS_POSTGRES_ADMIN_PASSWORD=\$(cat '$password_file')
-export PGCREDS_TEST_CA=$tls/ca.pem
+export PGCREDS_TEST_CA=$PGCREDS_TEST_CA
 EOT
 }
 

@@ -31,3 +31,9 @@ def ca_file(pem: str) -> str:
     if not path.exists():
         path.write_text(pem)
     return str(path)
+
+
+def vault_tls_verify() -> str | bool:
+    """What every hvac client verifies Vault's certificate with: the CA file in
+    VAULT_CACERT (read now, not when hvac was imported), else the system's CAs."""
+    return os.environ.get("VAULT_CACERT") or True

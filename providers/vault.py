@@ -32,7 +32,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from providers._shared import changed
+from providers._shared import changed, vault_tls_verify
 
 REQUEST_TIMEOUT_SECONDS = 120
 
@@ -48,7 +48,7 @@ def client(address: str) -> hvac.Client:
             "no Vault token: set VAULT_TOKEN (or BAO_TOKEN) in the environment of `pulumi`; "
             "it is deliberately not a stack setting, so that it never lands in config or state")
     vault = hvac.Client(url=address, token=token, timeout=REQUEST_TIMEOUT_SECONDS,
-                        verify=os.environ.get("VAULT_CACERT") or True)
+                        verify=vault_tls_verify())
     try:
         if not vault.is_authenticated():
             raise VaultUnreachable(f"Vault at {address} refused the token in VAULT_TOKEN; check it has not expired")

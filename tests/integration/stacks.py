@@ -23,6 +23,7 @@ from psycopg import sql
 from pulumi import automation as auto
 
 from program_copy import copy_program
+from providers._shared import vault_tls_verify
 from smoke_check import SmokeReport, run_smoke_check
 from sourced_env import sourced_env
 
@@ -45,7 +46,7 @@ def admin_connect(database: str = "postgres") -> psycopg.Connection:
 
 
 def vault() -> hvac.Client:
-    return hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"])
+    return hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"], verify=vault_tls_verify())
 
 
 @dataclass

@@ -9,6 +9,7 @@ import hvac
 import hvac.exceptions
 import pytest
 
+from providers._shared import vault_tls_verify
 from smoke_check import app_login
 from stacks import REPO, ProgramStack, vault
 
@@ -52,7 +53,7 @@ def test_deployer_policy_and_application_identities(new_stack: ProgramStack):
         # A secret-id logs in once (secretIdUses: 1).
         role_id = root.read(paths["roleIdPath"])["data"]["role_id"]
         secret_id = root.write_data(paths["secretIdPath"])["data"]["secret_id"]
-        again = hvac.Client(url=root.url)
+        again = hvac.Client(url=root.url, verify=vault_tls_verify())
         again.adapter.post(f"/v1/{paths['loginPath']}", json={"role_id": role_id, "secret_id": secret_id})
         with pytest.raises(hvac.exceptions.InvalidRequest):
             again.adapter.post(f"/v1/{paths['loginPath']}", json={"role_id": role_id, "secret_id": secret_id})
