@@ -2,18 +2,24 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 STACK ?= dev
+# The program's folder (tests point it at a copy) and the role the smoke check uses.
+PROJECT ?= .
+SMOKE_ROLE ?= metrics-readwrite
 PYTHON := venv/bin/python
 # Every Pulumi command runs with the pinned toolchain and the local servers' settings.
 DEV_ENV := . local/dev-env.sh
 
 .PHONY: up verify preview pr-check destroy down revoke test test-unit toolchain servers venv bench
 
-up: venv toolchain servers ## create or update the dev stack, then run the smoke check
-	$(DEV_ENV) && pulumi stack select --create $(STACK) && pulumi up --stack $(STACK) --refresh --yes --skip-preview
+up: venv toolchain servers ## create or update the dev stack (after a killed run too), then run the smoke check
+	$(DEV_ENV) && $(PYTHON) local/stale_lock.py $(STACK) $(PROJECT) && \
+	  pulumi stack select --create $(STACK) --cwd $(PROJECT) && \
+	  pulumi up --stack $(STACK) --cwd $(PROJECT) --refresh --yes --skip-preview
 	$(MAKE) --no-print-directory verify
 
 verify: venv toolchain servers ## the smoke check alone, against the deployed dev stack
-	$(DEV_ENV) && pulumi stack output --stack $(STACK) --json --show-secrets=false | $(PYTHON) smoke_check.py
+	$(DEV_ENV) && pulumi stack output --stack $(STACK) --cwd $(PROJECT) --json --show-secrets=false | \
+	  $(PYTHON) smoke_check.py --role $(SMOKE_ROLE)
 
 preview: venv toolchain servers ## what `pulumi up` would change
 	$(DEV_ENV) && pulumi preview --stack $(STACK) --diff
@@ -23,11 +29,12 @@ pr-check: venv toolchain servers ## what the pull-request workflow runs, against
 	  pulumi preview --stack $(STACK) --diff --refresh --policy-pack policy
 
 destroy: venv toolchain servers ## pulumi destroy on the dev stack, honouring the current settings
-	$(DEV_ENV) && pulumi destroy --stack $(STACK) --yes --skip-preview --run-program
+	$(DEV_ENV) && $(PYTHON) local/stale_lock.py $(STACK) $(PROJECT) && \
+	  pulumi destroy --stack $(STACK) --cwd $(PROJECT) --yes --skip-preview --run-program
 
 revoke: venv toolchain servers ## break-glass: revoke every lease of ROLE=<role> (or ROLE=all) on the stack
 	@[[ -n "$(ROLE)" ]] || { echo "usage: make revoke ROLE=<role name>|all [STACK=$(STACK)]" >&2; exit 2; }
-	$(DEV_ENV) && pulumi stack output --stack $(STACK) --json | $(PYTHON) break_glass.py --role "$(ROLE)"
+	$(DEV_ENV) && pulumi stack output --stack $(STACK) --cwd $(PROJECT) --json | $(PYTHON) break_glass.py --role "$(ROLE)"
 
 down: ## stop the local PostgreSQL and OpenBao servers
 	local/openbao.sh stop
@@ -45,7 +52,7 @@ bench: venv toolchain servers ## timings of up, no-op preview and destroy (print
 toolchain: ## build (once) and cache the pinned Pulumi CLI and Python language host
 	toolchain/build.sh >/dev/null
 
-servers: venv ## start the local PostgreSQL and OpenBao dev server if they are not running
+servers: venv ## start the local PostgreSQL and OpenBao (raft, TLS, unsealed) if they are not running
 	local/postgres.sh start
 	local/openbao.sh start
 
