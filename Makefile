@@ -12,7 +12,7 @@ DEV_ENV := . local/dev-env.sh
 .PHONY: up verify preview pr-check destroy down revoke test test-unit toolchain servers venv bench
 
 up: venv toolchain servers ## create or update the dev stack (after a killed run too), then run the smoke check
-	$(DEV_ENV) && $(PYTHON) local/stale_lock.py $(STACK) $(PROJECT) && \
+	$(DEV_ENV) && $(PYTHON) local/recover_stack.py $(STACK) $(PROJECT) && \
 	  pulumi stack select --create $(STACK) --cwd $(PROJECT) && \
 	  pulumi up --stack $(STACK) --cwd $(PROJECT) --refresh --yes --skip-preview
 	$(MAKE) --no-print-directory verify
@@ -29,7 +29,7 @@ pr-check: venv toolchain servers ## what the pull-request workflow runs, against
 	  pulumi preview --stack $(STACK) --diff --refresh --policy-pack policy
 
 destroy: venv toolchain servers ## pulumi destroy on the dev stack, honouring the current settings
-	$(DEV_ENV) && $(PYTHON) local/stale_lock.py $(STACK) $(PROJECT) && \
+	$(DEV_ENV) && $(PYTHON) local/recover_stack.py $(STACK) $(PROJECT) && \
 	  pulumi destroy --stack $(STACK) --cwd $(PROJECT) --yes --skip-preview --run-program
 
 revoke: venv toolchain servers ## break-glass: revoke every lease of ROLE=<role> (or ROLE=all) on the stack

@@ -20,7 +20,7 @@ from components.access_roles import VaultLogin
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
 from components.vault_connections import VaultConnection
-from providers.vault import VaultLeaseRevoker
+from providers.vault import FirstLoginPassword, VaultLeaseRevoker
 
 
 def creation_statements(role: AppRole) -> list[str]:
@@ -131,10 +131,19 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
         for plan in args.connections:
             login = args.logins[plan.login]
             suffix = "" if plan.username_template is None else f"-{plan.roles[0].name}"
+            made_after = list(args.depends_on)
             if args.rotate_root:
                 version = server.apply(lambda where, who=plan.login: password_version(where, who))
                 # Write-only: never in state, sent on create and when `version` changes.
                 password = dict(password_wo=Output.secret(login.password), password_wo_version=version)
+                # A connection made again (deleted behind Pulumi's back) needs the login's
+                # first password back, since only the lost connection knew the rotated one.
+                first_password = FirstLoginPassword(
+                    f"{name}-first-password{suffix}", connection=args.endpoint.admin_connection(),
+                    login=login.username, password=login.password, server=server, address=args.vault_address,
+                    mount=mount.path, connection_name=plan.name,
+                    opts=ResourceOptions(parent=self, depends_on=made_after))
+                made_after = [first_password]
             else:
                 password = dict(password=Output.secret(login.password))
             connection = vault.database.SecretBackendConnection(
@@ -144,15 +153,16 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                     connection_url=connection_url, username=login.username, username_template=plan.username_template,
                     # Vault sends PostgreSQL a SCRAM verifier, never the clear password.
                     password_authentication="scram-sha-256", **password),
-                opts=ResourceOptions.merge(renamed_is_new, ResourceOptions(depends_on=list(args.depends_on))))
+                opts=ResourceOptions.merge(renamed_is_new, ResourceOptions(depends_on=made_after)))
             if args.rotate_root:
                 # Vault sets a password of its own that no one else learns; the one in
-                # state stops working. Again whenever the first password was sent again.
+                # state stops working. Again whenever the first password was sent or set again.
                 vault.generic.Endpoint(
                     f"{name}-rotate-root{suffix}", path=Output.concat(mount.path, "/rotate-root/", connection.name),
                     data_json="{}", disable_read=True, disable_delete=True,
                     opts=ResourceOptions.merge(in_vault, ResourceOptions(
-                        depends_on=[connection], replacement_trigger=version)))
+                        depends_on=[connection],
+                        replacement_trigger=Output.format("{0}/{1}", version, first_password.generation))))
 
             for role in plan.roles:
                 vault_role = vault.database.SecretBackendRole(

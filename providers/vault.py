@@ -1,5 +1,6 @@
-"""A dynamic resource that revokes a Vault role's leases before the role (or
-its connection) goes, with hvac.
+"""Dynamic resources for what the vault provider does not do: revoke a Vault
+role's leases before the role (or its connection) goes, with hvac; and give a
+rotated login its first password back when its connection is made again.
 
 Why it exists: the vault provider deletes a `SecretBackendRole` and its
 `SecretBackendConnection` without touching outstanding leases, and Vault then
@@ -16,23 +17,28 @@ VAULT_CACERT, so neither enters stack config or state.
 from __future__ import annotations
 
 import os
+import time
 from typing import Optional
 
 import hvac
 import hvac.exceptions
 import requests
-from pulumi import Input, ResourceOptions
+from pulumi import Input, Output, ResourceOptions
 from pulumi.dynamic import (
     CheckFailure,
     CheckResult,
     CreateResult,
     DiffResult,
+    ReadResult,
     Resource,
     ResourceProvider,
     UpdateResult,
 )
 
-from providers._shared import changed, vault_tls_verify
+from psycopg import sql
+
+from providers._shared import changed, gone, vault_tls_verify
+from providers.postgres import connect
 
 REQUEST_TIMEOUT_SECONDS = 120
 
@@ -110,4 +116,59 @@ class VaultLeaseRevoker(Resource, module="vault", name="LeaseRevoker"):
                  role: Input[str], connection: Input[str], opts: Optional[ResourceOptions] = None):
         super().__init__(_LeaseRevokerProvider(), resource_name, {
             "address": address, "vault_id": vault_id, "mount": mount, "role": role, "connection": connection,
+        }, opts)
+
+
+# --- the first password of a rotated login -------------------------------------
+
+
+class _FirstPasswordProvider(ResourceProvider):
+    """With rotate-root only Vault knows a login's password, so a connection made
+    again (after the mount or the connection was deleted behind Pulumi's back)
+    cannot log in with the first password from state. This sets the login's
+    password to that first one right before the connection is made: on create,
+    and again whenever a refresh finds the connection gone (`read` reports this
+    resource gone with it). Never while the connection exists: that would cut
+    Vault off."""
+
+    REPLACE_ON = ("login", "server", "mount", "connection_name")
+
+    def create(self, props: dict) -> CreateResult:
+        with connect(props["connection"]) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
+                sql.Identifier(props["login"]), sql.Literal(props["password"])))
+        generation = str(time.time_ns())  # what the rotation step waits for, to rotate again
+        return CreateResult(f"{props['mount']}/config/{props['connection_name']}",
+                            {**props, "generation": generation})
+
+    def read(self, id_: str, props: dict) -> ReadResult:
+        try:
+            found = client(props["address"]).read(id_)
+        except hvac.exceptions.InvalidPath:
+            found = None
+        return ReadResult(id_, props) if found else gone()
+
+    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
+        # The password is left out: sending it again while the connection exists
+        # would replace Vault's own.
+        replaces = changed(olds, news, self.REPLACE_ON)
+        return DiffResult(changes=bool(replaces or changed(olds, news, ("address",))), replaces=replaces)
+
+    def update(self, _id: str, olds: dict, news: dict) -> UpdateResult:
+        return UpdateResult({**news, "generation": olds.get("generation")})
+
+
+class FirstLoginPassword(Resource, module="vault", name="FirstLoginPassword"):
+    """Sets `login`'s password to `password` whenever the Vault connection at
+    `<mount>/config/<connection_name>` is about to be made (again). Make the
+    connection depend on it; `generation` changes each time it did so."""
+
+    generation: Output[str]
+
+    def __init__(self, resource_name: str, *, connection: Input[dict], login: Input[str], password: Input[str],
+                 server: Input[str], address: Input[str], mount: Input[str], connection_name: Input[str],
+                 opts: Optional[ResourceOptions] = None):
+        super().__init__(_FirstPasswordProvider(), resource_name, {
+            "connection": connection, "login": login, "password": password, "server": server,
+            "address": address, "mount": mount, "connection_name": connection_name, "generation": None,
         }, opts)

@@ -16,6 +16,7 @@ import requests
 from psycopg import sql
 from pulumi import automation as auto
 
+from components.vault_connections import rotated_login
 from stacks import REPO, ProgramStack, admin_connect, vault
 from smoke_check import run_smoke_check
 
@@ -95,18 +96,21 @@ def test_class1_a_new_mount_path_never_removes_the_engine_before_the_new_one_wor
 
 def test_class2_a_role_this_stack_did_not_create_is_refused_at_preview(deployed_stack: ProgramStack):
     alice = f"alice_{deployed_stack.suffix}"
+    # With rotate-root, vaultAdminRole: alice means the login alice_<digest>; another team has that one too.
+    alice_login = rotated_login(alice, deployed_stack.mount, "postgresql")
     with admin_connect(deployed_stack.database) as admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'alice-own-password'").format(sql.Identifier(alice)))
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(alice_login)))
         admin.execute(sql.SQL("CREATE TABLE alice_notes (note text)"))
         admin.execute(sql.SQL("ALTER TABLE alice_notes OWNER TO {}").format(sql.Identifier(alice)))
         admin.execute("INSERT INTO alice_notes VALUES ('mine')")
     try:
-        for key, value in (("roles", deployed_stack.roles_config(name=alice.replace("_", "-"))),
-                           ("vaultAdminRole", alice), ("tableOwnerRole", alice)):
+        for key, value, taken in (("roles", deployed_stack.roles_config(name=alice.replace("_", "-")), alice),
+                                  ("vaultAdminRole", alice, alice_login), ("tableOwnerRole", alice, alice)):
             before = deployed_stack.stack.get_all_config().get(f"pgcreds:{key}")
             deployed_stack.set(**{key: value})
             try:
-                refused(deployed_stack, f"PostgreSQL already has a role '{alice}' that this stack did not create")
+                refused(deployed_stack, f"PostgreSQL already has a role '{taken}' that this stack did not create")
             finally:
                 deployed_stack.stack.set_config(f"pgcreds:{key}", before) if before else \
                     deployed_stack.stack.remove_config(f"pgcreds:{key}")
@@ -121,7 +125,8 @@ def test_class2_a_role_this_stack_did_not_create_is_refused_at_preview(deployed_
     finally:
         with admin_connect(deployed_stack.database) as admin:
             admin.execute("DROP TABLE IF EXISTS alice_notes")
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(alice)))
+            for role in (alice, alice_login):
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def test_class4_destroy_keeps_tables_the_current_settings_keep(new_stack: ProgramStack):

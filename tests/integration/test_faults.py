@@ -55,8 +55,9 @@ def assert_converged(stack: ProgramStack) -> None:
 
 
 def run_up(stack: ProgramStack, stop_when: str, action) -> tuple[int, str]:
-    """`pulumi up` as a process of its own; when a line of its output contains
-    `stop_when`, `action(process)` runs. Returns the exit code and the output."""
+    """`pulumi up` as a process of its own; for each line of its output that
+    contains `stop_when`, `action(process)` runs until it returns True. Returns
+    the exit code and the output."""
     process = subprocess.Popen(
         ["pulumi", "up", "--yes", "--skip-preview", "--stack", stack.stack.name], cwd=stack.project_dir,
         env={**os.environ, **stack.stack.workspace.env_vars}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -65,8 +66,7 @@ def run_up(stack: ProgramStack, stop_when: str, action) -> tuple[int, str]:
     for line in process.stdout:
         output.append(line)
         if not acted and stop_when in line:
-            acted = True
-            action(process)
+            acted = bool(action(process))
     return process.wait(timeout=300), "".join(output)
 
 
@@ -106,8 +106,9 @@ def test_sealed_openbao_fails_the_preview_fast_and_it_converges_once_unsealed(de
 
 
 def test_postgres_stopped_during_up_is_named_and_the_next_up_converges(new_stack: ProgramStack, servers_restored):
-    def stop_postgres(_process) -> None:
+    def stop_postgres(_process) -> bool:
         server("postgres.sh", "stop")
+        return True
 
     code, output = run_up(new_stack, "postgresql:index:Role", stop_postgres)
     assert code != 0
@@ -127,10 +128,12 @@ def test_postgres_stopped_during_up_is_named_and_the_next_up_converges(new_stack
 def test_up_killed_half_way_then_make_up_converges(new_stack: ProgramStack, servers_restored):
     created = []
 
-    def kill_after_a_dozen(process) -> None:
+    def kill_after_a_dozen(process) -> bool:
         created.append(1)
-        if len(created) == 12:
-            os.killpg(process.pid, signal.SIGKILL)
+        if len(created) < 12:
+            return False
+        os.killpg(process.pid, signal.SIGKILL)
+        return True
 
     code, output = run_up(new_stack, " created", kill_after_a_dozen)
     assert code == -signal.SIGKILL, output[-2000:]
@@ -144,6 +147,7 @@ def test_up_killed_half_way_then_make_up_converges(new_stack: ProgramStack, serv
         capture_output=True, text=True, timeout=600)
     assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
     assert "no longer runs; clearing the lock" in make.stderr
+    print("\n`make up` after the kill:\n" + "\n".join(l for l in make.stderr.splitlines() if "recover_stack" in l))
     assert "smoke check: PASSED" in make.stdout
     assert not list(new_stack.state_dir.rglob(".pulumi/locks/**/*.json"))
     deployment = new_stack.stack.export_stack().deployment

@@ -60,15 +60,15 @@ def test_lifecycle(new_stack: ProgramStack):
     again = stack.up()
     assert set(again.summary.resource_changes) == {"same"}, again.summary.resource_changes
 
+    # A longer credential: the Vault role, and the AppRole whose tokens live as long.
     new_stack.set(roles=new_stack.roles_config(defaultTtl="2h"))
     summary, changing = changes_of(stack)
-    assert summary.get("update") == 1 and set(summary) == {"same", "update"}, summary
-    assert len(changing) == 1, changing
-    ((urn, op, diffs),) = changing
-    assert urn.endswith(f"vault-database-secrets-role-{new_stack.role_name}") and op == "update"
-    assert diffs == ["defaultTtl"]
+    assert summary.get("update") == 2 and set(summary) == {"same", "update"}, summary
+    assert {(urn.split("::")[-1], op, tuple(diffs)) for urn, op, diffs in changing} == {
+        (f"vault-database-secrets-role-{new_stack.role_name}", "update", ("defaultTtl",)),
+        (f"app-identities-{new_stack.role_name}", "update", ("tokenTtl",))}, changing
     applied = stack.up()
-    assert applied.summary.resource_changes.get("update") == 1
+    assert applied.summary.resource_changes.get("update") == 2
     role = vault().secrets.database.read_role(new_stack.role_name, mount_point=new_stack.mount)["data"]
     assert role["default_ttl"] == 7200
 
