@@ -66,11 +66,13 @@ class AccessRoles(pulumi.ComponentResource):
             # One name per login, so a new login (rotate-root: a new connection) is a
             # new resource and the old one stays until its connection is gone.
             key = f"vault-login-{login}"
+            # Nothing of a login, not even its password, before its name is claimed.
+            claim = args.endpoint.claim(f"{name}-{key}", parent=self, name=login, setting="pgcreds:vaultAdminRole")
             # Letters and digits only: Vault puts the password into a connection URL.
             password = random.RandomPassword(f"{name}-{key}-password", length=PASSWORD_LENGTH, special=False,
-                                             opts=ResourceOptions(parent=self))
+                                             opts=ResourceOptions(parent=self, depends_on=[claim]))
             previous_role = logins[login] = args.endpoint.claimed_role(
-                f"{name}-{key}", parent=self, name=login, setting="pgcreds:vaultAdminRole",
+                f"{name}-{key}", parent=self, name=login, setting="pgcreds:vaultAdminRole", claim=claim,
                 login=True, create_role=True, password=password.result,
                 opts=ResourceOptions(ignore_changes=["roles"],
                                      depends_on=list(args.tables.values()) + ([previous_role] if previous_role else [])))

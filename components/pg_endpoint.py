@@ -53,13 +53,20 @@ class PgEndpoint:
         return ResourceOptions(parent=parent, provider=self.provider, delete_before_replace=True,
                                replacement_trigger=Output.format("{0}:{1}/{2}", self.host, self.port, self.database))
 
+    def claim(self, resource_name: str, *, parent: pulumi.Resource, name: str, setting: str) -> PgRoleClaim:
+        """This stack's claim on a role name (checked at preview): what must not
+        happen before the claim holds (a role, its password) depends on it."""
+        return PgRoleClaim(f"{resource_name}-claim", name=name, setting=setting,
+                           connection=self.admin_connection(), opts=ResourceOptions(parent=parent))
+
     def claimed_role(self, resource_name: str, *, parent: pulumi.Resource, name: str, setting: str,
-                     opts: Optional[ResourceOptions] = None, **role_args) -> postgresql.Role:
+                     opts: Optional[ResourceOptions] = None, claim: Optional[PgRoleClaim] = None,
+                     **role_args) -> postgresql.Role:
         """A `postgresql.Role` on this endpoint, made after a claim on its name
         (`PgRoleClaim`, checked at preview): never a role this stack did not create.
-        `setting` names the stack setting that chose the name, for the error."""
-        claim = PgRoleClaim(f"{resource_name}-claim", name=name, setting=setting,
-                            connection=self.admin_connection(), opts=ResourceOptions(parent=parent))
+        `setting` names the stack setting that chose the name, for the error; pass
+        `claim` if it was made beforehand."""
+        claim = claim or self.claim(resource_name, parent=parent, name=name, setting=setting)
         return postgresql.Role(resource_name, name=name, **role_args, opts=ResourceOptions.merge(
             ResourceOptions.merge(self.resource_options(parent), opts), ResourceOptions(depends_on=[claim])))
 

@@ -33,12 +33,16 @@ def creation_statements(role: AppRole) -> list[str]:
 
 
 # Vault's default revocation fails for a non-superuser admin, so every role has
-# these. One dollar-quoted block (Vault runs it whole, not split on ';'): take
-# membership of the user (needed to end its sessions and reassign its objects),
-# end its open sessions, hand anything it owns to vault_admin, drop it. A user
-# that is already gone is not an error, so a lease can always be revoked.
+# these. One dollar-quoted block (Vault runs it whole, not split on ';'): wait
+# for any other revocation on this server to finish (Vault revokes a prefix's
+# leases in parallel, and concurrent DROP OWNED fail with "tuple concurrently
+# deleted", measured), take membership of the user (needed to end its sessions
+# and reassign its objects), end its open sessions, hand anything it owns to
+# Vault's login, drop it. A user that is already gone is not an error, so a
+# lease can always be revoked.
 REVOCATION_STATEMENTS = ["""DO $$
 BEGIN
+  PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgcreds: revocation'));
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = '{{name}}') THEN
     EXECUTE format('GRANT %I TO CURRENT_USER', '{{name}}');
     PERFORM pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = '{{name}}';

@@ -287,7 +287,7 @@ def test_auth_path_check_refuses_another_auth_method():
 
 def test_revocation_ends_sessions_reassigns_and_drops():
     (statement,) = REVOCATION_STATEMENTS
-    for step in ("pg_terminate_backend", "REASSIGN OWNED BY", "DROP OWNED BY", "DROP ROLE", "IF EXISTS"):
+    for step in ("pg_advisory_xact_lock", "pg_terminate_backend", "REASSIGN OWNED BY", "DROP OWNED BY", "DROP ROLE", "IF EXISTS"):
         assert step in statement
     assert statement.startswith("DO $$") and statement.rstrip().endswith("$$;")
 
