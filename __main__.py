@@ -53,12 +53,14 @@ vault_secrets = VaultDatabaseSecrets("vault-database-secrets", VaultDatabaseSecr
     depends_on=access.grants,
 ))
 
+# An application's identity only once its credentials can be issued (and so
+# never for a role whose name a check refused).
 apps = AppIdentities("app-identities", AppIdentitiesArgs(
     vault_provider=vault_provider,
     auth_path=settings.vault.approle_path,
     mount_path=vault_secrets.mount_path,
     roles=settings.roles,
-))
+), pulumi.ResourceOptions(depends_on=[vault_secrets]))
 
 if isinstance(postgres, AivenPostgres):
     postgres.guard_destroy(dependents=[schema, access, vault_secrets, apps])

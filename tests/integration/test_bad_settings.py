@@ -121,7 +121,9 @@ def test_class2_a_role_this_stack_did_not_create_is_refused_at_preview(deployed_
         with admin_connect(deployed_stack.database) as admin:
             assert admin.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'alice_notes'").fetchone() \
                 == (alice,)
-        assert set(deployed_stack.stack.up().summary.resource_changes) == {"same"}
+        after = deployed_stack.stack.up()
+        assert set(after.summary.resource_changes) == {"same"}, [
+            line for line in after.stdout.splitlines() if "delet" in line or "creat" in line or "updat" in line]
     finally:
         with admin_connect(deployed_stack.database) as admin:
             admin.execute("DROP TABLE IF EXISTS alice_notes")
