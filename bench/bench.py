@@ -11,6 +11,12 @@ the dev stack is left alone:
 
 The raw baseline makes the same objects with one `psql` call and plain `bao`
 calls (what a shell script would do), then removes them.
+
+First, a load run on the dev shape (loopback only, bounded in count and
+time): 500 credentials issued by 8 concurrent AppRole clients, each logging in
+to PostgreSQL and inserting a row, then every lease revoked; errors, rows,
+p50 / p99 issue latency, credentials per second, revoke time, users left.
+`--only-load` stops after it.
 """
 
 from __future__ import annotations
@@ -218,16 +224,104 @@ def issue_times(client: hvac.Client, mount: str, role: str, count: int) -> list[
     return times
 
 
+def load(program: "ProgramRun", client: hvac.Client, count: int, clients: int, limit_seconds: float) -> dict:
+    """`count` credentials issued by `clients` concurrent applications, each logged
+    in with its own AppRole secret-id; every credential logs in to PostgreSQL and
+    inserts one row. Then every lease is revoked at once. Bounded by `limit_seconds`."""
+    import concurrent.futures
+    import threading
+
+    import psycopg
+
+    from smoke_check import app_login
+
+    role = program.shape.role_tables(f"b{program.suffix}")[0][0]
+    paths = json.loads(subprocess.run(["pulumi", "stack", "output", "appRoles", "--json", "--stack", "bench"],
+                                      cwd=program.project, env=program.env, capture_output=True, text=True,
+                                      check=True).stdout)[role]
+    deadline = time.monotonic() + limit_seconds
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def application(share: int) -> None:
+        app = app_login(client, paths)
+        for _ in range(share):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"load: over {limit_seconds} s")
+            try:
+                started = time.perf_counter()
+                secret = app.secrets.database.generate_credentials(role, mount_point=program.mount)
+                took = (time.perf_counter() - started) * 1000
+                with psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=program.database,
+                                     user=secret["data"]["username"], password=secret["data"]["password"],
+                                     connect_timeout=10) as session:
+                    session.execute("INSERT INTO weekly_metrics_reporting (week_ending, product_downloads, "
+                                    "github_stars, twitter_followers) VALUES (now(), 1, 1, 1)")
+                with lock:
+                    latencies.append(took)
+            except Exception as error:  # noqa: BLE001 - counted and shown
+                with lock:
+                    errors.append(f"{type(error).__name__}: {error}")
+
+    shares = [count // clients + (1 if i < count % clients else 0) for i in range(clients)]
+    with admin_session(program.database) as admin:
+        rows_before = admin.execute("SELECT count(*) FROM weekly_metrics_reporting").fetchone()[0]
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        for future in [pool.submit(application, share) for share in shares]:
+            future.result()
+    issue_wall = time.monotonic() - started
+    started = time.monotonic()
+    client.sys.revoke_prefix(f"{program.mount}/creds/{role}")
+    revoke_seconds = time.monotonic() - started
+    with admin_session(program.database) as admin:
+        rows = admin.execute("SELECT count(*) FROM weekly_metrics_reporting").fetchone()[0] - rows_before
+        left = admin.execute("SELECT count(*) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+                             "JOIN pg_roles u ON u.oid = m.member WHERE g.rolname = %s AND u.rolcanlogin "
+                             "AND u.rolname LIKE 'v-%%'", (role.replace("-", "_"),)).fetchone()[0]
+    cut = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return {"credentials": len(latencies), "errors": errors, "rows": rows, "left": left,
+            "p50": statistics.median(latencies) if latencies else 0.0, "p99": cut[98],
+            "per_second": len(latencies) / issue_wall, "issue_wall": issue_wall, "revoke": revoke_seconds}
+
+
+def admin_session(database: str):
+    import psycopg
+    return psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=database, user="postgres",
+                           password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"], autocommit=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--credentials", type=int, default=50)
+    parser.add_argument("--load-credentials", type=int, default=500)
+    parser.add_argument("--load-clients", type=int, default=8)
+    parser.add_argument("--load-limit-seconds", type=float, default=300)
+    parser.add_argument("--only-load", action="store_true", help="the load run alone")
     args = parser.parse_args()
-    client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"], verify=vault_tls_verify())
+    client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"], verify=vault_tls_verify(),
+                         timeout=120)
 
     results: dict[str, dict[str, float]] = {}
     issue_ms: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="pgcreds-bench-") as temp:
+        program = ProgramRun(SHAPES[0], Path(temp) / "load")
+        try:
+            program.pulumi("up", "--yes", "--skip-preview")
+            loaded = load(program, client, args.load_credentials, args.load_clients, args.load_limit_seconds)
+        finally:
+            program.remove()
+        print(f"load: {loaded['credentials']} credentials by {args.load_clients} concurrent AppRole clients, each "
+              f"logging in to PostgreSQL and inserting a row: {len(loaded['errors'])} errors, {loaded['rows']} rows, "
+              f"issue p50 {loaded['p50']:.1f} ms, p99 {loaded['p99']:.1f} ms, {loaded['per_second']:.0f} "
+              f"credentials/s ({loaded['issue_wall']:.1f} s); revoke of all leases {loaded['revoke']:.2f} s; "
+              f"{loaded['left']} dynamic roles left")
+        for error in loaded["errors"][:5]:
+            print(f"  error: {error}")
+        if args.only_load:
+            return
         for shape in SHAPES:
             program = ProgramRun(shape, Path(temp) / shape.name)
             try:
