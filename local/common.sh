@@ -1,5 +1,5 @@
 # Shared settings of the local development servers (sourced, not run).
-# One PostgreSQL and one OpenBao dev server per machine, on loopback only.
+# One PostgreSQL and one OpenBao per machine, on loopback only.
 PGCREDS_LOCAL_DIR=${PGCREDS_LOCAL_DIR:-/var/tmp/pg-dynamic-creds}
 PGCREDS_PG_PORT=${PGCREDS_PG_PORT:-55432}
 PGCREDS_BAO_PORT=${PGCREDS_BAO_PORT:-58200}

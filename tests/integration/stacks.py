@@ -1,5 +1,5 @@
 """Integration helpers and fixtures: the real Pulumi engine (Automation API, file backend in
-a temporary folder) against the local PostgreSQL and OpenBao dev servers.
+a temporary folder) against the local PostgreSQL and OpenBao servers.
 
 Each stack gets a copy of the project in a temporary folder, its own database,
 mount path and role names, so tests never touch the dev stack or each other.
