@@ -17,6 +17,10 @@ is their name (a PostgreSQL role, a Vault mount or auth method) are imported
 by that id: a refresh then keeps what exists and drops what does not. The rest
 are dropped (`--clear-pending-creates`): making them again is harmless, since
 every other create here writes by name or adopts what it finds (tables).
+
+3. Roles created but not recorded at all (the kill came between PostgreSQL's
+answer and the state's write): their claims are in the state, so they are
+imported by name.
 """
 
 from __future__ import annotations
@@ -74,28 +78,76 @@ def pulumi(stack: str, project_dir: Path, *args: str) -> str:
                           capture_output=True, text=True).stdout
 
 
+def exported(stack: str, project_dir: Path) -> dict:
+    return json.loads(pulumi(stack, project_dir, "stack", "export")).get("deployment", {})
+
+
 def pending_creates(stack: str, project_dir: Path) -> list[dict]:
-    exported = json.loads(pulumi(stack, project_dir, "stack", "export"))
-    return [op["resource"] for op in exported.get("deployment", {}).get("pending_operations") or []
+    return [op["resource"] for op in exported(stack, project_dir).get("pending_operations") or []
             if op.get("type") == "creating"]
 
 
-def resolve_pending_creates(stack: str, project_dir: Path) -> None:
+def natural_id(resource: dict) -> str:
+    return str((resource.get("inputs") or {}).get(NATURAL_ID.get(resource["type"], ""), "") or "")
+
+
+def import_resource(stack: str, project_dir: Path, kind: str, urn: str, id_: str, parent: str,
+                    provider: str) -> bool:
+    """`pulumi import` of one object under the program's own name, parent and
+    provider; False if it does not exist (then `up` makes it)."""
+    provider_urn = provider.rsplit("::", 1)[0] if provider.count("::") > 3 else provider
+    done = subprocess.run(
+        ["pulumi", "import", kind, urn.split("::")[-1], id_, "--parent", f"parent={parent}",
+         "--provider", f"provider={provider_urn}", "--protect=false", "--generate-code=false", "--yes",
+         "--skip-preview", "--stack", stack, "--cwd", str(project_dir)], capture_output=True, text=True)
+    if done.returncode == 0:
+        say(f"{id_!r} ({kind}), made by the interrupted run, is now in the state")
+    return done.returncode == 0
+
+
+def resolve_pending_creates(stack: str, project_dir: Path, before_cancel: list[dict]) -> None:
+    """`before_cancel`: the pending creates as the killed run left them (cancelling
+    may drop them from the state, but not the objects they made)."""
+    if before_cancel:
+        say(f"stack {stack!r} had {len(before_cancel)} pending create(s) from the interrupted run: "
+            + ", ".join(r["urn"].split("::")[-1] for r in before_cancel))
     pending = pending_creates(stack, project_dir)
-    if not pending:
-        return
-    say(f"stack {stack!r} has {len(pending)} pending create(s) from an interrupted run: "
-        + ", ".join(r["urn"].split("::")[-1] for r in pending))
-    imports = [(r["urn"], str((r.get("inputs") or {}).get(NATURAL_ID.get(r["type"], ""), "")))
-               for r in pending if r["type"] in NATURAL_ID]
-    imports = [(urn, found) for urn, found in imports if found]
+    imports = [(r["urn"], natural_id(r)) for r in pending if natural_id(r)]
     if imports:
         pulumi(stack, project_dir, "refresh", "--yes", "--skip-preview",
                # The flag takes the urn and the id as two values, one after the other.
                *[arg for pair in imports for value in pair for arg in ("--import-pending-creates", value)])
     if pending_creates(stack, project_dir):
         pulumi(stack, project_dir, "refresh", "--yes", "--skip-preview", "--clear-pending-creates")
-    say("pending creates resolved (imported by name where the object exists, otherwise made again)")
+    # Those the cancel dropped from the state: imported by their name if they exist.
+    recorded = {r["urn"] for r in exported(stack, project_dir).get("resources") or []}
+    for resource in before_cancel:
+        if natural_id(resource) and resource["urn"] not in recorded and resource.get("parent") \
+                and resource.get("provider"):
+            import_resource(stack, project_dir, resource["type"], resource["urn"], natural_id(resource),
+                            resource["parent"], resource["provider"])
+
+
+CLAIM = "pulumi-python:dynamic/postgresql:RoleClaim"
+ROLE = "postgresql:index/role:Role"
+
+
+def adopt_claimed_roles(stack: str, project_dir: Path) -> None:
+    """A role whose create the killed run had sent but not recorded: its claim is
+    in the state (made first, when the name was free) and the role is not. It
+    can only be this stack's, so it is imported under its resource name; if
+    PostgreSQL does not have it, the import fails and `up` simply makes it."""
+    resources = exported(stack, project_dir).get("resources") or []
+    urns = {r["urn"] for r in resources}
+    providers = [r["urn"] for r in resources if r["type"] == "pulumi:providers:postgresql"]
+    if len(providers) != 1:
+        return
+    for claim in (r for r in resources if r["type"] == CLAIM):
+        role_urn = claim["urn"].replace(CLAIM, ROLE).removesuffix("-claim")
+        name = (claim.get("outputs") or {}).get("name") or (claim.get("inputs") or {}).get("name")
+        if role_urn in urns or not name:
+            continue
+        import_resource(stack, project_dir, ROLE, role_urn, name, claim["parent"], providers[0])
 
 
 def say(message: str) -> None:
@@ -110,10 +162,12 @@ def main() -> int:
     for _, owner in found:
         say(f"stack {stack!r} was locked by pulumi pid {owner.get('pid')} (started {owner.get('timestamp')}), "
             "which no longer runs; clearing the lock")
-    if found:
-        pulumi(stack, project_dir, "cancel", "--yes")
-    if backend.startswith("file://") and found:
-        resolve_pending_creates(stack, project_dir)
+    if not found:
+        return 0
+    before_cancel = pending_creates(stack, project_dir)
+    pulumi(stack, project_dir, "cancel", "--yes")
+    resolve_pending_creates(stack, project_dir, before_cancel)
+    adopt_claimed_roles(stack, project_dir)
     return 0
 
 
