@@ -61,6 +61,11 @@ def test_class1_a_mount_path_holding_another_engine_is_refused_and_nothing_moves
     mounts = vault().sys.list_mounted_secrets_engines()["data"]
     assert mounts[f"{deployed_stack.mount}/"]["type"] == "database"
     vault().sys.revoke_lease(secret["lease_id"])
+    # The refused `up` may have recorded the claim on the new path's login name (a
+    # record in the state only: no server was touched); the next `up` drops it.
+    settled = deployed_stack.stack.up()
+    dropped = [line for line in settled.stdout.splitlines() if " deleted" in line and "-claim" not in line]
+    assert set(settled.summary.resource_changes) <= {"same", "delete"} and not dropped, settled.stdout[-2000:]
 
 
 def test_class1_a_new_mount_path_never_removes_the_engine_before_the_new_one_works(new_stack: ProgramStack):
