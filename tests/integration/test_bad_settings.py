@@ -64,7 +64,7 @@ def test_class1_a_mount_path_holding_another_engine_is_refused_and_nothing_moves
     # The refused `up` may have recorded the claim on the new path's login name (a
     # record in the state only: no server was touched); the next `up` drops it.
     settled = deployed_stack.stack.up()
-    dropped = [line for line in settled.stdout.splitlines() if " deleted" in line and "-claim" not in line]
+    dropped = [line for line in settled.stdout.splitlines() if " deleted (" in line and "-claim " not in line]
     assert set(settled.summary.resource_changes) <= {"same", "delete"} and not dropped, settled.stdout[-2000:]
 
 
