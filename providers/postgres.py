@@ -37,6 +37,21 @@ class PostgresUnreachable(Exception):
     """PostgreSQL could not be reached or refused the login."""
 
 
+class _NamingCursor(psycopg.Cursor):
+    """A statement cut off by the server (shut down, restarted, connection lost)
+    is reported naming PostgreSQL and its address, not only psycopg's words."""
+
+    def execute(self, query, params=None, **kwargs):
+        try:
+            return super().execute(query, params, **kwargs)
+        except (psycopg.errors.AdminShutdown, psycopg.errors.CrashShutdown, psycopg.OperationalError) as error:
+            info = self.connection.info
+            raise PostgresUnreachable(
+                f"PostgreSQL at {info.host}:{info.port} (database {info.dbname!r}) stopped answering during a "
+                f"statement: {str(error).strip()}. Once it runs again, a later `pulumi up` picks up where "
+                "this one stopped.") from None
+
+
 def connect(connection: dict[str, Any]) -> psycopg.Connection:
     """Opens an autocommit connection from a `connection` input. The server's CA
     comes as a file path (`sslrootcert`) or as PEM text (`sslrootcert_pem`)."""
@@ -55,6 +70,7 @@ def connect(connection: dict[str, Any]) -> psycopg.Connection:
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             autocommit=True,
             application_name="pg-dynamic-creds",
+            cursor_factory=_NamingCursor,
         )
     except psycopg.OperationalError as error:
         # `from None`: the message carries psycopg's text; the chained traceback is noise.
