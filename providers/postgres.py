@@ -33,8 +33,9 @@ CONNECT_TIMEOUT_SECONDS = 10
 KEEP_TABLES_SETTING = "pgcreds:keepTablesOnDestroy"
 
 
-class PostgresUnreachable(Exception):
-    """PostgreSQL could not be reached or refused the login."""
+class PostgresUnreachable(psycopg.OperationalError):
+    """PostgreSQL could not be reached, refused the login, or went away during a
+    statement (an OperationalError, as psycopg's own, with a message naming it)."""
 
 
 class _NamingCursor(psycopg.Cursor):
