@@ -13,8 +13,6 @@ on the role in pgcreds:roles and run `pulumi up`. Exits 1 if any lease is left.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from typing import Any
@@ -23,6 +21,7 @@ import hvac
 import hvac.exceptions
 
 from providers._shared import vault_tls_verify
+from smoke_check import operator_token, read_outputs
 
 
 class BreakGlassError(Exception):
@@ -64,9 +63,8 @@ def main() -> int:
     parser.add_argument("--role", required=True, help="an application role of the stack, or all")
     parser.add_argument("--outputs", default="-", help="stack outputs JSON file (default: standard input)")
     args = parser.parse_args()
-    with (sys.stdin if args.outputs == "-" else open(args.outputs)) as source:
-        outputs = json.load(source)
-    token = os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+    outputs = read_outputs(args.outputs)
+    token = operator_token()
     if not token:
         print("break-glass: export VAULT_TOKEN (or BAO_TOKEN) first", file=sys.stderr)
         return 2

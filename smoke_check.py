@@ -155,6 +155,17 @@ def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, for
     return report
 
 
+def read_outputs(path: str) -> dict[str, Any]:
+    """Stack outputs JSON from a file, or from standard input for `-`."""
+    with (sys.stdin if path == "-" else open(path)) as source:
+        return json.load(source)
+
+
+def operator_token() -> Optional[str]:
+    """The operator's Vault token, as the vault provider reads it (or OpenBao's name)."""
+    return os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", default="metrics-readwrite", help="Vault role to read credentials from")
@@ -163,9 +174,8 @@ def main() -> int:
     parser.add_argument("--no-sample-rows", action="store_true", help="do not expect the dev sample rows")
     parser.add_argument("--outputs", default="-", help="stack outputs JSON file (default: standard input)")
     args = parser.parse_args()
-    with (sys.stdin if args.outputs == "-" else open(args.outputs)) as source:
-        outputs = json.load(source)
-    token = os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+    outputs = read_outputs(args.outputs)
+    token = operator_token()
     if not token:
         print("smoke check: export VAULT_TOKEN (or BAO_TOKEN) first", file=sys.stderr)
         return 2

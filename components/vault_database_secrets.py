@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import ssl
 import urllib.error
 import urllib.request
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import pulumi
-from pulumi import Input, Output, ResourceOptions
+from pulumi import Output, ResourceOptions
 
 
 import pulumi_vault as vault
@@ -24,6 +23,7 @@ from components.access_roles import VaultLogin
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
 from components.vault_connections import VaultConnection
+from providers._shared import vault_tls_verify
 from providers.vault import FirstLoginPassword, VaultLeaseRevoker
 
 
@@ -88,7 +88,8 @@ def require_unsealed(address: str) -> None:
     health endpoint): the vault provider would retry every call for tens of seconds
     before failing with the same news. An unreachable Vault is left to the provider,
     whose message names the address."""
-    context = ssl.create_default_context(cafile=os.environ.get("VAULT_CACERT") or None)
+    verify = vault_tls_verify()
+    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
     try:
         urllib.request.urlopen(f"{address}/v1/sys/health?standbyok=true", timeout=5, context=context)
     except urllib.error.HTTPError as answer:

@@ -9,7 +9,6 @@ life by the tests of this module, in order."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time

@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import hvac.exceptions
-import psycopg
 import pytest
 from pulumi import automation as auto
 
