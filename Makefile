@@ -6,6 +6,7 @@ STACK ?= dev
 PROJECT ?= .
 SMOKE_ROLE ?= metrics-readwrite
 PYTHON := venv/bin/python
+UV_VERSION := $(shell sed -n 's/^UV_VERSION=//p' toolchain/pins.env)
 # Every Pulumi command runs with the pinned toolchain and the local servers' settings.
 DEV_ENV := . local/dev-env.sh
 
@@ -57,8 +58,14 @@ servers: venv ## start the local PostgreSQL and OpenBao (raft, TLS, unsealed) if
 	local/openbao.sh start
 
 venv: venv/.installed
-venv/.installed: requirements.txt requirements-dev.txt
+venv/.installed: requirements.txt requirements-dev.txt toolchain/pins.env
 	python3 -m venv venv
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@# pyproject.toml and uv.lock (the uv toolchain's) are made from requirements.txt,
+	@# then the runtime is installed exactly as locked, and the dev tools on top.
+	rm -f pyproject.toml uv.lock
+	venv/bin/uv init --quiet --bare --no-package --no-pin-python --no-workspace --name pgcreds
+	venv/bin/uv add --quiet --no-sync --no-workspace -r requirements.txt
+	UV_PROJECT_ENVIRONMENT=venv venv/bin/uv sync --quiet --frozen --inexact
+	venv/bin/uv pip install --quiet --python venv/bin/python -r requirements-dev.txt
 	touch $@

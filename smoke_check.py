@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 
 from providers._shared import vault_tls_verify
-from providers.postgres import connect
+from providers.pg_sql import connect
 
 SAMPLE_WEEKS = ("2022-02-25", "2022-03-04", "2022-03-11")
 

@@ -130,21 +130,25 @@ class ProgramRun:
 
 
 # Where a no-op preview spends its time, from the engine's own log (`-v=7`, one
-# JSON object a line): (phase, message that starts it), in order.
+# JSON object a line): (phase, message that ends it), in order. The last phase
+# ends when the `pulumi` process does.
 PHASE_MARKS = (
-    ("CLI start, language host start", None),
-    ("GetRequiredPackages (host lists the venv)", "GetRequiredPackages("),
-    ("program start: python, imports, settings", "langhost[python].Run("),
-    ("first registrations, until a provider is asked", "registering resource: ty=pulumi:pulumi:Stack"),
-    ("providers start; resources register and diff", "Provider["),
-    ("shutdown", ") success: progerr="),
+    ("CLI start; host start; runtime metadata", "GetRequiredPackages(root="),
+    ("GetRequiredPackages", ") success: #versions="),
+    ("engine: plugins resolved, program launched", "langhost[python].Run("),
+    ("python start, import pulumi, Stack registers", "registering resource: ty=pulumi:pulumi:Stack"),
+    ("program imports, settings, preview checks", "registering resource: ty=pgcreds:"),
+    ("providers start; resources register and diff", "step executor has completed"),
+    ("program exit (interpreter teardown)", "Program exited"),
+    ("plugins stop, CLI exit", None),
 )
 
 
-def phase_breakdown(program: "ProgramRun") -> list[tuple[str, float]]:
+def phase_breakdown(project: Path, env: dict[str, str]) -> list[tuple[str, float]]:
+    """One no-op `pulumi preview` of the stack `bench` in `project`, cut into PHASE_MARKS."""
     started = time.perf_counter()
     done = subprocess.run(["pulumi", "preview", "--stack", "bench", "--non-interactive", "--logtostderr", "-v=7"],
-                          cwd=program.project, env=program.env, capture_output=True, text=True, check=True)
+                          cwd=project, env=env, capture_output=True, text=True, check=True)
     total = time.perf_counter() - started
     events = []
     for line in done.stderr.splitlines():
@@ -154,14 +158,18 @@ def phase_breakdown(program: "ProgramRun") -> list[tuple[str, float]]:
             continue
         stamp = entry.get("time", "")[:26].rstrip("Z")
         events.append((datetime.fromisoformat(stamp).timestamp(), entry.get("msg", "")))
+    # The log starts a few milliseconds after the process: counted in the first phase.
     first = events[0][0]
-    starts = [0.0]
-    for _, mark in PHASE_MARKS[1:]:
-        at = next((t - first for t, msg in events if mark in msg and t - first >= starts[-1]), starts[-1])
-        starts.append(at)
-    # The log begins a little after the process; the remainder is counted as shutdown.
-    ends = starts[1:] + [total]
-    return [(name, end - start) for (name, _), start, end in zip(PHASE_MARKS, starts, ends)]
+    ends, at = [], 0.0
+    for _, mark in PHASE_MARKS[:-1]:
+        at = next((t - first for t, msg in events if mark in msg and t - first > at), at)
+        ends.append(at)
+    ends.append(total)
+    return [(name, end - begin) for (name, _), begin, end in zip(PHASE_MARKS, [0.0, *ends], ends)]
+
+
+def median_phases(runs: list[list[tuple[str, float]]]) -> list[tuple[str, float]]:
+    return [(name, statistics.median(run[index][1] for run in runs)) for index, (name, _) in enumerate(runs[0])]
 
 
 def raw_script(shape: Shape, suffix: str, database: str, mount: str) -> tuple[str, str]:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import pulumi
-import pulumi_aiven as aiven
 from pulumi import Input, Output, ResourceOptions
 
 from components.pg_endpoint import PgEndpoint, admin_provider, register_endpoint_outputs
@@ -57,10 +56,15 @@ def checked_plan(plans: list, plan: str, project: str) -> str:
 
 class AivenPostgres(pulumi.ComponentResource):
     endpoint: PgEndpoint
-    service: aiven.Pg
+    service: pulumi.CustomResource
+    """The `aiven.Pg` service."""
     args: AivenPostgresArgs
 
     def __init__(self, name: str, args: AivenPostgresArgs, opts: Optional[ResourceOptions] = None):
+        # Imported here, not at the top: pulumi_aiven loads every Aiven resource type
+        # (about half a second, and as much again at exit), and only aiven mode needs it.
+        import pulumi_aiven as aiven
+
         super().__init__("pgcreds:postgres:AivenPostgres", name, None, opts)
         self.name, self.args = name, args
         provider = aiven.Provider(f"{name}-aiven", api_token=Output.secret(args.token) if args.token else None,

@@ -10,10 +10,8 @@ composed with psycopg's `sql.Identifier`, values with query parameters.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-import psycopg
-from psycopg import sql
 from pulumi import Input, Output, ResourceOptions
 from pulumi.dynamic import (
     CheckFailure,
@@ -27,60 +25,17 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from providers._shared import ca_file, changed, gone
+from providers._shared import changed, gone, lazy_module
 
-CONNECT_TIMEOUT_SECONDS = 10
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+
+# Loaded on first use, in the process that runs these providers: the program
+# process only declares the resources and never needs psycopg.
+pg = lazy_module("providers.pg_sql")
+
 KEEP_TABLES_SETTING = "pgcreds:keepTablesOnDestroy"
-
-
-class PostgresUnreachable(psycopg.OperationalError):
-    """PostgreSQL could not be reached, refused the login, or went away during a
-    statement (an OperationalError, as psycopg's own, with a message naming it)."""
-
-
-class _NamingCursor(psycopg.Cursor):
-    """A statement cut off by the server (shut down, restarted, connection lost)
-    is reported naming PostgreSQL and its address, not only psycopg's words."""
-
-    def execute(self, query, params=None, **kwargs):
-        try:
-            return super().execute(query, params, **kwargs)
-        except (psycopg.errors.AdminShutdown, psycopg.errors.CrashShutdown, psycopg.OperationalError) as error:
-            info = self.connection.info
-            raise PostgresUnreachable(
-                f"PostgreSQL at {info.host}:{info.port} (database {info.dbname!r}) stopped answering during a "
-                f"statement: {str(error).strip()}. Once it runs again, a later `pulumi up` picks up where "
-                "this one stopped.") from None
-
-
-def connect(connection: dict[str, Any]) -> psycopg.Connection:
-    """Opens an autocommit connection from a `connection` input. The server's CA
-    comes as a file path (`sslrootcert`) or as PEM text (`sslrootcert_pem`)."""
-    sslrootcert = connection.get("sslrootcert") or None
-    if connection.get("sslrootcert_pem"):
-        sslrootcert = ca_file(connection["sslrootcert_pem"])
-    try:
-        return psycopg.connect(
-            host=connection["host"],
-            port=int(connection["port"]),
-            dbname=connection["database"],
-            user=connection["user"],
-            password=connection["password"],
-            sslmode=connection.get("sslmode") or "prefer",
-            sslrootcert=sslrootcert,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            autocommit=True,
-            application_name="pg-dynamic-creds",
-            cursor_factory=_NamingCursor,
-        )
-    except psycopg.OperationalError as error:
-        # `from None`: the message carries psycopg's text; the chained traceback is noise.
-        raise PostgresUnreachable(
-            f"cannot connect to PostgreSQL at {connection['host']}:{int(connection['port'])} "
-            f"(database {connection['database']!r}, user {connection['user']!r}): {str(error).strip()}. "
-            "Check that the server is running and the pgcreds:postgres* settings; "
-            "a later `pulumi up` picks up where this one stopped."
-        ) from None
 
 
 SERVER_IDENTITY = ("host", "port", "database")
@@ -103,38 +58,6 @@ def _updated(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
     return changed(olds, news, tuple(keys) + ("connection",))
 
 
-def _ensure_member(cur: psycopg.Cursor, role: str) -> None:
-    """Makes the admin a member of `role`. A superuser is one already; a
-    CREATEROLE admin such as Aiven's avnadmin is not, yet needs to be to hand a
-    table to the role, end its sessions or reassign what it owns."""
-    cur.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (role,))
-    if not cur.fetchone()[0]:
-        cur.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
-
-
-def _take_turns(cur: psycopg.Cursor, topic: str) -> None:
-    """Pulumi creates resources in parallel, and concurrent GRANTs that touch the
-    same catalog row collide ("tuple concurrently updated", "duplicate key"):
-    those on one `topic` take turns, until the transaction ends."""
-    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pgcreds: {topic}",))
-
-
-def _give_table(cur: psycopg.Cursor, table: str, owner: str) -> None:
-    """ALTER TABLE ... OWNER TO, as a non-superuser admin may: it must be a
-    member of the new owner, and the owner needs CREATE on the schema."""
-    _take_turns(cur, "table owner grants")
-    _ensure_member(cur, owner)
-    schema = cur.execute("SELECT current_schema()").fetchone()[0]
-    if not cur.execute("SELECT has_schema_privilege(%s, %s, 'CREATE')", (owner, schema)).fetchone()[0]:
-        cur.execute(sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(sql.Identifier(schema), sql.Identifier(owner)))
-    cur.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(table), sql.Identifier(owner)))
-
-
-def _table_exists(cur: psycopg.Cursor, name: str) -> bool:
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(name).as_string(cur),))
-    return bool(cur.fetchone()[0])
-
-
 # --- role claims --------------------------------------------------------------
 
 
@@ -150,9 +73,9 @@ class _RoleClaimProvider(ResourceProvider):
         if not isinstance(connection, dict) or (olds and not _replaced(olds, news, ("name",))):
             return CheckResult(news, [])  # the server is not known yet, or the role is ours already
         try:
-            with connect(connection) as conn:
+            with pg.connect(connection) as conn:
                 exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (news["name"],)).fetchone()
-        except PostgresUnreachable:
+        except pg.PostgresUnreachable:
             # Nothing can be made there either; the check runs again (as the engine
             # checks every input again) when `up` reaches a server that answers.
             return CheckResult(news, [])
@@ -210,10 +133,10 @@ class _TableProvider(_HonoursKeepSetting):
     """
 
     def _row_count(self, props: dict) -> int:
-        with connect(props["connection"]) as conn, conn.cursor() as cur:
-            if not _table_exists(cur, props["name"]):
+        with pg.connect(props["connection"]) as conn, conn.cursor() as cur:
+            if not pg.table_exists(cur, props["name"]):
                 return 0
-            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(props["name"])))
+            cur.execute(pg.sql.SQL("SELECT count(*) FROM {}").format(pg.sql.Identifier(props["name"])))
             return cur.fetchone()[0]
 
     def check(self, olds: dict, news: dict) -> CheckResult:
@@ -232,25 +155,25 @@ class _TableProvider(_HonoursKeepSetting):
         return CheckResult(news, [])
 
     def create(self, props: dict) -> CreateResult:
-        name = sql.Identifier(props["name"])
-        columns = sql.SQL(", ").join(
-            sql.SQL("{} {}").format(sql.Identifier(column), sql.SQL(definition))
+        name = pg.sql.Identifier(props["name"])
+        columns = pg.sql.SQL(", ").join(
+            pg.sql.SQL("{} {}").format(pg.sql.Identifier(column), pg.sql.SQL(definition))
             for column, definition in props["columns"])
         wanted = [column for column, _ in props["columns"]]
-        with connect(props["connection"]) as conn, conn.cursor() as cur, conn.transaction():
+        with pg.connect(props["connection"]) as conn, conn.cursor() as cur, conn.transaction():
             # A table kept by an earlier destroy (keepTablesOnDestroy) is adopted with
             # its data, if it has the same columns; an empty one with others is remade.
             cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
                         "AND table_name = %s ORDER BY ordinal_position", (props["name"],))
             existing = [r[0] for r in cur.fetchall()]
             if existing and existing != wanted:
-                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(name))
+                cur.execute(pg.sql.SQL("SELECT count(*) FROM {}").format(name))
                 if cur.fetchone()[0]:
                     raise ValueError(f"table {props['name']!r} already exists with columns {existing} and holds "
                                      f"rows; the program wants {wanted}. Migrate it by hand first.")
-                cur.execute(sql.SQL("DROP TABLE {}").format(name))
-            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(name, columns))
-            _give_table(cur, props["name"], props["owner"])
+                cur.execute(pg.sql.SQL("DROP TABLE {}").format(name))
+            cur.execute(pg.sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(name, columns))
+            pg.give_table(cur, props["name"], props["owner"])
         return CreateResult(props["name"], dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
@@ -260,21 +183,21 @@ class _TableProvider(_HonoursKeepSetting):
 
     def update(self, _id: str, olds: dict, news: dict) -> UpdateResult:
         if olds.get("owner") != news.get("owner"):
-            with connect(news["connection"]) as conn, conn.cursor() as cur, conn.transaction():
-                _give_table(cur, news["name"], news["owner"])
+            with pg.connect(news["connection"]) as conn, conn.cursor() as cur, conn.transaction():
+                pg.give_table(cur, news["name"], news["owner"])
         return UpdateResult(dict(news))
 
     def read(self, id_: str, props: dict) -> ReadResult:
-        with connect(props["connection"]) as conn, conn.cursor() as cur:
-            if not _table_exists(cur, id_):
+        with pg.connect(props["connection"]) as conn, conn.cursor() as cur:
+            if not pg.table_exists(cur, id_):
                 return gone()
         return ReadResult(id_, dict(props))
 
     def delete(self, id_: str, props: dict) -> None:
         if not self.may_remove_data(props):
             return
-        with connect(props["connection"]) as conn:
-            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(id_)))
+        with pg.connect(props["connection"]) as conn:
+            conn.execute(pg.sql.SQL("DROP TABLE IF EXISTS {}").format(pg.sql.Identifier(id_)))
 
 
 class PgTable(Resource, module="postgresql", name="Table"):
@@ -301,19 +224,19 @@ class _SampleRowsProvider(ResourceProvider):
     the table is dropped. So a replacement, forced or not, never empties a table."""
 
     def _statement(self, props: dict, template: str) -> sql.Composed:
-        return sql.SQL(template).format(
-            table=sql.Identifier(props["table"]),
-            columns=sql.SQL(", ").join(sql.Identifier(c) for c in props["columns"]),
-            conditions=sql.SQL(" AND ").join(
-                sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder()) for c in props["columns"]),
-            values=sql.SQL(", ").join(sql.Placeholder() for _ in props["columns"]))
+        return pg.sql.SQL(template).format(
+            table=pg.sql.Identifier(props["table"]),
+            columns=pg.sql.SQL(", ").join(pg.sql.Identifier(c) for c in props["columns"]),
+            conditions=pg.sql.SQL(" AND ").join(
+                pg.sql.SQL("{} = {}").format(pg.sql.Identifier(c), pg.sql.Placeholder()) for c in props["columns"]),
+            values=pg.sql.SQL(", ").join(pg.sql.Placeholder() for _ in props["columns"]))
 
     def _missing(self, cur: psycopg.Cursor, props: dict) -> list[list]:
         find = self._statement(props, "SELECT 1 FROM {table} WHERE {conditions}")
         return [row for row in props["rows"] if cur.execute(find, row).fetchone() is None]
 
     def create(self, props: dict) -> CreateResult:
-        with connect(props["connection"]) as conn, conn.cursor() as cur, conn.transaction():
+        with pg.connect(props["connection"]) as conn, conn.cursor() as cur, conn.transaction():
             missing = self._missing(cur, props)
             if missing:
                 cur.executemany(self._statement(props, "INSERT INTO {table} ({columns}) VALUES ({values})"), missing)
@@ -321,8 +244,8 @@ class _SampleRowsProvider(ResourceProvider):
 
     def read(self, id_: str, props: dict) -> ReadResult:
         # Rows deleted by hand make the resource gone, so that the next `up` puts them back.
-        with connect(props["connection"]) as conn, conn.cursor() as cur:
-            if not _table_exists(cur, props["table"]) or self._missing(cur, props):
+        with pg.connect(props["connection"]) as conn, conn.cursor() as cur:
+            if not pg.table_exists(cur, props["table"]) or self._missing(cur, props):
                 return gone()
         return ReadResult(id_, dict(props))
 

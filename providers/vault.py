@@ -16,13 +16,9 @@ VAULT_CACERT, so neither enters stack config or state.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Optional
 
-import hvac
-import hvac.exceptions
-import requests
 from pulumi import Input, Output, ResourceOptions
 from pulumi.dynamic import (
     CheckFailure,
@@ -35,34 +31,11 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from psycopg import sql
+from providers._shared import changed, gone, lazy_module
 
-from providers._shared import changed, gone, vault_tls_verify
-from providers.postgres import connect
-
-REQUEST_TIMEOUT_SECONDS = 120
-
-
-class VaultUnreachable(Exception):
-    """Vault could not be reached, or the token was missing or refused."""
-
-
-def client(address: str) -> hvac.Client:
-    token = os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
-    if not token:
-        raise VaultUnreachable(
-            "no Vault token: set VAULT_TOKEN (or BAO_TOKEN) in the environment of `pulumi`; "
-            "it is deliberately not a stack setting, so that it never lands in config or state")
-    vault = hvac.Client(url=address, token=token, timeout=REQUEST_TIMEOUT_SECONDS,
-                        verify=vault_tls_verify())
-    try:
-        if not vault.is_authenticated():
-            raise VaultUnreachable(f"Vault at {address} refused the token in VAULT_TOKEN; check it has not expired")
-    except requests.exceptions.RequestException as error:
-        raise VaultUnreachable(
-            f"cannot reach Vault at {address} ({type(error).__name__}). Check that it is running and "
-            "the pgcreds:vaultAddress setting; a later `pulumi up` picks up where this one stopped.") from None
-    return vault
+# Loaded on first use, in the process that runs these providers (see lazy_module).
+api = lazy_module("providers.vault_api")
+pg = lazy_module("providers.pg_sql")
 
 
 class _LeaseRevokerProvider(ResourceProvider):
@@ -96,12 +69,12 @@ class _LeaseRevokerProvider(ResourceProvider):
         return UpdateResult(dict(news))
 
     def delete(self, id_: str, props: dict) -> None:
-        vault = client(props["address"])
+        vault = api.client(props["address"])
         if props["mount"] + "/" not in vault.sys.list_mounted_secrets_engines()["data"]:
             return  # the mount is gone, and its leases with it
         try:
             vault.sys.revoke_prefix(id_)  # sync: returns once every revocation statement ran
-        except hvac.exceptions.InvalidRequest as error:
+        except api.hvac.exceptions.InvalidRequest as error:
             raise RuntimeError(f"Vault could not revoke the leases under {id_}: {error}. Nothing was deleted; "
                                "fix the cause (PostgreSQL reachable? the revocation statements?) and run "
                                "`pulumi destroy` or `pulumi up` again.") from None
@@ -134,17 +107,17 @@ class _FirstPasswordProvider(ResourceProvider):
     REPLACE_ON = ("login", "server", "mount", "connection_name")
 
     def create(self, props: dict) -> CreateResult:
-        with connect(props["connection"]) as conn:
-            conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
-                sql.Identifier(props["login"]), sql.Literal(props["password"])))
+        with pg.connect(props["connection"]) as conn:
+            conn.execute(pg.sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
+                pg.sql.Identifier(props["login"]), pg.sql.Literal(props["password"])))
         generation = str(time.time_ns())  # what the rotation step waits for, to rotate again
         return CreateResult(f"{props['mount']}/config/{props['connection_name']}",
                             {**props, "generation": generation})
 
     def read(self, id_: str, props: dict) -> ReadResult:
         try:
-            found = client(props["address"]).read(id_)
-        except hvac.exceptions.InvalidPath:
+            found = api.client(props["address"]).read(id_)
+        except api.hvac.exceptions.InvalidPath:
             found = None
         return ReadResult(id_, props) if found else gone()
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from sourced_env import REPO
 
-PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "settings.py", "tables.py", "components", "providers")
+PROGRAM_FILES = ("Pulumi.yaml", "pyproject.toml", "uv.lock", "__main__.py", "settings.py", "tables.py", "components", "providers")
 
 
 def copy_program(folder: Path, stack_files: Sequence[str] = ()) -> Path:
