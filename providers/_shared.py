@@ -3,29 +3,32 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib
 import os
-import sys
 import tempfile
+import threading
 from pathlib import Path
-from types import ModuleType
 from typing import Sequence
 
 from pulumi.dynamic import ReadResult
 
 
-def lazy_module(name: str) -> ModuleType:
-    """The module `name`, run on first use of one of its attributes. The program
-    process pickles these providers but never calls them; the process that runs
-    them loads the module (with psycopg or hvac, about 0.1 s each) when it must."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+class lazy_module:  # noqa: N801 - used like a module
+    """The module `name`, imported on first use of one of its attributes. The
+    program process pickles these providers but never calls them; the process
+    that runs them imports the module (with psycopg or hvac, about 0.1 s each)
+    when it must. Thread-safe, as the provider process serves calls in threads
+    (importlib's LazyLoader is not, in Python 3.11)."""
+
+    def __init__(self, name: str):
+        self._name, self._module, self._lock = name, None, threading.Lock()
+
+    def __getattr__(self, attribute: str):
+        if self._module is None:
+            with self._lock:
+                if self._module is None:
+                    self._module = importlib.import_module(self._name)
+        return getattr(self._module, attribute)
 
 
 def changed(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
