@@ -47,8 +47,11 @@ test: venv toolchain servers ## every test: unit (mocks), integration and policy
 test-unit: venv
 	$(PYTHON) -m pytest tests/unit
 
-bench: venv toolchain servers ## timings of up, no-op preview and destroy (prints figures, asserts nothing)
-	$(DEV_ENV) && $(PYTHON) bench/bench.py
+# The program before the fixed-cost work, measured beside the current one by `make bench`.
+BENCH_BASELINE ?= cee5bae
+
+bench: venv toolchain servers ## timings of up, no-op preview (by phase) and destroy, before/after (prints figures, asserts nothing)
+	$(DEV_ENV) && $(PYTHON) bench/bench.py $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 
 toolchain: ## build (once) and cache the pinned Pulumi CLI and Python language host
 	toolchain/build.sh >/dev/null

@@ -12,6 +12,11 @@ the dev stack is left alone:
 The raw baseline makes the same objects with one `psql` call and plain `bao`
 calls (what a shell script would do), then removes them.
 
+With `--baseline <git revision>` (`make bench` passes the revision before the
+fixed-cost work), the program at that revision runs beside the current one, in
+turns, on the same toolchain, virtualenv and servers: a no-op preview cut into
+phases (from the engine's log) and up / preview / destroy, before and after.
+
 First, a load run on the dev shape (loopback only, bounded in count and
 time): 500 credentials issued by 8 concurrent AppRole clients, each logging in
 to PostgreSQL and inserting a row, then every lease revoked; errors, rows,
@@ -91,11 +96,11 @@ def psql(statement: str, database: str = "postgres") -> None:
 class ProgramRun:
     """A copy of the program for one shape, on its own database and backend."""
 
-    def __init__(self, shape: Shape, folder: Path):
-        self.shape, self.suffix = shape, secrets.token_hex(3)
+    def __init__(self, shape: Shape, folder: Path, source: Path = REPO):
+        self.shape, self.suffix, self.source = shape, secrets.token_hex(3), source
         self.database, self.mount = f"bench_{shape.name}_{self.suffix}", f"bench-{shape.name}-{self.suffix}"
         folder.mkdir(parents=True)
-        self.project = copy_program(folder / "project")
+        self.project = copy_program(folder / "project", source=source)
         if shape.name != "dev":
             (self.project / "tables.py").write_text(self._generated_tables())
         (folder / "state").mkdir()
@@ -114,7 +119,7 @@ class ProgramRun:
             self.pulumi("config", "set", f"pgcreds:{key}", value)
 
     def _generated_tables(self) -> str:
-        original = (REPO / "tables.py").read_text()
+        original = (self.source / "tables.py").read_text()
         names = self.shape.table_names()
         specs = ", ".join(f'TableSpec(name="{name}", columns={GENERATED_COLUMNS})' for name in names)
         # Keep the sensitive table (the settings refuse grants on it) beside the generated ones.
@@ -300,6 +305,47 @@ def admin_session(database: str):
                            password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"], autocommit=True)
 
 
+def checkout(revision: str, folder: Path) -> Path:
+    """The repository's tree at `revision`, unpacked into `folder`."""
+    folder.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", revision], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def before_after(program: ProgramRun, baseline: ProgramRun, runs: int) -> dict[str, tuple[float, float]]:
+    """The program and the baseline, measured in turns (so that drift of the
+    machine hits both alike): no-op preview phases, then up / preview / destroy."""
+    phases = {"before": [], "after": []}
+    timings = {f"{k} {op}": [] for k in ("before", "after") for op in ("up", "preview", "destroy")}
+    for which in (baseline, program):
+        which.pulumi("up", "--yes", "--skip-preview")
+    for _ in range(runs):
+        for key, which in (("before", baseline), ("after", program)):
+            phases[key].append(phase_breakdown(which.project, which.env))
+    for which in (baseline, program):
+        which.pulumi("destroy", "--yes", "--skip-preview")
+    for _ in range(runs):
+        for key, which in (("before", baseline), ("after", program)):
+            timings[f"{key} up"].append(which.pulumi("up", "--yes", "--skip-preview"))
+            timings[f"{key} preview"].append(which.pulumi("preview"))
+            timings[f"{key} destroy"].append(which.pulumi("destroy", "--yes", "--skip-preview"))
+    table = {name: (before, after) for (name, before), (_, after)
+             in zip(median_phases(phases["before"]), median_phases(phases["after"]))}
+    for op in ("up", "preview", "destroy"):
+        table[f"pulumi {op} (wall)"] = (statistics.median(timings[f"before {op}"]),
+                                        statistics.median(timings[f"after {op}"]))
+    return table
+
+
+def print_before_after(title: str, table: dict[str, tuple[float, float]]) -> None:
+    print(title)
+    print(f"  {'':<48} {'before':>7} {'after':>7} {'after/before':>13}")
+    for name, (before, after) in table.items():
+        ratio = f"{after / before:.2f}" if before >= 0.01 else "-"
+        print(f"  {name:<48} {before:>6.2f}s {after:>6.2f}s {ratio:>13}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -308,12 +354,16 @@ def main() -> None:
     parser.add_argument("--load-clients", type=int, default=8)
     parser.add_argument("--load-limit-seconds", type=float, default=300)
     parser.add_argument("--only-load", action="store_true", help="the load run alone")
+    parser.add_argument("--baseline", metavar="REVISION",
+                        help="also measure the program at this git revision (same toolchain, virtualenv and "
+                             "servers), in turns with the current one, for a before/after table")
     args = parser.parse_args()
     client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"], verify=vault_tls_verify(),
                          timeout=120)
 
     results: dict[str, dict[str, float]] = {}
     issue_ms: dict[str, list[float]] = {}
+    compared: dict[str, dict[str, tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="pgcreds-bench-") as temp:
         program = ProgramRun(SHAPES[0], Path(temp) / "load")
         try:
@@ -325,40 +375,53 @@ def main() -> None:
               f"logging in to PostgreSQL and inserting a row: {len(loaded['errors'])} errors, {loaded['rows']} rows, "
               f"issue p50 {loaded['p50']:.1f} ms, p99 {loaded['p99']:.1f} ms, {loaded['per_second']:.0f} "
               f"credentials/s ({loaded['issue_wall']:.1f} s); revoke of all leases {loaded['revoke']:.2f} s; "
-              f"{loaded['left']} dynamic roles left")
+              f"{loaded['left']} dynamic roles left", flush=True)
         for error in loaded["errors"][:5]:
             print(f"  error: {error}")
         if args.only_load:
             return
+        baseline_source = checkout(args.baseline, Path(temp) / "baseline-source") if args.baseline else None
         for shape in SHAPES:
             program = ProgramRun(shape, Path(temp) / shape.name)
+            baseline = (ProgramRun(shape, Path(temp) / f"{shape.name}-baseline", source=baseline_source)
+                        if baseline_source and shape.name != "wide50" else None)
             try:
-                timings: dict[str, list[float]] = {"up": [], "preview": [], "destroy": []}
-                if shape.name == "dev":
+                if baseline:
+                    compared[shape.name] = before_after(program, baseline, args.runs)
+                    results[shape.name] = {op: compared[shape.name][f"pulumi {op} (wall)"][1]
+                                           for op in ("up", "preview", "destroy")}
+                else:
+                    if shape.name == "dev":
+                        program.pulumi("up", "--yes", "--skip-preview")
+                        phases = [phase_breakdown(program.project, program.env) for _ in range(args.runs)]
+                        program.pulumi("destroy", "--yes", "--skip-preview")
+                    timings: dict[str, list[float]] = {"up": [], "preview": [], "destroy": []}
+                    for _ in range(args.runs if shape.name != "wide50" else 1):
+                        timings["up"].append(program.pulumi("up", "--yes", "--skip-preview"))
+                        timings["preview"].append(program.pulumi("preview"))
+                        timings["destroy"].append(program.pulumi("destroy", "--yes", "--skip-preview"))
+                    results[shape.name] = {k: statistics.median(v) for k, v in timings.items()}
+                if shape.name != "gen20":
                     program.pulumi("up", "--yes", "--skip-preview")
-                    phases = phase_breakdown(program)
-                    program.pulumi("destroy", "--yes", "--skip-preview")
-                runs = args.runs if shape.name != "wide50" else 1
-                for _ in range(runs):
-                    timings["up"].append(program.pulumi("up", "--yes", "--skip-preview"))
-                    timings["preview"].append(program.pulumi("preview"))
-                    if shape.name != "gen20":
-                        role = shape.role_tables(f"b{program.suffix}")[0][0]
-                        issue_ms.setdefault(shape.name, []).extend(
-                            issue_times(client, program.mount, role, args.credentials))
-                    timings["destroy"].append(program.pulumi("destroy", "--yes", "--skip-preview"))
-                results[shape.name] = {k: statistics.median(v) for k, v in timings.items()}
+                    role = shape.role_tables(f"b{program.suffix}")[0][0]
+                    issue_ms[shape.name] = issue_times(client, program.mount, role, args.credentials * args.runs)
             finally:
                 program.remove()
+                if baseline:
+                    baseline.remove()
             if shape.name != "wide50":
                 raw = [raw_baseline(shape) for _ in range(args.runs)]
                 results[shape.name]["raw up"] = statistics.median(r[0] for r in raw)
                 results[shape.name]["raw destroy"] = statistics.median(r[1] for r in raw)
 
-    print("no-op pulumi preview of the dev shape, by phase (engine log timestamps):")
-    for name, seconds in phases:
-        print(f"  {name:<46} {seconds:>6.2f}s")
-    print(f"  {'total':<46} {sum(s for _, s in phases):>6.2f}s")
+    if compared:
+        for name, label in (("dev", "the dev shape"), ("gen20", "the 20-role generated stack (cold up)")):
+            print_before_after(f"{label}: no-op pulumi preview by phase (engine log timestamps), then totals; "
+                               f"before = {args.baseline}, median of {args.runs} in turns", compared[name])
+    else:
+        print(f"no-op pulumi preview of the dev shape, by phase (engine log timestamps, median of {len(phases)}):")
+        for name, seconds in median_phases(phases):
+            print(f"  {name:<48} {seconds:>6.2f}s")
     print(f"{'shape':<8} {'up':>7} {'preview':>8} {'destroy':>8} {'raw up':>7} {'raw destroy':>11} "
           f"{'up/raw':>7} {'preview/up':>10}   (seconds, median of {args.runs})")
     for name in ("dev", "gen20"):

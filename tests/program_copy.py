@@ -12,12 +12,15 @@ from sourced_env import REPO
 PROGRAM_FILES = ("Pulumi.yaml", "pyproject.toml", "uv.lock", "__main__.py", "settings.py", "tables.py", "components", "providers")
 
 
-def copy_program(folder: Path, stack_files: Sequence[str] = ()) -> Path:
+def copy_program(folder: Path, stack_files: Sequence[str] = (), source: Path = REPO) -> Path:
     """Copies the program (and the named Pulumi.<stack>.yaml files) into `folder`,
-    with the repository's virtualenv linked in; returns `folder`."""
+    with the repository's virtualenv linked in; returns `folder`. `source` may be
+    another checkout (the bench's baseline), which may lack the uv files."""
     folder.mkdir()
     for name in (*PROGRAM_FILES, *stack_files):
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, folder / name)
+        path = source / name
+        if source != REPO and not path.exists():
+            continue
+        (shutil.copytree if path.is_dir() else shutil.copy)(path, folder / name)
     (folder / "venv").symlink_to(REPO / "venv")
     return folder
