@@ -20,8 +20,8 @@ from typing import Any
 import hvac
 import hvac.exceptions
 
-from providers._shared import vault_tls_verify
-from smoke_check import operator_token, read_outputs
+from providers._shared import operator_token, vault_tls_verify
+from smoke_check import read_outputs
 
 
 class BreakGlassError(Exception):

@@ -24,7 +24,7 @@ import hvac
 import psycopg
 from psycopg import sql
 
-from providers._shared import vault_tls_verify
+from providers._shared import operator_token, vault_tls_verify
 from providers.pg_sql import connect
 
 SAMPLE_WEEKS = ("2022-02-25", "2022-03-04", "2022-03-11")
@@ -159,11 +159,6 @@ def read_outputs(path: str) -> dict[str, Any]:
     """Stack outputs JSON from a file, or from standard input for `-`."""
     with (sys.stdin if path == "-" else open(path)) as source:
         return json.load(source)
-
-
-def operator_token() -> Optional[str]:
-    """The operator's Vault token, as the vault provider reads it (or OpenBao's name)."""
-    return os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
 
 
 def main() -> int:

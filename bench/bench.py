@@ -313,28 +313,38 @@ def checkout(revision: str, folder: Path) -> Path:
     return folder
 
 
-def before_after(program: ProgramRun, baseline: ProgramRun, runs: int) -> dict[str, tuple[float, float]]:
-    """The program and the baseline, measured in turns (so that drift of the
-    machine hits both alike): no-op preview phases, then up / preview / destroy."""
-    phases = {"before": [], "after": []}
-    timings = {f"{k} {op}": [] for k in ("before", "after") for op in ("up", "preview", "destroy")}
-    for which in (baseline, program):
-        which.pulumi("up", "--yes", "--skip-preview")
+OPERATIONS = ("up", "preview", "destroy")
+
+
+def measure(programs: dict[str, ProgramRun], runs: int, phases: bool) -> dict[str, dict]:
+    """Each program (by label) measured in turns, so that drift of the machine hits
+    all alike: a no-op preview cut into phases (if `phases`), then up / preview /
+    destroy. Per label: the median phases ("phases") and wall times (by operation)."""
+    breakdowns: dict[str, list] = {label: [] for label in programs}
+    timings = {label: {op: [] for op in OPERATIONS} for label in programs}
+    if phases:
+        for program in programs.values():
+            program.pulumi("up", "--yes", "--skip-preview")
+        for _ in range(runs):
+            for label, program in programs.items():
+                breakdowns[label].append(phase_breakdown(program.project, program.env))
+        for program in programs.values():
+            program.pulumi("destroy", "--yes", "--skip-preview")
     for _ in range(runs):
-        for key, which in (("before", baseline), ("after", program)):
-            phases[key].append(phase_breakdown(which.project, which.env))
-    for which in (baseline, program):
-        which.pulumi("destroy", "--yes", "--skip-preview")
-    for _ in range(runs):
-        for key, which in (("before", baseline), ("after", program)):
-            timings[f"{key} up"].append(which.pulumi("up", "--yes", "--skip-preview"))
-            timings[f"{key} preview"].append(which.pulumi("preview"))
-            timings[f"{key} destroy"].append(which.pulumi("destroy", "--yes", "--skip-preview"))
-    table = {name: (before, after) for (name, before), (_, after)
-             in zip(median_phases(phases["before"]), median_phases(phases["after"]))}
-    for op in ("up", "preview", "destroy"):
-        table[f"pulumi {op} (wall)"] = (statistics.median(timings[f"before {op}"]),
-                                        statistics.median(timings[f"after {op}"]))
+        for label, program in programs.items():
+            timings[label]["up"].append(program.pulumi("up", "--yes", "--skip-preview"))
+            timings[label]["preview"].append(program.pulumi("preview"))
+            timings[label]["destroy"].append(program.pulumi("destroy", "--yes", "--skip-preview"))
+    return {label: {"phases": median_phases(breakdowns[label]) if phases else [],
+                    **{op: statistics.median(values) for op, values in timings[label].items()}}
+            for label in programs}
+
+
+def before_after(before: dict, after: dict) -> dict[str, tuple[float, float]]:
+    """(before, after) by phase, then by operation, from two `measure` results."""
+    table = {name: (old, new) for (name, old), (_, new) in zip(before["phases"], after["phases"])}
+    for op in OPERATIONS:
+        table[f"pulumi {op} (wall)"] = (before[op], after[op])
     return table
 
 
@@ -364,6 +374,7 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     issue_ms: dict[str, list[float]] = {}
     compared: dict[str, dict[str, tuple[float, float]]] = {}
+    phases: dict[str, list[tuple[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="pgcreds-bench-") as temp:
         program = ProgramRun(SHAPES[0], Path(temp) / "load")
         try:
@@ -386,21 +397,12 @@ def main() -> None:
             baseline = (ProgramRun(shape, Path(temp) / f"{shape.name}-baseline", source=baseline_source)
                         if baseline_source and shape.name != "wide50" else None)
             try:
+                measured = measure({**({"before": baseline} if baseline else {}), "after": program},
+                                   args.runs if shape.name != "wide50" else 1, phases=shape.name != "wide50")
+                results[shape.name] = {op: measured["after"][op] for op in OPERATIONS}
+                phases[shape.name] = measured["after"]["phases"]
                 if baseline:
-                    compared[shape.name] = before_after(program, baseline, args.runs)
-                    results[shape.name] = {op: compared[shape.name][f"pulumi {op} (wall)"][1]
-                                           for op in ("up", "preview", "destroy")}
-                else:
-                    if shape.name == "dev":
-                        program.pulumi("up", "--yes", "--skip-preview")
-                        phases = [phase_breakdown(program.project, program.env) for _ in range(args.runs)]
-                        program.pulumi("destroy", "--yes", "--skip-preview")
-                    timings: dict[str, list[float]] = {"up": [], "preview": [], "destroy": []}
-                    for _ in range(args.runs if shape.name != "wide50" else 1):
-                        timings["up"].append(program.pulumi("up", "--yes", "--skip-preview"))
-                        timings["preview"].append(program.pulumi("preview"))
-                        timings["destroy"].append(program.pulumi("destroy", "--yes", "--skip-preview"))
-                    results[shape.name] = {k: statistics.median(v) for k, v in timings.items()}
+                    compared[shape.name] = before_after(measured["before"], measured["after"])
                 if shape.name != "gen20":
                     program.pulumi("up", "--yes", "--skip-preview")
                     role = shape.role_tables(f"b{program.suffix}")[0][0]
@@ -419,9 +421,10 @@ def main() -> None:
             print_before_after(f"{label}: no-op pulumi preview by phase (engine log timestamps), then totals; "
                                f"before = {args.baseline}, median of {args.runs} in turns", compared[name])
     else:
-        print(f"no-op pulumi preview of the dev shape, by phase (engine log timestamps, median of {len(phases)}):")
-        for name, seconds in median_phases(phases):
-            print(f"  {name:<48} {seconds:>6.2f}s")
+        for name in ("dev", "gen20"):
+            print(f"no-op pulumi preview of the {name} shape, by phase (engine log timestamps, median of {args.runs}):")
+            for phase, seconds in phases[name]:
+                print(f"  {phase:<48} {seconds:>6.2f}s")
     print(f"{'shape':<8} {'up':>7} {'preview':>8} {'destroy':>8} {'raw up':>7} {'raw destroy':>11} "
           f"{'up/raw':>7} {'preview/up':>10}   (seconds, median of {args.runs})")
     for name in ("dev", "gen20"):

@@ -53,6 +53,11 @@ def ca_file(pem: str) -> str:
     return str(path)
 
 
+def operator_token() -> str | None:
+    """The operator's Vault token, where the vault provider reads it (or OpenBao's name)."""
+    return os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+
+
 def vault_tls_verify() -> str | bool:
     """What every hvac client verifies Vault's certificate with: the CA file in
     VAULT_CACERT (read now, not when hvac was imported), else the system's CAs."""

@@ -68,7 +68,6 @@ def connect(connection: dict[str, Any]) -> psycopg.Connection:
         ) from None
 
 
-
 def ensure_member(cur: psycopg.Cursor, role: str) -> None:
     """Makes the admin a member of `role`. A superuser is one already; a
     CREATEROLE admin such as Aiven's avnadmin is not, yet needs to be to hand a

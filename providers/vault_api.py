@@ -6,13 +6,11 @@ loaded only by the process that calls Vault: `providers.vault` loads it lazily.
 
 from __future__ import annotations
 
-import os
-
 import hvac
 import hvac.exceptions
 import requests
 
-from providers._shared import vault_tls_verify
+from providers._shared import operator_token, vault_tls_verify
 
 REQUEST_TIMEOUT_SECONDS = 120
 
@@ -22,7 +20,7 @@ class VaultUnreachable(Exception):
 
 
 def client(address: str) -> hvac.Client:
-    token = os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+    token = operator_token()
     if not token:
         raise VaultUnreachable(
             "no Vault token: set VAULT_TOKEN (or BAO_TOKEN) in the environment of `pulumi`; "

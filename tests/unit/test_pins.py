@@ -2,6 +2,8 @@
 module and the plugin bundles' MANIFEST.tsv."""
 
 import re
+import subprocess
+import tomllib
 
 import pytest
 from pathlib import Path
@@ -14,10 +16,16 @@ def pins() -> dict[str, str]:
     return dict(re.findall(r"^([A-Z_]+)=(\S+)", text, flags=re.M))
 
 
+def pinned(file: str) -> dict[str, str]:
+    """name -> version of every `name[extras]==version` line of a requirements file."""
+    return {name.lower(): version for name, version
+            in re.findall(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", (REPO / file).read_text(), flags=re.M)}
+
+
 def requirement(name: str, file: str) -> str:
-    match = re.search(rf"^{re.escape(name)}(?:\[[^\]]*\])?==(\S+)", (REPO / file).read_text(), flags=re.M)
-    assert match, f"{file} does not pin {name}"
-    return match.group(1)
+    version = pinned(file).get(name)
+    assert version, f"{file} does not pin {name}"
+    return version
 
 
 def test_python_sdk_matches_toolchain_pin():
@@ -58,29 +66,20 @@ def test_language_host_pin_is_in_the_manifest():
     assert manifest()[("language", "python")] == pins()["PULUMI_LANGUAGE_PYTHON_VERSION"]
 
 
-def runtime_requirements() -> dict[str, str]:
-    """name -> version of every pin in requirements.txt."""
-    lines = (REPO / "requirements.txt").read_text().splitlines()
-    found = (re.match(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", line) for line in lines)
-    return {m.group(1).lower(): m.group(2) for m in found if m}
-
-
 def test_uv_lock_holds_exactly_the_requirements():
     """The uv toolchain reads the plugin list from uv.lock; `make venv` makes it
     from requirements.txt, the one list to edit. A stale lock (requirements
     changed, venv not remade) would make the host ask for other plugins."""
-    import tomllib
     lock = tomllib.loads((REPO / "uv.lock").read_text())
     locked = {p["name"]: p.get("version") for p in lock["package"]}
-    for name, version in runtime_requirements().items():
+    for name, version in pinned("requirements.txt").items():
         assert locked.get(name) == version, f"uv.lock has {name} {locked.get(name)}, requirements.txt {version}: " \
                                             "run `make venv`"
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     declared = {re.split(r"[\[=]", d)[0].lower() for d in project["dependencies"]}
-    assert declared == set(runtime_requirements()), "pyproject.toml is stale: run `make venv`"
+    assert declared == set(pinned("requirements.txt")), "pyproject.toml is stale: run `make venv`"
 
 
 def test_uv_in_the_virtualenv_is_the_pinned_one():
-    import subprocess
     out = subprocess.run([str(REPO / "venv" / "bin" / "uv"), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.split()[1] == pins()["UV_VERSION"]
