@@ -10,11 +10,12 @@ UV_VERSION := $(shell sed -n 's/^UV_VERSION=//p' toolchain/pins.env)
 # Every Pulumi command runs with the pinned toolchain and the local servers' settings.
 DEV_ENV := . local/dev-env.sh
 
-.PHONY: up verify preview pr-check destroy down revoke test test-unit toolchain servers venv bench
+
+.PHONY: bootstrap up verify preview pr-check destroy down revoke test test-unit toolchain servers venv bench
 
 up: venv toolchain servers ## create or update the dev stack (after a killed run too), then run the smoke check
 	$(DEV_ENV) && $(PYTHON) local/recover_stack.py $(STACK) $(PROJECT) && \
-	  pulumi stack select --create $(STACK) --cwd $(PROJECT) && \
+	  pulumi stack select --create $(STACK) --cwd $(PROJECT) --secrets-provider hashivault://pgcreds-$(STACK) && \
 	  pulumi up --stack $(STACK) --cwd $(PROJECT) --refresh --yes --skip-preview
 	$(MAKE) --no-print-directory verify
 
@@ -26,7 +27,7 @@ preview: venv toolchain servers ## what `pulumi up` would change
 	$(DEV_ENV) && pulumi preview --stack $(STACK) --diff
 
 pr-check: venv toolchain servers ## what the pull-request workflow runs, against the dev stack
-	$(DEV_ENV) && pulumi stack select --create $(STACK) && \
+	$(DEV_ENV) && pulumi stack select --create $(STACK) --secrets-provider hashivault://pgcreds-$(STACK) && \
 	  pulumi preview --stack $(STACK) --diff --refresh --policy-pack policy
 
 destroy: venv toolchain servers ## pulumi destroy on the dev stack, honouring the current settings
@@ -56,9 +57,13 @@ bench: venv toolchain servers ## timings of up, no-op preview (by phase) and des
 toolchain: ## build (once) and cache the pinned Pulumi CLI and Python language host
 	toolchain/build.sh >/dev/null
 
-servers: venv ## start the local PostgreSQL and OpenBao (raft, TLS, unsealed) if they are not running
+servers: venv ## start the local PostgreSQL and OpenBao (raft, TLS, unsealed) if they are not running; bootstrap once
 	local/postgres.sh start
 	local/openbao.sh start
+	local/bootstrap.sh
+
+bootstrap: venv ## once per server and Vault: BOOTSTRAP_ARGS="--pg-host … --stack … --repository …", password on stdin
+	$(PYTHON) -m deployer.bootstrap $(BOOTSTRAP_ARGS)
 
 venv: venv/.installed
 venv/.installed: requirements.txt requirements-dev.txt toolchain/pins.env

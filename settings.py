@@ -178,12 +178,19 @@ def parse_settings(
     elif sslmode == "disable" and environment != "dev":
         problems.add("postgresSslMode", f"'disable' sends passwords in clear text and is allowed on the dev "
                      f"environment only (this is {environment!r}); use require or verify-full")
-    admin_password = secret("postgresAdminPassword")
-    if admin_password is None and environ.get(ADMIN_PASSWORD_ENV):
-        admin_password = Output.secret(environ[ADMIN_PASSWORD_ENV])
-    if admin_password is None and mode == "existing":
-        problems.add("postgresAdminPassword", "is required: run `pulumi config set --secret "
-                     f"{NAMESPACE}:postgresAdminPassword <password>` or export {ADMIN_PASSWORD_ENV}")
+    # The admin's password is never a setting: a deploy session (deployer/session.py)
+    # hands over the login Vault issues in a pgpass file, which every driver reads.
+    if secret("postgresAdminPassword") is not None or raw.get("postgresAdminPassword") is not None:
+        problems.add("postgresAdminPassword", "is no longer read: the program logs in with the login Vault "
+                     f"issues (`make bootstrap` once, then a deploy session). Remove it: `pulumi config rm "
+                     f"{NAMESPACE}:postgresAdminPassword`")
+    if environ.get(ADMIN_PASSWORD_ENV):
+        problems.add("postgresAdminPassword", f"{ADMIN_PASSWORD_ENV} is set: a static admin password is not "
+                     "taken; unset it and let the deploy session hand over Vault's login (PGPASSFILE)")
+    if mode == "existing" and not (environ.get("PGPASSFILE") or environ.get("PGPASSWORD")):
+        problems.add("postgresAdminUser", f"no login for {admin_user!r}: open a deploy session first "
+                     "(`. local/dev-env.sh` here, `eval \"$(python -m deployer.session)\"` in CI), which puts "
+                     "Vault's short-lived login in the file PGPASSFILE names")
     aiven = _parse_aiven(text, boolean, secret, environ, stack, environment, sslmode, problems) \
         if mode == "aiven" else None
 
@@ -241,7 +248,7 @@ def parse_settings(
         environment=environment,
         postgres=aiven or ExistingPostgresArgs(
             host=text("postgresHost", "127.0.0.1"), port=port, database=database, admin_user=admin_user,
-            admin_password=admin_password, sslmode=sslmode, sslrootcert=raw.get("postgresSslRootCert") or None),
+            sslmode=sslmode, sslrootcert=raw.get("postgresSslRootCert") or None),
         vault=VaultSettings(address=vault_address.rstrip("/"), mount_path=mount_path, connection_name=connection_name,
                             rotate_root=rotate_root, approle_path=approle_path,
                             connections=plan_connections(roles, mount_path=mount_path, connection_name=connection_name,

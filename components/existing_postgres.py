@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
-from pulumi import Output, ResourceOptions
+from pulumi import ResourceOptions
 
 from components.pg_endpoint import PgEndpoint, admin_provider, register_endpoint_outputs
 
@@ -20,9 +20,8 @@ class ExistingPostgresArgs:
     database: str
     """Database that holds the application's tables."""
     admin_user: str
-    """A role with CREATEROLE that can create tables in the database."""
-    admin_password: Output[str]
-    """Its password, a secret Output."""
+    """A role with CREATEROLE that can create tables in the database. Its password
+    is no input: every driver reads it from the deploy session's PGPASSFILE."""
     sslmode: str = "prefer"
     """libpq sslmode."""
     sslrootcert: Optional[str] = None
@@ -38,7 +37,7 @@ class ExistingPostgres(pulumi.ComponentResource):
     def __init__(self, name: str, args: ExistingPostgresArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("pgcreds:postgres:ExistingPostgres", name, None, opts)
         login = dict(host=args.host, port=args.port, database=args.database, admin_user=args.admin_user,
-                     admin_password=Output.secret(args.admin_password), sslmode=args.sslmode,
+                     admin_password=None, sslmode=args.sslmode,
                      sslrootcert=args.sslrootcert)
         self.endpoint = PgEndpoint(**login, provider=admin_provider(f"{name}-admin", **login, parent=self))
         register_endpoint_outputs(self, self.endpoint)

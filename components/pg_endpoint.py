@@ -31,8 +31,9 @@ class PgEndpoint:
     """Database that holds the application's tables."""
     admin_user: Input[str]
     """A role that may create roles and tables (not necessarily a superuser)."""
-    admin_password: Output[str]
-    """The admin role's password, a secret Output."""
+    admin_password: Optional[Output[str]]
+    """The admin role's password, a secret Output; None where the deploy session's
+    pgpass file (PGPASSFILE) holds it, so that no state records it."""
     provider: postgresql.Provider
     """The explicit provider every `pulumi_postgresql` resource on this endpoint uses."""
     sslmode: str = "prefer"
@@ -90,7 +91,7 @@ class PgEndpoint:
 
 
 def admin_provider(name: str, *, host: Input[str], port: Input[int], database: Input[str],
-                   admin_user: Input[str], admin_password: Output[str], sslmode: str,
+                   admin_user: Input[str], admin_password: Optional[Output[str]], sslmode: str,
                    sslrootcert: Optional[str] = None, sslrootcert_pem: Optional[Input[str]] = None,
                    parent: Optional[pulumi.Resource] = None) -> postgresql.Provider:
     """The `postgresql.Provider` for an endpoint. `superuser=False`: the admin
@@ -101,7 +102,7 @@ def admin_provider(name: str, *, host: Input[str], port: Input[int], database: I
         rootcert = Output.from_input(sslrootcert_pem).apply(ca_file)
     return postgresql.Provider(
         name, host=host, port=port, database=database, username=admin_user,
-        password=Output.secret(admin_password), sslmode=sslmode, sslrootcert=rootcert, superuser=False,
+        password=Output.secret(admin_password) if admin_password is not None else None, sslmode=sslmode, sslrootcert=rootcert, superuser=False,
         connect_timeout=CONNECT_TIMEOUT_SECONDS, opts=ResourceOptions(parent=parent))
 
 

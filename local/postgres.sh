@@ -57,13 +57,14 @@ stop() {
   if running; then as_postgres "$(pg_bin)/pg_ctl" -D "$data" -m fast -w stop >/dev/null; log "PostgreSQL stopped"; fi
 }
 
-# Prints the connection settings as shell exports (the password only from the
-# root-readable file, never in a process listing).
+# Prints the connection settings as shell exports. No password: the superuser's
+# stays in its root-only file, read once by the bootstrap (local/bootstrap.sh) and
+# by the tests' own checks; deploys log in with what Vault issues.
 env_() {
   cat <<EOT
 export PGCREDS_LOCAL_DIR=$PGCREDS_LOCAL_DIR
-export PGHOST=127.0.0.1 PGPORT=$PGCREDS_PG_PORT PGUSER=postgres PGDATABASE=postgres
-export PGCREDS_POSTGRES_ADMIN_PASSWORD=\$(cat '$password_file')
+export PGHOST=127.0.0.1 PGPORT=$PGCREDS_PG_PORT PGDATABASE=postgres
+export PGCREDS_SUPERUSER_PASSWORD_FILE=$password_file
 export PGCREDS_TEST_CA=$PGCREDS_TEST_CA
 EOT
 }

@@ -50,7 +50,7 @@ def connect(connection: dict[str, Any]) -> psycopg.Connection:
             port=int(connection["port"]),
             dbname=connection["database"],
             user=connection["user"],
-            password=connection["password"],
+            password=connection.get("password"),  # None: libpq reads PGPASSFILE
             sslmode=connection.get("sslmode") or "prefer",
             sslrootcert=sslrootcert,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,

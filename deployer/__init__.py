@@ -1,0 +1,55 @@
+"""The deploy path's own identity: what the one-time bootstrap makes (`bootstrap.py`)
+and how a deployer, a person or CI, turns its Vault token into the short-lived
+logins a Pulumi run needs (`session.py`). Nothing here is a Pulumi resource: the
+bootstrap runs before the state backend and the secrets provider exist (it makes
+them), and what it is handed (the server's admin password) must never be recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Vault: the database secrets engine that holds the deployer's own logins (apart from
+# the applications' mount, which the program manages), and the transit engine that
+# encrypts each stack's secrets (the `hashivault://` secrets provider uses `transit`).
+PLATFORM_MOUNT = "pgcreds-platform"
+PLATFORM_CONNECTION = "postgres-admin"
+TRANSIT_MOUNT = "transit"
+JWT_MOUNT = "jwt"
+# PostgreSQL: the deployer's login (rotated by Vault), the login Vault uses to manage
+# it and the state users, and the state database with its owner and group roles.
+DEPLOYER_ROLE = "deployer"              # <mount>/static-creds/deployer
+DEPLOYER_LOGIN = "pgcreds_deployer"
+PLATFORM_LOGIN = "pgcreds_vault_platform"
+STATE_DATABASE = "pulumi_state"
+STATE_TABLE = "pulumi_state"
+STATE_OWNER = "pulumi_state_owner"
+STATE_WRITE_ROLE = "state-write"        # <mount>/creds/state-write: preview, up, destroy
+STATE_READ_ROLE = "state-read"          # <mount>/creds/state-read: pull-request previews
+STATE_WRITERS = "pulumi_state_writers"
+STATE_READERS = "pulumi_state_readers"
+
+
+def transit_key(stack: str) -> str:
+    """The transit key that encrypts one stack's secrets."""
+    return f"pgcreds-{stack}"
+
+
+def secrets_provider(stack: str) -> str:
+    """The `--secrets-provider` of a stack."""
+    return f"hashivault://{transit_key(stack)}"
+
+
+@dataclass(frozen=True)
+class StateServer:
+    """Where the state database is; its logins come from Vault."""
+    host: str
+    port: int
+    sslmode: str = "verify-full"
+    sslrootcert: str = ""
+
+    def backend_url(self) -> str:
+        """The `postgres://` backend URL: no user and no password (they come from
+        PGUSER and PGPASSFILE, which the driver reads)."""
+        query = f"sslmode={self.sslmode}" + (f"&sslrootcert={self.sslrootcert}" if self.sslrootcert else "")
+        return f"postgres://{self.host}:{self.port}/{STATE_DATABASE}?{query}"

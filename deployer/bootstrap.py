@@ -1,0 +1,306 @@
+"""The one-time bootstrap of the deploy path, run by a person who holds the
+PostgreSQL server's admin password and a Vault operator token:
+
+    make bootstrap            # the password on stdin, or in PGCREDS_BOOTSTRAP_ADMIN_PASSWORD
+
+After it, nobody keeps a static secret to deploy: Pulumi's state lives in a
+PostgreSQL database whose logins Vault issues for a few hours, each stack's
+secrets are encrypted by a Vault transit key, the program logs in to PostgreSQL
+as a login whose password only Vault knows (and rotates), and CI logs in to Vault
+with its OIDC token. Every step is idempotent: running it again repairs what is
+missing and changes nothing else. The admin password is used for this run's
+statements only; it is never printed, written or handed to Vault.
+
+What it makes:
+- PostgreSQL: `pgcreds_deployer` (LOGIN CREATEROLE; CREATE in the application
+  databases), the login the program uses; `pgcreds_vault_platform` (LOGIN
+  CREATEROLE), the login Vault manages the others with; the state database
+  `pulumi_state` with its table, owned by a NOLOGIN role, and two group roles
+  (read-write, read-only) that Vault's state users are made members of.
+- Vault: the `pgcreds-platform` database engine (connection as
+  `pgcreds_vault_platform`, its password rotated at once so that only Vault knows
+  it; the static role `deployer`; the dynamic roles `state-write`, `state-read`),
+  the `transit` engine with one key per stack, the deploy and preview policies of
+  each stack, and the `jwt` auth method with a deploy and a preview role per stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import hvac
+import hvac.exceptions
+import psycopg
+from psycopg import sql
+
+from deployer import (
+    DEPLOYER_LOGIN,
+    DEPLOYER_ROLE,
+    JWT_MOUNT,
+    PLATFORM_CONNECTION,
+    PLATFORM_LOGIN,
+    PLATFORM_MOUNT,
+    STATE_DATABASE,
+    STATE_OWNER,
+    STATE_READ_ROLE,
+    STATE_READERS,
+    STATE_TABLE,
+    STATE_WRITE_ROLE,
+    STATE_WRITERS,
+    TRANSIT_MOUNT,
+    transit_key,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PASSWORD_ENV = "PGCREDS_BOOTSTRAP_ADMIN_PASSWORD"
+GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+# How long the deployer's password lives before Vault rotates it, and how long a
+# CI token and a state login live.
+DEPLOYER_ROTATION_SECONDS = 24 * 3600
+CI_TOKEN_TTL = "1h"
+STATE_LOGIN_TTL, STATE_LOGIN_MAX_TTL = "2h", "12h"
+
+# Pulumi's `postgres://` backend makes this table itself when it may; made here,
+# owned by a role that never logs in, so that its users need no CREATE at all.
+STATE_TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table} (
+    key TEXT PRIMARY KEY,
+    data JSON NOT NULL,
+    updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS {index} ON {table} (key text_pattern_ops)"""
+
+STATE_USER_CREATION = ("CREATE ROLE \"{{{{name}}}}\" WITH LOGIN PASSWORD '{{{{password}}}}' "
+                       "VALID UNTIL '{{{{expiration}}}}' IN ROLE {group};")
+# The state users own nothing (rows are not owned), so dropping the role is all;
+# one that is already gone is not an error, so a lease can always be revoked.
+STATE_USER_REVOCATION = """DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = '{{name}}') THEN
+    EXECUTE format('DROP ROLE %I', '{{name}}');
+  END IF;
+END
+$$;"""
+
+
+def say(message: str) -> None:
+    print(f"bootstrap: {message}", file=sys.stderr)
+
+
+# --- PostgreSQL ---------------------------------------------------------------
+
+def pg_connect(args: argparse.Namespace, password: str, database: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(host=args.pg_host, port=args.pg_port, dbname=database, user=args.pg_admin_user,
+                               password=password, sslmode=args.pg_sslmode, sslrootcert=args.pg_sslrootcert or None,
+                               connect_timeout=10, autocommit=True, application_name="pgcreds-bootstrap")
+    except psycopg.OperationalError as error:
+        raise SystemExit(f"bootstrap: cannot log in to PostgreSQL at {args.pg_host}:{args.pg_port} as "
+                         f"{args.pg_admin_user!r} (database {database!r}): {str(error).strip()}. Check the admin "
+                         f"password (stdin or {PASSWORD_ENV}) and --pg-host/--pg-port. Nothing was changed.") from None
+
+
+def ensure_role(admin: psycopg.Connection, name: str, attributes: str) -> None:
+    exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+    verb = "ALTER" if exists else "CREATE"
+    admin.execute(sql.SQL(f"{verb} ROLE {{}} WITH {attributes}").format(sql.Identifier(name)))
+    if not exists:
+        say(f"PostgreSQL role {name} created ({attributes})")
+
+
+def grant_admin_option(admin: psycopg.Connection, role: str, to: str) -> None:
+    """PostgreSQL 16 and later: a CREATEROLE login may grant, alter and drop only
+    the roles it holds ADMIN OPTION on (and 16 records who granted it). Given
+    without INHERIT or SET, so that Vault's login cannot use what the role may do."""
+    admin.execute(sql.SQL("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE").format(
+        sql.Identifier(role), sql.Identifier(to)))
+
+
+def bootstrap_postgres(args: argparse.Namespace, password: str) -> str:
+    """Roles and the state database; returns the password just given to Vault's
+    platform login (needed once, to configure the connection, then rotated)."""
+    with pg_connect(args, password, args.pg_admin_database) as admin:
+        version = admin.info.server_version
+        ensure_role(admin, DEPLOYER_LOGIN, "LOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION")
+        platform_password = secrets.token_urlsafe(30)
+        ensure_role(admin, PLATFORM_LOGIN, "LOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION")
+        for group in (STATE_OWNER, STATE_WRITERS, STATE_READERS):
+            ensure_role(admin, group, "NOLOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB")
+        if version >= 160000:
+            for role in (DEPLOYER_LOGIN, STATE_WRITERS, STATE_READERS):
+                grant_admin_option(admin, role, PLATFORM_LOGIN)
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (STATE_DATABASE,)).fetchone():
+            admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(STATE_DATABASE), sql.Identifier(STATE_OWNER)))
+            say(f"state database {STATE_DATABASE} created")
+        admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(STATE_DATABASE)))
+        admin.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(
+            sql.Identifier(STATE_DATABASE), sql.Identifier(STATE_WRITERS), sql.Identifier(STATE_READERS)))
+        for database in args.app_database:
+            admin.execute(sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(
+                sql.Identifier(database), sql.Identifier(DEPLOYER_LOGIN)))
+    for database in args.app_database:
+        with pg_connect(args, password, database) as admin:
+            # PostgreSQL 15 took CREATE on `public` from everyone; the tables go there,
+            # and their owner role needs it too (handed on by the deployer, hence GRANT OPTION).
+            admin.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {} WITH GRANT OPTION").format(
+                sql.Identifier(DEPLOYER_LOGIN)))
+    with pg_connect(args, password, STATE_DATABASE) as state:
+        table = sql.Identifier(STATE_TABLE)
+        state.execute(sql.SQL(STATE_TABLE_DDL).format(table=table, index=sql.Identifier(f"{STATE_TABLE}_key_prefix_idx")))
+        state.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(table, sql.Identifier(STATE_OWNER)))
+        state.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM PUBLIC").format(table))
+        state.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE {} TO {}").format(
+            table, sql.Identifier(STATE_WRITERS)))
+        state.execute(sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(table, sql.Identifier(STATE_READERS)))
+    return platform_password
+
+
+def set_password(args: argparse.Namespace, admin_password: str, login: str, password: str) -> None:
+    with pg_connect(args, admin_password, args.pg_admin_database) as admin:
+        admin.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(sql.Identifier(login), sql.Literal(password)))
+
+
+# --- Vault --------------------------------------------------------------------
+
+def vault_client(args: argparse.Namespace) -> hvac.Client:
+    token = os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+    if not token:
+        raise SystemExit("bootstrap: no Vault token: export VAULT_TOKEN (an operator token that may mount "
+                         "engines and write policies). Nothing was changed.")
+    client = hvac.Client(url=args.vault_address, token=token, verify=os.environ.get("VAULT_CACERT") or True)
+    if not client.is_authenticated():
+        raise SystemExit(f"bootstrap: Vault at {args.vault_address} refused the token in VAULT_TOKEN. "
+                         "Nothing was changed.")
+    return client
+
+
+def ensure_mount(client: hvac.Client, path: str, kind: str, description: str) -> None:
+    if f"{path}/" not in client.sys.list_mounted_secrets_engines()["data"]:
+        client.sys.enable_secrets_engine(kind, path=path, description=description)
+        say(f"Vault {kind} engine mounted at {path}/")
+
+
+def platform_connection_exists(client: hvac.Client) -> bool:
+    try:
+        client.secrets.database.read_connection(PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT)
+        return True
+    except hvac.exceptions.InvalidPath:
+        return False
+
+
+def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admin_password: str,
+                             platform_password: str) -> None:
+    ensure_mount(client, PLATFORM_MOUNT, "database", "pg-dynamic-creds: the deployer's own PostgreSQL logins")
+    if not platform_connection_exists(client) or args.reset_platform_login:
+        set_password(args, admin_password, PLATFORM_LOGIN, platform_password)
+        ca = f"&sslrootcert={args.pg_sslrootcert}" if args.pg_sslrootcert else ""
+        client.secrets.database.configure(
+            PLATFORM_CONNECTION, "postgresql-database-plugin", mount_point=PLATFORM_MOUNT,
+            connection_url=f"postgresql://{{{{username}}}}:{{{{password}}}}@{args.pg_host}:{args.pg_port}/"
+                           f"{args.pg_admin_database}?sslmode={args.pg_sslmode}{ca}",
+            username=PLATFORM_LOGIN, password=platform_password, password_authentication="scram-sha-256",
+            allowed_roles=[DEPLOYER_ROLE, STATE_WRITE_ROLE, STATE_READ_ROLE], verify_connection=True)
+        # From here on only Vault knows the platform login's password.
+        client.secrets.database.rotate_root_credentials(PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT)
+        say(f"Vault connection {PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION} made (as {PLATFORM_LOGIN}), "
+            "its password rotated")
+    client.write(f"{PLATFORM_MOUNT}/static-roles/{DEPLOYER_ROLE}", db_name=PLATFORM_CONNECTION,
+                 username=DEPLOYER_LOGIN, rotation_period=args.deployer_rotation_seconds)
+    for role, group in ((STATE_WRITE_ROLE, STATE_WRITERS), (STATE_READ_ROLE, STATE_READERS)):
+        client.secrets.database.create_role(
+            role, db_name=PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT,
+            creation_statements=[STATE_USER_CREATION.format(group=f'"{group}"')],
+            revocation_statements=[STATE_USER_REVOCATION],
+            default_ttl=STATE_LOGIN_TTL, max_ttl=STATE_LOGIN_MAX_TTL)
+
+
+def policy_text(name: str, stack: str) -> str:
+    """A policy file of vault-policies/, for one stack (its transit key)."""
+    return (REPO / "vault-policies" / name).read_text().replace("pgcreds-STACK", transit_key(stack))
+
+
+def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) -> None:
+    ensure_mount(client, TRANSIT_MOUNT, "transit", "pg-dynamic-creds: one key per stack encrypts its secrets")
+    auth_methods = client.sys.list_auth_methods()["data"]
+    if f"{JWT_MOUNT}/" not in auth_methods:
+        client.sys.enable_auth_method("jwt", path=JWT_MOUNT, description="CI's OIDC tokens (GitHub Actions)")
+        say(f"Vault jwt auth method enabled at auth/{JWT_MOUNT}")
+    if args.jwt_pubkey:
+        client.write(f"auth/{JWT_MOUNT}/config", bound_issuer=args.jwt_issuer,
+                     jwt_validation_pubkeys=[Path(args.jwt_pubkey).read_text()])
+    else:
+        client.write(f"auth/{JWT_MOUNT}/config", bound_issuer=args.jwt_issuer, oidc_discovery_url=args.jwt_issuer)
+    for stack in args.stack:
+        key = transit_key(stack)
+        try:
+            client.secrets.transit.read_key(key, mount_point=TRANSIT_MOUNT)
+        except hvac.exceptions.InvalidPath:
+            client.secrets.transit.create_key(key, mount_point=TRANSIT_MOUNT)
+            say(f"transit key {key} created")
+        deploy_policy, preview_policy = f"pgcreds-deploy-{stack}", f"pgcreds-preview-{stack}"
+        client.sys.create_or_update_acl_policy(
+            deploy_policy, policy_text("deployer.hcl", stack) + policy_text("deploy-session.hcl", stack))
+        client.sys.create_or_update_acl_policy(preview_policy, policy_text("preview.hcl", stack))
+        common = dict(role_type="jwt", user_claim="sub", bound_audiences=[args.jwt_audience],
+                      token_ttl=CI_TOKEN_TTL, token_max_ttl=CI_TOKEN_TTL, token_no_default_policy=False)
+        client.write(f"auth/{JWT_MOUNT}/role/{preview_policy}", token_policies=[preview_policy],
+                     bound_claims={"repository": args.repository}, **common)
+        client.write(f"auth/{JWT_MOUNT}/role/{deploy_policy}", token_policies=[deploy_policy],
+                     bound_claims={"repository": args.repository, "ref": args.deploy_ref}, **common)
+    say(f"stacks {', '.join(args.stack)}: transit keys, policies and jwt roles pgcreds-deploy-<stack> "
+        f"(repository {args.repository}, ref {args.deploy_ref}) and pgcreds-preview-<stack> are in place")
+
+
+def read_admin_password(from_stdin: bool) -> str:
+    password = os.environ.get(PASSWORD_ENV, "")
+    if not password and (from_stdin or not sys.stdin.isatty()):
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise SystemExit(f"bootstrap: the PostgreSQL admin password is needed once: pipe it on stdin or set "
+                         f"{PASSWORD_ENV}. Nothing was changed.")
+    return password
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pg-host", default="127.0.0.1")
+    parser.add_argument("--pg-port", type=int, default=5432)
+    parser.add_argument("--pg-admin-user", default="postgres", help="a superuser, or a CREATEROLE CREATEDB admin")
+    parser.add_argument("--pg-admin-database", default="postgres", help="a database the admin connects to")
+    parser.add_argument("--pg-sslmode", default="verify-full")
+    parser.add_argument("--pg-sslrootcert", default="", help="CA file (also read by Vault's server)")
+    parser.add_argument("--app-database", action="append", default=[],
+                        help="a database the program creates tables in (pgcreds:postgresDatabase); repeatable")
+    parser.add_argument("--vault-address", default=os.environ.get("VAULT_ADDR", ""))
+    parser.add_argument("--stack", action="append", required=True, help="a stack name; repeatable")
+    parser.add_argument("--repository", required=True, help="owner/name of the GitHub repository CI runs in")
+    parser.add_argument("--deploy-ref", default="refs/heads/main", help="the only ref the deploy role accepts")
+    parser.add_argument("--jwt-issuer", default=GITHUB_ISSUER)
+    parser.add_argument("--jwt-audience", default="pgcreds-vault")
+    parser.add_argument("--jwt-pubkey", default="",
+                        help="a PEM public key to verify tokens with instead of the issuer's discovery URL (tests)")
+    parser.add_argument("--deployer-rotation-seconds", type=int, default=DEPLOYER_ROTATION_SECONDS)
+    parser.add_argument("--reset-platform-login", action="store_true",
+                        help="give Vault's platform login a new password (after a restore of PostgreSQL)")
+    parser.add_argument("--password-stdin", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    admin_password = read_admin_password(args.password_stdin)
+    client = vault_client(args)  # checked before anything is changed
+    platform_password = bootstrap_postgres(args, admin_password)
+    bootstrap_vault_database(args, client, admin_password, platform_password)
+    bootstrap_vault_identities(args, client)
+    say("done: the admin password is no longer needed to deploy")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,150 @@
+"""A deploy session: turns the deployer's Vault token into the short-lived
+PostgreSQL logins a Pulumi run needs, handed over the way the drivers read them.
+
+    eval "$(python -m deployer.session)"              # preview, up, destroy
+    eval "$(python -m deployer.session --read-only)"  # a pull request's preview
+
+Reads VAULT_ADDR, VAULT_TOKEN (VAULT_CACERT) and PULUMI_BACKEND_URL, a
+`postgres://host:port/database?…` URL without user or password. From Vault:
+- a login to the state database (`pgcreds-platform/creds/state-write`, or
+  `state-read`), valid a few hours, tied to the token's lease;
+- the program's PostgreSQL login (`pgcreds-platform/static-creds/deployer`), whose
+  password Vault rotates; one about to be rotated is rotated now (not with
+  --read-only), so that it cannot change during the run.
+Both go into a pgpass file (mode 0600, in a folder of mode 0700) named by
+PGPASSFILE, which Pulumi's `postgres://` backend (lib/pq), the postgresql
+provider (lib/pq) and the dynamic providers (libpq) all read. PGUSER names the
+state login. Prints only `export` lines, never a password. A session whose logins
+live on for another half hour is reused, so sourcing this again costs no Vault call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import hvac
+import hvac.exceptions
+
+from deployer import DEPLOYER_LOGIN, DEPLOYER_ROLE, PLATFORM_MOUNT, STATE_READ_ROLE, STATE_WRITE_ROLE
+
+# A login that would expire within this margin is not handed to a new run.
+REUSE_MARGIN_SECONDS = 30 * 60
+# The deployer's password is rotated now when its next rotation is this close.
+ROTATE_MARGIN_SECONDS = 60 * 60
+
+
+class SessionError(SystemExit):
+    def __init__(self, message: str):
+        super().__init__(f"deploy session: {message}")
+
+
+def backend_server(url: str) -> tuple[str, int, str]:
+    """host, port and database of a `postgres://` backend URL that carries no credentials."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise SessionError(f"PULUMI_BACKEND_URL must be the team's postgres:// state database "
+                           f"(postgres://host:port/pulumi_state?sslmode=verify-full), not {parts.scheme or url!r}")
+    if parts.username or parts.password:
+        raise SessionError("PULUMI_BACKEND_URL must not carry a user or a password: the state login comes from "
+                           "Vault (PGUSER and PGPASSFILE); remove user:password@ from it")
+    return parts.hostname or "localhost", parts.port or 5432, parts.path.lstrip("/") or "pulumi_state"
+
+
+def pgpass_field(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def vault_client() -> hvac.Client:
+    address, token = os.environ.get("VAULT_ADDR", ""), os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+    if not address or not token:
+        raise SessionError("VAULT_ADDR and VAULT_TOKEN must be set (CI: the token of the workflow's jwt login; "
+                           "locally: `. local/dev-env.sh`)")
+    return hvac.Client(url=address, token=token, verify=os.environ.get("VAULT_CACERT") or True)
+
+
+def session_dir(read_only: bool) -> Path:
+    """One folder per Vault, token and kind of session; private to this user."""
+    key = "|".join((os.environ.get("VAULT_ADDR", ""), os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN", ""),
+                    os.environ.get("PULUMI_BACKEND_URL", ""), str(read_only)))
+    base = Path(os.environ.get("PGCREDS_SESSION_DIR") or os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    folder = base / f"pgcreds-session-{os.getuid()}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    return folder
+
+
+def read(client: hvac.Client, path: str) -> dict:
+    try:
+        return client.read(path) or {}
+    except hvac.exceptions.Forbidden:
+        raise SessionError(f"Vault refused to read {path} with this token: it needs the deploy (or preview) "
+                           "policy of the stack (vault-policies/, made by `make bootstrap`)") from None
+    except hvac.exceptions.InvalidPath:
+        raise SessionError(f"Vault has no {path}: run the one-time `make bootstrap` against this Vault") from None
+
+
+def deployer_login(client: hvac.Client, may_rotate: bool) -> tuple[str, int]:
+    """The deployer's password and when Vault will rotate it next (epoch seconds)."""
+    path = f"{PLATFORM_MOUNT}/static-creds/{DEPLOYER_ROLE}"
+    data = read(client, path)["data"]
+    if may_rotate and int(data["ttl"]) < ROTATE_MARGIN_SECONDS:
+        client.write(f"{PLATFORM_MOUNT}/rotate-role/{DEPLOYER_ROLE}")
+        data = read(client, path)["data"]
+    return data["password"], int(time.time()) + int(data["ttl"])
+
+
+def open_session(read_only: bool) -> dict:
+    url = os.environ.get("PULUMI_BACKEND_URL", "")
+    host, port, database = backend_server(url)
+    folder = session_dir(read_only)
+    passfile, record = folder / "pgpass", folder / "session.json"
+    now = int(time.time())
+    if record.exists() and passfile.exists():
+        known = json.loads(record.read_text())
+        if min(known["state_expires"], known["deployer_expires"]) > now + REUSE_MARGIN_SECONDS:
+            return {**known, "passfile": str(passfile)}
+    client = vault_client()
+    state_path = f"{PLATFORM_MOUNT}/creds/{STATE_READ_ROLE if read_only else STATE_WRITE_ROLE}"
+    state = read(client, state_path)
+    deployer_password, deployer_expires = deployer_login(client, may_rotate=not read_only)
+    lines = [
+        # The state login, only for the state database on its server.
+        ":".join(map(pgpass_field, (host, str(port), database, state["data"]["username"],
+                                    state["data"]["password"]))),
+        # The program's login, wherever its stacks' servers are.
+        ":".join(("*", "*", "*", DEPLOYER_LOGIN, pgpass_field(deployer_password))),
+    ]
+    temporary = passfile.with_suffix(".new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    os.replace(temporary, passfile)
+    known = {"state_user": state["data"]["username"], "state_expires": now + int(state["lease_duration"]),
+             "deployer_expires": deployer_expires, "state_lease": state["lease_id"]}
+    record.write_text(json.dumps(known))
+    os.chmod(record, 0o600)
+    return {**known, "passfile": str(passfile)}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Short-lived PostgreSQL logins for a Pulumi run, from Vault.")
+    parser.add_argument("--read-only", action="store_true", help="a state login that may only read (previews)")
+    args = parser.parse_args(argv)
+    session = open_session(args.read_only)
+    print(f"export PGPASSFILE={session['passfile']}")
+    print(f"export PGUSER={session['state_user']}")
+    print(f"# state login valid until {time.strftime('%Y-%m-%d %H:%M', time.localtime(session['state_expires']))}, "
+          f"deployer password until {time.strftime('%Y-%m-%d %H:%M', time.localtime(session['deployer_expires']))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

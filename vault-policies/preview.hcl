@@ -1,0 +1,58 @@
+# A pull request's preview (`pulumi preview --refresh`): it reads, it never writes.
+# Tested in tests/integration/test_deploy_path.py against OpenBao.
+
+# The vault provider works with a short-lived child token of this one; a child
+# token never holds more than its parent.
+path "auth/token/create" {
+  capabilities = ["update"]
+}
+
+# Read what the stack declares: the mount, its connection and roles, the AppRole
+# auth method and its roles, the applications' policies.
+path "sys/mounts" {
+  capabilities = ["read"]
+}
+path "sys/mounts/database" {
+  capabilities = ["read"]
+}
+path "sys/mounts/database/tune" {
+  capabilities = ["read"]
+}
+path "database/config/*" {
+  capabilities = ["read"]
+}
+path "database/roles/*" {
+  capabilities = ["read"]
+}
+path "sys/auth" {
+  capabilities = ["read"]
+}
+path "sys/mounts/auth/database-approle" {
+  capabilities = ["read"]
+}
+path "sys/mounts/auth/database-approle/tune" {
+  capabilities = ["read"]
+}
+path "auth/database-approle/role/*" {
+  capabilities = ["read"]
+}
+path "sys/policies/acl/pgcreds-database-*" {
+  capabilities = ["read"]
+}
+# The lease revokers remember which Vault they are in (the identity mount's uuid).
+path "sys/mounts/identity" {
+  capabilities = ["read"]
+}
+
+# The deploy session, read-only: the state database with a login that may only
+# SELECT, the stack's secrets decrypted (a preview writes no state), and the
+# program's PostgreSQL login, as a refresh reads the server's catalog with it.
+path "pgcreds-platform/creds/state-read" {
+  capabilities = ["read"]
+}
+path "pgcreds-platform/static-creds/deployer" {
+  capabilities = ["read"]
+}
+path "transit/decrypt/pgcreds-STACK" {
+  capabilities = ["update"]
+}
