@@ -41,7 +41,7 @@ def test_language_host_installs_dependencies_and_reports_itself(tmp_path: Path):
         "name: hosttest\nruntime:\n  name: python\n  options:\n    toolchain: pip\n    virtualenv: venv\n")
     (tmp_path / "requirements.txt").write_text("six==1.16.0\n")
     (tmp_path / "__main__.py").write_text("import pulumi\n")
-    env = {**sourced_env("toolchain/env.sh"), "PULUMI_BACKEND_URL": f"file://{tmp_path}", "PULUMI_CONFIG_PASSPHRASE": "x"}
+    env = {**sourced_env("toolchain/env.sh"), "PULUMI_BACKEND_URL": f"file://{tmp_path}"}
     subprocess.run(["pulumi", "install"], cwd=tmp_path, env=env, check=True, capture_output=True)
     assert (tmp_path / "venv" / "bin" / "python").exists()
     six = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c", "import six; print(six.__version__)"],

@@ -25,7 +25,7 @@ from pulumi import automation as auto
 from program_copy import copy_program
 from providers._shared import vault_tls_verify
 from smoke_check import SmokeReport, run_smoke_check
-from sourced_env import sourced_env
+from sourced_env import TEST_SECRETS_PROVIDER, file_backend, sourced_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,9 +40,26 @@ def local_servers() -> None:
     assert shutil.which("pulumi"), "the pulumi CLI is not on PATH after sourcing local/dev-env.sh"
 
 
+# The login every test stack's program uses: made by the bootstrap, its password
+# known only to Vault (the deploy session's PGPASSFILE hands it over).
+DEPLOYER = "pgcreds_deployer"
+
+
+def superuser_password() -> str:
+    """The local server's superuser password, from its root-only file: the tests'
+    own checks and clean-up need it; no stack is ever given it."""
+    return Path(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]).read_text().strip()
+
+
+def deployer_password() -> str:
+    """The deployer's current password, as Vault hands it to a deploy session."""
+    return vault().read("pgcreds-platform/static-creds/deployer")["data"]["password"]
+
+
 def admin_connect(database: str = "postgres") -> psycopg.Connection:
+    """The superuser, for the tests' own checks and clean-up."""
     return psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=database, user="postgres",
-                           password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"], autocommit=True)
+                           password=superuser_password(), autocommit=True)
 
 
 def vault() -> hvac.Client:
@@ -124,24 +141,24 @@ class ProgramStack:
         """The smoke check against this stack's outputs and its metrics role."""
         return run_smoke_check(self.outputs(), self.role_name, "weekly_metrics_reporting", "employee_salary",
                                expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
-                               admin_password=admin_password or os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"])
+                               admin_password=admin_password)
 
 
 def make_stack(tmp_path: Path, env: Optional[dict[str, str]] = None) -> ProgramStack:
     suffix = secrets.token_hex(3)
     project_dir = copy_program(tmp_path / "project")
     state = tmp_path / "state"
-    state.mkdir()
     database = f"it_{suffix}"
     with admin_connect() as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        # Owned by the deployer, as an application's database would be made for it.
+        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(DEPLOYER)))
     stack = auto.create_or_select_stack(
         stack_name=f"it{suffix}", work_dir=str(project_dir),
-        opts=auto.LocalWorkspaceOptions(env_vars={
-            "PULUMI_BACKEND_URL": f"file://{state}", "PULUMI_CONFIG_PASSPHRASE": "integration-tests",
-            **(env or {})}))
+        opts=auto.LocalWorkspaceOptions(secrets_provider=TEST_SECRETS_PROVIDER,
+                                        env_vars={**file_backend(state), **(env or {})}))
     test_stack = ProgramStack(stack, project_dir, suffix, database, state)
     test_stack.set(environment="dev", postgresPort=os.environ["PGPORT"], postgresDatabase=database,
+                   postgresAdminUser=DEPLOYER,
                    postgresSslMode="disable", vaultAddress=os.environ["VAULT_ADDR"], vaultMountPath=test_stack.mount,
                    tableOwnerRole=f"it_{suffix}_owner", vaultAdminRole=f"it_{suffix}_vault_admin",
                    sampleData="true", keepTablesOnDestroy="false", roles=test_stack.roles_config())

@@ -66,9 +66,7 @@ def stand_in() -> Iterator[AivenStandIn]:
 def aiven_stack(tmp_path_factory: pytest.TempPathFactory, stand_in: AivenStandIn) -> Iterator[ProgramStack]:
     """The token is a secret setting here (AIVEN_TOKEN is the other way, below)."""
     test_stack = make_stack(tmp_path_factory.mktemp("aiven"), env={
-        "AIVEN_WEB_URL": stand_in.url, "AIVEN_TOKEN": "",
-        # the admin password comes from the service, not from here
-        "PGCREDS_POSTGRES_ADMIN_PASSWORD": ""})
+        "AIVEN_WEB_URL": stand_in.url, "AIVEN_TOKEN": ""})
     test_stack.set(**aiven_settings(test_stack))
     test_stack.stack.set_config("pgcreds:aivenToken", auto.ConfigValue(stand_in.token, secret=True))
     yield test_stack
@@ -193,8 +191,7 @@ def test_6_destroy_once_the_setting_is_off_leaves_nothing(aiven_stack: ProgramSt
 ])
 def test_bad_aiven_settings_fail_at_preview_and_create_nothing(tmp_path: Path, overrides: dict, setting: str):
     server = start_stand_in()
-    test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": "",
-                                           "PGCREDS_POSTGRES_ADMIN_PASSWORD": ""})
+    test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": ""})
     try:
         test_stack.set(**aiven_settings(test_stack, **{k: v for k, v in overrides.items() if v}))
         if "aivenToken" not in overrides:
@@ -212,8 +209,7 @@ def test_aiven_token_from_the_environment_is_in_no_state(tmp_path: Path):
     """AIVEN_TOKEN instead of the secret setting: a preview reaches the API
     (project, CA, plans) and the token is nowhere in the stack's files."""
     server = start_stand_in()
-    test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": server.token,
-                                           "PGCREDS_POSTGRES_ADMIN_PASSWORD": ""})
+    test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": server.token})
     try:
         test_stack.set(**aiven_settings(test_stack))
         assert test_stack.stack.preview().change_summary.get("create", 0) > 10
@@ -254,7 +250,7 @@ def test_api_errors_reach_the_user_in_aivens_words(tmp_path: Path, fault: str, a
     """A bad token or an unknown project: the preview fails with Aiven's own
     message (its JSON error shape, as the plugin reports it) and creates nothing."""
     server = start_stand_in()
-    test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "PGCREDS_POSTGRES_ADMIN_PASSWORD": "",
+    test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, 
                                            "AIVEN_TOKEN": "wrong-token" if fault == "token" else server.token})
     try:
         test_stack.set(**aiven_settings(test_stack, **({"aivenProject": "no-such-project"}

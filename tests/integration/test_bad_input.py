@@ -85,19 +85,24 @@ def test_bad_setting_fails_preview_and_up_without_changes(deployed_stack: Progra
         assert admin.execute("SELECT to_regclass('employee_salary') IS NOT NULL").fetchone()[0]
 
 
-def test_missing_admin_password(deployed_stack: ProgramStack):
+@pytest.mark.parametrize("environment, expected", [
+    # No deploy session: the workspace passes its environment on, an empty value is unset.
+    ({"PGPASSFILE": ""}, "pgcreds:postgresAdminUser: no login for 'pgcreds_deployer': open a deploy session"),
+    # A static admin password in the environment is refused, not used.
+    ({"PGCREDS_POSTGRES_ADMIN_PASSWORD": "static"}, "a static admin password is not taken"),
+])
+def test_the_admin_login_comes_only_from_a_deploy_session(deployed_stack: ProgramStack, environment, expected):
     before = deployed_facts(deployed_stack)
-    # The workspace passes its environment on to pulumi: an empty value is an unset secret.
     workspace = deployed_stack.stack.workspace
     saved = dict(workspace.env_vars)
-    workspace.env_vars["PGCREDS_POSTGRES_ADMIN_PASSWORD"] = ""
+    workspace.env_vars.update(environment)
     try:
         with pytest.raises(auto.CommandError) as failure:
             deployed_stack.stack.preview()
     finally:
         workspace.env_vars.clear()
         workspace.env_vars.update(saved)
-    assert "pgcreds:postgresAdminPassword: is required" in str(failure.value)
+    assert expected in str(failure.value)
     assert deployed_facts(deployed_stack) == before
 
 

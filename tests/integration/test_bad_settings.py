@@ -90,7 +90,7 @@ def test_class1_a_new_mount_path_never_removes_the_engine_before_the_new_one_wor
                                  (secret["data"]["username"],)).fetchall() == []
         report = run_smoke_check(new_stack.outputs(), new_stack.role_name, WEEKLY, "employee_salary",
                                  expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
-                                 admin_password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"])
+                                 admin_password=None)
         assert report.passed, report.table()
         assert set(new_stack.stack.up(refresh=True).summary.resource_changes) == {"same"}
         new_stack.stack.destroy()
@@ -203,7 +203,7 @@ def test_class5_another_live_vault_is_refused_clearly(deployed_stack: ProgramSta
 def test_class6_a_smoke_check_that_fails_part_way_leaves_nothing(deployed_stack: ProgramStack):
     report = run_smoke_check(deployed_stack.outputs(), deployed_stack.role_name, "no_such_table", "employee_salary",
                              expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
-                             admin_password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"])
+                             admin_password=None)
     assert not report.passed and report.username
     with admin_connect(deployed_stack.database) as admin:
         assert admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (report.username,)).fetchall() == []

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 from pulumi import automation as auto
 
-from stacks import ProgramStack, admin_connect, vault
+from stacks import ProgramStack, admin_connect, deployer_password, superuser_password, vault
 
 
 def changes_of(stack: auto.Stack) -> tuple[dict, list]:
@@ -54,7 +54,7 @@ def test_lifecycle(new_stack: ProgramStack):
     assert len(vault_admin_password) >= 32
     state = new_stack.raw_state() + (new_stack.project_dir / f"Pulumi.{stack.name}.yaml").read_text()
     assert "weekly_metrics_reporting" in state
-    for secret in (vault_admin_password, os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"], os.environ["VAULT_TOKEN"]):
+    for secret in (vault_admin_password, deployer_password(), superuser_password(), os.environ["VAULT_TOKEN"]):
         assert secret not in state and secret not in created.stdout and secret not in created.stderr
 
     again = stack.up()

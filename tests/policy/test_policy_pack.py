@@ -15,7 +15,7 @@ import pytest
 from pulumi import automation as auto
 
 from program_copy import copy_program
-from sourced_env import sourced_env
+from sourced_env import TEST_SECRETS_PROVIDER, file_backend, sourced_env
 
 REPO = Path(__file__).resolve().parents[2]
 POLICY_PACK = str(REPO / "policy")
@@ -33,12 +33,11 @@ def preview(tmp_path: Path, case: str, environment: str = "staging") -> auto.Pre
     shutil.copytree(Path(__file__).parent / "program", program)
     (program / "Pulumi.yaml").write_text(
         (program / "Pulumi.yaml").read_text().replace("../../../venv", str(REPO / "venv")))
-    state = tmp_path / "state"
-    state.mkdir()
     stack = auto.create_stack(stack_name=environment, work_dir=str(program), opts=auto.LocalWorkspaceOptions(
-        env_vars={"PULUMI_BACKEND_URL": f"file://{state}", "PULUMI_CONFIG_PASSPHRASE": "policy-tests",
-                  # the program and its dynamic providers import the project's own modules
-                  "PYTHONPATH": str(REPO)}))
+        secrets_provider=TEST_SECRETS_PROVIDER, env_vars={
+            **file_backend(tmp_path / "state"),
+            # the program and its dynamic providers import the project's own modules
+            "PYTHONPATH": str(REPO)}))
     stack.set_config("policy-cases:case", auto.ConfigValue(case))
     return stack.preview(policy_packs=[POLICY_PACK])
 
@@ -90,16 +89,13 @@ def test_the_program_itself_keeps_every_guardrail(tmp_path: Path, stack_name: st
         subprocess.run([str(REPO / "local" / script), "start"], check=True, capture_output=True)
     servers = sourced_env("local/dev-env.sh")
     project = copy_program(tmp_path / "project", stack_files=("Pulumi.dev.yaml", "Pulumi.staging.yaml"))
-    state = tmp_path / "state"
-    state.mkdir()
     stack = auto.create_stack(stack_name=stack_name, work_dir=str(project), opts=auto.LocalWorkspaceOptions(
-        env_vars={"PULUMI_BACKEND_URL": f"file://{state}", "PULUMI_CONFIG_PASSPHRASE": "pgcreds-local-dev-stack",
-                  "VAULT_TOKEN": servers["VAULT_TOKEN"],
-                  "PGCREDS_POSTGRES_ADMIN_PASSWORD": servers["PGCREDS_POSTGRES_ADMIN_PASSWORD"]}))
+        secrets_provider=TEST_SECRETS_PROVIDER, env_vars={
+            **file_backend(tmp_path / "state"), "PGPASSFILE": servers["PGPASSFILE"]}))
     suffix = secrets.token_hex(3)
     roles = json.loads(stack.get_config("pgcreds:roles").value)
     local = {"postgresHost": "127.0.0.1", "postgresPort": servers["PGPORT"], "postgresDatabase": "postgres",
-             "postgresAdminUser": "postgres", "vaultAddress": servers["VAULT_ADDR"],
+             "postgresAdminUser": "pgcreds_deployer", "vaultAddress": servers["VAULT_ADDR"],
              "tableOwnerRole": f"pc_{suffix}_owner", "vaultAdminRole": f"pc_{suffix}_vault_admin",
              "roles": json.dumps([{**role, "name": f"pc{suffix}-{role['name']}"} for role in roles])}
     if stack.get_all_config().get("pgcreds:postgresSslRootCert"):

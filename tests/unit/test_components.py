@@ -80,19 +80,28 @@ def vault_provider():
 
 def endpoint():
     return ExistingPostgres("pg", ExistingPostgresArgs(
-        host="db.internal", port=5432, database="app", admin_user="admin",
-        admin_password=Output.secret("admin-secret"), sslmode="require")).endpoint
+        host="db.internal", port=5432, database="app", admin_user="admin", sslmode="require")).endpoint
 
 
 @pulumi.runtime.test
-def test_existing_postgres_keeps_the_password_secret(mocks):
+def test_existing_postgres_records_no_admin_password(mocks):
+    """The admin's password comes from the deploy session's PGPASSFILE: neither the
+    provider nor the dynamic resources' connection carries one into the state."""
     pg = endpoint()
 
     def check(args):
         connection_is_secret, connection = args
-        assert connection_is_secret and connection["password"] == "admin-secret"
+        assert connection_is_secret and connection["password"] is None and connection["user"] == "admin"
         assert connection["sslmode"] == "require"
     return Output.all(pg.admin_connection().is_secret(), pg.admin_connection()).apply(check)
+
+
+@pulumi.runtime.test
+def test_existing_postgres_provider_has_no_password(mocks):
+    def check(_):
+        (provider,) = [r for r in mocks.resources.values() if r.typ == "pulumi:providers:postgresql"]
+        assert "password" not in provider.inputs and provider.inputs["username"] == "admin"
+    return endpoint().provider.urn.apply(check)
 
 
 @pulumi.runtime.test

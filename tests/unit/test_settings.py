@@ -6,7 +6,7 @@ from pulumi import Output
 from components.aiven_postgres import AivenPostgresArgs
 from settings import SettingsError, parse_duration, parse_settings
 
-ENV = {"VAULT_TOKEN": "t", "PGCREDS_POSTGRES_ADMIN_PASSWORD": "pw"}
+ENV = {"VAULT_TOKEN": "t", "PGPASSFILE": "/run/session/pgpass"}
 BASE = {"vaultAddress": "http://127.0.0.1:8200"}
 
 
@@ -96,20 +96,30 @@ def test_role_reusing_a_program_role_name():
     assert "pgcreds:roles[0].name" in error_of(role(name="vault-admin"))
 
 
-def test_missing_admin_password_secret():
+def test_no_deploy_session_names_the_admin_and_the_fix():
     message = error_of(environ={"VAULT_TOKEN": "t"})
-    assert "pgcreds:postgresAdminPassword: is required" in message
-    assert "PGCREDS_POSTGRES_ADMIN_PASSWORD" in message
+    assert "pgcreds:postgresAdminUser: no login for 'postgres': open a deploy session" in message
+    assert "PGPASSFILE" in message
 
 
-def test_admin_password_from_config_secret_wins():
+def test_an_admin_password_setting_is_refused():
     secret = Output.secret("from-config")
-    settings = parse(environ={"VAULT_TOKEN": "t"}, secret=lambda key: secret if key == "postgresAdminPassword" else None)
-    assert settings.postgres.admin_password is secret
+    message = error_of(secret=lambda key: secret if key == "postgresAdminPassword" else None)
+    assert "pgcreds:postgresAdminPassword: is no longer read" in message
+    assert "pulumi config rm pgcreds:postgresAdminPassword" in message
+
+
+def test_a_static_admin_password_in_the_environment_is_refused():
+    message = error_of(environ={**ENV, "PGCREDS_POSTGRES_ADMIN_PASSWORD": "pw"})
+    assert "PGCREDS_POSTGRES_ADMIN_PASSWORD is set: a static admin password is not taken" in message
+
+
+def test_the_existing_endpoint_carries_no_password():
+    assert not hasattr(parse().postgres, "admin_password")
 
 
 def test_missing_vault_token():
-    assert "export VAULT_TOKEN" in error_of(environ={"PGCREDS_POSTGRES_ADMIN_PASSWORD": "pw"})
+    assert "export VAULT_TOKEN" in error_of(environ={"PGPASSFILE": "/run/session/pgpass"})
 
 
 def test_vault_address_required():
