@@ -218,9 +218,17 @@ def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admi
             default_ttl=STATE_LOGIN_TTL, max_ttl=STATE_LOGIN_MAX_TTL)
 
 
-def policy_text(name: str, stack: str) -> str:
-    """A policy file of vault-policies/, for one stack (its transit key)."""
-    return (REPO / "vault-policies" / name).read_text().replace("pgcreds-STACK", transit_key(stack))
+def policy_text(name: str, stack: str, mount: str) -> str:
+    """A policy file of vault-policies/ for one stack: its transit key, and its
+    pgcreds:vaultMountPath where the file says `database` (the default)."""
+    text = (REPO / "vault-policies" / name).read_text().replace("pgcreds-STACK", transit_key(stack))
+    return text.replace("database", mount) if mount != "database" else text
+
+
+def stack_and_mount(value: str) -> tuple[str, str]:
+    """`--stack NAME[:MOUNT]`: a stack, and its pgcreds:vaultMountPath (default `database`)."""
+    stack, _, mount = value.partition(":")
+    return stack, mount or "database"
 
 
 def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) -> None:
@@ -234,7 +242,7 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
                      jwt_validation_pubkeys=[Path(args.jwt_pubkey).read_text()])
     else:
         client.write(f"auth/{JWT_MOUNT}/config", bound_issuer=args.jwt_issuer, oidc_discovery_url=args.jwt_issuer)
-    for stack in args.stack:
+    for stack, mount in map(stack_and_mount, args.stack):
         key = transit_key(stack)
         try:
             client.secrets.transit.read_key(key, mount_point=TRANSIT_MOUNT)
@@ -243,15 +251,15 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
             say(f"transit key {key} created")
         deploy_policy, preview_policy = f"pgcreds-deploy-{stack}", f"pgcreds-preview-{stack}"
         client.sys.create_or_update_acl_policy(
-            deploy_policy, policy_text("deployer.hcl", stack) + policy_text("deploy-session.hcl", stack))
-        client.sys.create_or_update_acl_policy(preview_policy, policy_text("preview.hcl", stack))
+            deploy_policy, policy_text("deployer.hcl", stack, mount) + policy_text("deploy-session.hcl", stack, mount))
+        client.sys.create_or_update_acl_policy(preview_policy, policy_text("preview.hcl", stack, mount))
         common = dict(role_type="jwt", user_claim="sub", bound_audiences=[args.jwt_audience],
                       token_ttl=CI_TOKEN_TTL, token_max_ttl=CI_TOKEN_TTL, token_no_default_policy=False)
         client.write(f"auth/{JWT_MOUNT}/role/{preview_policy}", token_policies=[preview_policy],
                      bound_claims={"repository": args.repository}, **common)
         client.write(f"auth/{JWT_MOUNT}/role/{deploy_policy}", token_policies=[deploy_policy],
                      bound_claims={"repository": args.repository, "ref": args.deploy_ref}, **common)
-    say(f"stacks {', '.join(args.stack)}: transit keys, policies and jwt roles pgcreds-deploy-<stack> "
+    say(f"stacks {', '.join(stack for stack, _ in map(stack_and_mount, args.stack))}: transit keys, policies and jwt roles pgcreds-deploy-<stack> "
         f"(repository {args.repository}, ref {args.deploy_ref}) and pgcreds-preview-<stack> are in place")
 
 
@@ -277,7 +285,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--app-database", action="append", default=[],
                         help="a database the program creates tables in (pgcreds:postgresDatabase); repeatable")
     parser.add_argument("--vault-address", default=os.environ.get("VAULT_ADDR", ""))
-    parser.add_argument("--stack", action="append", required=True, help="a stack name; repeatable")
+    parser.add_argument("--stack", action="append", required=True,
+                        help="NAME[:MOUNT]: a stack, and its pgcreds:vaultMountPath if not `database`; repeatable")
     parser.add_argument("--repository", required=True, help="owner/name of the GitHub repository CI runs in")
     parser.add_argument("--deploy-ref", default="refs/heads/main", help="the only ref the deploy role accepts")
     parser.add_argument("--jwt-issuer", default=GITHUB_ISSUER)

@@ -15,7 +15,8 @@ Both go into a pgpass file (mode 0600, in a folder of mode 0700) named by
 PGPASSFILE, which Pulumi's `postgres://` backend (lib/pq), the postgresql
 provider (lib/pq) and the dynamic providers (libpq) all read. PGUSER names the
 state login. Prints only `export` lines, never a password. A session whose logins
-live on for another half hour is reused, so sourcing this again costs no Vault call.
+live on for another half hour is reused, so sourcing this again costs no Vault call
+(--renew reads new ones into the same file, for the runs that already use it).
 """
 
 from __future__ import annotations
@@ -101,13 +102,13 @@ def deployer_login(client: hvac.Client, may_rotate: bool) -> tuple[str, int]:
     return data["password"], int(time.time()) + int(data["ttl"])
 
 
-def open_session(read_only: bool) -> dict:
+def open_session(read_only: bool, renew: bool = False) -> dict:
     url = os.environ.get("PULUMI_BACKEND_URL", "")
     host, port, database = backend_server(url)
     folder = session_dir(read_only)
     passfile, record = folder / "pgpass", folder / "session.json"
     now = int(time.time())
-    if record.exists() and passfile.exists():
+    if record.exists() and passfile.exists() and not renew:
         known = json.loads(record.read_text())
         if min(known["state_expires"], known["deployer_expires"]) > now + REUSE_MARGIN_SECONDS:
             return {**known, "passfile": str(passfile)}
@@ -137,8 +138,10 @@ def open_session(read_only: bool) -> dict:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Short-lived PostgreSQL logins for a Pulumi run, from Vault.")
     parser.add_argument("--read-only", action="store_true", help="a state login that may only read (previews)")
+    parser.add_argument("--renew", action="store_true",
+                        help="read new logins even if the session's still live (after a `rotate-role` by hand)")
     args = parser.parse_args(argv)
-    session = open_session(args.read_only)
+    session = open_session(args.read_only, args.renew)
     print(f"export PGPASSFILE={session['passfile']}")
     print(f"export PGUSER={session['state_user']}")
     print(f"# state login valid until {time.strftime('%Y-%m-%d %H:%M', time.localtime(session['state_expires']))}, "

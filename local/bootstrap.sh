@@ -21,7 +21,7 @@ if [[ ! -s "$oidc/issuer.pub.pem" ]]; then
 fi
 
 args=(--pg-host 127.0.0.1 --pg-port "$PGCREDS_PG_PORT" --pg-sslmode verify-full --pg-sslrootcert "$PGCREDS_TEST_CA"
-      --app-database postgres --stack dev --stack tests --repository "$PGCREDS_REPOSITORY"
+      --app-database postgres --stack dev --stack tests:citest --repository "$PGCREDS_REPOSITORY"
       --jwt-pubkey "$oidc/issuer.pub.pem")
 stamp="$PGCREDS_LOCAL_DIR/bootstrap.stamp"
 digest=$( { cat "$repo"/deployer/*.py "$repo"/vault-policies/*.hcl "$oidc/issuer.pub.pem" \

@@ -3,13 +3,14 @@
 
     python local/recover_stack.py STACK [PROJECT_DIR]
 
-1. The lock. 
-A file backend locks a stack with `.pulumi/locks/organization/<project>/<stack>/<id>.json`
-({"pid", "hostname", ...}) and removes the file when the command ends; a process
-killed with SIGKILL never does. A lock is cleared (with `pulumi cancel`) only if
-it was taken on this machine by a process that no longer runs; a live lock, or
-one from another machine, is left for Pulumi to report. Other backends keep
-their own locks and are not touched.
+1. The lock.
+A DIY backend locks a stack with an object `.pulumi/locks/organization/<project>/<stack>/<id>.json`
+({"pid", "hostname", ...}): a file on the file backend, a row of the state table
+(its bytes base64 in a JSON column) on the `postgres://` backend. The command
+removes it when it ends; a process killed with SIGKILL never does. A lock is
+cleared (with `pulumi cancel`) only if it was taken on this machine by a process
+that no longer runs; a live lock, or one from another machine, is left for Pulumi
+to report. Other backends (Pulumi Cloud, s3://) keep their own locks and are not touched.
 
 2. Pending creates: resources the killed run had begun to create. Pulumi keeps
 them and will not clear them without a person at the keyboard. Those whose id
@@ -25,6 +26,7 @@ imported by name.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -32,6 +34,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 
 def project_name(project_dir: Path) -> str:
@@ -50,18 +53,48 @@ def process_runs(pid: int) -> bool:
     return b"pulumi" in cmdline
 
 
-def stale_locks(backend_url: str, project: str, stack: str) -> list[tuple[Path, dict]]:
-    if not backend_url.startswith("file://"):
-        return []
+def file_locks(backend_url: str, project: str, stack: str) -> list[tuple[str, bytes]]:
     root = Path(backend_url[len("file://"):].split("?")[0]).expanduser()
-    stale = []
+    found = []
     for lock in sorted(root.glob(f".pulumi/locks/*/{project}/{stack}/*.json")):
         try:
-            owner = json.loads(lock.read_text())
-        except (OSError, ValueError):
+            found.append((str(lock), lock.read_bytes()))
+        except OSError:
+            continue
+    return found
+
+
+def postgres_locks(backend_url: str, project: str, stack: str) -> list[tuple[str, bytes]]:
+    """The lock rows of the `postgres://` backend, read with the deploy session's
+    login (PGUSER, PGPASSFILE), as the CLI reads them."""
+    import psycopg  # only for this backend
+    from psycopg import sql
+
+    parts = urlsplit(backend_url)
+    query = dict(parse_qsl(parts.query))
+    table = query.pop("table", "pulumi_state")
+    with psycopg.connect(host=parts.hostname, port=parts.port or 5432, dbname=parts.path.lstrip("/"),
+                         user=parts.username or None, connect_timeout=10, **query) as conn:
+        rows = conn.execute(sql.SQL("SELECT key, data->>'data' FROM {} WHERE key LIKE %s ORDER BY key").format(
+            sql.Identifier(*table.split("."))), (f"%.pulumi/locks/%/{project}/{stack}/%.json",)).fetchall()
+    return [(key, base64.b64decode(data)) for key, data in rows]
+
+
+def stale_locks(backend_url: str, project: str, stack: str) -> list[tuple[str, dict]]:
+    if backend_url.startswith("file://"):
+        found = file_locks(backend_url, project, stack)
+    elif backend_url.startswith(("postgres://", "postgresql://")):
+        found = postgres_locks(backend_url, project, stack)
+    else:
+        return []
+    stale = []
+    for where, content in found:
+        try:
+            owner = json.loads(content)
+        except ValueError:
             continue
         if owner.get("hostname") == socket.gethostname() and not process_runs(int(owner.get("pid", 0))):
-            stale.append((lock, owner))
+            stale.append((where, owner))
     return stale
 
 

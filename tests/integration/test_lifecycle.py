@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 from pulumi import automation as auto
 
-from stacks import ProgramStack, admin_connect, deployer_password, superuser_password, vault
+from stacks import DEPLOYER, ProgramStack, admin_connect, deployer_password, superuser_password, vault
 
 
 def changes_of(stack: auto.Stack) -> tuple[dict, list]:
@@ -94,7 +94,7 @@ def test_keep_tables_on_destroy_leaves_the_data(new_stack: ProgramStack):
         owner = admin.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'employee_salary'").fetchone()
         roles = admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
                               (new_stack.program_roles,)).fetchall()
-    assert rows == 3 and owner == ("postgres",) and roles == []
+    assert rows == 3 and owner == (DEPLOYER,) and roles == []
 
 
 def test_revocation_drops_a_connected_user_that_owns_objects(deployed_stack: ProgramStack):

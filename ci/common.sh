@@ -1,0 +1,32 @@
+# Sourced by the workflow scripts (ci/*.sh): the environment a workflow job
+# gives them, checked, and a deploy session opened. Exactly these variables come
+# from the workflow; nothing else is read:
+#   PGCREDS_STACK        the stack (a matrix entry)
+#   PULUMI_BACKEND_URL   postgres://host:port/pulumi_state?sslmode=verify-full… (a repository variable; no credentials)
+#   VAULT_ADDR           Vault's address (a repository variable); VAULT_CACERT if its CA is private
+#   VAULT_TOKEN          the short-lived token of the job's jwt login (hashicorp/vault-action, method jwt)
+#   PGCREDS_PROJECT      optional: the program's folder (default: the checkout)
+# Usage: source ci/common.sh [--read-only]
+set -euo pipefail
+PGCREDS_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+for variable in PGCREDS_STACK PULUMI_BACKEND_URL VAULT_ADDR VAULT_TOKEN; do
+  if [[ -z "${!variable:-}" ]]; then
+    echo "::error::$variable is not set: the workflow must export it (see ci/common.sh)" >&2
+    exit 2
+  fi
+done
+if [[ ! "$PGCREDS_STACK" =~ ^[a-z][a-z0-9-]{0,40}$ ]]; then
+  echo "::error::PGCREDS_STACK '$PGCREDS_STACK' is not a stack name (lower-case letters, digits, -)" >&2
+  exit 2
+fi
+export PGCREDS_PROJECT=${PGCREDS_PROJECT:-$PGCREDS_REPO}
+# The language host runs `uv` from the virtualenv (make venv), and the stack's
+# secrets are decrypted by Vault transit: never a passphrase.
+export PATH="$PGCREDS_REPO/venv/bin:$PATH"
+export PULUMI_SKIP_UPDATE_CHECK=true
+# A stack file without this machine's `encryptedkey` uses the one the state holds.
+export PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER=true
+PGCREDS_SECRETS_PROVIDER="hashivault://pgcreds-$PGCREDS_STACK"
+# The state login and the program's PostgreSQL login, from Vault, in a private pgpass file.
+eval "$(cd "$PGCREDS_REPO" && venv/bin/python -m deployer.session "$@")"
+pulumi_stack() { pulumi --cwd "$PGCREDS_PROJECT" --stack "$PGCREDS_STACK" --non-interactive "$@"; }

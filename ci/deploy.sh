@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# What deploy.yml runs for one stack on a merge to main: `pulumi up --refresh`
+# with the policy pack enforced, as the deploy identity. The stack is created on
+# its first deploy, with its secrets encrypted by its transit key. Two runs on
+# one stack never overlap: the state backend's lock refuses the second.
+source "$(dirname "$0")/common.sh"
+pulumi_stack stack select --create --secrets-provider "$PGCREDS_SECRETS_PROVIDER"
+pulumi_stack up --yes --skip-preview --diff --refresh --policy-pack "$PGCREDS_REPO/policy"
