@@ -37,15 +37,25 @@ def test_actionlint_catches_a_broken_workflow(actionlint: str, tmp_path: Path):
     assert result.returncode != 0 and "stak" in result.stdout
 
 
+def step_running(job: dict, script: str) -> dict:
+    return next(step for step in job["steps"] if step.get("run") == script)
+
+
+def vault_login(job: dict) -> dict:
+    return next(step for step in job["steps"] if str(step.get("uses", "")).startswith("hashicorp/vault-action"))
+
+
 def test_pull_requests_preview_every_stack_with_the_policy_pack_and_comment():
     workflow = load("preview.yml")
     assert list(workflow[True]) == ["pull_request"]
-    assert workflow["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert workflow["permissions"] == {"contents": "read", "pull-requests": "write", "id-token": "write"}
     job = workflow["jobs"]["preview"]
     assert "permissions" not in job  # nothing added at job level
-    pulumi = next(step for step in job["steps"] if str(step.get("uses", "")).startswith("pulumi/actions"))
-    assert pulumi["with"]["command"] == "preview" and pulumi["with"]["comment-on-pr"] is True
-    assert pulumi["with"]["policyPacks"] == "policy" and pulumi["with"]["diff"] is True
+    step_running(job, "ci/preview.sh")
+    assert "--policy-pack" in (REPO / "ci" / "preview.sh").read_text()
+    comment = next(step for step in job["steps"] if "gh pr comment" in step.get("run", ""))
+    assert comment["env"]["BODY"] == "preview-${{ matrix.stack }}.md"
+    assert vault_login(job)["with"]["role"] == "pgcreds-preview-${{ matrix.stack }}"
 
 
 def test_merges_update_each_stack_in_its_own_concurrency_group():
@@ -53,21 +63,31 @@ def test_merges_update_each_stack_in_its_own_concurrency_group():
     assert workflow[True] == {"push": {"branches": ["main"]}}
     job = workflow["jobs"]["up"]
     assert job["concurrency"] == {"group": "pulumi-stack-${{ matrix.stack }}", "cancel-in-progress": False}
-    pulumi = next(step for step in job["steps"] if str(step.get("uses", "")).startswith("pulumi/actions"))
-    assert pulumi["with"]["command"] == "up" and pulumi["with"]["policyPacks"] == "policy"
+    step_running(job, "ci/deploy.sh")
+    assert "--policy-pack" in (REPO / "ci" / "deploy.sh").read_text()
+    assert vault_login(job)["with"]["role"] == "pgcreds-deploy-${{ matrix.stack }}"
 
 
 def test_teardown_is_manual_and_needs_the_stack_name_typed_again():
     workflow = load("destroy.yml")
     assert list(workflow[True]) == ["workflow_dispatch"]
     assert set(workflow[True]["workflow_dispatch"]["inputs"]) == {"stack", "confirm"}
-    steps = workflow["jobs"]["destroy"]["steps"]
+    job = workflow["jobs"]["destroy"]
+    steps = job["steps"]
     assert "CONFIRM" in steps[0]["env"] and '"$STACK" != "$CONFIRM"' in steps[0]["run"]
-    assert workflow["jobs"]["destroy"]["concurrency"]["group"] == "pulumi-stack-${{ inputs.stack }}"
+    assert job["concurrency"]["group"] == "pulumi-stack-${{ inputs.stack }}"
+    step_running(job, "ci/destroy.sh")
 
 
-def test_no_credentials_are_written_into_workflow_files():
-    for path in WORKFLOWS.glob("*.yml"):
-        for line in path.read_text().splitlines():
-            if any(key in line for key in ("PASSWORD:", "PASSPHRASE:", "TOKEN:")):
-                assert "${{ secrets." in line, f"{path.name}: {line.strip()}"
+@pytest.mark.parametrize("name", ["preview.yml", "deploy.yml", "destroy.yml"])
+def test_every_workflow_logs_in_to_vault_with_its_oidc_token_and_stores_no_secret(name: str):
+    """The deploy path keeps no static secret: no password, passphrase or Vault
+    token comes from GitHub's secrets; Vault is reached with the job's OIDC token."""
+    text = (WORKFLOWS / name).read_text()
+    assert "secrets." not in text and "PASSPHRASE" not in text and "PASSWORD" not in text
+    workflow = load(name)
+    assert workflow["permissions"]["id-token"] == "write"
+    (job,) = workflow["jobs"].values()
+    login = vault_login(job)["with"]
+    assert login["method"] == "jwt" and login["exportToken"] is True
+    assert set(job["env"]) == {"PGCREDS_STACK", "PULUMI_BACKEND_URL", "VAULT_ADDR"}

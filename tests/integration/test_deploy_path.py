@@ -217,9 +217,12 @@ def test_plain_destroy_works_after_vault_rotated_the_deployer_password(new_stack
             psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=new_stack.database,
                             user=DEPLOYER, password=old_password, connect_timeout=10).close()
     finally:
-        # The session of every run of this test process reads the new password.
-        subprocess.run([str(REPO / "venv/bin/python"), "-m", "deployer.session", "--renew"], cwd=REPO,
-                       check=True, capture_output=True)
+        # The session of every later run of this test process reads the new password
+        # (the same pgpass file, rewritten; a new state login with it).
+        renewed = subprocess.run([str(REPO / "venv/bin/python"), "-m", "deployer.session", "--renew"], cwd=REPO,
+                                 check=True, capture_output=True, text=True).stdout
+        os.environ.update(line.removeprefix("export ").split("=", 1) for line in renewed.splitlines()
+                          if line.startswith("export "))
     assert deployer_password() != old_password
     # `pulumi destroy` without --run-program: the providers as the state recorded
     # them, and no password in that record, so the new session's login is used.
