@@ -87,10 +87,31 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+def superuser_password() -> str:
+    """The local server's superuser password (root-only file): the bench's own set-up
+    and the raw `psql` baseline use it; the current program never gets it."""
+    return Path(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]).read_text().strip()
+
+
 def psql(statement: str, database: str = "postgres") -> None:
-    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, "-c", statement], check=True,
-                   env={**os.environ, "PGPASSWORD": os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"]},
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", database, "-c", statement],
+                   check=True, env={**os.environ, "PGPASSWORD": superuser_password()}, stdout=subprocess.DEVNULL)
+
+
+def sourced(script: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """The named variables after `. <script>` in bash."""
+    # The plugin bundles stay where the current toolchain found them.
+    plugins = os.environ.get("PGCREDS_PLUGINS_DIR") or str(REPO.parent / "shared" / "plugins")
+    dump = subprocess.run(["bash", "-c", f". '{script}' >/dev/null 2>&1 && env -0"], check=True,
+                          capture_output=True, env={**os.environ, "PGCREDS_PLUGINS_DIR": plugins}).stdout
+    found = dict(entry.decode().split("=", 1) for entry in dump.split(b"\0") if b"=" in entry)
+    return {name: found[name] for name in names if name in found}
+
+
+DEPLOYER = "pgcreds_deployer"
+# A revision from before the deploy path (issue 18) took the admin password and
+# the passphrase from its own local/dev-env.sh: its runs get exactly those.
+BASELINE_SECRETS = ("PGCREDS_POSTGRES_ADMIN_PASSWORD", "PULUMI_CONFIG_PASSPHRASE")
 
 
 class ProgramRun:
@@ -103,18 +124,29 @@ class ProgramRun:
         self.project = copy_program(folder / "project", source=source)
         if shape.name != "dev":
             (self.project / "tables.py").write_text(self._generated_tables())
-        (folder / "state").mkdir()
-        self.env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{folder / 'state'}",
-                    "PULUMI_CONFIG_PASSPHRASE": "bench"}
-        psql(f'CREATE DATABASE "{self.database}"')
-        run(["pulumi", "stack", "init", "bench", "--non-interactive"], self.project, self.env)
+        self.stack = f"bench-{shape.name}-{self.suffix}"
+        self.deploy_path = (source / "deployer").is_dir()
+        if self.deploy_path:
+            # The team backend (the state database, its login from Vault) and transit.
+            self.env = dict(os.environ)
+            psql(f'CREATE DATABASE "{self.database}" OWNER {DEPLOYER}')
+            run(["pulumi", "stack", "init", self.stack, "--secrets-provider", "hashivault://pgcreds-tests",
+                 "--non-interactive"], self.project, self.env)
+        else:
+            # As that revision ran: a file backend and a passphrase, the superuser's password.
+            (folder / "state").mkdir(mode=0o700)
+            self.env = {**os.environ, **sourced(source / "local" / "dev-env.sh", BASELINE_SECRETS),
+                        "PULUMI_BACKEND_URL": f"file://{folder / 'state'}"}
+            psql(f'CREATE DATABASE "{self.database}"')
+            run(["pulumi", "stack", "init", self.stack, "--non-interactive"], self.project, self.env)
         roles = [{"name": f"{name}", "tables": tables, "access": "readwrite", "defaultTtl": "1h",
                   "maxTtl": "24h"} for name, tables in shape.role_tables(f"b{self.suffix}")]
         config = {"environment": "dev", "postgresPort": os.environ["PGPORT"], "postgresDatabase": self.database,
                   "postgresSslMode": "disable", "vaultAddress": os.environ["VAULT_ADDR"],
                   "vaultMountPath": self.mount, "tableOwnerRole": f"bench_{self.suffix}_owner",
                   "vaultAdminRole": f"bench_{self.suffix}_vault_admin", "sampleData": "true",
-                  "keepTablesOnDestroy": "false", "roles": json.dumps(roles)}
+                  "keepTablesOnDestroy": "false", "roles": json.dumps(roles),
+                  **({"postgresAdminUser": DEPLOYER} if self.deploy_path else {})}
         for key, value in config.items():
             self.pulumi("config", "set", f"pgcreds:{key}", value)
 
@@ -126,10 +158,12 @@ class ProgramRun:
         return original + f"\nAPP_TABLES = ({specs}, EMPLOYEE_SALARY)\n"
 
     def pulumi(self, *args: str) -> float:
-        return run(["pulumi", *args, "--stack", "bench", "--non-interactive"], self.project, self.env)
+        return run(["pulumi", *args, "--stack", self.stack, "--non-interactive"], self.project, self.env)
 
     def remove(self) -> None:
-        subprocess.run(["pulumi", "destroy", "--yes", "--skip-preview", "--stack", "bench"], cwd=self.project,
+        subprocess.run(["pulumi", "destroy", "--yes", "--skip-preview", "--stack", self.stack], cwd=self.project,
+                       env=self.env, capture_output=True)
+        subprocess.run(["pulumi", "stack", "rm", "--yes", "--force", "--stack", self.stack], cwd=self.project,
                        env=self.env, capture_output=True)
         psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
@@ -149,10 +183,10 @@ PHASE_MARKS = (
 )
 
 
-def phase_breakdown(project: Path, env: dict[str, str]) -> list[tuple[str, float]]:
-    """One no-op `pulumi preview` of the stack `bench` in `project`, cut into PHASE_MARKS."""
+def phase_breakdown(project: Path, env: dict[str, str], stack: str) -> list[tuple[str, float]]:
+    """One no-op `pulumi preview` of `stack` in `project`, cut into PHASE_MARKS."""
     started = time.perf_counter()
-    done = subprocess.run(["pulumi", "preview", "--stack", "bench", "--non-interactive", "--logtostderr", "-v=7"],
+    done = subprocess.run(["pulumi", "preview", "--stack", stack, "--non-interactive", "--logtostderr", "-v=7"],
                           cwd=project, env=env, capture_output=True, text=True, check=True)
     total = time.perf_counter() - started
     events = []
@@ -216,7 +250,7 @@ def raw_baseline(shape: Shape) -> tuple[float, float]:
     suffix = secrets.token_hex(3)
     database, mount = f"raw_{shape.name}_{suffix}", f"raw-{shape.name}-{suffix}"
     psql(f'CREATE DATABASE "{database}"')
-    env = {**os.environ, "PGPASSWORD": os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"],
+    env = {**os.environ, "PGUSER": "postgres", "PGPASSWORD": superuser_password(),
            "PATH": f"{REPO / 'venv' / 'bin'}:{os.environ['PATH']}"}
     create, remove = raw_script(shape, suffix, database, mount)
     try:
@@ -249,7 +283,7 @@ def load(program: "ProgramRun", client: hvac.Client, count: int, clients: int, l
     from smoke_check import app_login
 
     role = program.shape.role_tables(f"b{program.suffix}")[0][0]
-    paths = json.loads(subprocess.run(["pulumi", "stack", "output", "appRoles", "--json", "--stack", "bench"],
+    paths = json.loads(subprocess.run(["pulumi", "stack", "output", "appRoles", "--json", "--stack", program.stack],
                                       cwd=program.project, env=program.env, capture_output=True, text=True,
                                       check=True).stdout)[role]
     deadline = time.monotonic() + limit_seconds
@@ -302,7 +336,7 @@ def load(program: "ProgramRun", client: hvac.Client, count: int, clients: int, l
 def admin_session(database: str):
     import psycopg
     return psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=database, user="postgres",
-                           password=os.environ["PGCREDS_POSTGRES_ADMIN_PASSWORD"], autocommit=True)
+                           password=superuser_password(), autocommit=True)
 
 
 def checkout(revision: str, folder: Path) -> Path:
@@ -327,7 +361,7 @@ def measure(programs: dict[str, ProgramRun], runs: int, phases: bool) -> dict[st
             program.pulumi("up", "--yes", "--skip-preview")
         for _ in range(runs):
             for label, program in programs.items():
-                breakdowns[label].append(phase_breakdown(program.project, program.env))
+                breakdowns[label].append(phase_breakdown(program.project, program.env, program.stack))
         for program in programs.values():
             program.pulumi("destroy", "--yes", "--skip-preview")
     for _ in range(runs):
@@ -419,7 +453,10 @@ def main() -> None:
     if compared:
         for name, label in (("dev", "the dev shape"), ("gen20", "the 20-role generated stack (cold up)")):
             print_before_after(f"{label}: no-op pulumi preview by phase (engine log timestamps), then totals; "
-                               f"before = {args.baseline}, median of {args.runs} in turns", compared[name])
+                               f"before = {args.baseline} (file backend, passphrase, static admin password), "
+                               "after = this revision (postgres:// backend with a Vault-issued login, Vault "
+                               f"transit, the deployer's login from Vault); median of {args.runs} in turns",
+                               compared[name])
     else:
         for name in ("dev", "gen20"):
             print(f"no-op pulumi preview of the {name} shape, by phase (engine log timestamps, median of {args.runs}):")

@@ -15,12 +15,16 @@ PROGRAM_FILES = ("Pulumi.yaml", "pyproject.toml", "uv.lock", "__main__.py", "set
 def copy_program(folder: Path, stack_files: Sequence[str] = (), source: Path = REPO) -> Path:
     """Copies the program (and the named Pulumi.<stack>.yaml files) into `folder`,
     with the repository's virtualenv linked in; returns `folder`. `source` may be
-    another checkout (the bench's baseline), which may lack the uv files."""
+    another checkout (the bench's baseline), which lacks the generated uv files."""
     folder.mkdir()
     for name in (*PROGRAM_FILES, *stack_files):
         path = source / name
         if source != REPO and not path.exists():
-            continue
+            # Generated files (the uv project) are not in an unpacked revision: the
+            # repository's, made from the same requirements, go with the same virtualenv.
+            path = REPO / name
+            if not path.exists():
+                continue
         (shutil.copytree if path.is_dir() else shutil.copy)(path, folder / name)
     (folder / "venv").symlink_to(REPO / "venv")
     return folder
