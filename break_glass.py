@@ -20,7 +20,7 @@ from typing import Any
 import hvac
 import hvac.exceptions
 
-from providers._shared import operator_token, vault_tls_verify
+from clients.tls import operator_token, vault_tls_verify
 from smoke_check import read_outputs
 
 

@@ -23,8 +23,8 @@ import hvac
 import psycopg
 from psycopg import sql
 
-from providers._shared import operator_token, vault_tls_verify
-from providers.pg_sql import connect
+from clients.tls import operator_token, vault_tls_verify
+from clients.postgres import connect
 
 SAMPLE_WEEKS = ("2022-02-25", "2022-03-04", "2022-03-11")
 

@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 from program_copy import copy_program  # noqa: E402
-from providers._shared import vault_tls_verify  # noqa: E402
+from clients.tls import vault_tls_verify  # noqa: E402
 
 CREATION = ('CREATE ROLE "{{{{name}}}}" WITH LOGIN PASSWORD \'{{{{password}}}}\' '
             "VALID UNTIL '{{{{expiration}}}}' IN ROLE \"{group}\";")

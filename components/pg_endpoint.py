@@ -14,7 +14,7 @@ import pulumi
 import pulumi_postgresql as postgresql
 from pulumi import Input, Output, ResourceOptions
 
-from providers._shared import ca_file
+from clients.tls import ca_file
 from providers.postgres import PgRoleClaim
 
 # The provider's default is 180 s: an unreachable server would stall `up` for minutes.

@@ -23,7 +23,7 @@ from components.access_roles import VaultLogin
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
 from components.vault_connections import VaultConnection
-from providers._shared import vault_tls_verify
+from clients.tls import vault_tls_verify
 from providers.vault import FirstLoginPassword, VaultLeaseRevoker
 
 

@@ -37,6 +37,7 @@ import hvac.exceptions
 import psycopg
 from psycopg import sql
 
+from clients.tls import operator_token, vault_tls_verify
 from deployer import (
     DEPLOYER_LOGIN,
     DEPLOYER_ROLE,
@@ -167,11 +168,11 @@ def set_password(args: argparse.Namespace, admin_password: str, login: str, pass
 # --- Vault --------------------------------------------------------------------
 
 def vault_client(args: argparse.Namespace) -> hvac.Client:
-    token = os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+    token = operator_token()
     if not token:
         raise SystemExit("bootstrap: no Vault token: export VAULT_TOKEN (an operator token that may mount "
                          "engines and write policies). Nothing was changed.")
-    client = hvac.Client(url=args.vault_address, token=token, verify=os.environ.get("VAULT_CACERT") or True)
+    client = hvac.Client(url=args.vault_address, token=token, verify=vault_tls_verify())
     if not client.is_authenticated():
         raise SystemExit(f"bootstrap: Vault at {args.vault_address} refused the token in VAULT_TOKEN. "
                          "Nothing was changed.")

@@ -34,10 +34,11 @@ from urllib.parse import urlsplit
 import hvac
 import hvac.exceptions
 
+from clients.tls import operator_token, vault_tls_verify
 from deployer import DEPLOYER_LOGIN, DEPLOYER_ROLE, PLATFORM_MOUNT, STATE_READ_ROLE, STATE_WRITE_ROLE
 
 # A login that would expire within this margin is not handed to a new run.
-REUSE_MARGIN_SECONDS = 30 * 60
+REUSE_MARGIN_SECONDS = 45 * 60
 # The deployer's password is rotated now when its next rotation is this close.
 ROTATE_MARGIN_SECONDS = 60 * 60
 
@@ -64,16 +65,16 @@ def pgpass_field(value: str) -> str:
 
 
 def vault_client() -> hvac.Client:
-    address, token = os.environ.get("VAULT_ADDR", ""), os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+    address, token = os.environ.get("VAULT_ADDR", ""), operator_token()
     if not address or not token:
         raise SessionError("VAULT_ADDR and VAULT_TOKEN must be set (CI: the token of the workflow's jwt login; "
                            "locally: `. local/dev-env.sh`)")
-    return hvac.Client(url=address, token=token, verify=os.environ.get("VAULT_CACERT") or True)
+    return hvac.Client(url=address, token=token, verify=vault_tls_verify())
 
 
 def session_dir(read_only: bool) -> Path:
     """One folder per Vault, token and kind of session; private to this user."""
-    key = "|".join((os.environ.get("VAULT_ADDR", ""), os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN", ""),
+    key = "|".join((os.environ.get("VAULT_ADDR", ""), operator_token() or "",
                     os.environ.get("PULUMI_BACKEND_URL", ""), str(read_only)))
     base = Path(os.environ.get("PGCREDS_SESSION_DIR") or os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
     folder = base / f"pgcreds-session-{os.getuid()}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"

@@ -1,71 +1,17 @@
-"""PostgreSQL sessions and statements of the dynamic providers (and of the
-smoke check), with psycopg.
+"""PostgreSQL statements of the dynamic providers, with psycopg.
 
 A module of its own so that psycopg is loaded only by the process that talks
 to PostgreSQL: `providers.postgres` loads this lazily, and the program process,
 which only declares resources, never does (psycopg takes about 0.1 s to import).
+Sessions are opened by `clients.postgres.connect`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
 from psycopg import sql
 
-from providers._shared import ca_file
-
-CONNECT_TIMEOUT_SECONDS = 10
-
-
-class PostgresUnreachable(psycopg.OperationalError):
-    """PostgreSQL could not be reached, refused the login, or went away during a
-    statement (an OperationalError, as psycopg's own, with a message naming it)."""
-
-
-class _NamingCursor(psycopg.Cursor):
-    """A statement cut off by the server (shut down, restarted, connection lost)
-    is reported naming PostgreSQL and its address, not only psycopg's words."""
-
-    def execute(self, query, params=None, **kwargs):
-        try:
-            return super().execute(query, params, **kwargs)
-        except (psycopg.errors.AdminShutdown, psycopg.errors.CrashShutdown, psycopg.OperationalError) as error:
-            info = self.connection.info
-            raise PostgresUnreachable(
-                f"PostgreSQL at {info.host}:{info.port} (database {info.dbname!r}) stopped answering during a "
-                f"statement: {str(error).strip()}. Once it runs again, a later `pulumi up` picks up where "
-                "this one stopped.") from None
-
-
-def connect(connection: dict[str, Any]) -> psycopg.Connection:
-    """Opens an autocommit connection from a `connection` input. The server's CA
-    comes as a file path (`sslrootcert`) or as PEM text (`sslrootcert_pem`)."""
-    sslrootcert = connection.get("sslrootcert") or None
-    if connection.get("sslrootcert_pem"):
-        sslrootcert = ca_file(connection["sslrootcert_pem"])
-    try:
-        return psycopg.connect(
-            host=connection["host"],
-            port=int(connection["port"]),
-            dbname=connection["database"],
-            user=connection["user"],
-            password=connection.get("password"),  # None: libpq reads PGPASSFILE
-            sslmode=connection.get("sslmode") or "prefer",
-            sslrootcert=sslrootcert,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            autocommit=True,
-            application_name="pg-dynamic-creds",
-            cursor_factory=_NamingCursor,
-        )
-    except psycopg.OperationalError as error:
-        # `from None`: the message carries psycopg's text; the chained traceback is noise.
-        raise PostgresUnreachable(
-            f"cannot connect to PostgreSQL at {connection['host']}:{int(connection['port'])} "
-            f"(database {connection['database']!r}, user {connection['user']!r}): {str(error).strip()}. "
-            "Check that the server is running and the pgcreds:postgres* settings; "
-            "a later `pulumi up` picks up where this one stopped."
-        ) from None
+from clients.postgres import PostgresUnreachable, connect  # noqa: F401 - the providers' entry points
 
 
 def ensure_member(cur: psycopg.Cursor, role: str) -> None:

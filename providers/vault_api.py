@@ -10,7 +10,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from providers._shared import operator_token, vault_tls_verify
+from clients.tls import operator_token, vault_tls_verify
 
 REQUEST_TIMEOUT_SECONDS = 120
 

@@ -23,7 +23,7 @@ from psycopg import sql
 from pulumi import automation as auto
 
 from program_copy import copy_program
-from providers._shared import vault_tls_verify
+from clients.tls import vault_tls_verify
 from smoke_check import SmokeReport, run_smoke_check
 from sourced_env import TEST_SECRETS_PROVIDER, file_backend, sourced_env
 

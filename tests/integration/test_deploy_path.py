@@ -25,7 +25,7 @@ from psycopg import sql
 from pulumi import automation as auto
 
 from program_copy import copy_program
-from providers._shared import vault_tls_verify
+from clients.tls import vault_tls_verify
 from sourced_env import sourced_env
 from stacks import (DEPLOYER, REPO, ProgramStack, admin_connect, cleanup, deployer_password, make_stack,
                     superuser_password, vault)

@@ -9,7 +9,7 @@ import hvac
 import hvac.exceptions
 import pytest
 
-from providers._shared import vault_tls_verify
+from clients.tls import vault_tls_verify
 from smoke_check import app_login
 from stacks import REPO, ProgramStack, vault
 

@@ -1,0 +1,31 @@
+"""Whom to trust, and with which token: helpers with no heavy import, used by
+the program process too."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def ca_file(pem: str) -> str:
+    """libpq and the postgresql provider read a CA only from a file: each PEM
+    goes in a private file named by its hash, written once per machine."""
+    folder = Path(tempfile.gettempdir()) / f"pgcreds-ca-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / (hashlib.sha256(pem.encode()).hexdigest()[:16] + ".pem")
+    if not path.exists():
+        path.write_text(pem)
+    return str(path)
+
+
+def operator_token() -> str | None:
+    """The operator's Vault token, where the vault provider reads it (or OpenBao's name)."""
+    return os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
+
+
+def vault_tls_verify() -> str | bool:
+    """What every hvac client verifies Vault's certificate with: the CA file in
+    VAULT_CACERT (read now, not when hvac was imported), else the system's CAs."""
+    return os.environ.get("VAULT_CACERT") or True
