@@ -4,6 +4,7 @@ the one way tests make a stack on a file backend of their own."""
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,10 +15,12 @@ TEST_SECRETS_PROVIDER = "hashivault://pgcreds-tests"
 VAULT_VARIABLES = ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_CACERT")
 
 
-def sourced_env(script: str) -> dict[str, str]:
-    """Every variable after `. <script>` (a path relative to the repository) in bash."""
+def sourced_env(script: str, unset: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every variable after `. <script>` (a path relative to the repository) in bash,
+    started without the variables named in `unset`."""
+    environment = {key: value for key, value in os.environ.items() if key not in unset}
     dump = subprocess.run(["bash", "-c", f". '{REPO / script}' >/dev/null 2>&1 && env -0"], check=True,
-                          capture_output=True).stdout
+                          capture_output=True, env=environment).stdout
     return dict(entry.decode().split("=", 1) for entry in dump.split(b"\0") if b"=" in entry)
 
 

@@ -18,6 +18,6 @@ fi
 # A local file backend unless one was chosen (local/dev-env.sh and CI set their own).
 if [[ -z "${PULUMI_BACKEND_URL:-}" ]]; then
   export PULUMI_BACKEND_URL="file://$_pgcreds_repo/.local/pulumi-state"
-  mkdir -p -m 700 "$_pgcreds_repo/.local/pulumi-state"
+  mkdir -p "$_pgcreds_repo/.local/pulumi-state" && chmod 700 "$_pgcreds_repo/.local/pulumi-state"  # state is private
 fi
 unset _pgcreds_repo _pgcreds_result _pgcreds_bin _pgcreds_home

@@ -29,10 +29,12 @@ def test_toolchain_has_the_pinned_cli_and_the_python_host():
 
 
 def test_environment_forbids_downloads_and_uses_a_local_backend():
-    env = sourced_env("toolchain/env.sh")
+    env = sourced_env("toolchain/env.sh", unset=("PULUMI_BACKEND_URL",))
     assert env["PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION"] == "true"
     assert env["PULUMI_SKIP_UPDATE_CHECK"] == "true"
     assert env["PULUMI_BACKEND_URL"].startswith("file://")
+    state = Path(env["PULUMI_BACKEND_URL"].removeprefix("file://"))
+    assert state.stat().st_mode & 0o077 == 0, "a local state folder must not be readable by others"
 
 
 def test_language_host_installs_dependencies_and_reports_itself(tmp_path: Path):
