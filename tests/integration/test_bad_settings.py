@@ -184,7 +184,9 @@ def test_class5_another_live_vault_is_refused_clearly(deployed_stack: ProgramSta
                     break
             except requests.exceptions.ConnectionError:
                 time.sleep(0.1)
-        workspace.env_vars.update(VAULT_TOKEN=token)
+        # The stack's secrets stay with the first Vault's transit key: its token goes to the
+        # secrets provider by the name it reads first (VAULT_SERVER_TOKEN).
+        workspace.env_vars.update(VAULT_TOKEN=token, VAULT_SERVER_TOKEN=os.environ["VAULT_TOKEN"])
         deployed_stack.set(vaultAddress=f"http://127.0.0.1:{port}")
         refused(deployed_stack, "pgcreds:vaultAddress")
         assert f"{deployed_stack.mount}/" not in second.sys.list_mounted_secrets_engines()["data"]
@@ -192,6 +194,7 @@ def test_class5_another_live_vault_is_refused_clearly(deployed_stack: ProgramSta
         server.terminate()
         server.wait(timeout=10)
         workspace.env_vars.update(VAULT_TOKEN=os.environ["VAULT_TOKEN"])
+        workspace.env_vars.pop("VAULT_SERVER_TOKEN", None)
         deployed_stack.set(vaultAddress=os.environ["VAULT_ADDR"])
     assert lease_alive(deployed_stack, secret)
     # The refused `up` had already recorded the provider's new address; it goes back, nothing else moves.

@@ -15,7 +15,11 @@ from stacks import REPO, ProgramStack, vault
 
 
 def deployer_policy(stack: ProgramStack) -> str:
-    return (REPO / "vault-policies" / "deployer.hcl").read_text().replace("database", stack.mount)
+    """What the bootstrap gives a stack's deploy role: the program's needs on the stack's
+    mount, and the deploy session's (its transit key: the tests' one)."""
+    program = (REPO / "vault-policies" / "deployer.hcl").read_text().replace("database", stack.mount)
+    session = (REPO / "vault-policies" / "deploy-session.hcl").read_text().replace("pgcreds-STACK", "pgcreds-tests")
+    return program + session
 
 
 def test_deployer_policy_and_application_identities(new_stack: ProgramStack):
