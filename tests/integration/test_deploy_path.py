@@ -125,8 +125,8 @@ def test_state_is_in_the_state_database_with_no_secret_readable_without_vault(pg
     assert valid_until is not None  # the state login expires on its own
 
     stored = b"\n".join(data for _, data in state_rows(f"%{pg_stack.stack.name}%"))
-    assert b'"hashivault://pgcreds-tests"' in stored or b"hashivault" in stored
-    assert b"vault:v1:" in stored or b"ciphertext" in stored  # secrets are transit ciphertexts
+    assert b"hashivault://pgcreds-tests" in stored  # the stack's secrets provider
+    assert b'"ciphertext"' in stored  # its secrets are stored encrypted
     secrets = [pg_stack.vault_admin_password(), deployer_password(), superuser_password(), os.environ["VAULT_TOKEN"]]
     for secret in secrets:
         assert secret.encode() not in stored and secret not in up.stdout + up.stderr
@@ -343,7 +343,7 @@ def test_workflow_scripts_deploy_preview_and_refuse_a_concurrent_deploy(ci_proje
 
     deployed = run_script("deploy.sh", env, deploy_role)
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-    assert "Policies:" in deployed.stdout or "pgcreds" in deployed.stdout
+    assert "pgcreds-guardrails" in deployed.stdout  # the policy pack ran
     assert "hashivault://pgcreds-tests" in (project / f"Pulumi.{CI_STACK}.yaml").read_text()
     assert vault().read(f"{CI_MOUNT}/roles/{role_name}")["data"]["default_ttl"] == 3600
 
@@ -356,7 +356,7 @@ def test_workflow_scripts_deploy_preview_and_refuse_a_concurrent_deploy(ci_proje
     body = comment.read_text()
     assert f"`pulumi preview` of stack `{CI_STACK}`: passed" in body and "```diff" in body
     assert "defaultTtl" in body and "3600" in body and "7200" in body
-    assert "pgcreds-guardrails" in body or "Policies" in body or "policy" in body.lower()
+    assert "pgcreds-guardrails" in body  # the policy pack ran
     assert vault().read(f"{CI_MOUNT}/roles/{role_name}")["data"]["default_ttl"] == 3600
 
     # Two merges at once: the second deploy is refused by the state backend's lock.
