@@ -42,6 +42,10 @@ PG_RESERVED_ROLES = ("public", "none", "all", "current_user", "current_role", "s
 MAX_TTL_SECONDS = 24 * 3600
 # A username template's last action must cut the name to PostgreSQL's 63 bytes.
 TEMPLATE_ENDS_TRUNCATED = re.compile(r"\|\s*truncate\s+63\s*\}\}\s*$")
+# Newline, tab, NUL and the other control characters: never part of a setting. A
+# pattern ending in `$` would let a trailing newline through; every pattern here
+# is matched whole (fullmatch), and this check names the setting first.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 DURATION = re.compile(r"^(?:(\d+)|((?:\d+[smhd])+))$")
 DURATION_PART = re.compile(r"(\d+)([smhd])")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -115,6 +119,17 @@ def username_template_problem(template: Any) -> Optional[str]:
     return None
 
 
+def control_character_problem(value: Any) -> Optional[str]:
+    """Why a setting's value (a string, or strings inside lists) is refused for a
+    control character, or None."""
+    if isinstance(value, list):
+        return next(filter(None, map(control_character_problem, value)), None)
+    if isinstance(value, str) and CONTROL_CHARACTER.search(value):
+        return (f"{value!r} contains a control character (newline, tab, NUL …), which no name, path or "
+                "address may hold; remove it (a YAML value that ends in a line break does so too)")
+    return None
+
+
 def parse_duration(text: Any) -> Optional[int]:
     """Seconds in a Vault-style duration ('1h', '90m', '1h30m', '3600s', '3600'), or None."""
     match = DURATION.match(str(text).strip()) if isinstance(text, (str, int)) and not isinstance(text, bool) else None
@@ -142,6 +157,10 @@ def parse_settings(
     """Validates raw config values (strings or parsed JSON, as `pulumi config`
     stores them). `secret(key)` returns a secret config value or None."""
     problems = _Problems()
+    for key, value in raw.items():
+        problem = control_character_problem(value) if key != "roles" else None  # roles: per field, below
+        if problem:
+            problems.add(key, problem)
 
     def text(key: str, default: str) -> str:
         value = raw.get(key)
@@ -169,7 +188,7 @@ def parse_settings(
     database = text("postgresDatabase", "postgres")
     admin_user = text("postgresAdminUser", "postgres")
     for key, value in (("postgresDatabase", database), ("postgresAdminUser", admin_user)):
-        if not IDENTIFIER.match(value):
+        if not IDENTIFIER.fullmatch(value):
             problems.add(key, f"{value!r} is not a plain identifier (lower-case letters, digits, _; max 63)")
     # A managed service is verified against its CA unless told otherwise.
     sslmode = text("postgresSslMode", "verify-full" if mode == "aiven" else "prefer")
@@ -196,7 +215,7 @@ def parse_settings(
 
     # --- Vault --------------------------------------------------------------
     vault_address = text("vaultAddress", environ.get("VAULT_ADDR", ""))
-    if not re.match(r"^https?://[^\s/]+(:\d+)?/?$", vault_address):
+    if not re.fullmatch(r"^https?://[^\s/]+(:\d+)?/?$", vault_address):
         problems.add("vaultAddress", "must be the Vault API address such as https://vault.example.com:8200 "
                      f"(or set VAULT_ADDR); got {vault_address!r}")
     if not environ.get("VAULT_TOKEN"):
@@ -205,18 +224,18 @@ def parse_settings(
         problems.add("vaultAddress", f"no Vault token: export VAULT_TOKEN before running pulumi{hint}; "
                      "the token is never a stack setting")
     mount_path = text("vaultMountPath", "database").strip("/")
-    if not MOUNT_PATH.match(mount_path):
+    if not MOUNT_PATH.fullmatch(mount_path):
         problems.add("vaultMountPath", f"{mount_path!r} is not a valid mount path (letters, digits, -, _, /)")
     elif mount_path.split("/")[0].lower() in VAULT_RESERVED_MOUNTS:
         problems.add("vaultMountPath", f"{mount_path!r} is reserved by Vault ({', '.join(VAULT_RESERVED_MOUNTS)} "
                      "and what lies under them); choose a path of your own such as 'database'")
     connection_name = text("vaultConnectionName", "postgresql")
-    if not ROLE_NAME.match(connection_name):
+    if not ROLE_NAME.fullmatch(connection_name):
         problems.add("vaultConnectionName", f"{connection_name!r} must be lower-case letters and digits "
                      "joined by - or _")
     rotate_root = boolean("vaultRotateRoot", True)
     approle_path = text("vaultAppRolePath", f"{mount_path}-approle").strip("/")
-    if not MOUNT_PATH.match(approle_path):
+    if not MOUNT_PATH.fullmatch(approle_path):
         problems.add("vaultAppRolePath", f"{approle_path!r} is not a valid auth mount path (letters, digits, -, _, /)")
     elif approle_path.split("/")[0].lower() in VAULT_RESERVED_AUTH:
         problems.add("vaultAppRolePath", f"{approle_path!r} is Vault's own token auth method; choose a path "
@@ -226,7 +245,7 @@ def parse_settings(
     owner_role = text("tableOwnerRole", "app_owner")
     vault_admin_role = text("vaultAdminRole", "vault_admin")
     for key, value in (("tableOwnerRole", owner_role), ("vaultAdminRole", vault_admin_role)):
-        if not IDENTIFIER.match(value):
+        if not IDENTIFIER.fullmatch(value):
             problems.add(key, f"{value!r} is not a plain identifier (lower-case letters, digits, _; max 63)")
         elif reserved_role(value):
             problems.add(key, f"{value!r} is a name PostgreSQL reserves (pg_*, {', '.join(PG_RESERVED_ROLES)}); "
@@ -267,7 +286,7 @@ def _parse_aiven(text, boolean, secret, environ, stack: str, environment: str, s
         value = text(key, "")
         if not value:
             problems.add(key, f"is required when postgresMode is 'aiven' (e.g. {example})")
-        elif not pattern.match(value):
+        elif not pattern.fullmatch(value):
             problems.add(key, f"{value!r} is not a valid value (e.g. {example})")
         return value
 
@@ -276,14 +295,14 @@ def _parse_aiven(text, boolean, secret, environ, stack: str, environment: str, s
     plan = text("aivenPlan", "")
     if not plan:
         problems.add("aivenPlan", "is required when postgresMode is 'aiven' (e.g. startup-4)")
-    elif not AIVEN_PLAN.match(plan):
+    elif not AIVEN_PLAN.fullmatch(plan):
         problems.add("aivenPlan", f"{plan!r} is not an Aiven plan name: <tier>-<size> such as hobbyist-1, "
                      "startup-4 or business-8")
     service_name = text("aivenServiceName", f"pgcreds-{stack}")
-    if not AIVEN_NAME.match(service_name):
+    if not AIVEN_NAME.fullmatch(service_name):
         problems.add("aivenServiceName", f"{service_name!r}: lower-case letters, digits and -, starting with a letter")
     pg_version = text("aivenPgVersion", "16")
-    if not re.match(r"^\d{2}$", pg_version):
+    if not re.fullmatch(r"^\d{2}$", pg_version):
         problems.add("aivenPgVersion", f"{pg_version!r} is not a PostgreSQL major version such as 16")
     if text("aivenApiUrl", ""):
         problems.add("aivenApiUrl", "is no longer read: the aiven provider takes the API address from the "
@@ -295,7 +314,7 @@ def _parse_aiven(text, boolean, secret, environ, stack: str, environment: str, s
         if dow not in WEEKDAYS:
             problems.add("aivenMaintenanceDow", f"{dow!r}: a maintenance window needs a day, monday .. sunday "
                          "(and aivenMaintenanceTime)")
-        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d$", at):
+        if not re.fullmatch(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d$", at):
             problems.add("aivenMaintenanceTime", f"{at!r}: a maintenance window needs a start time HH:MM:SS "
                          "in UTC such as 03:00:00 (and aivenMaintenanceDow)")
         maintenance = {"dow": dow, "time": at}
@@ -329,12 +348,16 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
         if not isinstance(entry, dict):
             problems.add(key, "must be an object with name, tables, access, defaultTtl, maxTtl")
             continue
+        for field, field_value in entry.items():
+            problem = control_character_problem(field_value)
+            if problem:
+                problems.add(f"{key}.{field}", problem)
         unknown = set(entry) - {"name", "tables", "access", "defaultTtl", "maxTtl", "usernameTemplate", "locked",
                                 "secretIdTtl", "secretIdUses"}
         if unknown:
             problems.add(key, f"unknown field(s) {', '.join(sorted(unknown))}")
         name = entry.get("name")
-        if not isinstance(name, str) or not ROLE_NAME.match(name) or len(name) > ROLE_NAME_MAX:
+        if not isinstance(name, str) or not ROLE_NAME.fullmatch(name) or len(name) > ROLE_NAME_MAX:
             problems.add(f"{key}.name", f"{name!r} is not a valid role name: lower-case letters and digits joined "
                          f"by - or _, at most {ROLE_NAME_MAX} characters (e.g. metrics-readwrite)")
             name = None
@@ -352,7 +375,7 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
             problems.add(f"{key}.tables", "must be a non-empty list of table names, e.g. [weekly_metrics_reporting]")
             tables = []
         for table in tables:
-            if not isinstance(table, str) or not IDENTIFIER.match(table):
+            if not isinstance(table, str) or not IDENTIFIER.fullmatch(table):
                 problems.add(f"{key}.tables", f"{table!r} is not a valid table name (lower-case letters, digits, _)")
             elif table not in known_tables:
                 problems.add(f"{key}.tables", f"{table!r} is not one of the program's tables "

@@ -218,3 +218,21 @@ def test_class6_bao_is_on_path_after_dev_env():
     found = subprocess.run(["bash", "-c", ". local/dev-env.sh >/dev/null 2>&1 && command -v bao"], cwd=REPO,
                            capture_output=True, text=True)
     assert found.returncode == 0 and found.stdout.strip().endswith("/bao"), found
+
+
+def test_a_trailing_newline_in_a_name_is_refused_before_anything_is_made(deployed_stack: ProgramStack):
+    """Issue 19, class 2: `$` let "metrics-nl\\n" through; `up` made a role with a newline
+    in its name and the CLI then panicked on the URN, leaving the stack locked."""
+    secret = lease_of(deployed_stack)
+    try:
+        deployed_stack.set(roles=deployed_stack.roles_config(name=f"{deployed_stack.role_name}\n"))
+        refused(deployed_stack, "pgcreds:roles[0].name")
+        deployed_stack.set(roles=deployed_stack.roles_config(), tableOwnerRole=f"it_{deployed_stack.suffix}_owner\t")
+        refused(deployed_stack, "pgcreds:tableOwnerRole")
+    finally:
+        deployed_stack.set(roles=deployed_stack.roles_config(), tableOwnerRole=f"it_{deployed_stack.suffix}_owner")
+    with admin_connect() as admin:
+        assert admin.execute("SELECT rolname FROM pg_roles WHERE rolname ~ '[[:cntrl:]]'").fetchall() == []
+    assert lease_alive(deployed_stack, secret)
+    assert set(deployed_stack.stack.up().summary.resource_changes) == {"same"}
+    vault().sys.revoke_lease(secret["lease_id"])

@@ -307,3 +307,46 @@ def test_approle_path_token_is_refused_and_a_long_admin_prefix_with_rotate_root(
 def test_aiven_api_url_is_no_longer_a_setting():
     message = error_of({**AIVEN, "aivenApiUrl": "http://127.0.0.1:9"}, environ=AIVEN_ENV)
     assert "pgcreds:aivenApiUrl" in message and "AIVEN_WEB_URL" in message
+
+
+# A value every string setting may hold, to which a control character is then appended.
+PLAIN_VALUES = {
+    "aivenApiUrl": "x", "aivenProject": "my-project", "aivenCloud": "google-europe-west1", "aivenPlan": "startup-4",
+    "aivenServiceName": "pg-x", "aivenPgVersion": "16", "aivenMaintenanceDow": "sunday",
+    "aivenMaintenanceTime": "03:00:00", "aivenTerminationProtection": "true", "environment": "dev",
+    "postgresMode": "existing", "postgresHost": "db.internal", "postgresPort": "5432", "postgresDatabase": "app",
+    "postgresAdminUser": "pgcreds_deployer", "postgresSslMode": "require", "postgresSslRootCert": "/etc/ca.pem",
+    "vaultAddress": "https://vault.internal:8200", "vaultMountPath": "database", "vaultConnectionName": "postgresql",
+    "vaultRotateRoot": "true", "vaultAppRolePath": "database-approle", "tableOwnerRole": "app_owner",
+    "vaultAdminRole": "vault_admin", "sampleData": "false", "keepTablesOnDestroy": "true",
+}
+ROLE_FIELDS = {"name": "metrics-readwrite", "access": "readwrite", "defaultTtl": "1h", "maxTtl": "24h",
+               "usernameTemplate": '{{ printf "app_%s" (random 8) | truncate 63 }}', "secretIdTtl": "1h"}
+CONTROL_CHARACTERS = {"newline": "\n", "NUL": "\0", "tab": "\t"}
+
+
+def test_every_string_setting_is_listed():
+    from settings import KEYS
+    assert set(PLAIN_VALUES) == set(KEYS) - {"roles"}
+
+
+@pytest.mark.parametrize("character", CONTROL_CHARACTERS.values(), ids=CONTROL_CHARACTERS)
+@pytest.mark.parametrize("key", PLAIN_VALUES)
+def test_a_control_character_in_any_setting_is_refused_naming_it(key, character):
+    message = error_of({key: PLAIN_VALUES[key] + character})
+    assert f"pgcreds:{key}: " in message and "contains a control character" in message
+
+
+@pytest.mark.parametrize("character", CONTROL_CHARACTERS.values(), ids=CONTROL_CHARACTERS)
+@pytest.mark.parametrize("field", [*ROLE_FIELDS, "tables"])
+def test_a_control_character_in_any_role_field_is_refused_naming_it(field, character):
+    value = ["weekly_metrics_reporting" + character] if field == "tables" else ROLE_FIELDS[field] + character
+    message = error_of(role(**{field: value}))
+    assert f"pgcreds:roles[0].{field}: " in message and "contains a control character" in message
+
+
+def test_a_trailing_newline_no_longer_passes_a_name_pattern():
+    # The case: `$` matched before the newline, and the CLI then panicked on the URN.
+    for raw in (role(name="metrics-nl\n"), {"tableOwnerRole": "app_owner\n"}, {"vaultConnectionName": "pg\n"}):
+        with pytest.raises(SettingsError):
+            parse(raw)
