@@ -107,8 +107,11 @@ NATURAL_ID = {
 
 
 def pulumi(stack: str, project_dir: Path, *args: str) -> str:
-    return subprocess.run(["pulumi", *args, "--stack", stack, "--cwd", str(project_dir)], check=True,
-                          capture_output=True, text=True).stdout
+    done = subprocess.run(["pulumi", *args, "--stack", stack, "--cwd", str(project_dir)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        raise SystemExit(f"recover_stack: `pulumi {' '.join(args)}` on stack {stack!r} failed:\n{done.stderr.strip()}")
+    return done.stdout
 
 
 def exported(stack: str, project_dir: Path) -> dict:
