@@ -98,20 +98,17 @@ def psql(statement: str, database: str = "postgres") -> None:
                    check=True, env={**os.environ, "PGPASSWORD": superuser_password()}, stdout=subprocess.DEVNULL)
 
 
-def sourced(script: Path, names: tuple[str, ...]) -> dict[str, str]:
-    """The named variables after `. <script>` in bash."""
+def sourced(script: Path) -> dict[str, str]:
+    """Every variable after `. <script>` in bash."""
     # The plugin bundles stay where the current toolchain found them.
     plugins = os.environ.get("PGCREDS_PLUGINS_DIR") or str(REPO.parent / "shared" / "plugins")
     dump = subprocess.run(["bash", "-c", f". '{script}' >/dev/null 2>&1 && env -0"], check=True,
                           capture_output=True, env={**os.environ, "PGCREDS_PLUGINS_DIR": plugins}).stdout
-    found = dict(entry.decode().split("=", 1) for entry in dump.split(b"\0") if b"=" in entry)
-    return {name: found[name] for name in names if name in found}
+    return dict(entry.decode().split("=", 1) for entry in dump.split(b"\0") if b"=" in entry)
 
 
 DEPLOYER = "pgcreds_deployer"
-# A revision from before the deploy path (issue 18) took the admin password and
-# the passphrase from its own local/dev-env.sh: its runs get exactly those.
-BASELINE_SECRETS = ("PGCREDS_POSTGRES_ADMIN_PASSWORD", "PULUMI_CONFIG_PASSPHRASE")
+
 
 
 class ProgramRun:
@@ -133,9 +130,10 @@ class ProgramRun:
             run(["pulumi", "stack", "init", self.stack, "--secrets-provider", "hashivault://pgcreds-tests",
                  "--non-interactive"], self.project, self.env)
         else:
-            # As that revision ran: a file backend and a passphrase, the superuser's password.
+            # As that revision ran (before the deploy path): the environment its own
+            # local/dev-env.sh sets up (a passphrase, the superuser's password), on a file backend.
             (folder / "state").mkdir(mode=0o700)
-            self.env = {**os.environ, **sourced(source / "local" / "dev-env.sh", BASELINE_SECRETS),
+            self.env = {**os.environ, **sourced(source / "local" / "dev-env.sh"),
                         "PULUMI_BACKEND_URL": f"file://{folder / 'state'}"}
             psql(f'CREATE DATABASE "{self.database}"')
             run(["pulumi", "stack", "init", self.stack, "--non-interactive"], self.project, self.env)
