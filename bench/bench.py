@@ -45,7 +45,9 @@ import hvac
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
+from deployer import DEPLOYER_LOGIN as DEPLOYER  # noqa: E402
 from program_copy import copy_program  # noqa: E402
+from sourced_env import sourced_env, superuser_password  # noqa: E402
 from clients.tls import vault_tls_verify  # noqa: E402
 
 CREATION = ('CREATE ROLE "{{{{name}}}}" WITH LOGIN PASSWORD \'{{{{password}}}}\' '
@@ -87,27 +89,16 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def superuser_password() -> str:
-    """The local server's superuser password (root-only file): the bench's own set-up
-    and the raw `psql` baseline use it; the current program never gets it."""
-    return Path(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]).read_text().strip()
-
-
 def psql(statement: str, database: str = "postgres") -> None:
     subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", database, "-c", statement],
                    check=True, env={**os.environ, "PGPASSWORD": superuser_password()}, stdout=subprocess.DEVNULL)
 
 
-def sourced(script: Path) -> dict[str, str]:
-    """Every variable after `. <script>` in bash."""
-    # The plugin bundles stay where the current toolchain found them.
+def baseline_env(source: Path) -> dict[str, str]:
+    """The environment an unpacked revision's own local/dev-env.sh sets up, with the
+    plugin bundles where the current toolchain found them."""
     plugins = os.environ.get("PGCREDS_PLUGINS_DIR") or str(REPO.parent / "shared" / "plugins")
-    dump = subprocess.run(["bash", "-c", f". '{script}' >/dev/null 2>&1 && env -0"], check=True,
-                          capture_output=True, env={**os.environ, "PGCREDS_PLUGINS_DIR": plugins}).stdout
-    return dict(entry.decode().split("=", 1) for entry in dump.split(b"\0") if b"=" in entry)
-
-
-DEPLOYER = "pgcreds_deployer"
+    return sourced_env(source / "local" / "dev-env.sh", extra={"PGCREDS_PLUGINS_DIR": plugins})
 
 
 
@@ -133,7 +124,7 @@ class ProgramRun:
             # As that revision ran (before the deploy path): the environment its own
             # local/dev-env.sh sets up (a passphrase, the superuser's password), on a file backend.
             (folder / "state").mkdir(mode=0o700)
-            self.env = {**os.environ, **sourced(source / "local" / "dev-env.sh"),
+            self.env = {**os.environ, **baseline_env(source),
                         "PULUMI_BACKEND_URL": f"file://{folder / 'state'}"}
             psql(f'CREATE DATABASE "{self.database}"')
             run(["pulumi", "stack", "init", self.stack, "--non-interactive"], self.project, self.env)

@@ -120,13 +120,11 @@ def grant_admin_option(admin: psycopg.Connection, role: str, to: str) -> None:
         sql.Identifier(role), sql.Identifier(to)))
 
 
-def bootstrap_postgres(args: argparse.Namespace, password: str) -> str:
-    """Roles and the state database; returns the password just given to Vault's
-    platform login (needed once, to configure the connection, then rotated)."""
+def bootstrap_postgres(args: argparse.Namespace, password: str) -> None:
+    """Roles, the deployer's rights in the application databases, the state database."""
     with pg_connect(args, password, args.pg_admin_database) as admin:
         version = admin.info.server_version
         ensure_role(admin, DEPLOYER_LOGIN, "LOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION")
-        platform_password = secrets.token_urlsafe(30)
         ensure_role(admin, PLATFORM_LOGIN, "LOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION")
         for group in (STATE_OWNER, STATE_WRITERS, STATE_READERS):
             ensure_role(admin, group, "NOLOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB")
@@ -157,7 +155,6 @@ def bootstrap_postgres(args: argparse.Namespace, password: str) -> str:
         state.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE {} TO {}").format(
             table, sql.Identifier(STATE_WRITERS)))
         state.execute(sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(table, sql.Identifier(STATE_READERS)))
-    return platform_password
 
 
 def set_password(args: argparse.Namespace, admin_password: str, login: str, password: str) -> None:
@@ -193,10 +190,11 @@ def platform_connection_exists(client: hvac.Client) -> bool:
         return False
 
 
-def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admin_password: str,
-                             platform_password: str) -> None:
+def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admin_password: str) -> None:
     ensure_mount(client, PLATFORM_MOUNT, "database", "pg-dynamic-creds: the deployer's own PostgreSQL logins")
     if not platform_connection_exists(client) or args.reset_platform_login:
+        # Known here only until Vault's rotate-root below replaces it.
+        platform_password = secrets.token_urlsafe(30)
         set_password(args, admin_password, PLATFORM_LOGIN, platform_password)
         ca = f"&sslrootcert={args.pg_sslrootcert}" if args.pg_sslrootcert else ""
         client.secrets.database.configure(
@@ -243,7 +241,8 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
                      jwt_validation_pubkeys=[Path(args.jwt_pubkey).read_text()])
     else:
         client.write(f"auth/{JWT_MOUNT}/config", bound_issuer=args.jwt_issuer, oidc_discovery_url=args.jwt_issuer)
-    for stack, mount in map(stack_and_mount, args.stack):
+    stacks = [stack_and_mount(value) for value in args.stack]
+    for stack, mount in stacks:
         key = transit_key(stack)
         try:
             client.secrets.transit.read_key(key, mount_point=TRANSIT_MOUNT)
@@ -260,7 +259,7 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
                      bound_claims={"repository": args.repository}, **common)
         client.write(f"auth/{JWT_MOUNT}/role/{deploy_policy}", token_policies=[deploy_policy],
                      bound_claims={"repository": args.repository, "ref": args.deploy_ref}, **common)
-    say(f"stacks {', '.join(stack for stack, _ in map(stack_and_mount, args.stack))}: transit keys, policies and jwt roles pgcreds-deploy-<stack> "
+    say(f"stacks {', '.join(stack for stack, _ in stacks)}: transit keys, policies and jwt roles pgcreds-deploy-<stack> "
         f"(repository {args.repository}, ref {args.deploy_ref}) and pgcreds-preview-<stack> are in place")
 
 
@@ -305,8 +304,8 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     admin_password = read_admin_password(args.password_stdin)
     client = vault_client(args)  # checked before anything is changed
-    platform_password = bootstrap_postgres(args, admin_password)
-    bootstrap_vault_database(args, client, admin_password, platform_password)
+    bootstrap_postgres(args, admin_password)
+    bootstrap_vault_database(args, client, admin_password)
     bootstrap_vault_identities(args, client)
     say("done: the admin password is no longer needed to deploy")
     return 0

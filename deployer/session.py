@@ -15,7 +15,7 @@ Both go into a pgpass file (mode 0600, in a folder of mode 0700) named by
 PGPASSFILE, which Pulumi's `postgres://` backend (lib/pq), the postgresql
 provider (lib/pq) and the dynamic providers (libpq) all read. PGUSER names the
 state login. Prints only `export` lines, never a password. A session whose logins
-live on for another half hour is reused, so sourcing this again costs no Vault call
+live on for another 45 minutes is reused, so sourcing this again costs no Vault call
 (--renew reads new ones into the same file, for the runs that already use it).
 """
 
@@ -29,13 +29,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import hvac
-import hvac.exceptions
 
 from clients.tls import operator_token, vault_tls_verify
 from deployer import DEPLOYER_LOGIN, DEPLOYER_ROLE, PLATFORM_MOUNT, STATE_READ_ROLE, STATE_WRITE_ROLE
+
+if TYPE_CHECKING:
+    import hvac
 
 # A login that would expire within this margin is not handed to a new run.
 REUSE_MARGIN_SECONDS = 45 * 60
@@ -65,6 +66,8 @@ def pgpass_field(value: str) -> str:
 
 
 def vault_client() -> hvac.Client:
+    import hvac  # only when the cached session cannot be reused (0.1 s to import)
+
     address, token = os.environ.get("VAULT_ADDR", ""), operator_token()
     if not address or not token:
         raise SessionError("VAULT_ADDR and VAULT_TOKEN must be set (CI: the token of the workflow's jwt login; "
@@ -84,6 +87,8 @@ def session_dir(read_only: bool) -> Path:
 
 
 def read(client: hvac.Client, path: str) -> dict:
+    import hvac.exceptions
+
     try:
         return client.read(path) or {}
     except hvac.exceptions.Forbidden:

@@ -15,10 +15,11 @@ TEST_SECRETS_PROVIDER = "hashivault://pgcreds-tests"
 VAULT_VARIABLES = ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_CACERT")
 
 
-def sourced_env(script: str, unset: tuple[str, ...] = ()) -> dict[str, str]:
-    """Every variable after `. <script>` (a path relative to the repository) in bash,
-    started without the variables named in `unset`."""
-    environment = {key: value for key, value in os.environ.items() if key not in unset}
+def sourced_env(script: str | Path, unset: tuple[str, ...] = (), extra: dict[str, str] | None = None
+                ) -> dict[str, str]:
+    """Every variable after `. <script>` (a path relative to the repository, or an
+    absolute one) in bash, started without the variables named in `unset` and with `extra`."""
+    environment = {key: value for key, value in os.environ.items() if key not in unset} | (extra or {})
     dump = subprocess.run(["bash", "-c", f". '{REPO / script}' >/dev/null 2>&1 && env -0"], check=True,
                           capture_output=True, env=environment).stdout
     return dict(entry.decode().split("=", 1) for entry in dump.split(b"\0") if b"=" in entry)
@@ -28,6 +29,12 @@ def sourced_env(script: str, unset: tuple[str, ...] = ()) -> dict[str, str]:
 def _local_vault() -> dict[str, str]:
     env = sourced_env("local/dev-env.sh")
     return {key: env[key] for key in VAULT_VARIABLES}
+
+
+def superuser_password() -> str:
+    """The local server's superuser password, from its root-only file: the tests' and
+    the bench's own set-up and checks need it; no stack of the current program gets it."""
+    return Path(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]).read_text().strip()
 
 
 def file_backend(state: Path) -> dict[str, str]:

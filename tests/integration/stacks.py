@@ -25,7 +25,8 @@ from pulumi import automation as auto
 from program_copy import copy_program
 from clients.tls import vault_tls_verify
 from smoke_check import SmokeReport, run_smoke_check
-from sourced_env import TEST_SECRETS_PROVIDER, file_backend, sourced_env
+from deployer import DEPLOYER_LOGIN, DEPLOYER_ROLE, PLATFORM_MOUNT
+from sourced_env import TEST_SECRETS_PROVIDER, file_backend, sourced_env, superuser_password
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,18 +43,12 @@ def local_servers() -> None:
 
 # The login every test stack's program uses: made by the bootstrap, its password
 # known only to Vault (the deploy session's PGPASSFILE hands it over).
-DEPLOYER = "pgcreds_deployer"
-
-
-def superuser_password() -> str:
-    """The local server's superuser password, from its root-only file: the tests'
-    own checks and clean-up need it; no stack is ever given it."""
-    return Path(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]).read_text().strip()
+DEPLOYER = DEPLOYER_LOGIN
 
 
 def deployer_password() -> str:
     """The deployer's current password, as Vault hands it to a deploy session."""
-    return vault().read("pgcreds-platform/static-creds/deployer")["data"]["password"]
+    return vault().read(f"{PLATFORM_MOUNT}/static-creds/{DEPLOYER_ROLE}")["data"]["password"]
 
 
 def admin_connect(database: str = "postgres") -> psycopg.Connection:

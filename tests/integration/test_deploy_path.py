@@ -26,12 +26,11 @@ from pulumi import automation as auto
 
 from program_copy import copy_program
 from clients.tls import vault_tls_verify
-from sourced_env import sourced_env
-from stacks import (DEPLOYER, REPO, ProgramStack, admin_connect, cleanup, deployer_password, make_stack,
-                    superuser_password, vault)
+from deployer.bootstrap import GITHUB_ISSUER
+from sourced_env import sourced_env, superuser_password
+from stacks import DEPLOYER, REPO, ProgramStack, admin_connect, cleanup, deployer_password, make_stack, vault
 
 REPOSITORY = "local/pg-dynamic-creds"  # what local/bootstrap.sh binds the jwt roles to
-GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 CI_STACK, CI_MOUNT = "tests", "citest"  # the bootstrap's `--stack tests:citest`
 
 

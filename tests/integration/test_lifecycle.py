@@ -11,7 +11,8 @@ import pytest
 from psycopg import sql
 from pulumi import automation as auto
 
-from stacks import DEPLOYER, ProgramStack, admin_connect, deployer_password, superuser_password, vault
+from sourced_env import superuser_password
+from stacks import DEPLOYER, ProgramStack, admin_connect, deployer_password, vault
 
 
 def changes_of(stack: auto.Stack) -> tuple[dict, list]:

@@ -10,16 +10,15 @@ import hvac.exceptions
 import pytest
 
 from clients.tls import vault_tls_verify
+from deployer.bootstrap import policy_text
 from smoke_check import app_login
-from stacks import REPO, ProgramStack, vault
+from stacks import ProgramStack, vault
 
 
 def deployer_policy(stack: ProgramStack) -> str:
     """What the bootstrap gives a stack's deploy role: the program's needs on the stack's
     mount, and the deploy session's (its transit key: the tests' one)."""
-    program = (REPO / "vault-policies" / "deployer.hcl").read_text().replace("database", stack.mount)
-    session = (REPO / "vault-policies" / "deploy-session.hcl").read_text().replace("pgcreds-STACK", "pgcreds-tests")
-    return program + session
+    return "".join(policy_text(name, "tests", stack.mount) for name in ("deployer.hcl", "deploy-session.hcl"))
 
 
 def test_deployer_policy_and_application_identities(new_stack: ProgramStack):
