@@ -100,10 +100,22 @@ def reserved_role(name: str) -> bool:
     return name.startswith("pg_") or name in PG_RESERVED_ROLES
 
 
+# What a username template may contain, so that every name Vault makes from it is
+# letters, digits, _ and - (safe inside the creation and revocation statements'
+# quotes): text outside the actions, string arguments (printf formats: %s and %d
+# only), and the functions that emit nothing else. `.DisplayName` comes from the
+# caller's login and can hold anything; base64 emits + / =; Go's own template
+# words (define, call, index, js …) are not needed for a name.
+TEMPLATE_SAFE_TEXT = re.compile(r"[A-Za-z0-9_-]*")
+TEMPLATE_SAFE_STRING = re.compile(r'"(?:[A-Za-z0-9_-]|%[sd])*"')
+TEMPLATE_TOKEN = re.compile(r'\s+|"(?:[^"\\]|\\.)*"|`[^`]*`|\.?[A-Za-z_][A-Za-z0-9_]*|\d+|[|()]|.')
+TEMPLATE_WORDS = ("printf", "random", "truncate", "truncate_sha256", "lowercase", "uppercase", "replace",
+                  "sha256", "uuid", "unix_time", "unix_time_millis", "timestamp", ".RoleName")
 def username_template_problem(template: Any) -> Optional[str]:
-    """Why a Vault username_template cannot work, or None. Vault checks the
-    syntax only when a credential is issued; this catches the usual mistakes at preview."""
-    example = "e.g. '{{ printf \"app_%s\" (random 8) | truncate 63 }}'"
+    """Why a Vault username_template is refused, or None. Vault checks the syntax
+    only when a credential is issued, and runs whatever name it makes inside the
+    statements: only templates that make a safe identifier pass."""
+    example = "e.g. '{{ printf \"app_%s_%s\" (random 8) (unix_time) | truncate 63 }}'"
     if not isinstance(template, str) or "{{" not in template:
         return f"must be a Vault username template with at least one {{{{ … }}}} action, {example}"
     depth = 0
@@ -116,6 +128,25 @@ def username_template_problem(template: Any) -> Optional[str]:
     if not TEMPLATE_ENDS_TRUNCATED.search(template):
         return ("must end with '| truncate 63' inside its last {{ … }} (PostgreSQL cuts role names at 63 bytes; "
                 f"outside the braces it is plain text); {example}")
+    for index, part in enumerate(re.split(r"\{\{|\}\}", template)):
+        if index % 2 == 0:  # text outside the actions
+            if not TEMPLATE_SAFE_TEXT.fullmatch(part):
+                return (f"has the text {part!r} outside its actions: only letters, digits, _ and - may be "
+                        f"there, so that every name is a safe identifier; {example}")
+            continue
+        for token in TEMPLATE_TOKEN.findall(part):
+            if token.isspace() or token.isdigit() or token in "|()":
+                continue
+            if token.startswith('"') and TEMPLATE_SAFE_STRING.fullmatch(token):
+                continue
+            if token in TEMPLATE_WORDS:
+                continue
+            if token == ".DisplayName":
+                return ("uses .DisplayName, which comes from the caller's Vault login and may hold any "
+                        f"character; use .RoleName or random instead; {example}")
+            return (f"has {token!r} in an action: a template may use only {', '.join(TEMPLATE_WORDS)}, "
+                    'numbers, and strings of letters, digits, _, - (and %s, %d in printf), so that '
+                    f"the name Vault makes is a safe identifier; {example}")
     return None
 
 
@@ -153,9 +184,11 @@ def parse_settings(
     secret: Callable[[str], Optional[Output[str]]],
     environ: Mapping[str, str],
     stack: str,
+    in_clear: Callable[[str], bool] = lambda key: False,
 ) -> Settings:
     """Validates raw config values (strings or parsed JSON, as `pulumi config`
-    stores them). `secret(key)` returns a secret config value or None."""
+    stores them). `secret(key)` returns a secret config value or None;
+    `in_clear(key)` tells whether a value is stored without `--secret`."""
     problems = _Problems()
     for key, value in raw.items():
         problem = control_character_problem(value) if key != "roles" else None  # roles: per field, below
@@ -210,7 +243,7 @@ def parse_settings(
         problems.add("postgresAdminUser", f"no login for {admin_user!r}: open a deploy session first "
                      "(`. local/dev-env.sh` here, `eval \"$(python -m deployer.session)\"` in CI), which puts "
                      "Vault's short-lived login in the file PGPASSFILE names")
-    aiven = _parse_aiven(text, boolean, secret, environ, stack, environment, sslmode, problems) \
+    aiven = _parse_aiven(text, boolean, secret, in_clear, environ, stack, environment, sslmode, problems) \
         if mode == "aiven" else None
 
     # --- Vault --------------------------------------------------------------
@@ -280,7 +313,7 @@ def parse_settings(
     )
 
 
-def _parse_aiven(text, boolean, secret, environ, stack: str, environment: str, sslmode: str,
+def _parse_aiven(text, boolean, secret, in_clear, environ, stack: str, environment: str, sslmode: str,
                  problems: _Problems) -> AivenPostgresArgs:
     def required(key: str, pattern: re.Pattern, example: str) -> str:
         value = text(key, "")
@@ -319,6 +352,10 @@ def _parse_aiven(text, boolean, secret, environ, stack: str, environment: str, s
                          "in UTC such as 03:00:00 (and aivenMaintenanceDow)")
         maintenance = {"dow": dow, "time": at}
     token = secret("aivenToken")
+    if token is not None and in_clear("aivenToken"):
+        problems.add("aivenToken", "is stored in clear text in the stack file: set it again with `pulumi config "
+                     f"set --secret {NAMESPACE}:aivenToken <token>` (or export {AIVEN_TOKEN_ENV} instead), and "
+                     "revoke the token that was written in clear")
     if token is None and not environ.get(AIVEN_TOKEN_ENV):
         problems.add("aivenToken", f"is required: `pulumi config set --secret {NAMESPACE}:aivenToken <token>` "
                      f"or export {AIVEN_TOKEN_ENV}")
@@ -438,4 +475,9 @@ def load_settings() -> Settings:
     """Reads the stack's `pgcreds:` config and the environment, once."""
     config = pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {key: config.get(key) for key in KEYS}
-    return parse_settings(raw, config.get_secret, os.environ, pulumi.get_stack())
+    # The language host lists the secret keys in PULUMI_CONFIG_SECRET_KEYS.
+    secret_keys = set(pulumi.runtime.get_config_secret_keys_env())
+    return parse_settings(raw, config.get_secret, os.environ, pulumi.get_stack(),
+                          in_clear=lambda key: config.get(key) is not None
+                          and f"{NAMESPACE}:{key}" not in secret_keys
+                          and not pulumi.runtime.is_config_secret(f"{NAMESPACE}:{key}"))

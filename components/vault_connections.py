@@ -5,10 +5,16 @@ VaultDatabaseSecrets (configures the connections) share."""
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Optional
 
 from components.app_role import AppRole
+
+# Every accepted template's names start with a literal prefix; the drift audit finds
+# this program's users by it. Vault's own default starts with the caller's
+# display name (any character), so the program sets this one instead.
+DEFAULT_USERNAME_TEMPLATE = '{{ printf "v-%s-%s-%s" (.RoleName | truncate 24) (random 20) (unix_time) | truncate 63 }}'
 
 # Room for "_" and the digest in PostgreSQL's 63-byte names.
 LOGIN_DIGEST_LENGTH = 6
@@ -54,3 +60,13 @@ def plan_connections(roles: tuple[AppRole, ...], *, mount_path: str, connection_
         login = rotated_login(admin_role, mount_path, name) if rotate_root else admin_role
         connections.append(VaultConnection(name=name, username_template=template, roles=members, login=login))
     return tuple(connections)
+
+
+def username_prefix(template: Optional[str]) -> str:
+    """The literal text every name from `template` starts with (the default's: 'v-')."""
+    template = template or DEFAULT_USERNAME_TEMPLATE
+    literal = template.split("{{", 1)[0]
+    if literal:
+        return literal
+    printf = re.match(r'\{\{\s*printf\s+"([^"%]*)', template)
+    return printf.group(1) if printf else ""

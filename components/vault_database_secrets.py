@@ -22,7 +22,7 @@ import pulumi_vault as vault
 from components.access_roles import VaultLogin
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
-from components.vault_connections import VaultConnection
+from components.vault_connections import DEFAULT_USERNAME_TEMPLATE, VaultConnection
 from clients.tls import vault_tls_verify
 from providers.vault import FirstLoginPassword, VaultLeaseRevoker
 
@@ -183,7 +183,8 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                 f"{name}-connection{suffix}", backend=mount.path, name=plan.name,
                 allowed_roles=plan.allowed_roles, verify_connection=True,
                 postgresql=vault.database.SecretBackendConnectionPostgresqlArgs(
-                    connection_url=connection_url, username=login.username, username_template=plan.username_template,
+                    connection_url=connection_url, username=login.username,
+                    username_template=plan.username_template or DEFAULT_USERNAME_TEMPLATE,
                     # Vault sends PostgreSQL a SCRAM verifier, never the clear password.
                     password_authentication="scram-sha-256", **password),
                 opts=ResourceOptions.merge(renamed_is_new, ResourceOptions(depends_on=made_after)))

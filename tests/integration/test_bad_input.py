@@ -44,6 +44,20 @@ CASES = {
         "pgcreds:roles[0].usernameTemplate"),
     "template never closed": (lambda s: roles(s, usernameTemplate="{{ random 8 | truncate 63"),
                               "pgcreds:roles[0].usernameTemplate"),
+    # Issue 19, class 3: Vault runs the names a template makes inside the statements.
+    "template that injects SQL": (
+        lambda s: roles(s, usernameTemplate='x\\"; DROP TABLE weekly_metrics_reporting; --{{ random 8 | truncate 63 }}'),
+        "pgcreds:roles[0].usernameTemplate: has the text"),
+    "template with a quote that revocation cannot undo": (
+        lambda s: roles(s, usernameTemplate="{{ printf \"o'k_%s\" (random 8) | truncate 63 }}"),
+        "pgcreds:roles[0].usernameTemplate: has"),
+    "template with the caller's display name": (
+        lambda s: roles(s, usernameTemplate='{{ printf "v_%s" .DisplayName | truncate 63 }}'),
+        "pgcreds:roles[0].usernameTemplate: uses .DisplayName"),
+    # Issue 19, class 5: a secret setting written without --secret.
+    "aiven token in clear": (lambda s: {"postgresMode": "aiven", "aivenProject": "p", "aivenCloud": "google-europe-west1",
+                                        "aivenPlan": "startup-4", "aivenToken": "in-clear"},
+                             "pgcreds:aivenToken: is stored in clear text"),
     # Names that can never be this program's.
     "mount path sys": (lambda s: {"vaultMountPath": "sys"}, "pgcreds:vaultMountPath"),
     "mount path cubbyhole": (lambda s: {"vaultMountPath": "cubbyhole"}, "pgcreds:vaultMountPath"),

@@ -10,8 +10,8 @@ ENV = {"VAULT_TOKEN": "t", "PGPASSFILE": "/run/session/pgpass"}
 BASE = {"vaultAddress": "http://127.0.0.1:8200"}
 
 
-def parse(raw=None, environ=ENV, stack="dev", secret=lambda key: None):
-    return parse_settings({**BASE, **(raw or {})}, secret, environ, stack)
+def parse(raw=None, environ=ENV, stack="dev", secret=lambda key: None, in_clear=lambda key: False):
+    return parse_settings({**BASE, **(raw or {})}, secret, environ, stack, in_clear=in_clear)
 
 
 def role(**fields):
@@ -350,3 +350,35 @@ def test_a_trailing_newline_no_longer_passes_a_name_pattern():
     for raw in (role(name="metrics-nl\n"), {"tableOwnerRole": "app_owner\n"}, {"vaultConnectionName": "pg\n"}):
         with pytest.raises(SettingsError):
             parse(raw)
+
+
+def test_aiven_token_stored_in_clear_is_refused():
+    token = Output.secret("in-clear")
+    message = error_of(AIVEN, environ={"VAULT_TOKEN": "t"}, secret=lambda key: token if key == "aivenToken" else None,
+                       in_clear=lambda key: key == "aivenToken")
+    assert "pgcreds:aivenToken: is stored in clear text" in message and "--secret" in message
+
+
+@pytest.mark.parametrize("template", [
+    'x"; DROP TABLE weekly_metrics_reporting; --{{ random 8 | truncate 63 }}',
+    "{{ printf \"a'b_%s\" (random 8) | truncate 63 }}",
+    '{{ printf "v_%s" .DisplayName | truncate 63 }}',
+    '{{ random 8 | base64 | truncate 63 }}',
+    '{{ random 8 | replace "a" "$$" | truncate 63 }}',
+    '{{ printf "%q" (random 8) | truncate 63 }}',
+    '{{ define "x" }}{{ end }}{{ random 8 | truncate 63 }}',
+    '{{ timestamp "2006-01-02 15:04" | truncate 63 }}',
+])
+def test_a_username_template_that_could_make_an_unsafe_name_is_refused(template):
+    message = error_of(role(usernameTemplate=template))
+    assert "pgcreds:roles[0].usernameTemplate" in message
+
+
+@pytest.mark.parametrize("template", [
+    '{{ printf "rd_%s_%s" (random 10 | lowercase) (unix_time) | truncate 63 }}',
+    'app-{{ .RoleName | truncate 20 }}-{{ uuid | truncate 63 }}',
+    '{{ printf "m_%s_%s" (timestamp "20060102150405") (random 8) | sha256 | truncate 63 }}',
+])
+def test_a_username_template_that_makes_safe_names_is_accepted(template):
+    roles = parse(role(usernameTemplate=template)).roles
+    assert roles[0].username_template == template
