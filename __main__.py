@@ -10,14 +10,15 @@ from components.aiven_postgres import AivenPostgres, AivenPostgresArgs
 from components.app_identities import AppIdentities, AppIdentitiesArgs
 from components.app_schema import AppSchema, AppSchemaArgs
 from components.existing_postgres import ExistingPostgres
-from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs, require_unsealed
+from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs
+from preflight import check_logins
 from settings import load_settings
 from tables import APP_TABLES
 
 VAULT_CHILD_TOKEN_TTL_SECONDS = 3600
 
 settings = load_settings()
-require_unsealed(settings.vault.address)  # a sealed Vault stops everything here, before any change
+check_logins(settings)  # a login that does not work stops everything here, before any change
 
 if isinstance(settings.postgres, AivenPostgresArgs):
     postgres = AivenPostgres("aiven-postgres", settings.postgres)

@@ -25,6 +25,15 @@ def operator_token() -> str | None:
     return os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN")
 
 
+def vault_ca_problem() -> str | None:
+    """Why VAULT_CACERT cannot be used, or None: it names a file that is not there."""
+    cafile = os.environ.get("VAULT_CACERT")
+    if cafile and not os.path.isfile(cafile):
+        return (f"VAULT_CACERT names {cafile!r}, which is not a file: point it at the CA certificate that "
+                "signed Vault's (here: `. local/dev-env.sh` sets it), or unset it to trust the system's CAs")
+    return None
+
+
 def vault_tls_verify() -> str | bool:
     """What every hvac client verifies Vault's certificate with: the CA file in
     VAULT_CACERT (read now, not when hvac was imported), else the system's CAs."""

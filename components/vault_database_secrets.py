@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import ssl
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import pulumi
 from pulumi import Output, ResourceOptions
-
-
 import pulumi_vault as vault
 
 from components.access_roles import VaultLogin
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
 from components.vault_connections import DEFAULT_USERNAME_TEMPLATE, VaultConnection
-from clients.tls import vault_tls_verify
 from providers.vault import FirstLoginPassword, VaultLeaseRevoker
 
 
@@ -77,31 +71,6 @@ class VaultDatabaseSecretsArgs:
     """Have Vault replace each login's password right after the connection is made."""
     depends_on: Sequence[pulumi.Resource] = ()
     """Grants that must exist before credentials can be issued."""
-
-
-class VaultSealed(pulumi.RunError):
-    """Vault answers, sealed (reported without a traceback)."""
-
-
-def require_unsealed(address: str) -> None:
-    """Stops the program at once if Vault says it is sealed (its unauthenticated
-    health endpoint): the vault provider would retry every call for tens of seconds
-    before failing with the same news. An unreachable Vault is left to the provider,
-    whose message names the address."""
-    verify = vault_tls_verify()
-    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-    try:
-        urllib.request.urlopen(f"{address}/v1/sys/health?standbyok=true", timeout=5, context=context)
-    except urllib.error.HTTPError as answer:
-        try:
-            sealed = bool(json.loads(answer.read() or b"{}").get("sealed"))
-        except ValueError:
-            sealed = False
-        if sealed:
-            raise VaultSealed(f"Vault at {address} is sealed: unseal it (`bao operator unseal`, or "
-                              "local/openbao.sh unseal here), then run this again. Nothing was changed.") from None
-    except (OSError, ValueError):
-        return
 
 
 class MountPathTaken(pulumi.RunError):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from clients.tls import operator_token, vault_tls_verify
+from clients.tls import operator_token, vault_ca_problem, vault_tls_verify
 from deployer import DEPLOYER_LOGIN, DEPLOYER_ROLE, PLATFORM_MOUNT, STATE_READ_ROLE, STATE_WRITE_ROLE
 
 if TYPE_CHECKING:
@@ -109,6 +109,10 @@ def deployer_login(client: hvac.Client, may_rotate: bool) -> tuple[str, int]:
 
 
 def open_session(read_only: bool, renew: bool = False) -> dict:
+    # Checked here, first: the CLI's secrets provider would only name the path.
+    problem = vault_ca_problem()
+    if problem:
+        raise SessionError(problem)
     url = os.environ.get("PULUMI_BACKEND_URL", "")
     host, port, database = backend_server(url)
     folder = session_dir(read_only)

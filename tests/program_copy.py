@@ -9,8 +9,8 @@ from typing import Sequence
 
 from sourced_env import REPO
 
-PROGRAM_FILES = ("Pulumi.yaml", "pyproject.toml", "uv.lock", "__main__.py", "settings.py", "tables.py", "components",
-                 "providers", "clients")
+PROGRAM_FILES = ("Pulumi.yaml", "pyproject.toml", "uv.lock", "__main__.py", "settings.py", "preflight.py", "tables.py",
+                 "components", "providers", "clients")
 
 
 def copy_program(folder: Path, stack_files: Sequence[str] = (), source: Path = REPO) -> Path:

@@ -4,10 +4,16 @@ before any resource changes, and nothing already deployed is lost."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
 import pytest
 from pulumi import automation as auto
 
-from stacks import ProgramStack, admin_connect
+from stacks import DEPLOYER, REPO, ProgramStack, admin_connect, vault
 
 INJECTION = 'x"; DROP TABLE employee_salary; --'
 
@@ -133,3 +139,70 @@ def test_a_change_that_would_drop_a_table_holding_data_is_refused(deployed_stack
     assert "weekly_metrics_reporting" in message and "holds 3 rows" in message and "Nothing was changed" in message
     assert deployed_facts(deployed_stack)[1] == 3
     assert set(deployed_stack.stack.up().summary.resource_changes) == {"same"}
+
+
+@pytest.fixture
+def default_policy_token() -> Iterator[str]:
+    token = vault().auth.token.create(policies=["default"], ttl="10m")["auth"]["client_token"]
+    yield token
+    vault().auth.token.revoke(token)
+
+
+def test_a_login_that_does_not_work_stops_preview_and_up_and_nothing_is_recorded(
+        deployed_stack: ProgramStack, tmp_path: Path, default_policy_token: str):
+    """Issue 19, class 4: each login is tried once, before anything is registered."""
+    wrong_pgpass = tmp_path / "pgpass"
+    wrong_pgpass.write_text(f"*:*:*:{DEPLOYER}:not-the-password\n")
+    wrong_pgpass.chmod(0o600)
+    # The stack's secrets stay readable: the secrets provider reads VAULT_SERVER_TOKEN first.
+    keep_secrets = {"VAULT_SERVER_TOKEN": os.environ["VAULT_TOKEN"]}
+    cases = [
+        ({"PGPASSFILE": str(wrong_pgpass)},
+         ("pgcreds:postgresAdminUser: PostgreSQL at 127.0.0.1", f"refused the login of '{DEPLOYER}'",
+          "PGPASSFILE", "password authentication failed")),
+        ({"VAULT_TOKEN": "hvs.no-such-token", **keep_secrets}, ("VAULT_TOKEN is not accepted by Vault",)),
+        ({"VAULT_TOKEN": default_policy_token, **keep_secrets},
+         ("VAULT_TOKEN may not do what this", "auth/token/create", "policy")),
+    ]
+    before = deployed_facts(deployed_stack)
+    workspace = deployed_stack.stack.workspace
+    saved = dict(workspace.env_vars)
+    try:
+        for environment, expected in cases:
+            workspace.env_vars.update(environment)
+            for operation in (deployed_stack.stack.preview, deployed_stack.stack.up):
+                with pytest.raises(auto.CommandError) as failure:
+                    operation()
+                message = str(failure.value)
+                assert all(text in message for text in expected) and "Traceback" not in message, message[-3000:]
+                assert "Nothing was changed" in message
+            workspace.env_vars.clear()
+            workspace.env_vars.update(saved)
+    finally:
+        workspace.env_vars.clear()
+        workspace.env_vars.update(saved)
+    assert deployed_facts(deployed_stack) == before
+    assert "not-the-password" not in deployed_stack.raw_state()
+    assert set(deployed_stack.stack.up().summary.resource_changes) == {"same"}
+
+
+def test_a_missing_vault_ca_file_is_named(deployed_stack: ProgramStack, tmp_path: Path):
+    """The deploy session, which every run opens first, names the variable and the
+    path; the CLI (whose secrets provider is Vault) names the path; neither changes anything."""
+    missing = tmp_path / "no-such-ca.pem"
+    session = subprocess.run([sys.executable, "-m", "deployer.session", "--renew"], cwd=REPO, capture_output=True,
+                             text=True, env={**os.environ, "VAULT_CACERT": str(missing)})
+    assert session.returncode != 0 and "PGPASSFILE" not in session.stdout
+    assert f"VAULT_CACERT names '{missing}', which is not a file" in session.stderr, session.stderr
+    before = deployed_facts(deployed_stack)
+    workspace = deployed_stack.stack.workspace
+    saved = dict(workspace.env_vars)
+    workspace.env_vars.update(VAULT_CACERT=str(missing))
+    try:
+        with pytest.raises(auto.CommandError) as failure:
+            deployed_stack.stack.preview()
+    finally:
+        workspace.env_vars.clear()
+        workspace.env_vars.update(saved)
+    assert str(missing) in str(failure.value) and "Traceback" not in str(failure.value)
+    assert deployed_facts(deployed_stack) == before

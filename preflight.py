@@ -1,0 +1,130 @@
+"""The logins the program will use, tried once before any resource is registered:
+Vault's address, certificate, seal and token, and the PostgreSQL admin login. A
+login that does not work stops the preview (and `up`) here, naming the setting
+or the environment variable and the fix; nothing is changed and nothing is
+recorded. What cannot be reached at all is left to the providers, whose
+messages name the address (and `up` creates what does not need it first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import urllib.error
+import urllib.request
+from typing import Optional
+
+import pulumi
+
+from clients.tls import vault_ca_problem
+from components.aiven_postgres import AivenPostgresArgs
+from settings import Settings
+
+TIMEOUT_SECONDS = 5
+# Words in libpq's message when the server answered and refused the login (not
+# when it could not be reached).
+LOGIN_REFUSED = ("authentication failed", "no password supplied", "does not exist", "pg_hba.conf")
+
+
+class LoginRefused(pulumi.RunError):
+    """A login the program needs does not work (reported without a traceback)."""
+
+
+def vault_tls_context() -> Optional[ssl.SSLContext]:
+    """The TLS context every call to Vault uses: VAULT_CACERT's CA, which must exist."""
+    problem = vault_ca_problem()
+    if problem:
+        raise LoginRefused(f"{problem}. Nothing was changed.")
+    return ssl.create_default_context(cafile=os.environ.get("VAULT_CACERT") or None)
+
+
+def _vault_call(address: str, path: str, context: Optional[ssl.SSLContext], token: Optional[str] = None,
+                body: Optional[dict] = None) -> tuple[int, dict]:
+    """(HTTP status, JSON answer) of one Vault API call."""
+    request = urllib.request.Request(f"{address}/v1/{path}", method="POST" if body is not None else "GET",
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"X-Vault-Token": token} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS, context=context) as answer:
+            return answer.status, json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as answer:
+        try:
+            return answer.code, json.loads(answer.read() or b"{}")
+        except ValueError:
+            return answer.code, {}
+
+
+def required_vault_capabilities(settings: Settings, dry_run: bool) -> dict[str, str]:
+    """One path per kind of object the program touches, and the capability it
+    needs there: read for a preview, write for `up` (and `destroy`)."""
+    mount, auth = settings.vault.mount_path, settings.vault.approle_path
+    write = "read" if dry_run else "update"
+    needed = {"auth/token/create": "update", "sys/mounts": "read", f"sys/mounts/{mount}": write,
+              f"sys/mounts/auth/{auth}": "read"}
+    for connection in settings.vault.connections:
+        needed[f"{mount}/config/{connection.name}"] = write
+    for role in settings.roles:
+        needed[f"{mount}/roles/{role.name}"] = write
+    return needed
+
+
+def check_vault(settings: Settings, dry_run: bool) -> None:
+    address = settings.vault.address
+    context = vault_tls_context()
+    try:
+        status, health = _vault_call(address, "sys/health?standbyok=true", context)
+    except (OSError, ValueError):
+        return  # unreachable: the provider's error names the address
+    if health.get("sealed"):
+        raise LoginRefused(f"Vault at {address} is sealed: unseal it (`bao operator unseal`, or "
+                           "local/openbao.sh unseal here), then run this again. Nothing was changed.")
+    token = os.environ.get("VAULT_TOKEN", "")
+    status, _ = _vault_call(address, "auth/token/lookup-self", context, token)
+    if status in (401, 403):
+        raise LoginRefused(f"VAULT_TOKEN is not accepted by Vault at {address} (HTTP {status}: expired, revoked "
+                           "or from another Vault): log in again (`bao login`, or the CI's JWT login) and export "
+                           "the new token. Nothing was changed.")
+    needed = required_vault_capabilities(settings, dry_run)
+    status, answer = _vault_call(address, "sys/capabilities-self", context, token, {"paths": sorted(needed)})
+    if status != 200:
+        return  # an old Vault without capabilities-self: the provider reports what fails
+    missing = [f"{capability} on {path}" for path, capability in needed.items()
+               if not {capability, "root"} & set(answer.get(path) or answer.get("data", {}).get(path) or [])]
+    if missing:
+        policy = ("the preview policy (vault-policies/preview.hcl; `pgcreds-preview-<stack>` from `make bootstrap`)"
+                  if dry_run else
+                  "the deploy policy (vault-policies/deployer.hcl; `pgcreds-deploy-<stack>` from `make bootstrap`)")
+        raise LoginRefused(f"VAULT_TOKEN may not do what this {'preview' if dry_run else 'deployment'} needs at "
+                           f"{address}: it lacks {'; '.join(missing)}. Use a token with {policy}, written for "
+                           f"pgcreds:vaultMountPath {settings.vault.mount_path!r}. Nothing was changed.")
+
+
+def check_postgres(settings: Settings) -> None:
+    """Logs in once as the admin, the way the providers will (the deploy session's
+    PGPASSFILE). A managed service's login exists only once the service does."""
+    if isinstance(settings.postgres, AivenPostgresArgs):
+        return
+    from clients.postgres import PostgresUnreachable, connect  # psycopg: only where it is needed
+
+    endpoint = settings.postgres
+    try:
+        connect({"host": endpoint.host, "port": endpoint.port, "database": endpoint.database,
+                 "user": endpoint.admin_user, "sslmode": endpoint.sslmode,
+                 "sslrootcert": endpoint.sslrootcert}).close()
+    except PostgresUnreachable as error:
+        if not any(words in str(error) for words in LOGIN_REFUSED):
+            return  # unreachable: the provider's error names the address
+        source = f"PGPASSFILE ({os.environ['PGPASSFILE']})" if os.environ.get("PGPASSFILE") else "PGPASSWORD"
+        raise LoginRefused(
+            f"pgcreds:postgresAdminUser: PostgreSQL at {endpoint.host}:{endpoint.port} refused the login of "
+            f"{endpoint.admin_user!r} with the password in {source}: {str(error).split(': ', 3)[-1]} "
+            "Open a new deploy session (`. local/dev-env.sh` here, `python -m deployer.session --renew` in CI) "
+            "or correct pgcreds:postgresAdminUser. Nothing was changed, and no password was recorded.") from None
+
+
+def check_logins(settings: Settings) -> None:
+    """Every login, once, before any resource is registered."""
+    dry_run = pulumi.runtime.is_dry_run()
+    check_vault(settings, dry_run)
+    check_postgres(settings)
