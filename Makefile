@@ -2,9 +2,10 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 STACK ?= dev
-# The program's folder (tests point it at a copy) and the role the smoke check uses.
+# The program's folder (tests point it at a copy), and one role for the smoke
+# check to check (by default it checks every role of the stack, each by its access).
 PROJECT ?= .
-SMOKE_ROLE ?= metrics-readwrite
+SMOKE_ROLE ?=
 PYTHON := venv/bin/python
 UV_VERSION := $(shell sed -n 's/^UV_VERSION=//p' toolchain/pins.env)
 # Every Pulumi command runs with the pinned toolchain and the local servers' settings.
@@ -21,7 +22,7 @@ up: venv toolchain servers ## create or update the dev stack (after a killed run
 
 verify: venv toolchain servers ## the smoke check alone, against the deployed dev stack
 	$(DEV_ENV) && pulumi stack output --stack $(STACK) --cwd $(PROJECT) --json --show-secrets=false | \
-	  $(PYTHON) smoke_check.py --role $(SMOKE_ROLE)
+	  $(PYTHON) smoke_check.py $(if $(SMOKE_ROLE),--role $(SMOKE_ROLE))
 
 preview: venv toolchain servers ## what `pulumi up` would change
 	$(DEV_ENV) && pulumi preview --stack $(STACK) --diff

@@ -1,8 +1,9 @@
 """Smoke check of a deployed stack, through the Vault HTTP API and a real
-PostgreSQL connection: log in as the application (AppRole), issue a
-credential, use it, and revoke it.
+PostgreSQL connection: for each role the stack has (or the one named), log in
+as the application (AppRole), issue a credential, use it as the role's access
+allows (and be refused what it does not), and revoke it.
 
-    pulumi stack output --json | python smoke_check.py --role metrics-readwrite
+    pulumi stack output --json | python smoke_check.py [--role metrics-readwrite]
 
 Reads VAULT_TOKEN (or BAO_TOKEN: the operator, who hands the application its
 role-id and a fresh secret-id, and revokes the lease at the end) from the
@@ -25,6 +26,7 @@ from psycopg import sql
 
 from clients.tls import operator_token, vault_tls_verify
 from clients.postgres import connect
+from tables import APP_TABLES
 
 SAMPLE_WEEKS = ("2022-02-25", "2022-03-04", "2022-03-11")
 
@@ -55,28 +57,42 @@ def _connect(postgres: dict[str, Any], user: str, password: Optional[str]) -> ps
     return connect({**postgres, "user": user, "password": password})
 
 
+def _write_check(report: SmokeReport, session: psycopg.Connection, table_name: str, access: str) -> None:
+    """A readwrite role inserts a row (rolled back), which also needs the serial
+    sequence; a read role is refused the same INSERT."""
+    spec = next((t for t in APP_TABLES if t.name == table_name), None)
+    if spec is None or not spec.sample_rows:
+        return
+    insert = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        sql.Identifier(table_name), sql.SQL(", ").join(map(sql.Identifier, spec.sample_columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(spec.sample_columns)))
+    try:
+        with session.transaction(force_rollback=True):
+            session.execute(insert, spec.sample_rows[0])
+        report.record(f"INSERT {table_name}", access == "readwrite",
+                      "row inserted (rolled back), serial sequence usable" if access == "readwrite"
+                      else "a read role could insert")
+    except psycopg.errors.InsufficientPrivilege as error:
+        report.record(f"INSERT {table_name} denied" if access != "readwrite" else f"INSERT {table_name}",
+                      access != "readwrite", str(error).strip())
+    except psycopg.Error as error:
+        report.record(f"INSERT {table_name}", False, str(error).strip())
+
+
 def _use_and_revoke(report: SmokeReport, vault: hvac.Client, postgres: dict[str, Any], secret: dict,
-                    readable_table: str, forbidden_table: str, expect_sample_rows: bool) -> bool:
+                    tables: list[str], access: str, forbidden_table: str, expect_sample_rows: bool) -> bool:
     """The checks with the issued credential; True once its lease is revoked."""
     revoked = False
     session = _connect(postgres, report.username, secret["data"]["password"])
-    table = sql.Identifier(readable_table)
-    rows = session.execute(sql.SQL("SELECT * FROM {}").format(table)).fetchall()
-    if expect_sample_rows:
-        weeks = {str(r[1].date()) for r in rows}
-        report.record(f"SELECT {readable_table}", set(SAMPLE_WEEKS) <= weeks,
-                      f"{len(rows)} rows; sample weeks {'present' if set(SAMPLE_WEEKS) <= weeks else 'MISSING'}")
-    else:
-        report.record(f"SELECT {readable_table}", True, f"{len(rows)} rows")
-
-    try:
-        with session.transaction(force_rollback=True):
-            session.execute(sql.SQL(
-                "INSERT INTO {} (week_ending, product_downloads, github_stars, twitter_followers) "
-                "VALUES (now(), 1, 1, 1) RETURNING id").format(table))
-        report.record(f"INSERT {readable_table}", True, "row inserted (rolled back), serial sequence usable")
-    except psycopg.Error as error:
-        report.record(f"INSERT {readable_table}", False, str(error).strip())
+    for readable_table in tables:
+        rows = session.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(readable_table))).fetchall()
+        if expect_sample_rows and readable_table == "weekly_metrics_reporting":
+            weeks = {str(r[1].date()) for r in rows}
+            report.record(f"SELECT {readable_table}", set(SAMPLE_WEEKS) <= weeks,
+                          f"{len(rows)} rows; sample weeks {'present' if set(SAMPLE_WEEKS) <= weeks else 'MISSING'}")
+        else:
+            report.record(f"SELECT {readable_table}", True, f"{len(rows)} rows")
+        _write_check(report, session, readable_table, access)
 
     try:
         session.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(forbidden_table)))
@@ -108,9 +124,18 @@ def app_login(operator: hvac.Client, paths: dict[str, str]) -> hvac.Client:
     return app
 
 
-def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, forbidden_table: str,
+def stack_roles(outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The roles that issue credentials, with their access and tables, from the outputs."""
+    locked = set(outputs.get("lockedRoles") or ())
+    return {name: access for name, access in sorted((outputs.get("roleAccess") or {}).items()) if name not in locked}
+
+
+def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: Optional[str], forbidden_table: str,
                     expect_sample_rows: bool, vault_token: str, admin_password: Optional[str]) -> SmokeReport:
+    """One role's checks: on `readable_table`, or on every table the role has (None)."""
     report = SmokeReport()
+    declared = (outputs.get("roleAccess") or {}).get(role) or {"access": "readwrite", "tables": [readable_table]}
+    tables = [readable_table] if readable_table else list(declared["tables"])
     postgres = outputs["postgres"]
     vault = hvac.Client(url=outputs["vaultAddress"], token=vault_token, timeout=30, verify=vault_tls_verify())
     mount = outputs["vaultMountPath"]
@@ -135,7 +160,7 @@ def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: str, for
 
     revoked = False
     try:
-        revoked = _use_and_revoke(report, vault, postgres, secret, readable_table, forbidden_table,
+        revoked = _use_and_revoke(report, vault, postgres, secret, tables, declared["access"], forbidden_table,
                                   expect_sample_rows)
     except Exception as error:  # noqa: BLE001 - reported as a failed check
         report.record("use credential", False, f"{type(error).__name__}: {str(error).strip()}")
@@ -163,8 +188,8 @@ def read_outputs(path: str) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--role", default="metrics-readwrite", help="Vault role to read credentials from")
-    parser.add_argument("--readable-table", default="weekly_metrics_reporting")
+    parser.add_argument("--role", default="", help="check this Vault role only (default: every role of the stack)")
+    parser.add_argument("--readable-table", default=None, help="check this table only (default: the role's tables)")
     parser.add_argument("--forbidden-table", default="employee_salary")
     parser.add_argument("--no-sample-rows", action="store_true", help="do not expect the dev sample rows")
     parser.add_argument("--outputs", default="-", help="stack outputs JSON file (default: standard input)")
@@ -174,11 +199,22 @@ def main() -> int:
     if not token:
         print("smoke check: export VAULT_TOKEN (or BAO_TOKEN) first", file=sys.stderr)
         return 2
-    report = run_smoke_check(outputs, args.role, args.readable_table, args.forbidden_table,
-                             not args.no_sample_rows, token, admin_password=None)
-    print(report.table())
-    print("smoke check:", "PASSED" if report.passed else "FAILED")
-    return 0 if report.passed else 1
+    roles = [args.role] if args.role else list(stack_roles(outputs))
+    unknown = [role for role in roles if role not in outputs.get("appRoles", {})]
+    if unknown or not roles:
+        print(f"smoke check: the stack has no role {', '.join(unknown) or '(none at all)'}; it has "
+              f"{', '.join(sorted(outputs.get('appRoles', {}))) or 'none'}", file=sys.stderr)
+        return 2
+    passed = True
+    for role in roles:
+        report = run_smoke_check(outputs, role, args.readable_table, args.forbidden_table,
+                                 not args.no_sample_rows, token, admin_password=None)
+        access = (outputs.get("roleAccess") or {}).get(role, {}).get("access", "?")
+        print(f"role {role} ({access})")
+        print(report.table())
+        passed = passed and report.passed
+    print("smoke check:", "PASSED" if passed else "FAILED")
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ nothing is lost: rows, roles outside the stack, the mount, outstanding leases.""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 
@@ -236,3 +237,24 @@ def test_a_trailing_newline_in_a_name_is_refused_before_anything_is_made(deploye
     assert lease_alive(deployed_stack, secret)
     assert set(deployed_stack.stack.up().summary.resource_changes) == {"same"}
     vault().sys.revoke_lease(secret["lease_id"])
+
+
+def test_the_smoke_check_follows_the_stack_roles_each_by_its_access(new_stack: ProgramStack):
+    """Issue 19, class 6: after a rename and a switch to `access: read`, `make up`'s
+    smoke check checked `metrics-readwrite` (KeyError) and always tried an INSERT."""
+    renamed, reader = f"w{new_stack.suffix}-writer", f"r{new_stack.suffix}-reader"
+    new_stack.set(roles=[new_stack.roles_config(name=renamed)[0],
+                         new_stack.roles_config(name=reader, access="read")[0]])
+    new_stack.stack.up()
+    verify = subprocess.run(
+        ["make", "--no-print-directory", "verify", f"STACK={new_stack.stack.name}", f"PROJECT={new_stack.project_dir}"],
+        cwd=REPO, env={**os.environ, **new_stack.stack.workspace.env_vars}, capture_output=True, text=True,
+        timeout=600)
+    assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-3000:]
+    report = verify.stdout
+    assert f"role {renamed} (readwrite)" in report and f"role {reader} (read)" in report, report
+    sections = {part.split()[0]: part for part in ("\n" + report).split("\nrole ") if part.strip()}
+    assert re.search(r"INSERT weekly_metrics_reporting\s+PASS", sections[renamed]), sections[renamed]
+    assert re.search(r"INSERT weekly_metrics_reporting denied\s+PASS.*permission denied", sections[reader]), \
+        sections[reader]
+    assert report.count("PASS") >= 12 and "FAIL" not in report and "smoke check: PASSED" in report
