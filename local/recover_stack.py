@@ -22,6 +22,12 @@ every other create here writes by name or adopts what it finds (tables).
 3. Roles created but not recorded at all (the kill came between PostgreSQL's
 answer and the state's write): their claims are in the state, so they are
 imported by name.
+
+Before all that, the plugins the killed run left behind are ended: Pulumi starts
+its language host and providers in process groups of their own, so a SIGKILL of
+the CLI leaves them running (a dynamic provider's `python -m pulumi.dynamic` waits
+for ever). Only those that run in this project's folder and under no live
+pulumi process are ended.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import base64
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -51,6 +58,59 @@ def process_runs(pid: int) -> bool:
     except OSError:
         return False
     return b"pulumi" in cmdline
+
+
+PLUGIN_MARKERS = (b"pulumi.dynamic", b"pulumi-resource-", b"pulumi-language-")
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _under_live_pulumi(pid: int) -> bool:
+    """Whether a `pulumi` CLI process is among the ancestors of `pid`."""
+    pid = _parent(pid)
+    while pid > 1:
+        try:
+            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            return False
+        if os.path.basename(program) == b"pulumi":
+            return True
+        pid = _parent(pid)
+    return False
+
+
+def leftover_plugins(project_dir: Path) -> list[int]:
+    """The language hosts and providers (dynamic ones included) running in this
+    project's folder whose pulumi process is gone."""
+    project, found = str(project_dir.resolve()), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd == project and any(marker in cmdline for marker in PLUGIN_MARKERS) \
+                and not _under_live_pulumi(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def end_leftover_plugins(project_dir: Path) -> None:
+    pids = leftover_plugins(project_dir)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)  # they hold no state of their own; the engine's is in the backend
+        except ProcessLookupError:
+            pass
+    if pids:
+        say(f"ended {len(pids)} plugin process(es) the interrupted run left running: pid {', '.join(map(str, pids))}")
 
 
 def file_locks(backend_url: str, project: str, stack: str) -> list[tuple[str, bytes]]:
@@ -200,6 +260,7 @@ def main() -> int:
             "which no longer runs; clearing the lock")
     if not found:
         return 0
+    end_leftover_plugins(project_dir)
     before_cancel = pending_creates(stack, project_dir)
     pulumi(stack, project_dir, "cancel", "--yes")
     resolve_pending_creates(stack, project_dir, before_cancel)

@@ -20,6 +20,7 @@ from typing import Iterator
 import pytest
 from pulumi import automation as auto
 
+from local.recover_stack import leftover_plugins
 from stacks import REPO, ProgramStack, admin_connect, vault
 
 
@@ -148,6 +149,8 @@ def test_up_killed_half_way_then_make_up_converges(new_stack: ProgramStack, serv
     assert code == -signal.SIGKILL, output[-2000:]
     locks = list(new_stack.state_dir.rglob(".pulumi/locks/**/*.json"))
     assert locks, "a killed pulumi leaves its lock behind"
+    left = leftover_plugins(new_stack.project_dir)
+    print(f"\nplugin processes left running by the killed `up`: {len(left)}")
 
     # What an operator runs next: `make up`, unchanged, on this stack.
     make = subprocess.run(
@@ -156,6 +159,11 @@ def test_up_killed_half_way_then_make_up_converges(new_stack: ProgramStack, serv
         capture_output=True, text=True, timeout=600)
     assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
     assert "no longer runs; clearing the lock" in make.stderr
+    # Issue 19, class 6: what the killed run left running is ended (the run's own ones end with it).
+    assert not [pid for pid in left if Path(f"/proc/{pid}").exists()], make.stderr[-2000:]
+    assert not leftover_plugins(new_stack.project_dir)
+    if left:
+        assert "plugin process(es) the interrupted run left running" in make.stderr
     print("\n`make up` after the kill:\n" + "\n".join(l for l in make.stderr.splitlines() if "recover_stack" in l))
     assert "smoke check: PASSED" in make.stdout
     assert not list(new_stack.state_dir.rglob(".pulumi/locks/**/*.json"))
