@@ -214,7 +214,9 @@ def parse_settings(
     mode = text("postgresMode", "existing")
     if mode not in ("existing", "aiven"):
         problems.add("postgresMode", f"must be 'existing' or 'aiven', not {mode!r}")
-    port_text = text("postgresPort", "5432")
+    # Unset, host and port follow libpq's PGHOST and PGPORT (the dev stack: the
+    # local server wherever PGCREDS_PG_PORT put it), then 127.0.0.1:5432.
+    port_text = text("postgresPort", environ.get("PGPORT") or "5432")
     port = int(port_text) if port_text.isdigit() and 0 < int(port_text) < 65536 else 0
     if not port:
         problems.add("postgresPort", f"must be a TCP port number (1-65535), not {port_text!r}")
@@ -299,7 +301,7 @@ def parse_settings(
     return Settings(
         environment=environment,
         postgres=aiven or ExistingPostgresArgs(
-            host=text("postgresHost", "127.0.0.1"), port=port, database=database, admin_user=admin_user,
+            host=text("postgresHost", environ.get("PGHOST") or "127.0.0.1"), port=port, database=database, admin_user=admin_user,
             sslmode=sslmode, sslrootcert=raw.get("postgresSslRootCert") or None),
         vault=VaultSettings(address=vault_address.rstrip("/"), mount_path=mount_path, connection_name=connection_name,
                             rotate_root=rotate_root, approle_path=approle_path,

@@ -22,6 +22,9 @@ case ":$PATH:" in *":$(cd "$_pgcreds_local/.." && pwd)/venv/bin:"*) ;;
 if [[ "$PULUMI_BACKEND_URL" == postgres://* ]]; then
   _pgcreds_session=$(cd "$_pgcreds_local/.." && venv/bin/python -m deployer.session) || return 1
   eval "$_pgcreds_session"
+  # A plain `psql` opens the state database with the state login (PGUSER); `psql -U
+  # pgcreds_deployer -d <database>` logs in as the program: both from PGPASSFILE.
+  export PGDATABASE=pulumi_state
   unset _pgcreds_session
 fi
 unset _pgcreds_local

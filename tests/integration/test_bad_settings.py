@@ -4,6 +4,7 @@ nothing is lost: rows, roles outside the stack, the mount, outstanding leases.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -18,7 +19,9 @@ from psycopg import sql
 from pulumi import automation as auto
 
 from components.vault_connections import rotated_login
-from stacks import REPO, ProgramStack, admin_connect, vault
+from program_copy import copy_program
+from sourced_env import TEST_SECRETS_PROVIDER, file_backend
+from stacks import DEPLOYER, REPO, ProgramStack, admin_connect, vault
 from smoke_check import run_smoke_check
 
 WEEKLY = "weekly_metrics_reporting"
@@ -219,6 +222,32 @@ def test_class6_bao_is_on_path_after_dev_env():
     found = subprocess.run(["bash", "-c", ". local/dev-env.sh >/dev/null 2>&1 && command -v bao"], cwd=REPO,
                            capture_output=True, text=True)
     assert found.returncode == 0 and found.stdout.strip().endswith("/bao"), found
+
+
+def test_a_plain_psql_after_dev_env_asks_for_no_password():
+    """Issue 19, class 6: the deploy session's pgpass file serves psql too (-w: never prompt)."""
+    script = ('. local/dev-env.sh >/dev/null 2>&1 && test -z "${PGPASSWORD:-}" && '
+              'psql -w -At -c "SELECT current_user || \' \' || current_database()" && '
+              f'psql -w -At -U {DEPLOYER} -d postgres -c "SELECT current_user"')
+    done = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    state_login, deployer = done.stdout.split("\n")[:2]
+    assert state_login.startswith("v-") and state_login.endswith(" pulumi_state") and deployer == DEPLOYER
+
+
+def test_the_dev_stack_follows_the_local_servers_ports(tmp_path):
+    """Issue 19, class 6: Pulumi.dev.yaml names no port; the dev stack uses PGPORT and VAULT_ADDR."""
+    project = copy_program(tmp_path / "project", stack_files=("Pulumi.dev.yaml",))
+    assert "55432" not in (project / "Pulumi.dev.yaml").read_text()
+    env = {**os.environ, **file_backend(tmp_path / "state"), "PGPORT": "1"}
+    subprocess.run(["pulumi", "stack", "init", "dev", "--secrets-provider", TEST_SECRETS_PROVIDER], cwd=project,
+                   env=env, check=True, capture_output=True)
+    preview = subprocess.run(["pulumi", "preview", "--stack", "dev", "--non-interactive", "--json"], cwd=project,
+                             env=env, capture_output=True, text=True, timeout=300)
+    steps = json.loads(preview.stdout)["steps"]
+    (provider,) = [s["newState"]["inputs"] for s in steps if s["newState"]["type"] == "pulumi:providers:postgresql"]
+    (vault_provider,) = [s["newState"]["inputs"] for s in steps if s["newState"]["type"] == "pulumi:providers:vault"]
+    assert str(provider["port"]) == "1" and vault_provider["address"] == os.environ["VAULT_ADDR"], preview.stdout
 
 
 def test_a_trailing_newline_in_a_name_is_refused_before_anything_is_made(deployed_stack: ProgramStack):
