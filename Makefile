@@ -12,7 +12,7 @@ UV_VERSION := $(shell sed -n 's/^UV_VERSION=//p' toolchain/pins.env)
 DEV_ENV := . local/dev-env.sh
 
 
-.PHONY: bootstrap up verify preview pr-check destroy down revoke test test-unit toolchain servers venv bench
+.PHONY: bootstrap up verify drift preview pr-check destroy down revoke test test-unit toolchain servers venv bench
 
 up: venv toolchain servers ## create or update the dev stack (after a killed run too), then run the smoke check
 	$(DEV_ENV) && $(PYTHON) local/recover_stack.py $(STACK) $(PROJECT) && \
@@ -23,6 +23,9 @@ up: venv toolchain servers ## create or update the dev stack (after a killed run
 verify: venv toolchain servers ## the smoke check alone, against the deployed dev stack
 	$(DEV_ENV) && pulumi stack output --stack $(STACK) --cwd $(PROJECT) --json --show-secrets=false | \
 	  $(PYTHON) smoke_check.py $(if $(SMOKE_ROLE),--role $(SMOKE_ROLE))
+
+drift: venv toolchain servers ## what the servers hold that the stack does not say: privileges, orphan logins, refresh (exit 1 on drift)
+	$(DEV_ENV) && $(PYTHON) drift.py --stack $(STACK) --cwd $(PROJECT)
 
 preview: venv toolchain servers ## what `pulumi up` would change
 	$(DEV_ENV) && pulumi preview --stack $(STACK) --diff

@@ -81,6 +81,8 @@ pulumi.export("groupRoles", {role.name: role.group_role for role in settings.rol
 pulumi.export("appRoles", apps.login_paths)
 # What each role may do, for the smoke check (and whoever reads the stack).
 pulumi.export("roleAccess", {role.name: {"access": role.access, "tables": list(role.tables)} for role in settings.roles})
+# What the settings grant: `make drift` compares the catalog with it.
+pulumi.export("declaredPrivileges", access.declared_privileges)
 pulumi.export("lockedRoles", sorted(role.name for role in settings.roles if role.locked))
 # The logins Vault uses, by connection; with rotate-root only Vault knows their passwords.
 pulumi.export("vaultLogins", {c.name: access.vault_logins[c.login].username for c in settings.vault.connections})

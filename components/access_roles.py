@@ -14,8 +14,9 @@ from pulumi import Output, ResourceOptions
 
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
-from components.vault_connections import VaultConnection
+from components.vault_connections import VaultConnection, username_prefix
 from providers.postgres import PgTable
+from providers.privileges import PrivilegeAudit
 
 PASSWORD_LENGTH = 40
 
@@ -47,6 +48,8 @@ class AccessRoles(pulumi.ComponentResource):
     """By login name."""
     grants: list[pulumi.Resource]
     """Everything a credential needs: table and sequence grants, the logins' memberships."""
+    declared_privileges: Output[dict]
+    """What the settings grant, as the privilege audit compares it with the catalog."""
 
     def __init__(self, name: str, args: AccessRolesArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("pgcreds:access:AccessRoles", name, None, opts)
@@ -114,5 +117,31 @@ class AccessRoles(pulumi.ComponentResource):
                     f"{name}-{role.group_role}-{login}", role=logins[login].name, grant_role=group.name,
                     with_admin_option=True, opts=on_server))
 
+        # Whatever else the groups or their users hold (granted by hand) is found at
+        # preview and revoked by `up`, once the grants above are in place.
+        self.declared_privileges = Output.all(
+            database=args.endpoint.database, admin_user=args.endpoint.admin_user,
+            logins=[login.name for login in logins.values()],
+        ).apply(lambda known: declared_privileges(args, known["database"], known["admin_user"], known["logins"]))
+        PrivilegeAudit(f"{name}-privilege-audit", declared=self.declared_privileges,
+                       connection=args.endpoint.admin_connection(),
+                       opts=ResourceOptions(parent=self, depends_on=self.grants + ([previous_role] if previous_role else [])))
+
         self.register_outputs({"vault_logins": {login: v.username for login, v in self.vault_logins.items()},
                                "group_roles": [r.group_role for r in args.roles]})
+
+
+def declared_privileges(args: AccessRolesArgs, database: str, admin_user: str, logins: list[str]) -> dict:
+    """The privilege audit's view of the settings (`clients.privilege_audit.Declared`)."""
+    groups = {}
+    for role in args.roles:
+        groups[role.group_role] = {
+            "tables": {table: list(role.table_privileges) for table in role.tables},
+            "sequences": {sequence: list(role.sequence_privileges) for table in role.tables
+                          for sequence in (args.sequences.get(table, ()) if role.sequence_privileges else ())},
+        }
+    prefixes = {role.group_role: username_prefix(connection.username_template)
+                for connection in args.vault_connections for role in connection.roles}
+    relations = sorted(set(args.tables) | {s for sequences in args.sequences.values() for s in sequences})
+    return {"database": database, "schema": "public", "groups": groups, "user_prefixes": prefixes,
+            "vault_logins": sorted(logins), "admin_user": admin_user, "program_relations": relations}

@@ -39,6 +39,14 @@ path "auth/database-approle/role/*" {
 path "sys/policies/acl/pgcreds-database-*" {
   capabilities = ["read"]
 }
+# `make drift` / the drift workflow: which leases are live (listing needs sudo),
+# to tell the logins Vault issued from orphans.
+path "sys/leases/lookup/database/creds/*" {
+  capabilities = ["list", "sudo"]
+}
+path "sys/leases/lookup" {
+  capabilities = ["update"]
+}
 # The lease revokers remember which Vault they are in (the identity mount's uuid).
 path "sys/mounts/identity" {
   capabilities = ["read"]

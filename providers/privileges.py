@@ -1,0 +1,81 @@
+"""PrivilegeAudit: the privileges this stack's roles hold beyond what its
+settings declare (`clients.privilege_audit`), which `pulumi_postgresql` cannot
+see: its Grant resources read back only the objects they name.
+
+Every preview and `up` reads the catalog (in `check`) and puts what it finds in
+the resource's `undeclared` input, so the preview lists it as a change, and the
+policy pack's `no-undeclared-privileges` fails a pull request's preview on it.
+`up` then revokes it, after the stack's own grants are in place, and audits
+again: what the admin login may not revoke (a superuser's grant on a
+superuser's object) stops the `up` with the statements a superuser must run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pulumi import Input, Output, ResourceOptions
+from pulumi.dynamic import CheckResult, CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
+
+from providers._shared import lazy_module
+
+audit = lazy_module("clients.privilege_audit")
+pg = lazy_module("providers.pg_sql")
+
+
+class UndeclaredPrivilegesKept(Exception):
+    pass
+
+
+class _PrivilegeAuditProvider(ResourceProvider):
+    def check(self, olds: dict, news: dict) -> CheckResult:
+        connection = news.get("connection")
+        if not isinstance(connection, dict) or not isinstance(news.get("declared"), dict):
+            return CheckResult(news, [])  # the server is not known yet (a first preview)
+        declared = audit.Declared.from_dict(news["declared"])
+        # While a change is planned, what the old settings grant is not "undeclared":
+        # the stack's own Grant resources take it back.
+        if isinstance(olds.get("declared"), dict):
+            declared = declared.union(audit.Declared.from_dict(olds["declared"]))
+        try:
+            with pg.connect(connection) as conn:
+                found = audit.audit(conn, declared)
+        except pg.PostgresUnreachable:
+            return CheckResult(news, [])  # the providers report the server
+        return CheckResult({**news, "undeclared": [str(f) for f in found]}, [])
+
+    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
+        return DiffResult(changes=bool(news.get("undeclared")) or olds.get("declared") != news.get("declared"),
+                          replaces=[], delete_before_replace=False)
+
+    def _take_back(self, props: dict) -> dict[str, Any]:
+        declared = audit.Declared.from_dict(props["declared"])
+        with pg.connect(props["connection"]) as conn:
+            found = audit.audit(conn, declared)
+            audit.take_back(conn, found)
+            kept = audit.audit(conn, declared)
+        if kept:
+            statements = [f.statement for f in kept if f.statement]
+            raise UndeclaredPrivilegesKept(
+                "PostgreSQL kept what the settings do not declare, which the admin login "
+                f"({declared.admin_user}) may not take back:\n  - " + "\n  - ".join(map(str, kept)) +
+                ("\nA superuser must run:\n  " + ";\n  ".join(statements) + ";" if statements else ""))
+        return {**props, "undeclared": [], "revoked": [str(f) for f in found]}
+
+    def create(self, props: dict) -> CreateResult:
+        return CreateResult(f"privileges-{props['declared']['database']}", self._take_back(props))
+
+    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
+        return UpdateResult(self._take_back(news))
+
+
+class PrivilegeAudit(Resource, module="postgresql", name="PrivilegeAudit"):
+    """Finds (preview) and revokes (`up`) what the stack's roles hold beyond `declared`."""
+
+    undeclared: Output[list]
+    revoked: Output[list]
+
+    def __init__(self, resource_name: str, *, declared: Input[dict], connection: Input[dict],
+                 opts: Optional[ResourceOptions] = None):
+        super().__init__(_PrivilegeAuditProvider(), resource_name, {
+            "declared": declared, "connection": connection, "undeclared": [], "revoked": []}, opts)
