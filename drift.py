@@ -18,7 +18,7 @@ Reads the stack's outputs (declaredPrivileges, postgres, vaultMountPath),
 VAULT_TOKEN (listing leases needs `list` and `sudo` on
 sys/leases/lookup/<mount>/creds/*) and the deploy session's PGPASSFILE. Prints a
 readable report; exits 0 when nothing drifted, 1 when something did, 2 when it
-could not look.
+could not look (`make drift` exits non-zero for either).
 """
 
 from __future__ import annotations
@@ -68,19 +68,29 @@ def lease_expiries(vault: hvac.Client, mount: str, roles: list[str]) -> list[dat
 
 def orphans(users: list[tuple[str, Optional[datetime.datetime]]], expiries: list[datetime.datetime],
             now: datetime.datetime) -> list[str]:
-    """The users that no lease accounts for (each lease accounts for one user)."""
+    """The users that no lease accounts for (each lease accounts for one user).
+    Users issued in the same second share a VALID UNTIL, and a lease does not
+    name its user: then the report says how many of them are orphans."""
     left = sorted(expiries)
+    clusters: dict[datetime.datetime, list[str]] = {}
     found = []
     for name, valid_until in users:
         if valid_until is None or (now - valid_until).total_seconds() > EXPIRED_GRACE_SECONDS:
             found.append(f"{name} (VALID UNTIL {valid_until:%Y-%m-%d %H:%M:%S %Z}, passed)" if valid_until
                          else f"{name} (no VALID UNTIL)")
-            continue
-        match = next((e for e in left if abs((e - valid_until).total_seconds()) <= EXPIRY_SLACK_SECONDS), None)
-        if match is None:
-            found.append(f"{name} (VALID UNTIL {valid_until:%Y-%m-%d %H:%M:%S %Z}, no lease expires then)")
         else:
-            left.remove(match)
+            clusters.setdefault(valid_until, []).append(name)
+    for valid_until, names in sorted(clusters.items()):
+        matched = [e for e in left if abs((e - valid_until).total_seconds()) <= EXPIRY_SLACK_SECONDS][:len(names)]
+        for expiry in matched:
+            left.remove(expiry)
+        missing = len(names) - len(matched)
+        when = f"VALID UNTIL {valid_until:%Y-%m-%d %H:%M:%S %Z}"
+        if missing == len(names):
+            found += [f"{name} ({when}, no lease expires then)" for name in names]
+        elif missing:
+            found.append(f"{missing} of {', '.join(names)} ({when}, {len(matched)} lease(s) expire then; "
+                         "a lease does not say which user is its own)")
     return found
 
 
@@ -88,7 +98,8 @@ def refresh_changes(stack: str, cwd: str) -> tuple[bool, str]:
     """(changed, the refresh preview's summary)."""
     done = subprocess.run(["pulumi", "refresh", "--preview-only", "--expect-no-changes", "--non-interactive",
                            "--stack", stack, "--cwd", cwd], capture_output=True, text=True)
-    lines = [line for line in done.stdout.splitlines() if line.strip().startswith(("~", "-", "+"))]
+    lines = [line.strip() for line in done.stdout.splitlines()
+             if line.strip().startswith(("~", "-", "+")) and not line.rstrip().endswith("refreshing")]
     if done.returncode and not lines:
         lines = (done.stderr.strip() or done.stdout.strip()).splitlines()[-5:]
     return done.returncode != 0, "\n".join(lines)

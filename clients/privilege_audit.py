@@ -2,8 +2,7 @@
 read from the catalog, and the statements that take it back.
 
 The principals are the stack's group roles and its dynamic users (the login
-members of those groups that Vault made: a VALID UNTIL, and the name prefix of
-the role's username template). Found, in the stack's database and server-wide:
+members of those groups with a VALID UNTIL, as Vault makes them). Found, in the stack's database and server-wide:
 
 - privileges on tables, views, sequences (and their columns), schemas,
   functions and procedures, types, languages, large objects, foreign-data
@@ -121,14 +120,16 @@ def _principals(conn: psycopg.Connection, declared: Declared, findings: list[Fin
         "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) ORDER BY rolname", (list(declared.groups),))]
     users: dict[str, str] = {}
     rows = conn.execute(
-        "SELECT g.rolname, m.rolname, m.rolcanlogin, m.rolvaliduntil IS NOT NULL, bool_or(am.admin_option) "
+        "SELECT g.rolname, m.rolname, m.rolcanlogin, m.rolvaliduntil < 'infinity', bool_or(am.admin_option) "
         "FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member "
         "WHERE g.rolname = ANY(%s) GROUP BY 1, 2, 3, 4 ORDER BY 1, 2", (groups,)).fetchall()
     for group, member, can_login, expires, admin in rows:
         if member in declared.vault_logins or member == declared.admin_user:
             continue
-        prefix = declared.user_prefixes.get(group, "")
-        if can_login and expires and member.startswith(prefix) and member not in users:
+        # Any template's users (those issued before a template changed too): a login
+        # with a finite VALID UNTIL. One that no lease accounts for is an orphan
+        # (`make drift`); a login without one is someone else's, granted by hand.
+        if can_login and expires and member not in users:
             users[member] = group
             if admin:
                 findings.append(Finding(member, f"ADMIN OPTION on {group}", sql.SQL("REVOKE ADMIN OPTION FOR {} FROM {}")
@@ -347,13 +348,18 @@ def take_back(conn: psycopg.Connection, findings: Iterable[Finding]) -> list[Fin
 # --- orphans --------------------------------------------------------------------
 
 
-def login_users(conn: psycopg.Connection, prefixes: Iterable[str], groups: Iterable[str]) -> list[tuple[str, Optional[datetime.datetime]]]:
-    """Login roles that look like this stack's users: members of its groups, or
-    named with one of its templates' prefixes (and a VALID UNTIL, as Vault's are)."""
+def login_users(conn: psycopg.Connection, prefixes: Iterable[str],
+                groups: Iterable[str]) -> list[tuple[str, Optional[datetime.datetime]]]:
+    """Login roles that look like this stack's users, with a finite VALID UNTIL as
+    Vault's have: members of its groups, or members of no role at all that are
+    named with one of its templates' prefixes (another stack's users are members
+    of that stack's groups)."""
     patterns = [prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
                 for prefix in prefixes if prefix]
     return conn.execute(
-        "SELECT DISTINCT r.rolname, r.rolvaliduntil FROM pg_roles r "
-        "LEFT JOIN pg_auth_members am ON am.member = r.oid LEFT JOIN pg_roles g ON g.oid = am.roleid "
-        "WHERE r.rolcanlogin AND r.rolvaliduntil IS NOT NULL "
-        "AND (g.rolname = ANY(%s) OR r.rolname LIKE ANY(%s)) ORDER BY 1", (list(groups), patterns)).fetchall()
+        "SELECT r.rolname, r.rolvaliduntil FROM pg_roles r "
+        "WHERE r.rolcanlogin AND r.rolvaliduntil < 'infinity' AND ("
+        "  EXISTS (SELECT 1 FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid "
+        "          WHERE am.member = r.oid AND g.rolname = ANY(%s))"
+        "  OR (r.rolname LIKE ANY(%s) AND NOT EXISTS (SELECT 1 FROM pg_auth_members am WHERE am.member = r.oid)))"
+        " ORDER BY 1", (list(groups), patterns)).fetchall()

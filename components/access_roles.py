@@ -124,7 +124,7 @@ class AccessRoles(pulumi.ComponentResource):
             logins=[login.name for login in logins.values()],
         ).apply(lambda known: declared_privileges(args, known["database"], known["admin_user"], known["logins"]))
         PrivilegeAudit(f"{name}-privilege-audit", declared=self.declared_privileges,
-                       connection=args.endpoint.admin_connection(),
+                       connection=args.endpoint.admin_connection(), preview=pulumi.runtime.is_dry_run(),
                        opts=ResourceOptions(parent=self, depends_on=self.grants + ([previous_role] if previous_role else [])))
 
         self.register_outputs({"vault_logins": {login: v.username for login, v in self.vault_logins.items()},
@@ -140,7 +140,7 @@ def declared_privileges(args: AccessRolesArgs, database: str, admin_user: str, l
             "sequences": {sequence: list(role.sequence_privileges) for table in role.tables
                           for sequence in (args.sequences.get(table, ()) if role.sequence_privileges else ())},
         }
-    prefixes = {role.group_role: username_prefix(connection.username_template)
+    prefixes = {role.group_role: username_prefix(connection.username_template, role.name)
                 for connection in args.vault_connections for role in connection.roles}
     relations = sorted(set(args.tables) | {s for sequences in args.sequences.values() for s in sequences})
     return {"database": database, "schema": "public", "groups": groups, "user_prefixes": prefixes,

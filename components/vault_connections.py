@@ -62,9 +62,11 @@ def plan_connections(roles: tuple[AppRole, ...], *, mount_path: str, connection_
     return tuple(connections)
 
 
-def username_prefix(template: Optional[str]) -> str:
-    """The literal text every name from `template` starts with (the default's: 'v-')."""
-    template = template or DEFAULT_USERNAME_TEMPLATE
+def username_prefix(template: Optional[str], role_name: str) -> str:
+    """The literal text every name from `template` starts with, for the role
+    `role_name` (the default's: 'v-<role name, cut at 24>-')."""
+    if template is None:
+        return f"v-{role_name[:24]}-"
     literal = template.split("{{", 1)[0]
     if literal:
         return literal

@@ -26,6 +26,7 @@ VAULT_CONNECTION = "vault:database/secretBackendConnection:SecretBackendConnecti
 GRANT = "postgresql:index/grant:Grant"
 POSTGRES_PROVIDER = "pulumi:providers:postgresql"
 AIVEN_PG = "aiven:index/pg:Pg"
+PRIVILEGE_AUDIT = "pulumi-python:dynamic/postgresql:PrivilegeAudit"
 MAX_TTL_SECONDS = 24 * 3600
 TEMPLATED_USERINFO = "{{username}}:{{password}}"
 
@@ -130,6 +131,14 @@ def _no_sslmode_disable(props: dict, args: ResourceValidationArgs, report: Repor
                f"(stack {stack_of(args)!r}). Use require or verify-full.")
 
 
+def _no_undeclared_privileges(props: dict, _args, report: ReportViolation) -> None:
+    undeclared = list(props.get("undeclared") or [])
+    if undeclared:
+        report(f"the stack's roles hold {len(undeclared)} privilege(s) that the settings do not declare (granted "
+               "by hand?): " + "; ".join(undeclared) + ". `pulumi up` revokes them; if one is meant, declare it "
+               "in pgcreds:roles.")
+
+
 def _every_type(check):
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         if args.resource_type.startswith(DYNAMIC) or args.resource_type in (VAULT_CONNECTION, POSTGRES_PROVIDER):
@@ -160,6 +169,11 @@ PolicyPack(
             config_schema=PolicyConfigSchema(properties={
                 "sensitiveTables": {"type": "array", "items": {"type": "string"}, "default": ["employee_salary"]},
             })),
+        ResourceValidationPolicy(
+            name="no-undeclared-privileges",
+            description="The stack's roles hold no privilege beyond their settings (listed in a preview; "
+                        "`up` revokes them).",
+            validate=for_type(PRIVILEGE_AUDIT, _no_undeclared_privileges)),
         ResourceValidationPolicy(
             name="aiven-termination-protection",
             description="Aiven for PostgreSQL services outside dev have termination protection.",

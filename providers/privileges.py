@@ -2,10 +2,10 @@
 settings declare (`clients.privilege_audit`), which `pulumi_postgresql` cannot
 see: its Grant resources read back only the objects they name.
 
-Every preview and `up` reads the catalog (in `check`) and puts what it finds in
-the resource's `undeclared` input, so the preview lists it as a change, and the
+Every preview reads the catalog (in `check`) and puts what it finds in the
+resource's `undeclared` input, so the preview lists it as a change, and the
 policy pack's `no-undeclared-privileges` fails a pull request's preview on it.
-`up` then revokes it, after the stack's own grants are in place, and audits
+`up` (and a refresh) ask the catalog in `diff`; `up` then revokes it, after the stack's own grants are in place, and audits
 again: what the admin login may not revoke (a superuser's grant on a
 superuser's object) stops the `up` with the statements a superuser must run.
 """
@@ -28,25 +28,35 @@ class UndeclaredPrivilegesKept(Exception):
 
 
 class _PrivilegeAuditProvider(ResourceProvider):
-    def check(self, olds: dict, news: dict) -> CheckResult:
-        connection = news.get("connection")
-        if not isinstance(connection, dict) or not isinstance(news.get("declared"), dict):
-            return CheckResult(news, [])  # the server is not known yet (a first preview)
-        declared = audit.Declared.from_dict(news["declared"])
+    """`undeclared` is filled in a preview only (the `preview` input), so that
+    what a past `up` revoked is never left in the recorded inputs; `up` and a
+    refresh ask the catalog in `diff`."""
+
+    def _found(self, props: dict, olds: Optional[dict] = None) -> list[str]:
+        declared = audit.Declared.from_dict(props["declared"])
         # While a change is planned, what the old settings grant is not "undeclared":
         # the stack's own Grant resources take it back.
-        if isinstance(olds.get("declared"), dict):
+        if olds and isinstance(olds.get("declared"), dict):
             declared = declared.union(audit.Declared.from_dict(olds["declared"]))
         try:
-            with pg.connect(connection) as conn:
-                found = audit.audit(conn, declared)
+            with pg.connect(props["connection"]) as conn:
+                return [str(f) for f in audit.audit(conn, declared)]
         except pg.PostgresUnreachable:
-            return CheckResult(news, [])  # the providers report the server
-        return CheckResult({**news, "undeclared": [str(f) for f in found]}, [])
+            return []  # the providers report the server
+
+    def check(self, olds: dict, news: dict) -> CheckResult:
+        if not news.get("preview") or not isinstance(news.get("connection"), dict) \
+                or not isinstance(news.get("declared"), dict):
+            return CheckResult({**news, "undeclared": []}, [])  # `up`, or a server not known yet
+        return CheckResult({**news, "undeclared": self._found(news, olds)}, [])
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        return DiffResult(changes=bool(news.get("undeclared")) or olds.get("declared") != news.get("declared"),
-                          replaces=[], delete_before_replace=False)
+        if olds.get("declared") != news.get("declared") or news.get("undeclared"):
+            changes = True
+        else:
+            changes = not news.get("preview") and isinstance(news.get("connection"), dict) \
+                and bool(self._found(news))
+        return DiffResult(changes=changes, replaces=[], delete_before_replace=False)
 
     def _take_back(self, props: dict) -> dict[str, Any]:
         declared = audit.Declared.from_dict(props["declared"])
@@ -60,7 +70,7 @@ class _PrivilegeAuditProvider(ResourceProvider):
                 "PostgreSQL kept what the settings do not declare, which the admin login "
                 f"({declared.admin_user}) may not take back:\n  - " + "\n  - ".join(map(str, kept)) +
                 ("\nA superuser must run:\n  " + ";\n  ".join(statements) + ";" if statements else ""))
-        return {**props, "undeclared": [], "revoked": [str(f) for f in found]}
+        return {**props, "preview": False, "undeclared": [], "revoked": [str(f) for f in found]}
 
     def create(self, props: dict) -> CreateResult:
         return CreateResult(f"privileges-{props['declared']['database']}", self._take_back(props))
@@ -75,7 +85,8 @@ class PrivilegeAudit(Resource, module="postgresql", name="PrivilegeAudit"):
     undeclared: Output[list]
     revoked: Output[list]
 
-    def __init__(self, resource_name: str, *, declared: Input[dict], connection: Input[dict],
+    def __init__(self, resource_name: str, *, declared: Input[dict], connection: Input[dict], preview: bool,
                  opts: Optional[ResourceOptions] = None):
         super().__init__(_PrivilegeAuditProvider(), resource_name, {
-            "declared": declared, "connection": connection, "undeclared": [], "revoked": []}, opts)
+            "declared": declared, "connection": connection, "preview": preview, "undeclared": [], "revoked": []},
+            opts)
