@@ -79,7 +79,17 @@ def test_teardown_is_manual_and_needs_the_stack_name_typed_again():
     step_running(job, "ci/destroy.sh")
 
 
-@pytest.mark.parametrize("name", ["preview.yml", "deploy.yml", "destroy.yml"])
+def test_a_schedule_reports_drift_read_only():
+    workflow = load("drift.yml")
+    assert [entry["cron"] for entry in workflow[True]["schedule"]] and "workflow_dispatch" in workflow[True]
+    assert workflow["permissions"] == {"contents": "read", "id-token": "write"}
+    job = workflow["jobs"]["drift"]
+    step_running(job, "ci/drift.sh")
+    assert "--read-only" in (REPO / "ci" / "drift.sh").read_text() and "drift.py" in (REPO / "ci" / "drift.sh").read_text()
+    assert vault_login(job)["with"]["role"] == "pgcreds-preview-${{ matrix.stack }}"
+
+
+@pytest.mark.parametrize("name", ["preview.yml", "deploy.yml", "destroy.yml", "drift.yml"])
 def test_every_workflow_logs_in_to_vault_with_its_oidc_token_and_stores_no_secret(name: str):
     """The deploy path keeps no static secret: no password, passphrase or Vault
     token comes from GitHub's secrets; Vault is reached with the job's OIDC token."""

@@ -358,6 +358,10 @@ def test_workflow_scripts_deploy_preview_and_refuse_a_concurrent_deploy(ci_proje
     assert "pgcreds-guardrails" in body  # the policy pack ran
     assert vault().read(f"{CI_MOUNT}/roles/{role_name}")["data"]["default_ttl"] == 3600
 
+    # The scheduled drift report, as the preview identity: nothing drifted, nothing changed.
+    drifted = run_script("drift.sh", env, preview_role)
+    assert drifted.returncode == 0 and "drift: none" in drifted.stdout, drifted.stdout[-3000:] + drifted.stderr[-3000:]
+
     # Two merges at once: the second deploy is refused by the state backend's lock.
     second_checkout = copy_program(tmp_path / "second-checkout")
     shutil.copy(project / f"Pulumi.{CI_STACK}.yaml", second_checkout)
