@@ -41,7 +41,7 @@ KEEP_TABLES_SETTING = "pgcreds:keepTablesOnDestroy"
 SERVER_IDENTITY = ("host", "port", "database")
 
 
-def _replaced(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
+def replaced_keys(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
     """Keys that force a replacement: the given ones, and `connection` when it
     names another server or database (the object must then be made there)."""
     old, new = olds.get("connection"), news.get("connection")
@@ -70,7 +70,7 @@ class _RoleClaimProvider(ResourceProvider):
 
     def check(self, olds: dict, news: dict) -> CheckResult:
         connection = news.get("connection")
-        if not isinstance(connection, dict) or (olds and not _replaced(olds, news, ("name",))):
+        if not isinstance(connection, dict) or (olds and not replaced_keys(olds, news, ("name",))):
             return CheckResult(news, [])  # the server is not known yet, or the role is ours already
         try:
             with pg.connect(connection) as conn:
@@ -89,7 +89,7 @@ class _RoleClaimProvider(ResourceProvider):
         return CreateResult(props["name"], dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _replaced(olds, news, ("name",))  # another name, or another server
+        replaces = replaced_keys(olds, news, ("name",))  # another name, or another server
         return DiffResult(changes=bool(replaces or _updated(olds, news, ("setting",))), replaces=replaces)
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
@@ -145,7 +145,7 @@ class _TableProvider(_HonoursKeepSetting):
         # A kept table (keepTablesOnDestroy) stays behind on the old server, so
         # only a table that would really be dropped is checked for rows.
         if olds and (changed(olds, news, ("name", "columns"))
-                     or ("connection" in _replaced(olds, news, ()) and not olds.get("keep_on_destroy"))):
+                     or ("connection" in replaced_keys(olds, news, ()) and not olds.get("keep_on_destroy"))):
             rows = self._row_count(olds)
             if rows:
                 return CheckResult(news, [CheckFailure("columns", (
@@ -177,7 +177,7 @@ class _TableProvider(_HonoursKeepSetting):
         return CreateResult(props["name"], dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _replaced(olds, news, ("name", "columns"))
+        replaces = replaced_keys(olds, news, ("name", "columns"))
         changes = replaces or _updated(olds, news, ("owner", "keep_on_destroy"))
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 
@@ -250,7 +250,7 @@ class _SampleRowsProvider(ResourceProvider):
         return ReadResult(id_, dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        replaces = _replaced(olds, news, ("table", "columns", "rows"))
+        replaces = replaced_keys(olds, news, ("table", "columns", "rows"))
         changes = replaces or _updated(olds, news, ("keep_on_destroy",))
         return DiffResult(changes=bool(changes), replaces=replaces, delete_before_replace=True)
 

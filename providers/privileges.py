@@ -18,6 +18,7 @@ from pulumi import Input, Output, ResourceOptions
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 
 from providers._shared import lazy_module
+from providers.postgres import replaced_keys
 
 audit = lazy_module("clients.privilege_audit")
 pg = lazy_module("providers.pg_sql")
@@ -51,6 +52,10 @@ class _PrivilegeAuditProvider(ResourceProvider):
         return CheckResult({**news, "undeclared": self._found(news, olds)}, [])
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
+        # Another server (or database): made again there, like the stack's other objects.
+        moved = replaced_keys(olds, news, ())
+        if moved:
+            return DiffResult(changes=True, replaces=moved, delete_before_replace=False)
         if olds.get("declared") != news.get("declared") or news.get("undeclared"):
             changes = True
         else:
