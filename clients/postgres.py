@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from clients.tls import ca_file
 
@@ -65,3 +66,19 @@ def connect(connection: dict[str, Any]) -> psycopg.Connection:
             "Check that the server is running and the pgcreds:postgres* settings; "
             "a later `pulumi up` picks up where this one stopped."
         ) from None
+
+
+def ensure_member(cur: psycopg.Cursor | psycopg.Connection, role: str) -> bool:
+    """Makes the admin able to act as `role` (SET ROLE, ALTER … OWNER TO it);
+    True if it granted itself that now. A superuser can already; a CREATEROLE
+    admin such as Aiven's avnadmin must take membership, which it may since it
+    holds ADMIN OPTION on the roles it made. From PostgreSQL 16 that automatic
+    membership does not include SET (createrole_self_grant is empty by default),
+    so the grant asks for it."""
+    set_option = cur.connection.info.server_version >= 160000 if isinstance(cur, psycopg.Cursor) \
+        else cur.info.server_version >= 160000
+    if cur.execute("SELECT pg_has_role(current_user, %s, %s)", (role, "SET" if set_option else "MEMBER")).fetchone()[0]:
+        return False
+    cur.execute(sql.SQL("GRANT {} TO CURRENT_USER{}").format(
+        sql.Identifier(role), sql.SQL(" WITH SET TRUE" if set_option else "")))
+    return True

@@ -32,6 +32,8 @@ from typing import Any, Iterable, Optional
 import psycopg
 from psycopg import sql
 
+from clients.postgres import ensure_member
+
 # relkind -> the word GRANT uses for it
 RELATION_KINDS = {"r": "TABLE", "p": "TABLE", "v": "TABLE", "m": "TABLE", "f": "TABLE", "S": "SEQUENCE"}
 # What a group may hold, by the kind of relation the settings name.
@@ -309,10 +311,6 @@ def audit(conn: psycopg.Connection, declared: Declared) -> list[Finding]:
     return sorted(set(findings))
 
 
-def _member_of(conn: psycopg.Connection, role: str) -> bool:
-    return bool(conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (role,)).fetchone()[0])
-
-
 def take_back(conn: psycopg.Connection, findings: Iterable[Finding]) -> list[Finding]:
     """Runs each finding's statement (as the object's owner where there is one the
     admin may become, as PostgreSQL wants for a REVOKE of what the owner granted);
@@ -332,9 +330,7 @@ def take_back(conn: psycopg.Connection, findings: Iterable[Finding]) -> list[Fin
                 if owner and not superuser and owner != conn.info.user:
                     become = conn.execute("SELECT NOT rolsuper FROM pg_roles WHERE rolname = %s", (owner,)).fetchone()
                     if become and become[0]:
-                        if not _member_of(conn, owner):
-                            conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(owner)))
-                            granted = True
+                        granted = ensure_member(conn, owner)
                         conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner)))
                 conn.execute(finding.statement)
                 conn.execute("RESET ROLE")

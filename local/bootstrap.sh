@@ -20,7 +20,7 @@ if [[ ! -s "$oidc/issuer.pub.pem" ]]; then
   openssl rsa -in "$oidc/issuer.key.pem" -pubout -out "$oidc/issuer.pub.pem" 2>/dev/null
 fi
 
-args=(--pg-host 127.0.0.1 --pg-port "$PGCREDS_PG_PORT" --pg-sslmode verify-full --pg-sslrootcert "$PGCREDS_TEST_CA"
+args=(--pg-host 127.0.0.1 --pg-port "$PGCREDS_PG_PORT" --pg-sslmode "$PGCREDS_PG_SSLMODE" --pg-sslrootcert "$PGCREDS_TEST_CA"
       --app-database postgres --stack dev --stack tests:citest --repository "$PGCREDS_REPOSITORY"
       --jwt-pubkey "$oidc/issuer.pub.pem")
 stamp="$PGCREDS_LOCAL_DIR/bootstrap.stamp"
@@ -29,5 +29,5 @@ digest=$( { cat "$repo"/deployer/*.py "$repo"/vault-policies/*.hcl "$oidc/issuer
 [[ -f "$stamp" && "$(cat "$stamp")" == "$digest" ]] && exit 0
 log "bootstrapping the deploy path (state database, transit keys, Vault's logins, CI's jwt roles)"
 ( cd "$repo" && "$repo/venv/bin/python" -m deployer.bootstrap "${args[@]}" --password-stdin \
-    < "$PGCREDS_LOCAL_DIR/postgres/superuser.password" )
+    < "$PGCREDS_SUPERUSER_PASSWORD_FILE" )
 echo "$digest" > "$stamp"

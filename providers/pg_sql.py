@@ -11,16 +11,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from clients.postgres import PostgresUnreachable, connect  # noqa: F401 - the providers' entry points
-
-
-def ensure_member(cur: psycopg.Cursor, role: str) -> None:
-    """Makes the admin a member of `role`. A superuser is one already; a
-    CREATEROLE admin such as Aiven's avnadmin is not, yet needs to be to hand a
-    table to the role, end its sessions or reassign what it owns."""
-    cur.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (role,))
-    if not cur.fetchone()[0]:
-        cur.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
+from clients.postgres import PostgresUnreachable, connect, ensure_member  # noqa: F401 - the providers' entry points
 
 
 def take_turns(cur: psycopg.Cursor, topic: str) -> None:

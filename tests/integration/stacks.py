@@ -12,7 +12,7 @@ import os
 import secrets
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -51,10 +51,30 @@ def deployer_password() -> str:
     return vault().read(f"{PLATFORM_MOUNT}/static-creds/{DEPLOYER_ROLE}")["data"]["password"]
 
 
+@dataclass(frozen=True)
+class PgServer:
+    """A local PostgreSQL server: the default one (15, Debian's, bootstrapped for the
+    deploy path) or another version started beside it (`local/postgres.sh` with
+    PGCREDS_PG_VERSION)."""
+
+    version: str
+    port: int
+    superuser_password_file: Path
+
+    def connect(self, database: str = "postgres") -> psycopg.Connection:
+        """The superuser, for the tests' own checks and clean-up."""
+        return psycopg.connect(host="127.0.0.1", port=self.port, dbname=database, user="postgres",
+                               password=self.superuser_password_file.read_text().strip(), autocommit=True)
+
+
+def default_server() -> PgServer:
+    return PgServer(os.environ.get("PGCREDS_PG_VERSION", "15"), int(os.environ["PGPORT"]),
+                    Path(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]))
+
+
 def admin_connect(database: str = "postgres") -> psycopg.Connection:
-    """The superuser, for the tests' own checks and clean-up."""
-    return psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=database, user="postgres",
-                           password=superuser_password(), autocommit=True)
+    """The default server's superuser, for the tests' own checks and clean-up."""
+    return default_server().connect(database)
 
 
 def vault() -> hvac.Client:
@@ -70,6 +90,7 @@ class ProgramStack:
     suffix: str
     database: str
     state_dir: Path
+    server: PgServer = field(default_factory=default_server)
 
     @property
     def role_name(self) -> str:
@@ -83,7 +104,7 @@ class ProgramStack:
     def program_roles(self) -> list[str]:
         """PostgreSQL roles the program itself creates (the Vault logins are
         `it_<suffix>_vault_admin`, followed with rotate-root by `_<digest>`)."""
-        with admin_connect() as admin:
+        with self.server.connect() as admin:
             logins = [name for (name,) in admin.execute(
                 "SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"it\\_{self.suffix}\\_vault\\_admin%",))]
         return [f"it_{self.suffix}_owner", *logins, self.role_name.replace("-", "_")]
@@ -139,20 +160,22 @@ class ProgramStack:
                                admin_password=admin_password)
 
 
-def make_stack(tmp_path: Path, env: Optional[dict[str, str]] = None) -> ProgramStack:
+def make_stack(tmp_path: Path, env: Optional[dict[str, str]] = None,
+               server: Optional[PgServer] = None) -> ProgramStack:
+    server = server or default_server()
     suffix = secrets.token_hex(3)
     project_dir = copy_program(tmp_path / "project")
     state = tmp_path / "state"
     database = f"it_{suffix}"
-    with admin_connect() as admin:
+    with server.connect() as admin:
         # Owned by the deployer, as an application's database would be made for it.
         admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(DEPLOYER)))
     stack = auto.create_or_select_stack(
         stack_name=f"it{suffix}", work_dir=str(project_dir),
         opts=auto.LocalWorkspaceOptions(secrets_provider=TEST_SECRETS_PROVIDER,
                                         env_vars={**file_backend(state), **(env or {})}))
-    test_stack = ProgramStack(stack, project_dir, suffix, database, state)
-    test_stack.set(environment="dev", postgresPort=os.environ["PGPORT"], postgresDatabase=database,
+    test_stack = ProgramStack(stack, project_dir, suffix, database, state, server)
+    test_stack.set(environment="dev", postgresPort=str(server.port), postgresDatabase=database,
                    postgresAdminUser=DEPLOYER,
                    postgresSslMode="disable", vaultAddress=os.environ["VAULT_ADDR"], vaultMountPath=test_stack.mount,
                    tableOwnerRole=f"it_{suffix}_owner", vaultAdminRole=f"it_{suffix}_vault_admin",
@@ -174,7 +197,7 @@ def cleanup(test_stack: ProgramStack) -> None:
     for policy in client.sys.list_acl_policies()["data"]["keys"]:
         if policy.startswith(f"pgcreds-{test_stack.mount}-"):
             client.sys.delete_acl_policy(policy)
-    with admin_connect() as admin:
+    with test_stack.server.connect() as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(test_stack.database)))
         for role in test_stack.program_roles:
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

