@@ -10,9 +10,11 @@ PYTHON := venv/bin/python
 UV_VERSION := $(shell sed -n 's/^UV_VERSION=//p' toolchain/pins.env)
 # Every Pulumi command runs with the pinned toolchain and the local servers' settings.
 DEV_ENV := . local/dev-env.sh
+# How requirements.txt is made from uv.lock (tests/unit/test_pins.py runs the same).
+REQUIREMENTS_EXPORT := --frozen --no-dev --no-hashes --no-header --format requirements-txt
 
 
-.PHONY: bootstrap up verify drift preview pr-check destroy down revoke test test-unit toolchain servers venv bench
+.PHONY: bootstrap up verify drift preview pr-check destroy down revoke test test-unit toolchain servers venv requirements bench
 
 up: venv toolchain servers ## create or update the dev stack (after a killed run too), then run the smoke check
 	$(DEV_ENV) && $(PYTHON) local/recover_stack.py $(STACK) $(PROJECT) && \
@@ -44,7 +46,8 @@ revoke: venv toolchain servers ## break-glass: revoke every lease of ROLE=<role>
 
 down: ## stop the local PostgreSQL and OpenBao servers
 	local/openbao.sh stop
-	local/postgres.sh stop
+	PGCREDS_PG_VERSION=15 local/postgres.sh stop
+	PGCREDS_PG_VERSION=18 local/postgres.sh stop
 
 test: venv toolchain servers ## every test: unit (mocks), integration and policy (real engine), workflows (actionlint)
 	$(DEV_ENV) && $(PYTHON) -m pytest tests
@@ -71,15 +74,17 @@ bootstrap: venv ## once per server and Vault: BOOTSTRAP_ARGS="--pg-host … --st
 	$(PYTHON) -m deployer.bootstrap $(BOOTSTRAP_ARGS)
 
 venv: venv/.installed
-venv/.installed: requirements.txt requirements-dev.txt toolchain/pins.env
-	python3 -m venv venv
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	@# pyproject.toml and uv.lock (the uv toolchain's) are made from requirements.txt,
-	@# then the runtime is installed exactly as locked, and the dev tools on top; compiled
-	@# now, as the host runs Python with PYTHONDONTWRITEBYTECODE (uv toolchain).
-	rm -f pyproject.toml uv.lock
-	venv/bin/uv init --quiet --bare --no-package --no-pin-python --no-workspace --name pgcreds
-	venv/bin/uv add --quiet --no-sync --no-workspace -r requirements.txt
-	UV_PROJECT_ENVIRONMENT=venv venv/bin/uv sync --quiet --frozen --inexact --compile-bytecode
-	venv/bin/uv pip install --quiet --compile-bytecode --python venv/bin/python -r requirements-dev.txt
+# Exactly uv.lock, never a new resolution: `--locked` stops if pyproject.toml
+# changed without an `uv lock`. The same virtualenv as `uv sync` and `pulumi
+# install` (the dev group is installed by default, uv included); compiled now, as
+# the host runs Python with PYTHONDONTWRITEBYTECODE (uv toolchain).
+venv/.installed: pyproject.toml uv.lock toolchain/pins.env
+	@# uv first, with the pip of a new virtualenv; then pip goes (uv venv makes none).
+	[[ -x venv/bin/uv ]] || { python3 -m venv venv && \
+	  venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)" && \
+	  venv/bin/uv pip uninstall --quiet --python venv/bin/python pip; }
+	UV_PROJECT_ENVIRONMENT=venv venv/bin/uv sync --quiet --locked --compile-bytecode
 	touch $@
+
+requirements: venv ## requirements.txt again from uv.lock (the runtime, every package pinned)
+	venv/bin/uv export $(REQUIREMENTS_EXPORT) --output-file requirements.txt

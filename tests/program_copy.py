@@ -16,13 +16,13 @@ PROGRAM_FILES = ("Pulumi.yaml", "pyproject.toml", "uv.lock", "__main__.py", "set
 def copy_program(folder: Path, stack_files: Sequence[str] = (), source: Path = REPO) -> Path:
     """Copies the program (and the named Pulumi.<stack>.yaml files) into `folder`,
     with the repository's virtualenv linked in; returns `folder`. `source` may be
-    another checkout (the bench's baseline), which lacks the generated uv files."""
+    another checkout (the bench's baseline), which may predate the committed uv files."""
     folder.mkdir()
     for name in (*PROGRAM_FILES, *stack_files):
         path = source / name
         if source != REPO and not path.exists():
-            # Generated files (the uv project) are not in an unpacked revision: the
-            # repository's, made from the same requirements, go with the same virtualenv.
+            # A revision from before the uv files were committed: the repository's go
+            # with the repository's virtualenv.
             path = REPO / name
             if not path.exists():
                 continue

