@@ -118,9 +118,16 @@ def check_postgres(settings: Settings) -> None:
         source = f"PGPASSFILE ({os.environ['PGPASSFILE']})" if os.environ.get("PGPASSFILE") else "PGPASSWORD"
         raise LoginRefused(
             f"pgcreds:postgresAdminUser: PostgreSQL at {endpoint.host}:{endpoint.port} refused the login of "
-            f"{endpoint.admin_user!r} with the password in {source}: {str(error).split(': ', 3)[-1]} "
+            f"{endpoint.admin_user!r} with the password in {source}: {refusal(error)}. "
             "Open a new deploy session (`. local/dev-env.sh` here, `python -m deployer.session --renew` in CI) "
             "or correct pgcreds:postgresAdminUser. Nothing was changed, and no password was recorded.") from None
+
+
+def refusal(error: Exception) -> str:
+    """PostgreSQL's own words in a refused login (`FATAL: password authentication failed …`)."""
+    text = str(error)
+    start = text.find("FATAL:")
+    return text[start:].split("\n")[0].strip() if start >= 0 else text.split(". Check that")[0]
 
 
 def check_logins(settings: Settings) -> None:

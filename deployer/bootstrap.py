@@ -31,6 +31,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Optional
 
 import hvac
 import hvac.exceptions
@@ -182,33 +183,41 @@ def ensure_mount(client: hvac.Client, path: str, kind: str, description: str) ->
         say(f"Vault {kind} engine mounted at {path}/")
 
 
-def platform_connection_exists(client: hvac.Client) -> bool:
+def platform_connection_url(client: hvac.Client) -> Optional[str]:
+    """Where the platform connection points now, or None if there is none."""
     try:
-        client.secrets.database.read_connection(PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT)
-        return True
+        details = client.secrets.database.read_connection(PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT)
     except hvac.exceptions.InvalidPath:
-        return False
+        return None
+    return str(details["data"]["connection_details"].get("connection_url") or "")
 
 
 def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admin_password: str) -> None:
     ensure_mount(client, PLATFORM_MOUNT, "database", "pg-dynamic-creds: the deployer's own PostgreSQL logins")
-    if not platform_connection_exists(client) or args.reset_platform_login:
+    ca = f"&sslrootcert={args.pg_sslrootcert}" if args.pg_sslrootcert and args.pg_sslmode != "disable" else ""
+    wanted_url = (f"postgresql://{{{{username}}}}:{{{{password}}}}@{args.pg_host}:{args.pg_port}/"
+                  f"{args.pg_admin_database}?sslmode={args.pg_sslmode}{ca}")
+    current_url = platform_connection_url(client)
+    # A Vault has one platform connection: a bootstrap for another server points it there.
+    repointed = current_url is not None and current_url != wanted_url
+    if current_url is None or repointed or args.reset_platform_login:
         # Known here only until Vault's rotate-root below replaces it.
         platform_password = secrets.token_urlsafe(30)
         set_password(args, admin_password, PLATFORM_LOGIN, platform_password)
-        ca = f"&sslrootcert={args.pg_sslrootcert}" if args.pg_sslrootcert else ""
         client.secrets.database.configure(
             PLATFORM_CONNECTION, "postgresql-database-plugin", mount_point=PLATFORM_MOUNT,
-            connection_url=f"postgresql://{{{{username}}}}:{{{{password}}}}@{args.pg_host}:{args.pg_port}/"
-                           f"{args.pg_admin_database}?sslmode={args.pg_sslmode}{ca}",
+            connection_url=wanted_url,
             username=PLATFORM_LOGIN, password=platform_password, password_authentication="scram-sha-256",
             allowed_roles=[DEPLOYER_ROLE, STATE_WRITE_ROLE, STATE_READ_ROLE], verify_connection=True)
         # From here on only Vault knows the platform login's password.
         client.secrets.database.rotate_root_credentials(PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT)
-        say(f"Vault connection {PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION} made (as {PLATFORM_LOGIN}), "
-            "its password rotated")
+        say(f"Vault connection {PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION} made (as {PLATFORM_LOGIN}) for "
+            f"{args.pg_host}:{args.pg_port}, its password rotated")
     client.write(f"{PLATFORM_MOUNT}/static-roles/{DEPLOYER_ROLE}", db_name=PLATFORM_CONNECTION,
                  username=DEPLOYER_LOGIN, rotation_period=args.deployer_rotation_seconds)
+    if repointed:
+        # The deployer's password on this server is one Vault never set: set it now.
+        client.write(f"{PLATFORM_MOUNT}/rotate-role/{DEPLOYER_ROLE}")
     for role, group in ((STATE_WRITE_ROLE, STATE_WRITERS), (STATE_READ_ROLE, STATE_READERS)):
         client.secrets.database.create_role(
             role, db_name=PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT,

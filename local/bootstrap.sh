@@ -31,3 +31,6 @@ log "bootstrapping the deploy path (state database, transit keys, Vault's logins
 ( cd "$repo" && "$repo/venv/bin/python" -m deployer.bootstrap "${args[@]}" --password-stdin \
     < "$PGCREDS_SUPERUSER_PASSWORD_FILE" )
 echo "$digest" > "$stamp"
+# The logins may have changed (another server, a rotated deployer password): the
+# deploy sessions cached before this bootstrap are dropped.
+rm -rf "${PGCREDS_SESSION_DIR:-${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}}}"/pgcreds-session-"$(id -u)"-*
