@@ -37,6 +37,7 @@ access = AccessRoles("access-roles", AccessRolesArgs(
     endpoint=postgres.endpoint,
     roles=settings.roles,
     tables=schema.tables,
+    owner_role=schema.owner_role,
     sequences=schema.sequences,
     vault_connections=settings.vault.connections,
 ))
@@ -54,6 +55,7 @@ vault_secrets = VaultDatabaseSecrets("vault-database-secrets", VaultDatabaseSecr
     connections=settings.vault.connections,
     logins=access.vault_logins,
     rotate_root=settings.vault.rotate_root,
+    owner_role=settings.owner_role,
     depends_on=access.grants,
 ))
 
@@ -80,7 +82,9 @@ pulumi.export("credentialPaths", vault_secrets.credential_paths)
 pulumi.export("groupRoles", {role.name: role.group_role for role in settings.roles})
 pulumi.export("appRoles", apps.login_paths)
 # What each role may do, for the smoke check (and whoever reads the stack).
-pulumi.export("roleAccess", {role.name: {"access": role.access, "tables": list(role.tables)} for role in settings.roles})
+pulumi.export("roleAccess", {role.name: {"access": role.access, "tables": list(role.tables),
+                                        **({"owner": settings.owner_role} if role.acts_as_owner else {})}
+                            for role in settings.roles})
 # What the settings grant: `make drift` compares the catalog with it.
 pulumi.export("declaredPrivileges", access.declared_privileges)
 pulumi.export("lockedRoles", sorted(role.name for role in settings.roles if role.locked))

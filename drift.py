@@ -13,6 +13,9 @@ stack's settings and state do not say.
    or a revocation that failed. Reported, never dropped here.
 3. State: `pulumi refresh --preview-only --expect-no-changes`, the objects the
    stack manages that changed behind its back.
+4. Tables in the application's schema that no setting names and the program did
+   not make (a migration's, not yet granted to any role): listed for a person to
+   decide, not counted as drift.
 
 Reads the stack's outputs (declaredPrivileges, postgres, vaultMountPath),
 VAULT_TOKEN (listing leases needs `list` and `sudo` on
@@ -105,7 +108,14 @@ def refresh_changes(stack: str, cwd: str) -> tuple[bool, str]:
     return done.returncode != 0, "\n".join(lines)
 
 
-def report(findings: list[Finding], orphan_users: list[str], refreshed: tuple[bool, str]) -> str:
+def unnamed_tables(conn, declared: Declared) -> list[str]:
+    named = set(declared.program_relations) | {t for kinds in declared.groups.values() for t in kinds.get("tables", {})}
+    rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (declared.schema,))
+    return [name for (name,) in rows.fetchall() if name not in named]
+
+
+def report(findings: list[Finding], orphan_users: list[str], refreshed: tuple[bool, str],
+           unnamed: list[str] = ()) -> str:
     out = ["drift report", "",
            f"1. privileges beyond the settings: {len(findings) or 'none'}"]
     for finding in findings:
@@ -120,6 +130,8 @@ def report(findings: list[Finding], orphan_users: list[str], refreshed: tuple[bo
     changed, summary = refreshed
     out += ["", f"3. objects changed behind the stack's back (pulumi refresh): {'yes' if changed else 'none'}"]
     out += [f"   {line}" for line in summary.splitlines()] if changed else []
+    out += ["", f"4. tables no setting names (made by a migration?; not drift): {len(unnamed) or 'none'}"]
+    out += [f"   - {name}: usable by no application role until one names it in pgcreds:roles" for name in unnamed]
     drifted = bool(findings or orphan_users or changed)
     out += ["", "drift: FOUND" if drifted else "drift: none"]
     return "\n".join(out)
@@ -145,6 +157,7 @@ def main() -> int:
         with connect(postgres) as conn:
             findings = audit(conn, declared)
             users = login_users(conn, declared.user_prefixes.values(), declared.groups)
+            unnamed = unnamed_tables(conn, declared)
             now = conn.execute("SELECT now()").fetchone()[0]
     except PostgresUnreachable as error:
         print(f"drift: {error}", file=sys.stderr)
@@ -156,7 +169,7 @@ def main() -> int:
         print(f"drift: VAULT_TOKEN may not list the leases of {outputs['vaultMountPath']}/creds: it needs list and "
               "sudo on sys/leases/lookup/<mount>/creds/* (the preview policy has them)", file=sys.stderr)
         return 2
-    text = report(findings, orphans(users, expiries, now), refresh_changes(args.stack, args.cwd))
+    text = report(findings, orphans(users, expiries, now), refresh_changes(args.stack, args.cwd), unnamed)
     print(text)
     return 1 if text.endswith("drift: FOUND") else 0
 

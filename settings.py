@@ -378,7 +378,6 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
     if not isinstance(value, list) or not value:
         problems.add("roles", "must be a non-empty list of roles ({name, tables, access, defaultTtl, maxTtl})")
         return ()
-    known_tables = {t.name for t in APP_TABLES}
     sensitive_tables = {t.name for t in APP_TABLES if t.sensitive}
     roles: list[AppRole] = []
     seen: set[str] = set()
@@ -409,24 +408,29 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
             problems.add(f"{key}.name", f"{name!r} would make the group role {name.replace('-', '_')!r}, a name "
                          f"PostgreSQL reserves (pg_*, {', '.join(PG_RESERVED_ROLES)}); choose another name")
         seen.add(str(name))
-        tables = entry.get("tables")
-        if not isinstance(tables, list) or not tables:
+        access = entry.get("access")
+        if access not in TABLE_PRIVILEGES:
+            problems.add(f"{key}.access", f"must be one of {', '.join(TABLE_PRIVILEGES)}, not {access!r}")
+        tables = entry.get("tables", [] if access == "migrate" else None)
+        if access == "migrate":
+            # A migration role works on the whole schema, as the table owner role.
+            if tables:
+                problems.add(f"{key}.tables", "a migrate role names no tables: its users act as the table owner "
+                             "role on the whole schema; remove `tables`")
+            tables = []
+        elif not isinstance(tables, list) or not tables:
             problems.add(f"{key}.tables", "must be a non-empty list of table names, e.g. [weekly_metrics_reporting]")
             tables = []
         for table in tables:
             if not isinstance(table, str) or not IDENTIFIER.fullmatch(table):
                 problems.add(f"{key}.tables", f"{table!r} is not a valid table name (lower-case letters, digits, _)")
-            elif table not in known_tables:
-                problems.add(f"{key}.tables", f"{table!r} is not one of the program's tables "
-                             f"({', '.join(sorted(known_tables))}); add it to tables.py first")
             elif table in sensitive_tables:
                 problems.add(f"{key}.tables", f"{table!r} is a sensitive table (tables.py): no application role "
                              "may be granted anything on it; remove it from the list")
+            # A table tables.py does not make must exist already (made by a migration):
+            # checked from the catalog at preview (PgExistingTable), naming this setting.
         if len(set(map(str, tables))) != len(tables):
             problems.add(f"{key}.tables", "lists a table twice")
-        access = entry.get("access")
-        if access not in TABLE_PRIVILEGES:
-            problems.add(f"{key}.access", f"must be one of {', '.join(TABLE_PRIVILEGES)}, not {access!r}")
         default_ttl = parse_duration(entry.get("defaultTtl", "1h"))
         max_ttl = parse_duration(entry.get("maxTtl", "24h"))
         for field, seconds in (("defaultTtl", default_ttl), ("maxTtl", max_ttl)):

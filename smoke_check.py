@@ -79,8 +79,21 @@ def _write_check(report: SmokeReport, session: psycopg.Connection, table_name: s
         report.record(f"INSERT {table_name}", False, str(error).strip())
 
 
+def _migration_check(report: SmokeReport, session: psycopg.Connection, owner: Optional[str]) -> None:
+    """A migration role's user creates a table (rolled back), owned by the table owner role."""
+    try:
+        with session.transaction(force_rollback=True):
+            session.execute("CREATE TABLE pgcreds_smoke_check (id int GENERATED ALWAYS AS IDENTITY)")
+            made_by = session.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'pgcreds_smoke_check'"
+                                      ).fetchone()[0]
+        report.record("CREATE TABLE (rolled back)", made_by == owner, f"owned by {made_by} (expected {owner})")
+    except psycopg.Error as error:
+        report.record("CREATE TABLE (rolled back)", False, str(error).strip())
+
+
 def _use_and_revoke(report: SmokeReport, vault: hvac.Client, postgres: dict[str, Any], secret: dict,
-                    tables: list[str], access: str, forbidden_table: str, expect_sample_rows: bool) -> bool:
+                    tables: list[str], access: str, forbidden_table: str, expect_sample_rows: bool,
+                    owner: Optional[str] = None) -> bool:
     """The checks with the issued credential; True once its lease is revoked."""
     revoked = False
     session = _connect(postgres, report.username, secret["data"]["password"])
@@ -94,11 +107,14 @@ def _use_and_revoke(report: SmokeReport, vault: hvac.Client, postgres: dict[str,
             report.record(f"SELECT {readable_table}", True, f"{len(rows)} rows")
         _write_check(report, session, readable_table, access)
 
-    try:
-        session.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(forbidden_table)))
-        report.record(f"SELECT {forbidden_table} denied", False, "the query succeeded")
-    except psycopg.errors.InsufficientPrivilege as error:
-        report.record(f"SELECT {forbidden_table} denied", True, str(error).strip())
+    if access == "migrate":
+        _migration_check(report, session, owner)
+    else:
+        try:
+            session.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(forbidden_table)))
+            report.record(f"SELECT {forbidden_table} denied", False, "the query succeeded")
+        except psycopg.errors.InsufficientPrivilege as error:
+            report.record(f"SELECT {forbidden_table} denied", True, str(error).strip())
 
     # Revoke while the session is still open: the revocation must end it too.
     vault.sys.revoke_lease(report.lease_id)
@@ -161,7 +177,7 @@ def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: Optional
     revoked = False
     try:
         revoked = _use_and_revoke(report, vault, postgres, secret, tables, declared["access"], forbidden_table,
-                                  expect_sample_rows)
+                                  expect_sample_rows, declared.get("owner"))
     except Exception as error:  # noqa: BLE001 - reported as a failed check
         report.record("use credential", False, f"{type(error).__name__}: {str(error).strip()}")
     finally:

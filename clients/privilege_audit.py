@@ -60,12 +60,15 @@ class Declared:
     admin_user: str
     program_relations: list[str] = field(default_factory=list)
     """The program's own tables and sequences: a grant to PUBLIC on them counts too."""
+    memberships: dict[str, list[str]] = field(default_factory=dict)
+    """group role -> the roles it is a member of by the settings (a migrate role: the table owner)."""
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> "Declared":
         return Declared(database=data["database"], schema=data["schema"], groups=data["groups"],
                         user_prefixes=data.get("user_prefixes") or {}, vault_logins=list(data["vault_logins"]),
-                        admin_user=data["admin_user"], program_relations=list(data.get("program_relations") or ()))
+                        admin_user=data["admin_user"], program_relations=list(data.get("program_relations") or ()),
+                        memberships={k: list(v) for k, v in (data.get("memberships") or {}).items()})
 
     def union(self, other: Optional["Declared"]) -> "Declared":
         """What either allows: during a change, the grants of the old and the new settings."""
@@ -82,7 +85,9 @@ class Declared:
                         user_prefixes={**other.user_prefixes, **self.user_prefixes},
                         vault_logins=sorted(set(self.vault_logins) | set(other.vault_logins)),
                         admin_user=self.admin_user,
-                        program_relations=sorted(set(self.program_relations) | set(other.program_relations)))
+                        program_relations=sorted(set(self.program_relations) | set(other.program_relations)),
+                        memberships={g: sorted(set(self.memberships.get(g, [])) | set(other.memberships.get(g, [])))
+                                     for g in set(self.memberships) | set(other.memberships)})
 
 
 @dataclass(frozen=True, order=True)
@@ -142,13 +147,14 @@ def _principals(conn: psycopg.Connection, declared: Declared, findings: list[Fin
     return _Principals(groups, users)
 
 
-def _memberships(conn: psycopg.Connection, principals: _Principals, findings: list[Finding]) -> None:
+def _memberships(conn: psycopg.Connection, declared: Declared, principals: _Principals,
+                 findings: list[Finding]) -> None:
     names = principals.groups + list(principals.users)
     for member, role in conn.execute(
             "SELECT m.rolname, r.rolname FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid "
             "JOIN pg_roles m ON m.oid = am.member WHERE m.rolname = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2",
             (names,)).fetchall():
-        if principals.users.get(member) == role:
+        if principals.users.get(member) == role or role in declared.memberships.get(member, ()):
             continue
         findings.append(Finding(member, f"member of {role}", sql.SQL("REVOKE {} FROM {}").format(
             sql.Identifier(role), sql.Identifier(member)).as_string(conn)))
@@ -303,7 +309,7 @@ def audit(conn: psycopg.Connection, declared: Declared) -> list[Finding]:
     findings: list[Finding] = []
     principals = _principals(conn, declared, findings)
     if principals.groups or principals.users:
-        _memberships(conn, principals, findings)
+        _memberships(conn, declared, principals, findings)
         _attributes(conn, principals, findings)
         _default_acls(conn, principals, findings)
         _ownership(conn, principals, findings)

@@ -15,7 +15,7 @@ from pulumi import Output, ResourceOptions
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
 from components.vault_connections import VaultConnection, username_prefix
-from providers.postgres import PgTable
+from providers.postgres import PgExistingTable, PgTable
 from providers.privileges import PrivilegeAudit
 
 PASSWORD_LENGTH = 40
@@ -28,12 +28,15 @@ class AccessRolesArgs:
     roles: tuple[AppRole, ...]
     """Application roles; each gets a group role named `AppRole.group_role`."""
     tables: Mapping[str, PgTable]
-    """The tables the roles refer to, by name."""
+    """The program's tables, by name. A role may name others (made by a migration):
+    those must exist, checked at preview, and are never dropped."""
     sequences: Mapping[str, tuple[str, ...]]
     """The sequences of each table's serial columns, by table name (INSERT needs them)."""
     vault_connections: tuple[VaultConnection, ...]
     """Vault's connections: each names the LOGIN role it uses (never the superuser)
     and the roles whose users that login creates."""
+    owner_role: Input[str]
+    """The table owner role, which a `migrate` role's users act as."""
 
 
 @dataclass(frozen=True)
@@ -86,14 +89,27 @@ class AccessRoles(pulumi.ComponentResource):
             return ResourceOptions.merge(on_server, ResourceOptions(depends_on=[r for r in resources if r]))
 
         self.grants = []
+        tables: dict[str, pulumi.Resource] = dict(args.tables)
         for role in args.roles:
             group = args.endpoint.claimed_role(
                 f"{name}-{role.group_role}", parent=self, name=role.group_role,
                 setting=f"pgcreds:roles (the role {role.name!r})", login=False,
-                opts=ResourceOptions(depends_on=[previous_role]))
+                # A migrate group's membership of the owner is its GrantRole below.
+                opts=ResourceOptions(depends_on=[previous_role],
+                                     ignore_changes=["roles"] if role.acts_as_owner else None))
             previous_role = group
+            if role.acts_as_owner:
+                # What its users create (their sessions SET ROLE to the owner) is the owner's.
+                self.grants.append(postgresql.GrantRole(
+                    f"{name}-{role.group_role}-owner", role=group.name, grant_role=args.owner_role,
+                    opts=after(group)))
             for table_name in role.tables:
-                table = args.tables[table_name]
+                if table_name not in tables:
+                    tables[table_name] = PgExistingTable(
+                        f"{name}-existing-{table_name}", name=table_name,
+                        setting=f"pgcreds:roles (the role {role.name!r}, tables)",
+                        connection=args.endpoint.admin_connection(), opts=ResourceOptions(parent=self))
+                table = tables[table_name]
                 grant = postgresql.Grant(
                     f"{name}-{role.group_role}-{table_name}", database=args.endpoint.database,
                     role=group.name, schema="public", object_type="table", objects=[table.name],
@@ -120,9 +136,10 @@ class AccessRoles(pulumi.ComponentResource):
         # Whatever else the groups or their users hold (granted by hand) is found at
         # preview and revoked by `up`, once the grants above are in place.
         self.declared_privileges = Output.all(
-            database=args.endpoint.database, admin_user=args.endpoint.admin_user,
+            database=args.endpoint.database, admin_user=args.endpoint.admin_user, owner=args.owner_role,
             logins=[login.name for login in logins.values()],
-        ).apply(lambda known: declared_privileges(args, known["database"], known["admin_user"], known["logins"]))
+        ).apply(lambda known: declared_privileges(args, known["database"], known["admin_user"], known["logins"],
+                                                  known["owner"]))
         PrivilegeAudit(f"{name}-privilege-audit", declared=self.declared_privileges,
                        connection=args.endpoint.admin_connection(), preview=pulumi.runtime.is_dry_run(),
                        opts=ResourceOptions(parent=self, depends_on=self.grants + ([previous_role] if previous_role else [])))
@@ -131,7 +148,8 @@ class AccessRoles(pulumi.ComponentResource):
                                "group_roles": [r.group_role for r in args.roles]})
 
 
-def declared_privileges(args: AccessRolesArgs, database: str, admin_user: str, logins: list[str]) -> dict:
+def declared_privileges(args: AccessRolesArgs, database: str, admin_user: str, logins: list[str],
+                        owner_role: str) -> dict:
     """The privilege audit's view of the settings (`clients.privilege_audit.Declared`)."""
     groups = {}
     for role in args.roles:
@@ -143,5 +161,7 @@ def declared_privileges(args: AccessRolesArgs, database: str, admin_user: str, l
     prefixes = {role.group_role: username_prefix(connection.username_template, role.name)
                 for connection in args.vault_connections for role in connection.roles}
     relations = sorted(set(args.tables) | {s for sequences in args.sequences.values() for s in sequences})
+    memberships = {role.group_role: [owner_role] for role in args.roles if role.acts_as_owner}
     return {"database": database, "schema": "public", "groups": groups, "user_prefixes": prefixes,
-            "vault_logins": sorted(logins), "admin_user": admin_user, "program_relations": relations}
+            "vault_logins": sorted(logins), "admin_user": admin_user, "program_relations": relations,
+            "memberships": memberships}

@@ -5,14 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-# Table privileges and sequence privileges per access level.
+# Table privileges and sequence privileges per access level. A `migrate` role holds
+# none of its own: its users act as the table owner role (see `acts_as_owner`).
 TABLE_PRIVILEGES = {
     "read": ("SELECT",),
     "readwrite": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    "migrate": (),
 }
 SEQUENCE_PRIVILEGES = {
     "read": (),
     "readwrite": ("USAGE", "SELECT"),
+    "migrate": (),
 }
 
 
@@ -23,7 +26,8 @@ class AppRole:
     tables: tuple[str, ...]
     """Tables the role's users may use."""
     access: str
-    """`read` (SELECT) or `readwrite` (SELECT, INSERT, UPDATE, DELETE and sequence USAGE)."""
+    """`read` (SELECT), `readwrite` (SELECT, INSERT, UPDATE, DELETE and sequence USAGE)
+    or `migrate` (schema migrations: its users' sessions run as the table owner role)."""
     default_ttl_seconds: int
     """Lifetime of a credential unless renewed."""
     max_ttl_seconds: int
@@ -41,6 +45,13 @@ class AppRole:
     def group_role(self) -> str:
         """The NOLOGIN PostgreSQL group that holds the role's grants."""
         return self.name.replace("-", "_")
+
+    @property
+    def acts_as_owner(self) -> bool:
+        """A migration role: its group is a member of the table owner role, and each
+        user's sessions start with SET ROLE to it, so what a migration creates is
+        owned by the owner role and outlives the user."""
+        return self.access == "migrate"
 
     @property
     def table_privileges(self) -> tuple[str, ...]:

@@ -39,6 +39,7 @@ class AppSchema(pulumi.ComponentResource):
         connection = args.endpoint.admin_connection()
         owner = args.endpoint.claimed_role(f"{name}-owner", parent=self, name=args.owner_role,
                                            setting="pgcreds:tableOwnerRole", login=False)
+        self.owner_role = owner.name
         self.tables = {}
         self.sequences = {spec.name: spec.sequences for spec in args.tables}
         for spec in args.tables:

@@ -214,6 +214,60 @@ class PgTable(Resource, module="postgresql", name="Table"):
         }, opts)
 
 
+# --- tables made by migrations ----------------------------------------------------
+
+
+class _ExistingTableProvider(ResourceProvider):
+    """A table the program does not make (a migration did), named by a role's
+    settings: it must exist, checked at preview; it is never altered or dropped."""
+
+    def check(self, olds: dict, news: dict) -> CheckResult:
+        connection = news.get("connection")
+        if not isinstance(connection, dict):
+            return CheckResult(news, [])  # the server is not known yet
+        try:
+            with pg.connect(connection) as conn, conn.cursor() as cur:
+                exists = pg.table_exists(cur, news["name"])
+        except pg.PostgresUnreachable:
+            return CheckResult(news, [])
+        if not exists:
+            return CheckResult(news, [CheckFailure("name", (
+                f"{news['setting']} names the table {news['name']!r}, which neither tables.py nor the database "
+                "has. Create it first (a migration, with a role of access: migrate), or correct the name. "
+                "Nothing was changed."))])
+        return CheckResult(news, [])
+
+    def create(self, props: dict) -> CreateResult:
+        return CreateResult(props["name"], dict(props))
+
+    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
+        replaces = replaced_keys(olds, news, ("name",))
+        return DiffResult(changes=bool(replaces or _updated(olds, news, ("setting",))), replaces=replaces)
+
+    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
+        return UpdateResult(dict(news))
+
+    def read(self, id_: str, props: dict) -> ReadResult:
+        with pg.connect(props["connection"]) as conn, conn.cursor() as cur:
+            if not pg.table_exists(cur, id_):
+                return gone()
+        return ReadResult(id_, dict(props))
+
+    # No delete: the table belongs to the migrations that made it.
+
+
+class PgExistingTable(Resource, module="postgresql", name="ExistingTable"):
+    """A table a migration made, for grants to refer to; `setting` names the stack
+    setting that named it, for the error when it does not exist."""
+
+    name: Output[str]
+
+    def __init__(self, resource_name: str, *, name: str, setting: str, connection: Input[dict],
+                 opts: Optional[ResourceOptions] = None):
+        super().__init__(_ExistingTableProvider(), resource_name,
+                         {"name": name, "setting": setting, "connection": connection}, opts)
+
+
 # --- rows ---------------------------------------------------------------------
 
 

@@ -71,7 +71,7 @@ def logins(plan) -> dict[str, VaultLogin]:
 def secrets_args(pg, plan, rotate_root: bool = False) -> VaultDatabaseSecretsArgs:
     return VaultDatabaseSecretsArgs(
         endpoint=pg, vault_provider=vault_provider(), vault_address="http://127.0.0.1:8200", mount_path="database",
-        connections=plan, logins=logins(plan), rotate_root=rotate_root)
+        connections=plan, logins=logins(plan), rotate_root=rotate_root, owner_role="app_owner")
 
 
 def vault_provider():
@@ -150,7 +150,7 @@ def test_access_roles_groups_grants_and_vault_admin(mocks):
         pg = endpoint()
         schema = AppSchema("s", AppSchemaArgs(pg, APP_TABLES, "app_owner", False, True))
         access = AccessRoles("a", AccessRolesArgs(pg, (METRICS, REPORTS), schema.tables, schema.sequences,
-                                                  connections(METRICS, REPORTS)))
+                                                  connections(METRICS, REPORTS), schema.owner_role))
         login = access.vault_logins["vault_admin"]
         return Output.all(login.password.is_secret(), login.username).apply(
             lambda args: exported.update(secret=args[0], username=args[1]))
@@ -188,7 +188,8 @@ def test_with_rotate_root_each_connection_has_its_own_login_and_only_its_groups(
     def program():
         pg = endpoint()
         schema = AppSchema("s", AppSchemaArgs(pg, APP_TABLES, "app_owner", False, True))
-        AccessRoles("a", AccessRolesArgs(pg, (METRICS, REPORTS), schema.tables, schema.sequences, plan))
+        AccessRoles("a", AccessRolesArgs(pg, (METRICS, REPORTS), schema.tables, schema.sequences, plan,
+                                         schema.owner_role))
     program()
     memberships = {(a.inputs["role"], a.inputs["grantRole"]) for a in mocks.resources.values()
                    if a.typ == "postgresql:index/grantRole:GrantRole"}

@@ -83,8 +83,17 @@ def test_table_name_injection_or_invalid(table):
     assert "pgcreds:roles[0].tables" in message and "not a valid table name" in message
 
 
-def test_table_not_in_schema():
-    assert "not one of the program's tables" in error_of(role(tables=["payroll"]))
+def test_a_table_the_program_does_not_make_is_left_to_the_catalog_check():
+    """A migration may have made it: whether it exists is asked at preview (PgExistingTable)."""
+    (only,) = parse(role(tables=["weekly_metrics_reporting", "payroll"])).roles
+    assert only.tables == ("weekly_metrics_reporting", "payroll")
+
+
+def test_a_migrate_role_names_no_tables():
+    (only,) = parse({"roles": [{"name": "app-migrate", "access": "migrate"}]}).roles
+    assert only.acts_as_owner and only.tables == () and only.table_privileges == ()
+    assert "pgcreds:roles[0].tables: a migrate role names no tables" in error_of(
+        {"roles": [{"name": "app-migrate", "access": "migrate", "tables": ["weekly_metrics_reporting"]}]})
 
 
 @pytest.mark.parametrize("name", ['x"; DROP TABLE employee_salary; --', "Metrics", "-x", "a--b", "x" * 49, ""])
