@@ -7,6 +7,7 @@ mount path and role names, so tests never touch the dev stack or each other.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -130,6 +131,18 @@ class ProgramStack:
 
     def resource_types(self) -> set[str]:
         return {r["type"] for r in self.stack.export_stack().deployment.get("resources", [])}
+
+    @contextlib.contextmanager
+    def environment(self, **variables: str) -> Iterator[None]:
+        """Runs the stack's commands with these environment variables, then as before."""
+        workspace = self.stack.workspace
+        saved = dict(workspace.env_vars)
+        workspace.env_vars.update(variables)
+        try:
+            yield
+        finally:
+            workspace.env_vars.clear()
+            workspace.env_vars.update(saved)
 
     def run(self, *args: str) -> str:
         """A pulumi CLI command on this stack (what the Automation API does not offer); its stdout."""

@@ -113,15 +113,8 @@ def test_bad_setting_fails_preview_and_up_without_changes(deployed_stack: Progra
 ])
 def test_the_admin_login_comes_only_from_a_deploy_session(deployed_stack: ProgramStack, environment, expected):
     before = deployed_facts(deployed_stack)
-    workspace = deployed_stack.stack.workspace
-    saved = dict(workspace.env_vars)
-    workspace.env_vars.update(environment)
-    try:
-        with pytest.raises(auto.CommandError) as failure:
-            deployed_stack.stack.preview()
-    finally:
-        workspace.env_vars.clear()
-        workspace.env_vars.update(saved)
+    with deployed_stack.environment(**environment), pytest.raises(auto.CommandError) as failure:
+        deployed_stack.stack.preview()
     assert expected in str(failure.value)
     assert deployed_facts(deployed_stack) == before
 
@@ -165,22 +158,13 @@ def test_a_login_that_does_not_work_stops_preview_and_up_and_nothing_is_recorded
          ("VAULT_TOKEN may not do what this", "auth/token/create", "policy")),
     ]
     before = deployed_facts(deployed_stack)
-    workspace = deployed_stack.stack.workspace
-    saved = dict(workspace.env_vars)
-    try:
-        for environment, expected in cases:
-            workspace.env_vars.update(environment)
-            for operation in (deployed_stack.stack.preview, deployed_stack.stack.up):
-                with pytest.raises(auto.CommandError) as failure:
-                    operation()
-                message = str(failure.value)
-                assert all(text in message for text in expected) and "Traceback" not in message, message[-3000:]
-                assert "Nothing was changed" in message
-            workspace.env_vars.clear()
-            workspace.env_vars.update(saved)
-    finally:
-        workspace.env_vars.clear()
-        workspace.env_vars.update(saved)
+    for environment, expected in cases:
+        for operation in (deployed_stack.stack.preview, deployed_stack.stack.up):
+            with deployed_stack.environment(**environment), pytest.raises(auto.CommandError) as failure:
+                operation()
+            message = str(failure.value)
+            assert all(text in message for text in expected) and "Traceback" not in message, message[-3000:]
+            assert "Nothing was changed" in message
     assert deployed_facts(deployed_stack) == before
     assert "not-the-password" not in deployed_stack.raw_state()
     assert set(deployed_stack.stack.up().summary.resource_changes) == {"same"}
@@ -195,14 +179,7 @@ def test_a_missing_vault_ca_file_is_named(deployed_stack: ProgramStack, tmp_path
     assert session.returncode != 0 and "PGPASSFILE" not in session.stdout
     assert f"VAULT_CACERT names '{missing}', which is not a file" in session.stderr, session.stderr
     before = deployed_facts(deployed_stack)
-    workspace = deployed_stack.stack.workspace
-    saved = dict(workspace.env_vars)
-    workspace.env_vars.update(VAULT_CACERT=str(missing))
-    try:
-        with pytest.raises(auto.CommandError) as failure:
-            deployed_stack.stack.preview()
-    finally:
-        workspace.env_vars.clear()
-        workspace.env_vars.update(saved)
+    with deployed_stack.environment(VAULT_CACERT=str(missing)), pytest.raises(auto.CommandError) as failure:
+        deployed_stack.stack.preview()
     assert str(missing) in str(failure.value) and "Traceback" not in str(failure.value)
     assert deployed_facts(deployed_stack) == before
