@@ -79,12 +79,11 @@ venv: venv/.installed
 # install` (the dev group is installed by default, uv included); compiled now, as
 # the host runs Python with PYTHONDONTWRITEBYTECODE (uv toolchain).
 venv/.installed: pyproject.toml uv.lock toolchain/pins.env
-	@# uv first, with the pip of a new virtualenv; then pip goes (uv makes virtualenvs
-	@# without it, and a sync leaves it in place).
+	@# uv first, with the pip of a new virtualenv (which stays: the policy tests' small
+	@# programs use the pip toolchain on this virtualenv).
 	[[ -x venv/bin/uv ]] || { python3 -m venv venv && \
 	  venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; }
 	UV_PROJECT_ENVIRONMENT=venv venv/bin/uv sync --quiet --locked --compile-bytecode
-	[[ ! -e venv/bin/pip ]] || venv/bin/uv pip uninstall --quiet --python venv/bin/python pip
 	touch $@
 
 requirements: venv ## requirements.txt again from uv.lock (the runtime, every package pinned)
