@@ -4,8 +4,9 @@
 CREATEROLE allows (ADMIN OPTION, createrole_self_grant, who granted a
 membership), so every step that makes or takes back a role or a grant runs on
 both: up and the smoke check, rotate-root, a second role added by settings,
-refused settings that touch roles, a privilege granted by hand found and
-revoked, and 20 leases with an open session, then destroy."""
+refused settings that touch roles, a migration role's table owned by the table
+owner, a privilege granted by hand found and revoked, and 20 leases with an
+open session, then destroy."""
 
 from __future__ import annotations
 
@@ -93,11 +94,26 @@ def test_core_lifecycle(server, tmp_path: Path):
             psycopg.connect(host="127.0.0.1", port=pg.port, dbname=stack.database, user=login,
                             password=stack.vault_admin_password()).close()
 
-        # 2. A second role, read-only, added by settings.
-        reader = f"r{stack.suffix}-read"
+        # 2. A second role, read-only, and a migration role, added by settings.
+        reader, migrate = f"r{stack.suffix}-read", f"g{stack.suffix}-migrate"
         stack.set(roles=stack.roles_config() + [{"name": reader, "tables": [WEEKLY], "access": "read",
-                                                  "defaultTtl": "10m", "maxTtl": "1h"}])
+                                                  "defaultTtl": "10m", "maxTtl": "1h"},
+                                                 {"name": migrate, "access": "migrate", "defaultTtl": "10m",
+                                                  "maxTtl": "1h"}])
         stack.stack.up()
+        # A migration's table is the owner role's, and stays when the migration user goes.
+        migration = vault().secrets.database.generate_credentials(migrate, mount_point=stack.mount)
+        with connect_as(stack, migration) as session:
+            session.execute("CREATE TABLE made_by_migration (id int GENERATED ALWAYS AS IDENTITY, note text)")
+            session.execute("INSERT INTO made_by_migration (note) VALUES ('kept')")
+            owner = session.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'made_by_migration'"
+                                    ).fetchone()[0]
+        assert owner == f"it_{stack.suffix}_owner"
+        vault().sys.revoke_lease(migration["lease_id"])
+        with pg.connect(stack.database) as superuser:
+            assert superuser.execute("SELECT count(*) FROM made_by_migration").fetchone()[0] == 1
+            assert not superuser.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                         (migration["data"]["username"],)).fetchone()
         secret = vault().secrets.database.generate_credentials(reader, mount_point=stack.mount)
         with connect_as(stack, secret) as session:
             assert session.execute(f"SELECT count(*) FROM {WEEKLY}").fetchone()[0] == 3
