@@ -25,7 +25,8 @@ pg = lazy_module("providers.pg_sql")
 
 
 class UndeclaredPrivilegesKept(Exception):
-    pass
+    """`up` found what the admin login may not take back (a superuser's grant on a
+    superuser's object, an object a user owns): a person must act."""
 
 
 class _PrivilegeAuditProvider(ResourceProvider):
