@@ -75,8 +75,7 @@ def ensure_member(cur: psycopg.Cursor | psycopg.Connection, role: str) -> bool:
     holds ADMIN OPTION on the roles it made. From PostgreSQL 16 that automatic
     membership does not include SET (createrole_self_grant is empty by default),
     so the grant asks for it."""
-    set_option = cur.connection.info.server_version >= 160000 if isinstance(cur, psycopg.Cursor) \
-        else cur.info.server_version >= 160000
+    set_option = cur.connection.info.server_version >= 160000  # a Connection is its own `connection`
     if cur.execute("SELECT pg_has_role(current_user, %s, %s)", (role, "SET" if set_option else "MEMBER")).fetchone()[0]:
         return False
     cur.execute(sql.SQL("GRANT {} TO CURRENT_USER{}").format(

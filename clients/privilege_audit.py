@@ -36,7 +36,7 @@ from clients.postgres import ensure_member
 
 # relkind -> the word GRANT uses for it
 RELATION_KINDS = {"r": "TABLE", "p": "TABLE", "v": "TABLE", "m": "TABLE", "f": "TABLE", "S": "SEQUENCE"}
-# What a group may hold, by the kind of relation the settings name.
+# Role attributes no group or user of the stack should hold.
 ROLE_ATTRIBUTES = ("rolsuper", "rolcreaterole", "rolcreatedb", "rolreplication", "rolbypassrls")
 ATTRIBUTE_WORDS = {"rolsuper": "SUPERUSER", "rolcreaterole": "CREATEROLE", "rolcreatedb": "CREATEDB",
                    "rolreplication": "REPLICATION", "rolbypassrls": "BYPASSRLS", "rolcanlogin": "LOGIN"}

@@ -1,5 +1,7 @@
 """Dynamic resources for what `pulumi_postgresql` does not offer: tables
-(which refuse a change that would drop rows) and the dev stack's sample rows.
+(which refuse a change that would drop rows), the tables a migration made
+(which must exist, and are never dropped), role claims and the dev stack's
+sample rows.
 Roles, memberships and grants are `pulumi_postgresql` resources.
 
 A dynamic provider cannot use an explicit `postgresql.Provider`, so these take
