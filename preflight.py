@@ -60,8 +60,9 @@ def required_vault_capabilities(settings: Settings, dry_run: bool) -> dict[str, 
     needs there: read for a preview, write for `up` (and `destroy`)."""
     mount, auth = settings.vault.mount_path, settings.vault.approle_path
     write = "read" if dry_run else "update"
-    needed = {"auth/token/create": "update", "sys/mounts": "read", f"sys/mounts/{mount}": write,
-              f"sys/mounts/auth/{auth}": "read"}
+    needed = {"auth/token/create": "update", "sys/mounts": "read"}
+    if settings.layout.kind != "application":  # an application stack uses the platform's mounts
+        needed.update({f"sys/mounts/{mount}": write, f"sys/mounts/auth/{auth}": "read"})
     for connection in settings.vault.connections:
         needed[f"{mount}/config/{connection.name}"] = write
     for role in settings.roles:
@@ -102,23 +103,29 @@ def check_vault(settings: Settings, dry_run: bool) -> None:
 
 def check_postgres(settings: Settings) -> None:
     """Logs in once as the admin, the way the providers will (the deploy session's
-    PGPASSFILE). A managed service's login exists only once the service does."""
-    if isinstance(settings.postgres, AivenPostgresArgs):
+    PGPASSFILE). A managed service's login exists only once the service does; an
+    application stack's server is its platform stack's (checked where it is read)."""
+    if isinstance(settings.postgres, AivenPostgresArgs) or settings.layout.kind == "application":
         return
+    endpoint = settings.postgres
+    check_postgres_login(endpoint.host, endpoint.port, endpoint.database, endpoint.admin_user,
+                         endpoint.sslmode, endpoint.sslrootcert)
+
+
+def check_postgres_login(host: str, port: int, database: str, admin_user: str, sslmode: str,
+                         sslrootcert: Optional[str]) -> None:
     from clients.postgres import PostgresUnreachable, connect  # psycopg: only where it is needed
 
-    endpoint = settings.postgres
     try:
-        connect({"host": endpoint.host, "port": endpoint.port, "database": endpoint.database,
-                 "user": endpoint.admin_user, "sslmode": endpoint.sslmode,
-                 "sslrootcert": endpoint.sslrootcert}).close()
+        connect({"host": host, "port": port, "database": database, "user": admin_user, "sslmode": sslmode,
+                 "sslrootcert": sslrootcert}).close()
     except PostgresUnreachable as error:
         if not any(words in str(error) for words in LOGIN_REFUSED):
             return  # unreachable: the provider's error names the address
         source = f"PGPASSFILE ({os.environ['PGPASSFILE']})" if os.environ.get("PGPASSFILE") else "PGPASSWORD"
         raise LoginRefused(
-            f"pgcreds:postgresAdminUser: PostgreSQL at {endpoint.host}:{endpoint.port} refused the login of "
-            f"{endpoint.admin_user!r} with the password in {source}: {refusal(error)}. "
+            f"pgcreds:postgresAdminUser: PostgreSQL at {host}:{port} refused the login of "
+            f"{admin_user!r} with the password in {source}: {refusal(error)}. "
             "Open a new deploy session (`. local/dev-env.sh` here, `python -m deployer.session --renew` in CI) "
             "or correct pgcreds:postgresAdminUser. Nothing was changed, and no password was recorded.") from None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
 import pulumi
@@ -19,7 +19,7 @@ from components.aiven_postgres import AivenPostgresArgs
 from components.app_role import TABLE_PRIVILEGES, AppRole
 from components.existing_postgres import ExistingPostgresArgs
 from components.vault_connections import LOGIN_PREFIX_MAX, VaultConnection, plan_connections
-from tables import APP_TABLES
+from tables import APP_TABLES, TableSpec
 
 NAMESPACE = "pgcreds"
 
@@ -67,6 +67,27 @@ DEFAULT_ROLES = [{
 }]
 
 
+# What a stack holds: the whole graph (the default), or the organisation's split:
+# one platform stack (PostgreSQL, the Vault mount, the AppRole auth method) and
+# one stack per application (its tables, roles, Vault connection and identities).
+STACK_KINDS = ("all", "platform", "application")
+# No - or _: an application's names are `<application>-…` in Vault and
+# `<application>_…` in PostgreSQL, and a policy's `<application>-*` must never
+# match another application's names.
+APPLICATION_NAME = re.compile(r"^[a-z][a-z0-9]{0,19}$")
+STACK_REFERENCE = re.compile(r"^(?:[A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    kind: str
+    """One of STACK_KINDS."""
+    platform_stack: Optional[str] = None
+    """An application stack's platform stack, as a StackReference names it."""
+    application: Optional[str] = None
+    """An application stack's application name, the prefix of all its names."""
+
+
 class SettingsError(pulumi.RunError):
     """Invalid stack settings (reported without a Python traceback)."""
 
@@ -94,6 +115,11 @@ class Settings:
     keep_tables_on_destroy: bool
     owner_role: str
     vault_admin_role: str
+    layout: StackLayout = field(default_factory=lambda: StackLayout(STACK_KINDS[0]))
+    """Which part of the graph this stack holds (all of it, by default)."""
+    tables: tuple[TableSpec, ...] = APP_TABLES
+    """The tables of `tables.py` this stack makes: all of them, those its roles name
+    (an application stack), or none (a platform stack)."""
 
 
 def reserved_role(name: str) -> bool:
@@ -247,6 +273,7 @@ def parse_settings(
                      "Vault's short-lived login in the file PGPASSFILE names")
     aiven = _parse_aiven(text, boolean, secret, in_clear, environ, stack, environment, sslmode, problems) \
         if mode == "aiven" else None
+    layout = _parse_layout(text, mode, problems)
 
     # --- Vault --------------------------------------------------------------
     vault_address = text("vaultAddress", environ.get("VAULT_ADDR", ""))
@@ -264,7 +291,7 @@ def parse_settings(
     elif mount_path.split("/")[0].lower() in VAULT_RESERVED_MOUNTS:
         problems.add("vaultMountPath", f"{mount_path!r} is reserved by Vault ({', '.join(VAULT_RESERVED_MOUNTS)} "
                      "and what lies under them); choose a path of your own such as 'database'")
-    connection_name = text("vaultConnectionName", "postgresql")
+    connection_name = text("vaultConnectionName", "postgresql")  # an application stack's: its name (below)
     if not ROLE_NAME.fullmatch(connection_name):
         problems.add("vaultConnectionName", f"{connection_name!r} must be lower-case letters and digits "
                      "joined by - or _")
@@ -294,7 +321,14 @@ def parse_settings(
     if owner_role == vault_admin_role:
         problems.add("vaultAdminRole", f"{vault_admin_role!r} is also tableOwnerRole: the table owner must never "
                      "log in and Vault's login must own nothing; give them different names")
-    roles = _parse_roles(raw.get("roles"), problems, reserved={owner_role, vault_admin_role, admin_user})
+    if layout.kind == "platform":
+        roles = _platform_has_no_roles(raw.get("roles"), problems)
+    else:
+        roles = _parse_roles(raw.get("roles"), problems, reserved={owner_role, vault_admin_role, admin_user})
+    if layout.application:
+        _own_names_only(layout.application, roles, owner_role, vault_admin_role, problems)
+        # Its connection is named after it, so that its deploy policy can cover it alone.
+        connection_name = layout.application
 
     if problems.messages:
         raise SettingsError("invalid stack settings (nothing was changed):\n  - " + "\n  - ".join(problems.messages))
@@ -312,7 +346,69 @@ def parse_settings(
         keep_tables_on_destroy=boolean("keepTablesOnDestroy", True),
         owner_role=owner_role,
         vault_admin_role=vault_admin_role,
+        layout=layout,
+        tables=stack_tables(layout, roles),
     )
+
+
+def stack_tables(layout: StackLayout, roles: tuple[AppRole, ...]) -> tuple[TableSpec, ...]:
+    if layout.kind == "all":
+        return APP_TABLES
+    named = {table for role in roles for table in role.tables}
+    return tuple(spec for spec in APP_TABLES if spec.name in named)
+
+
+def _parse_layout(text: Callable[[str, str], str], mode: str, problems: _Problems) -> StackLayout:
+    kind = text("stackKind", "all")
+    if kind not in STACK_KINDS:
+        problems.add("stackKind", f"must be one of {', '.join(STACK_KINDS)}, not {kind!r}")
+        return StackLayout("all")
+    if kind != "application":
+        for key in ("platformStack", "application"):
+            if text(key, ""):
+                problems.add(key, f"is read by application stacks only (pgcreds:stackKind is {kind!r}): remove it, "
+                             "or set pgcreds:stackKind to application")
+        return StackLayout(kind)
+    platform_stack, application = text("platformStack", ""), text("application", "")
+    if not STACK_REFERENCE.fullmatch(platform_stack):
+        problems.add("platformStack", f"{platform_stack!r} does not name a stack: an application stack reads PostgreSQL "
+                     "and Vault's mount from its platform stack; set it to <stack> (same project and backend) or "
+                     "<organization>/<project>/<stack>")
+    if not APPLICATION_NAME.fullmatch(application):
+        problems.add("application", f"{application!r} is not an application name: lower-case letters and digits, "
+                     "at most 20, starting with a letter (every name of the stack starts with it, e.g. billing)")
+    if mode != "existing":
+        problems.add("postgresMode", f"{mode!r} is the platform stack's choice: an application stack takes "
+                     "PostgreSQL from pgcreds:platformStack; remove pgcreds:postgresMode here")
+    return StackLayout(kind, platform_stack=platform_stack, application=application)
+
+
+def _platform_has_no_roles(value: Any, problems: _Problems) -> tuple[AppRole, ...]:
+    if value not in ([], "[]"):
+        problems.add("roles", "a platform stack issues no credentials: set pgcreds:roles to [] (each application "
+                     "stack declares its own roles)")
+    return ()
+
+
+def _own_names_only(application: str, roles: tuple[AppRole, ...], owner_role: str, vault_admin_role: str,
+                    problems: _Problems) -> None:
+    """An application stack's names all start with its application name: its
+    deploy policy covers `<application>-*` in Vault, and no name can be another
+    application's."""
+    for index, role in enumerate(roles):
+        if not role.name.startswith(f"{application}-"):
+            problems.add(f"roles[{index}].name", f"{role.name!r} is not a name of the application {application!r}: "
+                         f"in its stack every role is named {application}-<something> (e.g. {application}-{role.name})")
+    for index, role in enumerate(roles):
+        for table in role.tables:
+            if not table.startswith(f"{application}_"):
+                problems.add(f"roles[{index}].tables", f"{table!r} is not a table of the application "
+                             f"{application!r}: in its stack every table is named {application}_<something>, so "
+                             "that no application's stack can take or drop another's")
+    for key, value in (("tableOwnerRole", owner_role), ("vaultAdminRole", vault_admin_role)):
+        if not value.startswith(f"{application}_"):
+            problems.add(key, f"{value!r} is not a name of the application {application!r}: set it to "
+                         f"{application}_{value} (every PostgreSQL role of its stack starts with {application}_)")
 
 
 def _parse_aiven(text, boolean, secret, in_clear, environ, stack: str, environment: str, sslmode: str,
@@ -474,7 +570,8 @@ KEYS = ("aivenApiUrl", "aivenProject", "aivenCloud", "aivenPlan", "aivenServiceN
         "aivenMaintenanceDow", "aivenMaintenanceTime", "aivenTerminationProtection", "environment", "postgresMode", "postgresHost", "postgresPort", "postgresDatabase", "postgresAdminUser",
         "postgresSslMode", "postgresSslRootCert", "vaultAddress", "vaultMountPath", "vaultConnectionName",
         "vaultRotateRoot", "vaultAppRolePath",
-        "tableOwnerRole", "vaultAdminRole", "roles", "sampleData", "keepTablesOnDestroy")
+        "tableOwnerRole", "vaultAdminRole", "roles", "sampleData", "keepTablesOnDestroy", "stackKind", "platformStack",
+        "application")
 
 
 def load_settings() -> Settings:

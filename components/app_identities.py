@@ -24,6 +24,15 @@ class AppIdentitiesArgs:
     mount_path: Input[str]
     """The database secrets engine the roles' credentials come from."""
     roles: tuple[AppRole, ...]
+    platform_auth_path: Optional[Input[str]] = None
+    """An application stack's: the platform stack's AppRole auth method (equal to
+    `auth_path`), which its roles go into and which it never makes or removes."""
+    platform_policy: Optional[Input[str]] = None
+    """An application stack's: the platform's one policy for every application
+    role (`applications_policy`), instead of a policy per role."""
+    applications_policy: bool = False
+    """A platform stack's: make that policy, which lets an AppRole's token read the
+    credentials of the role of its own name, and nothing else."""
 
 
 class AuthPathTaken(pulumi.RunError):
@@ -47,6 +56,16 @@ def creds_policy(mount_path: str, role: str) -> str:
             f'path "{mount_path}/creds/{role}" {{\n  capabilities = ["read"]\n}}\n')
 
 
+def applications_policy(mount_path: str, auth_accessor: str) -> str:
+    """One policy for every application stack's roles: an AppRole login's entity
+    alias carries its role's name, and the token reads the credentials of the
+    Vault role of that name alone. An application stack's deploy token may then
+    be kept from writing policies at all (vault-policies/application.hcl)."""
+    role = f"{{{{identity.entity.aliases.{auth_accessor}.metadata.role_name}}}}"
+    return ("# pg-dynamic-creds: what an application role's token may do (the role of its own name).\n"
+            f'path "{mount_path}/creds/{role}" {{\n  capabilities = ["read"]\n}}\n')
+
+
 def policy_name(mount_path: str, role: str) -> str:
     """Unique per mount, so two stacks on one Vault never share a policy."""
     return f"pgcreds-{mount_path.replace('/', '-')}-{role}"
@@ -55,32 +74,50 @@ def policy_name(mount_path: str, role: str) -> str:
 class AppIdentities(pulumi.ComponentResource):
     login_paths: dict[str, Output[dict]]
     """Per role: where its role-id, secret-ids and login are (never a secret-id itself)."""
+    auth_path: Output[str]
+    """The AppRole auth method's path."""
 
     def __init__(self, name: str, args: AppIdentitiesArgs, opts: Optional[ResourceOptions] = None):
         super().__init__("pgcreds:vault:AppIdentities", name, None, opts)
         in_vault = ResourceOptions(parent=self, provider=args.vault_provider)
-        auth_table = vault.generic.get_secret_output(
-            path="sys/auth", opts=pulumi.InvokeOutputOptions(provider=args.vault_provider, parent=self))
-        auth = vault.AuthBackend(
-            f"{name}-approle", type="approle", description="Applications of pg-dynamic-creds",
-            path=auth_table.data_json.apply(lambda table: checked_auth_path(table, args.auth_path)),
-            opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"])))
+        self.applications_policy: Optional[Output[str]] = None
+        if args.platform_auth_path is not None:
+            auth_path = Output.from_input(args.platform_auth_path)
+        else:
+            auth_table = vault.generic.get_secret_output(
+                path="sys/auth", opts=pulumi.InvokeOutputOptions(provider=args.vault_provider, parent=self))
+            auth = vault.AuthBackend(
+                f"{name}-approle", type="approle", description="Applications of pg-dynamic-creds",
+                path=auth_table.data_json.apply(lambda table: checked_auth_path(table, args.auth_path)),
+                opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"])))
+            auth_path = auth.path
+            if args.applications_policy:
+                mount = Output.from_input(args.mount_path)
+                self.applications_policy = vault.Policy(
+                    f"{name}-applications", name=mount.apply(lambda path: policy_name(path, "applications")),
+                    policy=Output.all(mount, auth.accessor).apply(lambda parts: applications_policy(*parts)),
+                    opts=in_vault).name
+        self.auth_path = auth_path
 
         self.login_paths = {}
         for role in args.roles:
-            policy = vault.Policy(
-                f"{name}-policy-{role.name}",
-                name=Output.from_input(args.mount_path).apply(lambda mount, r=role.name: policy_name(mount, r)),
-                policy=Output.from_input(args.mount_path).apply(lambda mount, r=role.name: creds_policy(mount, r)),
-                opts=in_vault)
+            policy_name_of_role: Input[str]
+            if args.platform_policy is not None:
+                policy_name_of_role = args.platform_policy
+            else:
+                policy_name_of_role = vault.Policy(
+                    f"{name}-policy-{role.name}",
+                    name=Output.from_input(args.mount_path).apply(lambda mount, r=role.name: policy_name(mount, r)),
+                    policy=Output.from_input(args.mount_path).apply(lambda mount, r=role.name: creds_policy(mount, r)),
+                    opts=in_vault).name
             # The token lives as long as a credential would: its leases are revoked with it.
             app_role = vault.approle.AuthBackendRole(
-                f"{name}-{role.name}", backend=auth.path, role_name=role.name,
-                token_policies=[policy.name], token_type="service",
+                f"{name}-{role.name}", backend=auth_path, role_name=role.name,
+                token_policies=[policy_name_of_role], token_type="service",
                 token_ttl=role.default_ttl_seconds, token_max_ttl=role.max_ttl_seconds,
                 secret_id_ttl=role.secret_id_ttl_seconds, secret_id_num_uses=role.secret_id_uses,
                 opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["roleName", "backend"])))
-            self.login_paths[role.name] = Output.all(auth.path, app_role.role_name, policy.name).apply(
+            self.login_paths[role.name] = Output.all(auth_path, app_role.role_name, policy_name_of_role).apply(
                 lambda parts: {"roleIdPath": f"auth/{parts[0]}/role/{parts[1]}/role-id",
                                "secretIdPath": f"auth/{parts[0]}/role/{parts[1]}/secret-id",
                                "loginPath": f"auth/{parts[0]}/login",

@@ -42,7 +42,7 @@ class PgEndpoint:
     """Path of a CA certificate file to verify the server with (verify-ca / verify-full)."""
     sslrootcert_pem: Optional[Input[str]] = None
     """The CA certificate itself, as PEM text (a managed service's CA); used instead of `sslrootcert`."""
-    vault_sslmode: Optional[str] = None
+    vault_sslmode: Optional[Input[str]] = None
     """sslmode of Vault's own connection, when it must differ (Vault cannot be handed a CA as text)."""
 
     def resource_options(self, parent: pulumi.Resource) -> ResourceOptions:
@@ -83,11 +83,12 @@ class PgEndpoint:
         """A connection URL for Vault that carries no credentials: Vault fills in
         {{username}} and {{password}} from the connection's own fields. A CA file
         path, when given, must exist on the Vault server too."""
-        sslmode = self.vault_sslmode or self.sslmode
-        ca = f"&sslrootcert={self.sslrootcert}" if self.sslrootcert and not self.vault_sslmode else ""
-        return Output.format(
-            "postgresql://{{{{username}}}}:{{{{password}}}}@{0}:{1}/{2}?sslmode={3}{4}",
-            self.host, self.port, self.database, sslmode, ca)
+        def url(host: str, port: int, database: str, vault_sslmode: Optional[str]) -> str:
+            ca = f"&sslrootcert={self.sslrootcert}" if self.sslrootcert and not vault_sslmode else ""
+            return (f"postgresql://{{{{username}}}}:{{{{password}}}}@{host}:{port}/{database}"
+                    f"?sslmode={vault_sslmode or self.sslmode}{ca}")
+
+        return Output.all(self.host, self.port, self.database, self.vault_sslmode).apply(lambda parts: url(*parts))
 
 
 def admin_provider(name: str, *, host: Input[str], port: Input[int], database: Input[str],
@@ -98,8 +99,8 @@ def admin_provider(name: str, *, host: Input[str], port: Input[int], database: I
     need not be a superuser (Aiven's avnadmin is not), and the provider then
     takes role membership where it needs it, which also works for a superuser."""
     rootcert: Optional[Input[str]] = sslrootcert
-    if sslrootcert_pem is not None:
-        rootcert = Output.from_input(sslrootcert_pem).apply(ca_file)
+    if sslrootcert_pem is not None:  # (an application stack's platform may give none: then `sslrootcert`)
+        rootcert = Output.from_input(sslrootcert_pem).apply(lambda pem: ca_file(pem) if pem else sslrootcert)
     return postgresql.Provider(
         name, host=host, port=port, database=database, username=admin_user,
         password=Output.secret(admin_password) if admin_password is not None else None, sslmode=sslmode, sslrootcert=rootcert, superuser=False,

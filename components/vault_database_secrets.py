@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import pulumi
-from pulumi import Output, ResourceOptions
+from pulumi import Input, Output, ResourceOptions
 import pulumi_vault as vault
 
 from components.access_roles import VaultLogin
@@ -78,6 +78,11 @@ class VaultDatabaseSecretsArgs:
     """The table owner role, which a `migrate` role's users start their sessions as."""
     depends_on: Sequence[pulumi.Resource] = ()
     """Grants that must exist before credentials can be issued."""
+    platform_mount: Optional[Input[str]] = None
+    """An application stack's: the platform stack's mount (equal to `mount_path`),
+    which its connection and roles go into and which it never makes or removes."""
+    platform_vault_id: Optional[Input[str]] = None
+    """With `platform_mount`: the platform Vault's identity, for the lease revokers."""
 
 
 class MountPathTaken(pulumi.RunError):
@@ -111,6 +116,8 @@ def password_version(server: str, login: str) -> int:
 
 class VaultDatabaseSecrets(pulumi.ComponentResource):
     mount_path: Output[str]
+    vault_id: Output[str]
+    """The Vault's identity (its identity mount's uuid), which the lease revokers pin."""
     credential_paths: dict[str, str]
     """`<mount>/creds/<role>` per application role."""
 
@@ -124,16 +131,19 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
         renamed_is_new = ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["name"]))
         # Read Vault's mount table first: a path that holds another engine stops the
         # preview, and the mount waits for the check, so nothing changes before it.
-        mounts = vault.generic.get_secret_output(
-            path="sys/mounts", opts=pulumi.InvokeOutputOptions(provider=args.vault_provider, parent=self))
-        mount_path = mounts.data_json.apply(lambda table: checked_mount_path(table, args.mount_path))
-        vault_id = mounts.data_json.apply(vault_identity)
-        # A new path is a new engine, made (and its connection and roles written)
-        # before the old one is emptied and removed. The provider would rather
-        # remount, after which it cannot delete the old roles ("no handler for route").
-        mount = vault.Mount(f"{name}-mount", path=mount_path, type="database",
-                            description="Short-lived PostgreSQL credentials (pg-dynamic-creds)",
-                            opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"])))
+        if args.platform_mount is not None:
+            mount_path, vault_id = Output.from_input(args.platform_mount), Output.from_input(args.platform_vault_id)
+        else:
+            mounts = vault.generic.get_secret_output(
+                path="sys/mounts", opts=pulumi.InvokeOutputOptions(provider=args.vault_provider, parent=self))
+            vault_id = mounts.data_json.apply(vault_identity)
+            # A new path is a new engine, made (and its connection and roles written)
+            # before the old one is emptied and removed. The provider would rather
+            # remount, after which it cannot delete the old roles ("no handler for route").
+            mount_path = vault.Mount(
+                f"{name}-mount", path=mounts.data_json.apply(lambda table: checked_mount_path(table, args.mount_path)),
+                type="database", description="Short-lived PostgreSQL credentials (pg-dynamic-creds)",
+                opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"]))).path
         connection_url = args.endpoint.vault_connection_url()
         server = Output.format("{0}:{1}/{2}", args.endpoint.host, args.endpoint.port, args.endpoint.database)
 
@@ -150,13 +160,13 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                 first_password = FirstLoginPassword(
                     f"{name}-first-password{suffix}", connection=args.endpoint.admin_connection(),
                     login=login.username, password=login.password, server=server, address=args.vault_address,
-                    mount=mount.path, connection_name=plan.name,
+                    mount=mount_path, connection_name=plan.name,
                     opts=ResourceOptions(parent=self, depends_on=made_after))
                 made_after = [first_password]
             else:
                 password = dict(password=Output.secret(login.password))
             connection = vault.database.SecretBackendConnection(
-                f"{name}-connection{suffix}", backend=mount.path, name=plan.name,
+                f"{name}-connection{suffix}", backend=mount_path, name=plan.name,
                 allowed_roles=plan.allowed_roles, verify_connection=True,
                 postgresql=vault.database.SecretBackendConnectionPostgresqlArgs(
                     connection_url=connection_url, username=login.username,
@@ -168,7 +178,7 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                 # Vault sets a password of its own that no one else learns; the one in
                 # state stops working. Again whenever the first password was sent or set again.
                 vault.generic.Endpoint(
-                    f"{name}-rotate-root{suffix}", path=Output.concat(mount.path, "/rotate-root/", connection.name),
+                    f"{name}-rotate-root{suffix}", path=Output.concat(mount_path, "/rotate-root/", connection.name),
                     data_json="{}", disable_read=True, disable_delete=True,
                     opts=ResourceOptions.merge(in_vault, ResourceOptions(
                         depends_on=[connection],
@@ -176,17 +186,18 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
 
             for role in plan.roles:
                 vault_role = vault.database.SecretBackendRole(
-                    f"{name}-role-{role.name}", backend=mount.path, name=role.name, db_name=connection.name,
+                    f"{name}-role-{role.name}", backend=mount_path, name=role.name, db_name=connection.name,
                     creation_statements=creation_statements(role, args.owner_role), revocation_statements=REVOCATION_STATEMENTS,
                     default_ttl=role.default_ttl_seconds, max_ttl=role.max_ttl_seconds, opts=renamed_is_new)
                 # Depends on the role, so it is deleted (revoking the leases) before the
                 # role and the connection are.
                 VaultLeaseRevoker(f"{name}-leases-{role.name}", address=args.vault_address,
-                                  vault_id=vault_id, mount=mount.path,
+                                  vault_id=vault_id, mount=mount_path,
                                   role=vault_role.name, connection=connection.name,
                                   opts=ResourceOptions(parent=self, depends_on=[vault_role]))
 
         roles = [role for plan in args.connections for role in plan.roles]
-        self.mount_path = mount.path
+        self.mount_path = mount_path
+        self.vault_id = vault_id
         self.credential_paths = {r.name: f"{args.mount_path}/creds/{r.name}" for r in sorted(roles, key=lambda r: r.name)}
         self.register_outputs({"mount_path": self.mount_path, "credential_paths": self.credential_paths})

@@ -226,17 +226,29 @@ def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admi
             default_ttl=STATE_LOGIN_TTL, max_ttl=STATE_LOGIN_MAX_TTL)
 
 
-def policy_text(name: str, stack: str, mount: str) -> str:
-    """A policy file of vault-policies/ for one stack: its transit key, and its
-    pgcreds:vaultMountPath where the file says `database` (the default)."""
+def policy_text(name: str, stack: str, mount: str, application: str = "") -> str:
+    """A policy file of vault-policies/ for one stack: its transit key, its
+    pgcreds:vaultMountPath where the file says `database` (the default), and an
+    application stack's application name where it says APPLICATION."""
     text = (REPO / "vault-policies" / name).read_text().replace("pgcreds-STACK", transit_key(stack))
+    text = text.replace("APPLICATION", application) if application else text
     return text.replace("database", mount) if mount != "database" else text
 
 
-def stack_and_mount(value: str) -> tuple[str, str]:
-    """`--stack NAME[:MOUNT]`: a stack, and its pgcreds:vaultMountPath (default `database`)."""
-    stack, _, mount = value.partition(":")
-    return stack, mount or "database"
+def stack_and_mount(value: str) -> tuple[str, str, str]:
+    """`--stack NAME[:MOUNT[:APPLICATION]]`: a stack, its pgcreds:vaultMountPath
+    (default `database`) and, for an application stack, its pgcreds:application."""
+    stack, _, rest = value.partition(":")
+    mount, _, application = rest.partition(":")
+    return stack, mount or "database", application
+
+
+def deploy_policy_text(stack: str, mount: str, application: str) -> str:
+    """What a stack's deployer may do: all of the program's objects, or (an
+    application stack) its application's alone; and its deploy session."""
+    program = policy_text("application.hcl", stack, mount, application) if application \
+        else policy_text("deployer.hcl", stack, mount)
+    return program + policy_text("deploy-session.hcl", stack, mount)
 
 
 def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) -> None:
@@ -251,7 +263,7 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
     else:
         client.write(f"auth/{JWT_MOUNT}/config", bound_issuer=args.jwt_issuer, oidc_discovery_url=args.jwt_issuer)
     stacks = [stack_and_mount(value) for value in args.stack]
-    for stack, mount in stacks:
+    for stack, mount, application in stacks:
         key = transit_key(stack)
         try:
             client.secrets.transit.read_key(key, mount_point=TRANSIT_MOUNT)
@@ -259,8 +271,7 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
             client.secrets.transit.create_key(key, mount_point=TRANSIT_MOUNT)
             say(f"transit key {key} created")
         deploy_policy, preview_policy = f"pgcreds-deploy-{stack}", f"pgcreds-preview-{stack}"
-        client.sys.create_or_update_acl_policy(
-            deploy_policy, policy_text("deployer.hcl", stack, mount) + policy_text("deploy-session.hcl", stack, mount))
+        client.sys.create_or_update_acl_policy(deploy_policy, deploy_policy_text(stack, mount, application))
         client.sys.create_or_update_acl_policy(preview_policy, policy_text("preview.hcl", stack, mount))
         common = dict(role_type="jwt", user_claim="sub", bound_audiences=[args.jwt_audience],
                       token_ttl=CI_TOKEN_TTL, token_max_ttl=CI_TOKEN_TTL, token_no_default_policy=False)
@@ -268,7 +279,7 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
                      bound_claims={"repository": args.repository}, **common)
         client.write(f"auth/{JWT_MOUNT}/role/{deploy_policy}", token_policies=[deploy_policy],
                      bound_claims={"repository": args.repository, "ref": args.deploy_ref}, **common)
-    say(f"stacks {', '.join(stack for stack, _ in stacks)}: transit keys, policies and jwt roles pgcreds-deploy-<stack> "
+    say(f"stacks {', '.join(stack for stack, _, _ in stacks)}: transit keys, policies and jwt roles pgcreds-deploy-<stack> "
         f"(repository {args.repository}, ref {args.deploy_ref}) and pgcreds-preview-<stack> are in place")
 
 
@@ -295,7 +306,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="a database the program creates tables in (pgcreds:postgresDatabase); repeatable")
     parser.add_argument("--vault-address", default=os.environ.get("VAULT_ADDR", ""))
     parser.add_argument("--stack", action="append", required=True,
-                        help="NAME[:MOUNT]: a stack, and its pgcreds:vaultMountPath if not `database`; repeatable")
+                        help="NAME[:MOUNT[:APPLICATION]]: a stack, its pgcreds:vaultMountPath if not `database`, and "
+                             "an application stack's pgcreds:application (its deploy policy then covers that "
+                             "application alone); repeatable")
     parser.add_argument("--repository", required=True, help="owner/name of the GitHub repository CI runs in")
     parser.add_argument("--deploy-ref", default="refs/heads/main", help="the only ref the deploy role accepts")
     parser.add_argument("--jwt-issuer", default=GITHUB_ISSUER)

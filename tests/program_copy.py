@@ -29,3 +29,14 @@ def copy_program(folder: Path, stack_files: Sequence[str] = (), source: Path = R
         (shutil.copytree if path.is_dir() else shutil.copy)(path, folder / name)
     (folder / "venv").symlink_to(REPO / "venv")
     return folder
+
+
+# Tables made up for tests and the bench: a serial key (so a sequence grant too) and a value.
+GENERATED_COLUMNS = '(("id", "serial PRIMARY KEY"), ("value", "INT NOT NULL"))'
+
+
+def add_tables(folder: Path, names: Sequence[str]) -> None:
+    """Adds tables of the generated shape to the copy's tables.py (beside its own)."""
+    tables = folder / "tables.py"
+    specs = "".join(f'TableSpec(name="{name}", columns={GENERATED_COLUMNS}), ' for name in names)
+    tables.write_text(tables.read_text() + f"\nAPP_TABLES = APP_TABLES + ({specs})\n")

@@ -23,7 +23,7 @@ import pytest
 from psycopg import sql
 from pulumi import automation as auto
 
-from program_copy import copy_program
+from program_copy import add_tables, copy_program
 from clients.tls import vault_tls_verify
 from smoke_check import SmokeReport, run_smoke_check
 from deployer import DEPLOYER_LOGIN, DEPLOYER_ROLE, PLATFORM_MOUNT
@@ -71,6 +71,33 @@ class PgServer:
 def default_server() -> PgServer:
     return PgServer(os.environ.get("PGCREDS_PG_VERSION", "15"), int(os.environ["PGPORT"]),
                     Path(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]))
+
+
+def start_server(version: str) -> PgServer:
+    """Another PostgreSQL version beside the default one (`local/postgres.sh`), started if it is not running."""
+    env = {**os.environ, "PGCREDS_PG_VERSION": version}
+    env.pop("PGCREDS_PG_PORT", None)
+    subprocess.run([str(REPO / "local" / "postgres.sh"), "start"], env=env, check=True)
+    exported = subprocess.run([str(REPO / "local" / "postgres.sh"), "env"], env=env, check=True,
+                              capture_output=True, text=True).stdout
+    values = dict(part.split("=", 1) for line in exported.splitlines() for part in line.split()[1:])
+    return PgServer(version, int(values["PGPORT"]), Path(values["PGCREDS_SUPERUSER_PASSWORD_FILE"]))
+
+
+def server_with_deployer(version: str, folder: Path) -> tuple[PgServer, dict[str, str], str]:
+    """(another version's server, the environment its stacks run with, the admin's password):
+    the deployer login is made there as the bootstrap makes it on the default server
+    (non-superuser, CREATEROLE and CREATEDB only), its password in a pgpass file."""
+    other = start_server(version)
+    password = secrets.token_urlsafe(24)
+    with other.connect() as superuser:
+        exists = superuser.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DEPLOYER,)).fetchone()
+        superuser.execute(sql.SQL("{} ROLE {} WITH LOGIN NOSUPERUSER CREATEROLE CREATEDB PASSWORD {}").format(
+            sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(DEPLOYER), sql.Literal(password)))
+    pgpass = folder / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{other.port}:*:{DEPLOYER}:{password}\n")
+    pgpass.chmod(0o600)
+    return other, {"PGPASSFILE": str(pgpass)}, password
 
 
 def admin_connect(database: str = "postgres") -> psycopg.Connection:
@@ -194,6 +221,70 @@ def make_stack(tmp_path: Path, env: Optional[dict[str, str]] = None,
                    tableOwnerRole=f"it_{suffix}_owner", vaultAdminRole=f"it_{suffix}_vault_admin",
                    sampleData="true", keepTablesOnDestroy="false", roles=test_stack.roles_config())
     return test_stack
+
+
+@dataclass
+class SplitStacks:
+    """An organisation's split layout on one database and mount: a platform stack and
+    one stack per application, all on one file backend (as StackReference needs)."""
+
+    platform: ProgramStack
+    applications: dict[str, ProgramStack]
+    """By application name."""
+
+    def all(self) -> list[ProgramStack]:
+        return [*self.applications.values(), self.platform]
+
+
+def application_roles(application: str, **overrides: Any) -> list[dict]:
+    """An application stack's one role, read-write on its one table."""
+    return [{"name": f"{application}-rw", "tables": [f"{application}_items"], "access": "readwrite",
+             "defaultTtl": "1h", "maxTtl": "24h", **overrides}]
+
+
+def make_split(tmp_path: Path, count: int, env: Optional[dict[str, str]] = None,
+               server: Optional[PgServer] = None) -> SplitStacks:
+    server = server or default_server()
+    suffix = secrets.token_hex(3)
+    names = [f"{chr(ord('a') + index)}{suffix}" for index in range(count)]
+    project_dir = copy_program(tmp_path / "project")
+    add_tables(project_dir, [f"{name}_items" for name in names])
+    state, database = tmp_path / "state", f"it_{suffix}"
+    with server.connect() as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(DEPLOYER)))
+
+    def stack(name: str, **settings: Any) -> ProgramStack:
+        made = ProgramStack(auto.create_or_select_stack(
+            stack_name=name, work_dir=str(project_dir),
+            opts=auto.LocalWorkspaceOptions(secrets_provider=TEST_SECRETS_PROVIDER,
+                                            env_vars={**file_backend(state), **(env or {})})),
+            project_dir, suffix, database, state, server)
+        made.set(environment="dev", postgresPort=str(server.port), postgresDatabase=database,
+                 postgresAdminUser=DEPLOYER, postgresSslMode="disable", vaultAddress=os.environ["VAULT_ADDR"],
+                 vaultMountPath=made.mount, keepTablesOnDestroy="false", **settings)
+        return made
+
+    platform = stack(f"it{suffix}-platform", stackKind="platform", roles=[])
+    applications = {name: stack(f"it{suffix}-{name}", stackKind="application", platformStack=f"it{suffix}-platform",
+                                application=name, tableOwnerRole=f"{name}_owner",
+                                vaultAdminRole=f"{name}_vault_admin", roles=application_roles(name))
+                    for name in names}
+    return SplitStacks(platform, applications)
+
+
+def cleanup_split(split: SplitStacks) -> None:
+    """Best effort, as `cleanup`: the applications' stacks first, then the platform's."""
+    for test_stack in split.all():
+        try:
+            test_stack.stack.destroy()
+        except auto.CommandError:
+            pass
+    cleanup(split.platform)
+    with split.platform.server.connect() as admin:
+        for name in split.applications:
+            roles = [r for (r,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{name}\\_%",))]
+            for role in roles:
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def cleanup(test_stack: ProgramStack) -> None:

@@ -10,9 +10,6 @@ open session, then destroy."""
 
 from __future__ import annotations
 
-import os
-import secrets
-import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -22,39 +19,20 @@ import pytest
 from psycopg import sql
 from pulumi import automation as auto
 
-from stacks import DEPLOYER, REPO, PgServer, ProgramStack, cleanup, default_server, make_stack, vault
+from stacks import DEPLOYER, PgServer, ProgramStack, cleanup, default_server, make_stack, server_with_deployer, vault
 
 WEEKLY = "weekly_metrics_reporting"
-
-
-def start_server(version: str) -> PgServer:
-    env = {**os.environ, "PGCREDS_PG_VERSION": version}
-    env.pop("PGCREDS_PG_PORT", None)
-    subprocess.run([str(REPO / "local" / "postgres.sh"), "start"], env=env, check=True)
-    exported = subprocess.run([str(REPO / "local" / "postgres.sh"), "env"], env=env, check=True,
-                              capture_output=True, text=True).stdout
-    values = dict(part.split("=", 1) for line in exported.splitlines() for part in line.split()[1:])
-    return PgServer(version, int(values["PGPORT"]), Path(values["PGCREDS_SUPERUSER_PASSWORD_FILE"]))
 
 
 @pytest.fixture(scope="module", params=["15", "18"])
 def server(request, tmp_path_factory) -> Iterator[tuple[PgServer, dict[str, str], str]]:
     """(the server, the environment its stacks run with, the admin's password).
     15 is the bootstrapped default (the deploy session's login); on 18 the same
-    non-superuser login is made here, with CREATEROLE and CREATEDB only."""
+    non-superuser login is made, with CREATEROLE and CREATEDB only."""
     if request.param == "15":
         yield default_server(), {}, vault().read("pgcreds-platform/static-creds/deployer")["data"]["password"]
         return
-    other = start_server(request.param)
-    password = secrets.token_urlsafe(24)
-    with other.connect() as superuser:
-        exists = superuser.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DEPLOYER,)).fetchone()
-        superuser.execute(sql.SQL("{} ROLE {} WITH LOGIN NOSUPERUSER CREATEROLE CREATEDB PASSWORD {}").format(
-            sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(DEPLOYER), sql.Literal(password)))
-    pgpass = tmp_path_factory.mktemp("session") / "pgpass"
-    pgpass.write_text(f"127.0.0.1:{other.port}:*:{DEPLOYER}:{password}\n")
-    pgpass.chmod(0o600)
-    yield other, {"PGPASSFILE": str(pgpass)}, password
+    yield server_with_deployer(request.param, tmp_path_factory.mktemp("session"))
 
 
 def connect_as(stack: ProgramStack, secret: dict) -> psycopg.Connection:

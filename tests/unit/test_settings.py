@@ -327,7 +327,8 @@ PLAIN_VALUES = {
     "postgresAdminUser": "pgcreds_deployer", "postgresSslMode": "require", "postgresSslRootCert": "/etc/ca.pem",
     "vaultAddress": "https://vault.internal:8200", "vaultMountPath": "database", "vaultConnectionName": "postgresql",
     "vaultRotateRoot": "true", "vaultAppRolePath": "database-approle", "tableOwnerRole": "app_owner",
-    "vaultAdminRole": "vault_admin", "sampleData": "false", "keepTablesOnDestroy": "true",
+    "vaultAdminRole": "vault_admin", "sampleData": "false", "keepTablesOnDestroy": "true", "stackKind": "all",
+    "platformStack": "platform", "application": "billing",
 }
 ROLE_FIELDS = {"name": "metrics-readwrite", "access": "readwrite", "defaultTtl": "1h", "maxTtl": "24h",
                "usernameTemplate": '{{ printf "app_%s" (random 8) | truncate 63 }}', "secretIdTtl": "1h"}
@@ -401,3 +402,62 @@ def test_the_project_declares_the_same_default_roles_as_the_settings():
 
     project = yaml.safe_load((Path(__file__).resolve().parents[2] / "Pulumi.yaml").read_text())
     assert project["config"]["roles"]["default"] == DEFAULT_ROLES
+
+
+# --- the split layout: a platform stack, and one stack per application --------
+
+def application(**raw):
+    roles = [{"name": "billing-rw", "tables": ["billing_invoices"], "access": "readwrite", "defaultTtl": "1h",
+              "maxTtl": "24h"}]
+    return {"stackKind": "application", "platformStack": "platform", "application": "billing",
+            "tableOwnerRole": "billing_owner", "vaultAdminRole": "billing_vault_admin", "roles": roles, **raw}
+
+
+def test_the_default_stack_holds_the_whole_graph():
+    settings = parse()
+    assert settings.layout.kind == "all"
+    assert {t.name for t in settings.tables} == {"weekly_metrics_reporting", "employee_salary"}
+
+
+def test_a_platform_stack_has_no_roles_and_says_so_when_given_some():
+    settings = parse({"stackKind": "platform", "roles": "[]"})
+    assert (settings.roles, settings.tables, settings.vault.connections) == ((), (), ())
+    message = error_of({"stackKind": "platform"})
+    assert "roles: a platform stack issues no credentials: set pgcreds:roles to []" in message
+
+
+def test_an_application_stack_names_its_connection_after_itself_and_makes_only_its_tables():
+    settings = parse(application())
+    assert settings.layout.platform_stack == "platform" and settings.layout.application == "billing"
+    (connection,) = settings.vault.connections
+    assert connection.name == "billing"
+    assert settings.tables == ()  # billing_invoices is not in tables.py: it must exist (PgExistingTable)
+
+
+@pytest.mark.parametrize("raw, setting, words", [
+    ({"roles": [{"name": "metrics-readwrite", "tables": ["billing_invoices"], "access": "read",
+                 "defaultTtl": "1h", "maxTtl": "24h"}]},
+     "roles[0].name", "is not a name of the application 'billing': in its stack every role is named billing-"),
+    ({"roles": [{"name": "billing-rw", "tables": ["weekly_metrics_reporting"], "access": "read",
+                 "defaultTtl": "1h", "maxTtl": "24h"}]},
+     "roles[0].tables", "'weekly_metrics_reporting' is not a table of the application 'billing'"),
+    ({"tableOwnerRole": "app_owner"}, "tableOwnerRole", "set it to billing_app_owner"),
+    ({"vaultAdminRole": "vault_admin"}, "vaultAdminRole", "set it to billing_vault_admin"),
+    ({"application": "bill-ing"}, "application", "is not an application name"),
+    ({"application": ""}, "application", "is not an application name"),
+    ({"platformStack": ""}, "platformStack", "does not name a stack"),
+    ({"postgresMode": "aiven"}, "postgresMode", "is the platform stack's choice"),
+])
+def test_an_application_stack_refuses_names_that_are_not_its_own(raw, setting, words):
+    message = error_of(application(**raw))
+    assert f"pgcreds:{setting}" in message or f"{setting}:" in message
+    assert words in message
+
+
+@pytest.mark.parametrize("key", ["platformStack", "application"])
+def test_application_settings_outside_an_application_stack_are_refused(key):
+    assert "is read by application stacks only" in error_of({key: "billing"})
+
+
+def test_an_unknown_stack_kind_is_refused():
+    assert "stackKind: must be one of all, platform, application" in error_of({"stackKind": "apps"})
