@@ -22,6 +22,11 @@ time): 500 credentials issued by 8 concurrent AppRole clients, each logging in
 to PostgreSQL and inserting a row, then every lease revoked; errors, rows,
 p50 / p99 issue latency, credentials per second, revoke time, users left.
 `--only-load` stops after it.
+
+Last, the generated organisation at 10, 30 and 100 roles (`--scales`), as one
+stack and split into a platform stack and one stack per application
+(`bench/scale.py`): cold up, the no-op preview and the up of a one-role change,
+destroy, state size by kind of resource. `--only-scale` runs it alone.
 """
 
 from __future__ import annotations
@@ -46,13 +51,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 from deployer import DEPLOYER_LOGIN as DEPLOYER  # noqa: E402
-from program_copy import copy_program  # noqa: E402
+from program_copy import GENERATED_COLUMNS, copy_program  # noqa: E402
 from sourced_env import sourced_env, superuser_password  # noqa: E402
 from clients.tls import vault_tls_verify  # noqa: E402
+import scale  # noqa: E402
 
 CREATION = ('CREATE ROLE "{{{{name}}}}" WITH LOGIN PASSWORD \'{{{{password}}}}\' '
             "VALID UNTIL '{{{{expiration}}}}' IN ROLE \"{group}\";")
-GENERATED_COLUMNS = '(("id", "serial PRIMARY KEY"), ("value", "INT NOT NULL"))'
 
 
 @dataclass(frozen=True)
@@ -387,6 +392,10 @@ def main() -> None:
     parser.add_argument("--load-clients", type=int, default=8)
     parser.add_argument("--load-limit-seconds", type=float, default=300)
     parser.add_argument("--only-load", action="store_true", help="the load run alone")
+    parser.add_argument("--scales", default="10,30,100",
+                        help="sizes (application roles) of the generated organisation, one stack and split")
+    parser.add_argument("--parallel", type=int, default=4, help="application stacks run at once when split")
+    parser.add_argument("--only-scale", action="store_true", help="the generated organisation's sizes alone")
     parser.add_argument("--baseline", metavar="REVISION",
                         help="also measure the program at this git revision (same toolchain, virtualenv and "
                              "servers), in turns with the current one, for a before/after table")
@@ -398,6 +407,11 @@ def main() -> None:
     issue_ms: dict[str, list[float]] = {}
     compared: dict[str, dict[str, tuple[float, float]]] = {}
     phases: dict[str, list[tuple[str, float]]] = {}
+    scales = [int(size) for size in args.scales.split(",") if size]
+    if args.only_scale:
+        with tempfile.TemporaryDirectory(prefix="pgcreds-bench-") as temp:
+            scale.report(*scale.measure(scales, args.parallel, Path(temp)), parallel=args.parallel)
+        return
     with tempfile.TemporaryDirectory(prefix="pgcreds-bench-") as temp:
         program = ProgramRun(SHAPES[0], Path(temp) / "load")
         try:
@@ -462,6 +476,9 @@ def main() -> None:
         values = issue_ms[name]
         print(f"issue one credential, role over {label}: median {statistics.median(values):.1f} ms, "
               f"p90 {statistics.quantiles(values, n=10)[-1]:.1f} ms ({len(values)} credentials)")
+    if scales:
+        with tempfile.TemporaryDirectory(prefix="pgcreds-bench-") as temp:
+            scale.report(*scale.measure(scales, args.parallel, Path(temp)), parallel=args.parallel)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,219 @@
+"""The generated organisation at several sizes, as one stack and split (issue 20).
+
+N application roles, each read-write on 2 tables of its own (the `gen` shape),
+on the local servers, file backend, each run on its own copy of the program,
+database, mount and names. Two layouts:
+
+  one     the default: one stack holds the whole graph.
+  split   a platform stack (`pgcreds:stackKind platform`) and one stack per
+          application (`application`), each with one role; up to `parallel`
+          application stacks run at once, as an organisation's pipelines would.
+
+For each: the cold `up` of everything, the no-op `preview` of the stack that a
+one-role change touches, the `up` of that change (a read role added beside the
+first application's), and `destroy`. Prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import hvac
+
+from clients.tls import vault_tls_verify
+from deployer import DEPLOYER_LOGIN as DEPLOYER
+from program_copy import add_tables, copy_program
+from sourced_env import TEST_SECRETS_PROVIDER, file_backend, superuser_password
+
+TABLES_PER_ROLE = 2
+OPERATIONS = ("cold up", "no-op preview", "one-role up", "destroy")
+
+
+def seconds(command: list[str], cwd: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def superuser(statement: str) -> None:
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres", "-c", statement],
+                   check=True, env={**os.environ, "PGPASSWORD": superuser_password()}, stdout=subprocess.DEVNULL)
+
+
+def role(application: str, suffix: str = "rw", access: str = "readwrite", tables: int = TABLES_PER_ROLE) -> dict:
+    return {"name": f"{application}-{suffix}", "tables": [f"{application}_t{k}" for k in range(tables)],
+            "access": access, "defaultTtl": "1h", "maxTtl": "24h"}
+
+
+@dataclass
+class Organisation:
+    """One generated organisation of `roles` applications, in one layout."""
+
+    roles: int
+    split: bool
+    folder: Path
+    parallel: int
+    suffix: str = field(default_factory=lambda: secrets.token_hex(3))
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.applications = [f"g{self.suffix}x{index:03d}" for index in range(self.roles)]
+        self.database, self.mount = f"bench_scale_{self.suffix}", f"bench-scale-{self.suffix}"
+        self.folder.mkdir(parents=True)
+        self.project = copy_program(self.folder / "project")
+        add_tables(self.project, [f"{app}_t{k}" for app in self.applications for k in range(TABLES_PER_ROLE)])
+        self.state = self.folder / "state"
+        self.env = {**os.environ, **file_backend(self.state)}
+        superuser(f'CREATE DATABASE "{self.database}" OWNER {DEPLOYER}')
+        common = {"environment": "dev", "postgresPort": os.environ["PGPORT"], "postgresDatabase": self.database,
+                  "postgresAdminUser": DEPLOYER, "postgresSslMode": "disable",
+                  "vaultAddress": os.environ["VAULT_ADDR"], "vaultMountPath": self.mount,
+                  "keepTablesOnDestroy": "false"}
+        self.config: dict[str, dict[str, Any]] = {}
+        if self.split:
+            self.platform = f"p{self.suffix}"
+            self.config[self.platform] = {**common, "stackKind": "platform", "roles": []}
+            for app in self.applications:
+                self.config[app] = {**common, "stackKind": "application", "platformStack": self.platform,
+                                    "application": app, "tableOwnerRole": f"{app}_owner",
+                                    "vaultAdminRole": f"{app}_vault_admin", "roles": [role(app)]}
+        else:
+            self.config[f"one{self.suffix}"] = {
+                **common, "tableOwnerRole": f"g{self.suffix}_owner", "vaultAdminRole": f"g{self.suffix}_vault_admin",
+                "roles": [role(app) for app in self.applications]}
+        self.headers = {}
+        self.each(list(self.config), lambda stack: self.pulumi("stack", "init", "--secrets-provider",
+                                                                   TEST_SECRETS_PROVIDER, stack=stack))
+        for stack in self.config:
+            # The stack file as `stack init` wrote it (its secrets provider and data key), then its settings.
+            self.headers[stack] = (self.project / f"Pulumi.{stack}.yaml").read_text()
+            self.write_config(stack)
+
+    @property
+    def changed_stack(self) -> str:
+        """The stack a one-role change touches: the first application's, or the one stack."""
+        return self.applications[0] if self.split else next(iter(self.config))
+
+    def write_config(self, stack: str) -> None:
+        # JSON is YAML: `pulumi config set` for each key of each stack would cost minutes.
+        lines = "".join(f"  pgcreds:{key}: {json.dumps(value)}\n" for key, value in self.config[stack].items())
+        (self.project / f"Pulumi.{stack}.yaml").write_text(self.headers[stack] + "config:\n" + lines)
+
+    def pulumi(self, *args: str, stack: str) -> float:
+        return seconds(["pulumi", *args, "--stack", stack, "--non-interactive"], self.project, self.env)
+
+    def each(self, stacks: list[str], action: Callable[[str], float]) -> float:
+        """Runs `action` on every stack, up to `parallel` at once; the wall time."""
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            list(pool.map(action, stacks))
+        return time.perf_counter() - started
+
+    def run(self) -> dict[str, float]:
+        up = lambda stack: self.pulumi("up", "--yes", "--skip-preview", stack=stack)  # noqa: E731
+        applications = [s for s in self.config if s != getattr(self, "platform", None)]
+        cold = self.pulumi("up", "--yes", "--skip-preview", stack=self.platform) if self.split else 0.0
+        self.figures["cold up"] = cold + self.each(applications, up)
+        self.figures["state bytes"] = sum(p.stat().st_size for p in self.state_files())
+        self.figures["resources"] = sum(len(self.resources(p)) for p in self.state_files())
+        self.figures["no-op preview"] = self.pulumi("preview", "--expect-no-changes", stack=self.changed_stack)
+        target = self.changed_stack
+        first = self.applications[0]
+        self.config[target]["roles"] = self.config[target]["roles"] + [role(first, "ro", "read", tables=1)]
+        self.write_config(target)
+        self.figures["one-role up"] = up(target)
+        return self.figures
+
+    def destroy(self) -> None:
+        down = lambda stack: self.pulumi("destroy", "--yes", "--skip-preview", stack=stack)  # noqa: E731
+        applications = [s for s in self.config if s != getattr(self, "platform", None)]
+        self.figures["destroy"] = self.each(applications, down) + (
+            down(self.platform) if self.split else 0.0)
+
+    def state_files(self) -> list[Path]:
+        return sorted((self.state / ".pulumi" / "stacks").rglob("*.json"))  # the latest state, no backups
+
+    @staticmethod
+    def resources(path: Path) -> list[dict]:
+        return json.loads(path.read_text()).get("checkpoint", {}).get("latest", {}).get("resources", [])
+
+    def kinds(self) -> dict[str, tuple[int, int]]:
+        """Resources by type in the state: (count, bytes)."""
+        found: dict[str, tuple[int, int]] = {}
+        for path in self.state_files():
+            for resource in self.resources(path):
+                count, size = found.get(resource["type"], (0, 0))
+                found[resource["type"]] = (count + 1, size + len(json.dumps(resource)))
+        return found
+
+    def remove(self) -> None:
+        """Best effort, also after a failure: stacks, Vault objects, the database."""
+        for stack in self.config:
+            subprocess.run(["pulumi", "destroy", "--yes", "--skip-preview", "--stack", stack], cwd=self.project,
+                           env=self.env, capture_output=True)
+        client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"], verify=vault_tls_verify())
+        if f"{self.mount}/" in client.sys.list_mounted_secrets_engines()["data"]:
+            client.sys.disable_secrets_engine(self.mount)
+        if f"{self.mount}-approle/" in client.sys.list_auth_methods()["data"]:
+            client.sys.disable_auth_method(f"{self.mount}-approle")
+        superuser(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def measure(scales: Iterable[int], parallel: int, folder: Path) -> tuple[dict, dict]:
+    """{(layout, roles): figures}, and the largest one-stack organisation's state by kind."""
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    kinds: dict[str, dict[str, tuple[int, int]]] = {}
+    for roles in scales:
+        for split in (False, True):
+            layout = "split" if split else "one"
+            organisation = Organisation(roles, split, folder / f"{layout}{roles}", parallel)
+            try:
+                results[(layout, roles)] = organisation.run()
+                kinds[layout] = organisation.kinds()
+                organisation.destroy()
+            finally:
+                organisation.remove()
+            print(f"  {layout} stack{'s' if split else ''}, {roles} roles: "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in results[(layout, roles)].items()), flush=True)
+    return results, kinds
+
+
+def report(results: dict, kinds: dict, parallel: int) -> None:
+    scales = sorted({roles for _, roles in results})
+    print(f"\nthe generated organisation (N roles, each read-write on {TABLES_PER_ROLE} tables of its own; file "
+          f"backend; split = a platform stack + one stack per application, up to {parallel} at once); seconds")
+    print(f"{'layout':<6} {'roles':>5} {'resources':>9} {'state':>9} {'state/role':>10} {'cold up':>8} "
+          f"{'up/role':>8} {'no-op preview':>13} {'one-role up':>11} {'destroy':>8}")
+    for (layout, roles), r in sorted(results.items()):
+        print(f"{layout:<6} {roles:>5} {r['resources']:>9.0f} {r['state bytes'] / 1024:>7.0f}KB "
+              f"{r['state bytes'] / roles / 1024:>8.1f}KB {r['cold up']:>8.1f} {r['cold up'] / roles:>8.2f} "
+              f"{r['no-op preview']:>13.1f} {r['one-role up']:>11.1f} {r['destroy']:>8.1f}")
+    low, high = scales[0], scales[-1]
+    print(f"\nratios, {high} roles against {low}:")
+    for layout in ("one", "split"):
+        a, b = results.get((layout, low)), results.get((layout, high))
+        if not (a and b):
+            continue
+        print(f"  {layout:<5}: one-role change (up) {b['one-role up'] / a['one-role up']:.2f}x"
+              f"{' (target <= 1.3x)' if layout == 'split' else ''}; no-op preview "
+              f"{b['no-op preview'] / a['no-op preview']:.2f}x; cold up per role "
+              f"{(b['cold up'] / high) / (a['cold up'] / low):.2f}x (target <= 1.2x); state per role "
+              f"{b['state bytes'] / high / 1024:.1f} KB against {a['state bytes'] / low / 1024:.1f} KB")
+    for layout, by_kind in kinds.items():
+        total = sum(size for _, size in by_kind.values())
+        print(f"\nstate by kind of resource ({layout} layout, {high} roles; {total / 1024:.0f} KB):")
+        for kind, (count, size) in sorted(by_kind.items(), key=lambda item: -item[1][1]):
+            print(f"  {kind:<52} {count:>5} x {size / count / 1024:>5.1f} KB = {size / 1024:>7.0f} KB "
+                  f"({100 * size / total:>4.1f} %)")
