@@ -14,7 +14,7 @@ from components.existing_postgres import ExistingPostgres
 from components.platform_reference import PlatformReference, PlatformReferenceArgs
 from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs
 from preflight import check_logins, check_postgres_login
-from settings import load_settings
+from settings import GRANT_LAYOUT, load_settings
 
 VAULT_CHILD_TOKEN_TTL_SECONDS = 3600
 
@@ -59,6 +59,7 @@ access = AccessRoles("access-roles", AccessRolesArgs(
     owner_role=schema.owner_role,
     sequences=schema.sequences,
     vault_connections=settings.vault.connections,
+    per_table_grants_in_state=settings.per_table_grants_in_state,
 )) if schema else None
 
 vault_secrets = VaultDatabaseSecrets("vault-database-secrets", VaultDatabaseSecretsArgs(
@@ -106,6 +107,7 @@ if settings.layout.kind == "platform":
     pulumi.export("vaultApplicationsPolicy", apps.applications_policy)
 else:
     pulumi.export("credentialPaths", vault_secrets.credential_paths)
+    pulumi.export("grantLayout", GRANT_LAYOUT)
     pulumi.export("groupRoles", {role.name: role.group_role for role in settings.roles})
     pulumi.export("appRoles", apps.login_paths)
     # What each role may do, for the smoke check (and whoever reads the stack).

@@ -67,6 +67,10 @@ DEFAULT_ROLES = [{
 }]
 
 
+# How grants are made (the `grantLayout` output): one per role and kind of object.
+# A stack whose last update has no such output granted per table.
+GRANT_LAYOUT = "per-role"
+
 # What a stack holds: the whole graph (the default), or the organisation's split:
 # one platform stack (PostgreSQL, the Vault mount, the AppRole auth method) and
 # one stack per application (its tables, roles, Vault connection and identities).
@@ -117,6 +121,9 @@ class Settings:
     vault_admin_role: str
     layout: StackLayout = field(default_factory=lambda: StackLayout(STACK_KINDS[0]))
     """Which part of the graph this stack holds (all of it, by default)."""
+    per_table_grants_in_state: bool = False
+    """The stack's last update was made by a version that granted per table (its
+    outputs have no `grantLayout`): AccessRoles lets those grants go without a REVOKE."""
     tables: tuple[TableSpec, ...] = APP_TABLES
     """The tables of `tables.py` this stack makes: all of them, those its roles name
     (an application stack), or none (a platform stack)."""
@@ -211,10 +218,12 @@ def parse_settings(
     environ: Mapping[str, str],
     stack: str,
     in_clear: Callable[[str], bool] = lambda key: False,
+    previous_outputs: Optional[Mapping[str, Any]] = None,
 ) -> Settings:
     """Validates raw config values (strings or parsed JSON, as `pulumi config`
     stores them). `secret(key)` returns a secret config value or None;
-    `in_clear(key)` tells whether a value is stored without `--secret`."""
+    `in_clear(key)` tells whether a value is stored without `--secret`;
+    `previous_outputs` are the outputs of the stack's last update."""
     problems = _Problems()
     for key, value in raw.items():
         problem = control_character_problem(value) if key != "roles" else None  # roles: per field, below
@@ -347,6 +356,8 @@ def parse_settings(
         owner_role=owner_role,
         vault_admin_role=vault_admin_role,
         layout=layout,
+        per_table_grants_in_state=bool(previous_outputs and "groupRoles" in previous_outputs
+                                       and previous_outputs.get("grantLayout") != GRANT_LAYOUT),
         tables=stack_tables(layout, roles),
     )
 
@@ -574,6 +585,14 @@ KEYS = ("aivenApiUrl", "aivenProject", "aivenCloud", "aivenPlan", "aivenServiceN
         "application")
 
 
+def previous_outputs() -> dict[str, Any]:
+    """The outputs of this stack's last update (none for a new stack), read once
+    from the backend, as a StackReference would, but before anything is declared."""
+    stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
+    result = pulumi.runtime.invoke("pulumi:pulumi:readStackOutputs", {"name": stack})
+    return dict((result.value or {}).get("outputs") or {})
+
+
 def load_settings() -> Settings:
     """Reads the stack's `pgcreds:` config and the environment, once."""
     config = pulumi.Config(NAMESPACE)
@@ -583,4 +602,5 @@ def load_settings() -> Settings:
     return parse_settings(raw, config.get_secret, os.environ, pulumi.get_stack(),
                           in_clear=lambda key: config.get(key) is not None
                           and f"{NAMESPACE}:{key}" not in secret_keys
-                          and not pulumi.runtime.is_config_secret(f"{NAMESPACE}:{key}"))
+                          and not pulumi.runtime.is_config_secret(f"{NAMESPACE}:{key}"),
+                          previous_outputs=previous_outputs())

@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 from deployer import DEPLOYER_LOGIN as DEPLOYER  # noqa: E402
-from program_copy import GENERATED_COLUMNS, copy_program  # noqa: E402
+from program_copy import GENERATED_COLUMNS, checkout, copy_program  # noqa: E402
 from sourced_env import sourced_env, superuser_password  # noqa: E402
 from clients.tls import vault_tls_verify  # noqa: E402
 import scale  # noqa: E402
@@ -331,14 +331,6 @@ def admin_session(database: str):
     import psycopg
     return psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=database, user="postgres",
                            password=superuser_password(), autocommit=True)
-
-
-def checkout(revision: str, folder: Path) -> Path:
-    """The repository's tree at `revision`, unpacked into `folder`."""
-    folder.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", revision], cwd=REPO, capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return folder
 
 
 OPERATIONS = ("up", "preview", "destroy")

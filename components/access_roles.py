@@ -37,6 +37,9 @@ class AccessRolesArgs:
     and the roles whose users that login creates."""
     owner_role: Input[str]
     """The table owner role, which a `migrate` role's users act as."""
+    per_table_grants_in_state: bool = False
+    """The stack's last update was made by a version that granted per table: those
+    grants are declared once more, retained, so that they go without a REVOKE."""
 
 
 @dataclass(frozen=True)
@@ -109,22 +112,37 @@ class AccessRoles(pulumi.ComponentResource):
                         f"{name}-existing-{table_name}", name=table_name,
                         setting=f"pgcreds:roles (the role {role.name!r}, tables)",
                         connection=args.endpoint.admin_connection(), opts=ResourceOptions(parent=self))
-                table = tables[table_name]
+            # One grant per role and kind of object, however many tables it covers.
+            # Its update (and create) revokes and grants in one transaction, so a
+            # live credential never misses a privilege it keeps; and it is never
+            # revoked by a delete or a replacement (retained): what the settings no
+            # longer grant, the privilege audit below takes back once the new grants hold.
+            kept = ResourceOptions(retain_on_delete=True)
+            role_tables = sorted(role.tables)
+            grant = postgresql.Grant(
+                f"{name}-{role.group_role}-on-tables", database=args.endpoint.database,
+                role=group.name, schema="public", object_type="table",
+                objects=[tables[t].name for t in role_tables], privileges=list(role.table_privileges),
+                opts=ResourceOptions.merge(after(*(previous_grant.get(t) for t in role_tables)), kept))
+            self.grants.append(grant)
+            previous_grant.update({t: grant for t in role_tables})
+            role_grants = [grant]
+            sequences = sorted(s for t in role_tables for s in args.sequences.get(t, ()))
+            # Never an empty `objects`: the provider reads that as every sequence in the schema.
+            if role.sequence_privileges and sequences:
+                sequence_tables = [t for t in role_tables if args.sequences.get(t)]
                 grant = postgresql.Grant(
-                    f"{name}-{role.group_role}-{table_name}", database=args.endpoint.database,
-                    role=group.name, schema="public", object_type="table", objects=[table.name],
-                    privileges=list(role.table_privileges), opts=after(previous_grant.get(table_name)))
+                    f"{name}-{role.group_role}-on-sequences", database=args.endpoint.database,
+                    role=group.name, schema="public", object_type="sequence", objects=sequences,
+                    privileges=list(role.sequence_privileges),
+                    opts=ResourceOptions.merge(after(*(tables[t] for t in sequence_tables),
+                                                     *(previous_grant.get(t) for t in sequence_tables)), kept))
                 self.grants.append(grant)
-                previous_grant[table_name] = grant
-                sequences = args.sequences.get(table_name, ())
-                # Never an empty `objects`: the provider reads that as every sequence in the schema.
-                if role.sequence_privileges and sequences:
-                    grant = postgresql.Grant(
-                        f"{name}-{role.group_role}-{table_name}-sequences", database=args.endpoint.database,
-                        role=group.name, schema="public", object_type="sequence", objects=list(sequences),
-                        privileges=list(role.sequence_privileges), opts=after(table, grant))
-                    self.grants.append(grant)
-                    previous_grant[table_name] = grant
+                role_grants.append(grant)
+                previous_grant.update({t: grant for t in sequence_tables})
+            if args.per_table_grants_in_state:
+                self.grants += self._forget_per_table_grants(name, args, role, group, tables,
+                                                             lambda *more: after(*role_grants, *more))
             # ADMIN OPTION is what lets a login put new users IN ROLE the group
             # (PostgreSQL 16+ no longer accepts CREATEROLE alone for that). Only the
             # logins of the connections that issue this role's users get it.
@@ -146,6 +164,30 @@ class AccessRoles(pulumi.ComponentResource):
 
         self.register_outputs({"vault_logins": {login: v.username for login, v in self.vault_logins.items()},
                                "group_roles": [r.group_role for r in args.roles]})
+
+
+    @staticmethod
+    def _forget_per_table_grants(name: str, args: AccessRolesArgs, role: AppRole, group: postgresql.Role,
+                                 tables: Mapping[str, pulumi.Resource], after) -> list[pulumi.Resource]:
+        """Earlier versions made a grant per table (and per table's sequences), whose
+        delete would revoke what the grants per role now hold. Declared once more as
+        they were, but retained: the next `up` forgets them without a REVOKE."""
+        forgotten: list[pulumi.Resource] = []
+        for table_name in role.tables:
+            grant = postgresql.Grant(
+                f"{name}-{role.group_role}-{table_name}", database=args.endpoint.database,
+                role=group.name, schema="public", object_type="table", objects=[tables[table_name].name],
+                privileges=list(role.table_privileges),
+                opts=ResourceOptions.merge(after(), ResourceOptions(retain_on_delete=True)))
+            forgotten.append(grant)
+            sequences = args.sequences.get(table_name, ())
+            if role.sequence_privileges and sequences:
+                forgotten.append(postgresql.Grant(
+                    f"{name}-{role.group_role}-{table_name}-sequences", database=args.endpoint.database,
+                    role=group.name, schema="public", object_type="sequence", objects=list(sequences),
+                    privileges=list(role.sequence_privileges),
+                    opts=ResourceOptions.merge(after(grant), ResourceOptions(retain_on_delete=True))))
+        return forgotten
 
 
 def declared_privileges(args: AccessRolesArgs, database: str, admin_user: str, logins: list[str],

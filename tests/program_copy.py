@@ -4,6 +4,7 @@ on without touching the repository's own stack files."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Sequence
 
@@ -40,3 +41,28 @@ def add_tables(folder: Path, names: Sequence[str]) -> None:
     tables = folder / "tables.py"
     specs = "".join(f'TableSpec(name="{name}", columns={GENERATED_COLUMNS}), ' for name in names)
     tables.write_text(tables.read_text() + f"\nAPP_TABLES = APP_TABLES + ({specs})\n")
+
+
+def checkout(revision: str, folder: Path) -> Path:
+    """The repository's tree at `revision`, unpacked into `folder`."""
+    folder.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", revision], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def replace_program(folder: Path, source: Path = REPO) -> None:
+    """Puts another version of the program (this repository's, by default) in place of
+    the copy in `folder`, keeping its stack files and generated tables: an upgrade."""
+    tables = (folder / "tables.py").read_text()
+    for name in PROGRAM_FILES:
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        path = source / name
+        (shutil.copytree if path.is_dir() else shutil.copy)(path, target)
+    extra = tables.split("\nAPP_TABLES = APP_TABLES + ", 1)
+    if len(extra) == 2:
+        (folder / "tables.py").write_text((folder / "tables.py").read_text() + "\nAPP_TABLES = APP_TABLES + " + extra[1])

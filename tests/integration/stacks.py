@@ -201,10 +201,11 @@ class ProgramStack:
 
 
 def make_stack(tmp_path: Path, env: Optional[dict[str, str]] = None,
-               server: Optional[PgServer] = None) -> ProgramStack:
+               server: Optional[PgServer] = None, source: Path = REPO) -> ProgramStack:
+    """A stack of the program (or of another version of it, unpacked at `source`)."""
     server = server or default_server()
     suffix = secrets.token_hex(3)
-    project_dir = copy_program(tmp_path / "project")
+    project_dir = copy_program(tmp_path / "project", source=source)
     state = tmp_path / "state"
     database = f"it_{suffix}"
     with server.connect() as admin:

@@ -159,15 +159,17 @@ def test_access_roles_groups_grants_and_vault_admin(mocks):
     r = mocks.resources
     assert r["a-metrics_readwrite"].typ == "postgresql:index/role:Role"
     assert r["a-metrics_readwrite"].inputs["login"] is False
-    readwrite = r["a-metrics_readwrite-weekly_metrics_reporting"].inputs
+    # One grant per role and kind of object (not one per table).
+    readwrite = r["a-metrics_readwrite-on-tables"].inputs
     assert readwrite["objectType"] == "table" and readwrite["objects"] == ["weekly_metrics_reporting"]
     assert readwrite["privileges"] == ["SELECT", "INSERT", "UPDATE", "DELETE"]
-    sequences = r["a-metrics_readwrite-weekly_metrics_reporting-sequences"].inputs
+    sequences = r["a-metrics_readwrite-on-sequences"].inputs
     assert sequences["objectType"] == "sequence" and sequences["privileges"] == ["USAGE", "SELECT"]
     assert sequences["objects"] == ["weekly_metrics_reporting_id_seq"]
-    read = r["a-reports_read-weekly_metrics_reporting"].inputs
+    read = r["a-reports_read-on-tables"].inputs
     assert read["privileges"] == ["SELECT"]
-    assert "a-reports_read-weekly_metrics_reporting-sequences" not in r  # read-only roles need no sequence
+    assert "a-reports_read-on-sequences" not in r  # read-only roles need no sequence
+    assert "a-metrics_readwrite-weekly_metrics_reporting" not in r  # no grant per table on a new stack
     # Nothing may reach the sensitive table, and no grant may cover every table (empty objects).
     grants = [a.inputs for a in r.values() if a.typ == "postgresql:index/grant:Grant"]
     assert grants and all(g["objects"] and "employee_salary" not in g["objects"] for g in grants)
@@ -177,6 +179,20 @@ def test_access_roles_groups_grants_and_vault_admin(mocks):
     membership = r["a-metrics_readwrite-vault_admin"].inputs
     assert membership["withAdminOption"] is True and membership["grantRole"] == "metrics_readwrite"
     assert membership["role"] == "vault_admin"
+
+
+def test_grants_per_table_left_by_an_earlier_version_are_declared_once_more_to_be_forgotten(mocks):
+    @pulumi.runtime.test
+    def program():
+        pg = endpoint()
+        schema = AppSchema("s", AppSchemaArgs(pg, APP_TABLES, "app_owner", False, True))
+        AccessRoles("a", AccessRolesArgs(pg, (METRICS,), schema.tables, schema.sequences, connections(METRICS),
+                                         schema.owner_role, per_table_grants_in_state=True))
+    program()
+    r = mocks.resources
+    old = r["a-metrics_readwrite-weekly_metrics_reporting"].inputs
+    assert old["objects"] == ["weekly_metrics_reporting"] and old["privileges"] == r["a-metrics_readwrite-on-tables"].inputs["privileges"]
+    assert r["a-metrics_readwrite-weekly_metrics_reporting-sequences"].inputs["objects"] == ["weekly_metrics_reporting_id_seq"]
 
 
 def test_with_rotate_root_each_connection_has_its_own_login_and_only_its_groups(mocks):

@@ -461,3 +461,14 @@ def test_application_settings_outside_an_application_stack_are_refused(key):
 
 def test_an_unknown_stack_kind_is_refused():
     assert "stackKind: must be one of all, platform, application" in error_of({"stackKind": "apps"})
+
+
+@pytest.mark.parametrize("previous, per_table", [
+    (None, False),                                                       # a new stack
+    ({}, False),
+    ({"groupRoles": {"metrics-readwrite": "metrics_readwrite"}}, True),  # made by a version that granted per table
+    ({"groupRoles": {}, "grantLayout": "per-role"}, False),
+])
+def test_grants_per_table_in_state_are_told_from_the_last_update_outputs(previous, per_table):
+    settings = parse_settings({**BASE, **role()}, lambda key: None, ENV, "dev", previous_outputs=previous)
+    assert settings.per_table_grants_in_state is per_table
