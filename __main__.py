@@ -86,6 +86,7 @@ apps = AppIdentities("app-identities", AppIdentitiesArgs(
     platform_auth_path=platform.approle_path if platform else None,
     platform_policy=platform.applications_policy if platform else None,
     applications_policy=settings.layout.kind == "platform",
+    vault_address=settings.vault.address,
 ), pulumi.ResourceOptions(depends_on=[vault_secrets]))
 
 if isinstance(postgres, AivenPostgres):

@@ -13,6 +13,7 @@ import pulumi_vault as vault
 from pulumi import Input, Output, ResourceOptions
 
 from components.app_role import AppRole
+from providers.vault import PlatformInUse
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,10 @@ class AppIdentitiesArgs:
     role (`applications_policy`), instead of a policy per role."""
     applications_policy: bool = False
     """A platform stack's: make that policy, which lets an AppRole's token read the
-    credentials of the role of its own name, and nothing else."""
+    credentials of the role of its own name, and nothing else; and refuse to be
+    destroyed while application stacks still use the mount."""
+    vault_address: str = ""
+    """Vault API address, for that refusal (a dynamic resource cannot use the provider)."""
 
 
 class AuthPathTaken(pulumi.RunError):
@@ -93,10 +97,15 @@ class AppIdentities(pulumi.ComponentResource):
             auth_path = auth.path
             if args.applications_policy:
                 mount = Output.from_input(args.mount_path)
-                self.applications_policy = vault.Policy(
+                policy = vault.Policy(
                     f"{name}-applications", name=mount.apply(lambda path: policy_name(path, "applications")),
                     policy=Output.all(mount, auth.accessor).apply(lambda parts: applications_policy(*parts)),
-                    opts=in_vault).name
+                    opts=in_vault)
+                self.applications_policy = policy.name
+                # Deleted first (it depends on the mount, the auth method and the policy), so a
+                # refused destroy leaves the platform whole.
+                PlatformInUse(f"{name}-in-use", address=args.vault_address, mount=mount,
+                              opts=ResourceOptions(parent=self, depends_on=[auth, policy]))
         self.auth_path = auth_path
 
         self.login_paths = {}

@@ -92,6 +92,49 @@ class VaultLeaseRevoker(Resource, module="vault", name="LeaseRevoker"):
         }, opts)
 
 
+# --- a platform stack's mount, while application stacks use it -------------------
+
+
+class _PlatformInUseProvider(ResourceProvider):
+    """Nothing to create; its delete refuses while any connection is left in the
+    mount (an application stack's), so that destroying a platform stack never
+    takes the applications' connections, roles and leases with it."""
+
+    def create(self, props: dict) -> CreateResult:
+        return CreateResult(props["mount"], dict(props))
+
+    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
+        replaces = changed(olds, news, ("mount",))
+        return DiffResult(changes=bool(replaces or changed(olds, news, ("address",))), replaces=replaces)
+
+    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
+        return UpdateResult(dict(news))
+
+    def delete(self, id_: str, props: dict) -> None:
+        vault = api.client(props["address"])
+        if id_ + "/" not in vault.sys.list_mounted_secrets_engines()["data"]:
+            return
+        try:
+            connections = vault.list(f"{id_}/config") or {}
+        except api.hvac.exceptions.InvalidPath:
+            return
+        names = sorted((connections.get("data") or {}).get("keys") or [])
+        if names:
+            raise RuntimeError(
+                f"the mount {id_!r} still holds the connections {', '.join(names)} of application stacks: "
+                "`pulumi destroy` those stacks first (each removes its own connection, roles and leases). "
+                "Nothing of the platform was deleted.")
+
+
+class PlatformInUse(Resource, module="vault", name="PlatformInUse"):
+    """Stops a platform stack's destroy while application stacks still use its
+    mount. Make it depend on the mount, so that it goes first."""
+
+    def __init__(self, resource_name: str, *, address: Input[str], mount: Input[str],
+                 opts: Optional[ResourceOptions] = None):
+        super().__init__(_PlatformInUseProvider(), resource_name, {"address": address, "mount": mount}, opts)
+
+
 # --- the first password of a rotated login -------------------------------------
 
 

@@ -70,7 +70,8 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
 
     platform.stack.up()
     made = {t for t in platform.resource_types() if not t.startswith(("pulumi:", "pgcreds:"))}
-    assert made == {"vault:index/mount:Mount", "vault:index/authBackend:AuthBackend", "vault:index/policy:Policy"}
+    assert made == {"vault:index/mount:Mount", "vault:index/authBackend:AuthBackend", "vault:index/policy:Policy",
+                    "pulumi-python:dynamic/vault:PlatformInUse"}
     tokens = {name: deploy_token(root, stack, name) for name, stack in split.applications.items()}
     for name, stack in split.applications.items():
         with stack.environment(VAULT_TOKEN=tokens[name], BAO_TOKEN=tokens[name]):
@@ -126,6 +127,13 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
         superuser.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(login_a)))
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             superuser.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 0").format(sql.Identifier(f"{b}_rw")))
+
+    # The platform's destroy waits for its applications: refused, and nothing of it goes.
+    with pytest.raises(auto.CommandError) as failure:
+        platform.stack.destroy()
+    assert "still holds the connections" in str(failure.value) and "`pulumi destroy` those stacks first" in str(failure.value)
+    assert f"{platform.mount}/" in root.sys.list_mounted_secrets_engines()["data"]
+    issue_and_use(root, stack_b, b).close()
 
     # Destroying A leaves the platform and B as they were: B still issues, and
     # neither B's nor the platform's preview plans a change.
