@@ -1,5 +1,7 @@
 """Settings validation: every bad input fails with a message naming the setting."""
 
+import json
+
 import pytest
 from pulumi import Output
 
@@ -472,3 +474,15 @@ def test_an_unknown_stack_kind_is_refused():
 def test_grants_per_table_in_state_are_told_from_the_last_update_outputs(previous, per_table):
     settings = parse_settings({**BASE, **role()}, lambda key: None, ENV, "dev", previous_outputs=previous)
     assert settings.per_table_grants_in_state is per_table
+
+
+@pytest.mark.parametrize("stack", ["platform", "billing", "staging", "dev"])
+def test_the_example_stack_files_hold_valid_settings(stack):
+    import yaml
+    from pathlib import Path
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / f"Pulumi.{stack}.yaml").read_text())["config"]
+    raw = {key.split(":", 1)[1]: value if isinstance(value, (str, list)) else json.dumps(value)
+           for key, value in config.items()}
+    raw = {key: json.dumps(value) if isinstance(value, list) else value for key, value in raw.items()}
+    settings = parse_settings(raw, lambda key: None, {**ENV, "VAULT_ADDR": "https://127.0.0.1:8200"}, stack)
+    assert settings.layout.kind == {"platform": "platform", "billing": "application"}.get(stack, "all")
