@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
@@ -585,12 +586,26 @@ KEYS = ("aivenApiUrl", "aivenProject", "aivenCloud", "aivenPlan", "aivenServiceN
         "application")
 
 
+PREVIOUS_OUTPUTS_ATTEMPTS = 5
+
+
 def previous_outputs() -> dict[str, Any]:
-    """The outputs of this stack's last update (none for a new stack), read once
-    from the backend, as a StackReference would, but before anything is declared."""
+    """The outputs of this stack's last update (none for a new stack), read from the
+    backend, as a StackReference would, but before anything is declared. The engine
+    may be writing the state file at that moment (measured on the file backend:
+    "failed to load checkpoint: EOF"), so a failed read is tried again; if it keeps
+    failing, the stack is taken to hold grants per table, the safe guess (they are
+    then declared once more and forgotten, never revoked)."""
     stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{pulumi.get_stack()}"
-    result = pulumi.runtime.invoke("pulumi:pulumi:readStackOutputs", {"name": stack})
-    return dict((result.value or {}).get("outputs") or {})
+    for attempt in range(PREVIOUS_OUTPUTS_ATTEMPTS):
+        try:
+            result = pulumi.runtime.invoke("pulumi:pulumi:readStackOutputs", {"name": stack})
+            return dict((result.value or {}).get("outputs") or {})
+        except Exception as error:  # noqa: BLE001 - the engine reports every failure as Exception
+            problem = str(error)
+            time.sleep(0.2 * (attempt + 1))
+    pulumi.log.warn(f"could not read this stack's last outputs ({problem}); taking it to hold grants per table")
+    return {"groupRoles": {}}
 
 
 def load_settings() -> Settings:

@@ -486,3 +486,19 @@ def test_the_example_stack_files_hold_valid_settings(stack):
     raw = {key: json.dumps(value) if isinstance(value, list) else value for key, value in raw.items()}
     settings = parse_settings(raw, lambda key: None, {**ENV, "VAULT_ADDR": "https://127.0.0.1:8200"}, stack)
     assert settings.layout.kind == {"platform": "platform", "billing": "application"}.get(stack, "all")
+
+
+def test_a_last_update_whose_outputs_cannot_be_read_is_taken_to_hold_grants_per_table(monkeypatch):
+    import pulumi
+    import settings as settings_module
+    calls = []
+
+    def failing(token, args):
+        calls.append(token)
+        raise Exception("failed to load checkpoint: EOF")
+    monkeypatch.setattr(pulumi.runtime, "invoke", failing)
+    monkeypatch.setattr(settings_module.time, "sleep", lambda seconds: None)
+    previous = settings_module.previous_outputs()
+    assert calls == ["pulumi:pulumi:readStackOutputs"] * settings_module.PREVIOUS_OUTPUTS_ATTEMPTS
+    assert parse_settings({**BASE, **role()}, lambda key: None, ENV, "dev",
+                          previous_outputs=previous).per_table_grants_in_state
