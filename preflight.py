@@ -93,9 +93,10 @@ def check_vault(settings: Settings, dry_run: bool) -> None:
     missing = [f"{capability} on {path}" for path, capability in needed.items()
                if not {capability, "root"} & set(answer.get(path) or answer.get("data", {}).get(path) or [])]
     if missing:
+        deploy_file = "application.hcl" if settings.layout.kind == "application" else "deployer.hcl"
         policy = ("the preview policy (vault-policies/preview.hcl; `pgcreds-preview-<stack>` from `make bootstrap`)"
                   if dry_run else
-                  "the deploy policy (vault-policies/deployer.hcl; `pgcreds-deploy-<stack>` from `make bootstrap`)")
+                  f"the deploy policy (vault-policies/{deploy_file}; `pgcreds-deploy-<stack>` from `make bootstrap`)")
         raise LoginRefused(f"VAULT_TOKEN may not do what this {'preview' if dry_run else 'deployment'} needs at "
                            f"{address}: it lacks {'; '.join(missing)}. Use a token with {policy}, written for "
                            f"pgcreds:vaultMountPath {settings.vault.mount_path!r}. Nothing was changed.")
