@@ -55,6 +55,7 @@ from program_copy import GENERATED_COLUMNS, checkout, copy_program  # noqa: E402
 from sourced_env import sourced_env, superuser_password  # noqa: E402
 from clients.tls import vault_tls_verify  # noqa: E402
 import scale  # noqa: E402
+from commands import psql, timed  # noqa: E402
 
 CREATION = ('CREATE ROLE "{{{{name}}}}" WITH LOGIN PASSWORD \'{{{{password}}}}\' '
             "VALID UNTIL '{{{{expiration}}}}' IN ROLE \"{group}\";")
@@ -86,19 +87,6 @@ class Shape:
 SHAPES = (Shape("dev", 1, 2, 1), Shape("gen20", 20, 40, 2), Shape("wide50", 1, 50, 50))
 
 
-def run(command: list[str], cwd: Path, env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
-
-
-def psql(statement: str, database: str = "postgres") -> None:
-    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", database, "-c", statement],
-                   check=True, env={**os.environ, "PGPASSWORD": superuser_password()}, stdout=subprocess.DEVNULL)
-
-
 def baseline_env(source: Path) -> dict[str, str]:
     """The environment an unpacked revision's own local/dev-env.sh sets up, with the
     plugin bundles where the current toolchain found them."""
@@ -123,7 +111,7 @@ class ProgramRun:
             # The team backend (the state database, its login from Vault) and transit.
             self.env = dict(os.environ)
             psql(f'CREATE DATABASE "{self.database}" OWNER {DEPLOYER}')
-            run(["pulumi", "stack", "init", self.stack, "--secrets-provider", "hashivault://pgcreds-tests",
+            timed(["pulumi", "stack", "init", self.stack, "--secrets-provider", "hashivault://pgcreds-tests",
                  "--non-interactive"], self.project, self.env)
         else:
             # As that revision ran (before the deploy path): the environment its own
@@ -132,7 +120,7 @@ class ProgramRun:
             self.env = {**os.environ, **baseline_env(source),
                         "PULUMI_BACKEND_URL": f"file://{folder / 'state'}"}
             psql(f'CREATE DATABASE "{self.database}"')
-            run(["pulumi", "stack", "init", self.stack, "--non-interactive"], self.project, self.env)
+            timed(["pulumi", "stack", "init", self.stack, "--non-interactive"], self.project, self.env)
         roles = [{"name": f"{name}", "tables": tables, "access": "readwrite", "defaultTtl": "1h",
                   "maxTtl": "24h"} for name, tables in shape.role_tables(f"b{self.suffix}")]
         config = {"environment": "dev", "postgresPort": os.environ["PGPORT"], "postgresDatabase": self.database,
@@ -152,12 +140,12 @@ class ProgramRun:
         return original + f"\nAPP_TABLES = ({specs}, EMPLOYEE_SALARY)\n"
 
     def pulumi(self, *args: str) -> float:
-        return run(["pulumi", *args, "--stack", self.stack, "--non-interactive"], self.project, self.env)
+        return timed(["pulumi", *args, "--stack", self.stack, "--non-interactive"], self.project, self.env)
 
     def remove(self) -> None:
-        subprocess.run(["pulumi", "destroy", "--yes", "--skip-preview", "--stack", self.stack], cwd=self.project,
+        subprocess.timed(["pulumi", "destroy", "--yes", "--skip-preview", "--stack", self.stack], cwd=self.project,
                        env=self.env, capture_output=True)
-        subprocess.run(["pulumi", "stack", "rm", "--yes", "--force", "--stack", self.stack], cwd=self.project,
+        subprocess.timed(["pulumi", "stack", "rm", "--yes", "--force", "--stack", self.stack], cwd=self.project,
                        env=self.env, capture_output=True)
         psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
@@ -180,7 +168,7 @@ PHASE_MARKS = (
 def phase_breakdown(project: Path, env: dict[str, str], stack: str) -> list[tuple[str, float]]:
     """One no-op `pulumi preview` of `stack` in `project`, cut into PHASE_MARKS."""
     started = time.perf_counter()
-    done = subprocess.run(["pulumi", "preview", "--stack", stack, "--non-interactive", "--logtostderr", "-v=7"],
+    done = subprocess.timed(["pulumi", "preview", "--stack", stack, "--non-interactive", "--logtostderr", "-v=7"],
                           cwd=project, env=env, capture_output=True, text=True, check=True)
     total = time.perf_counter() - started
     events = []
@@ -248,8 +236,8 @@ def raw_baseline(shape: Shape) -> tuple[float, float]:
            "PATH": f"{REPO / 'venv' / 'bin'}:{os.environ['PATH']}"}
     create, remove = raw_script(shape, suffix, database, mount)
     try:
-        up = run(["bash", "-c", create], REPO, env)
-        down = run(["bash", "-c", remove], REPO, env)
+        up = timed(["bash", "-c", create], REPO, env)
+        down = timed(["bash", "-c", remove], REPO, env)
     finally:
         psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     return up, down
@@ -277,7 +265,7 @@ def load(program: "ProgramRun", client: hvac.Client, count: int, clients: int, l
     from smoke_check import app_login
 
     role = program.shape.role_tables(f"b{program.suffix}")[0][0]
-    paths = json.loads(subprocess.run(["pulumi", "stack", "output", "appRoles", "--json", "--stack", program.stack],
+    paths = json.loads(subprocess.timed(["pulumi", "stack", "output", "appRoles", "--json", "--stack", program.stack],
                                       cwd=program.project, env=program.env, capture_output=True, text=True,
                                       check=True).stdout)[role]
     deadline = time.monotonic() + limit_seconds

@@ -32,23 +32,11 @@ import hvac
 from clients.tls import vault_tls_verify
 from deployer import DEPLOYER_LOGIN as DEPLOYER
 from program_copy import add_tables, copy_program
-from sourced_env import TEST_SECRETS_PROVIDER, file_backend, superuser_password
+from commands import psql, timed
+from sourced_env import TEST_SECRETS_PROVIDER, file_backend
 
 TABLES_PER_ROLE = 2
 OPERATIONS = ("cold up", "no-op preview", "one-role up", "destroy")
-
-
-def seconds(command: list[str], cwd: Path, env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
-
-
-def superuser(statement: str) -> None:
-    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", "postgres", "-c", statement],
-                   check=True, env={**os.environ, "PGPASSWORD": superuser_password()}, stdout=subprocess.DEVNULL)
 
 
 def role(application: str, suffix: str = "rw", access: str = "readwrite", tables: int = TABLES_PER_ROLE) -> dict:
@@ -75,7 +63,7 @@ class Organisation:
         add_tables(self.project, [f"{app}_t{k}" for app in self.applications for k in range(TABLES_PER_ROLE)])
         self.state = self.folder / "state"
         self.env = {**os.environ, **file_backend(self.state)}
-        superuser(f'CREATE DATABASE "{self.database}" OWNER {DEPLOYER}')
+        psql(f'CREATE DATABASE "{self.database}" OWNER {DEPLOYER}')
         common = {"environment": "dev", "postgresPort": os.environ["PGPORT"], "postgresDatabase": self.database,
                   "postgresAdminUser": DEPLOYER, "postgresSslMode": "disable",
                   "vaultAddress": os.environ["VAULT_ADDR"], "vaultMountPath": self.mount,
@@ -111,7 +99,7 @@ class Organisation:
         (self.project / f"Pulumi.{stack}.yaml").write_text(self.headers[stack] + "config:\n" + lines)
 
     def pulumi(self, *args: str, stack: str) -> float:
-        return seconds(["pulumi", *args, "--stack", stack, "--non-interactive"], self.project, self.env)
+        return timed(["pulumi", *args, "--stack", stack, "--non-interactive"], self.project, self.env)
 
     def each(self, stacks: list[str], action: Callable[[str], float]) -> float:
         """Runs `action` on every stack, up to `parallel` at once; the wall time."""
@@ -167,7 +155,7 @@ class Organisation:
             client.sys.disable_secrets_engine(self.mount)
         if f"{self.mount}-approle/" in client.sys.list_auth_methods()["data"]:
             client.sys.disable_auth_method(f"{self.mount}-approle")
-        superuser(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -1,6 +1,10 @@
 """AppIdentities: how applications log in to Vault as themselves. One AppRole
 auth method; per application role a policy that can read only that role's
-credentials, and an AppRole bound to it alone."""
+credentials, and an AppRole bound to it alone.
+
+Split layout: the platform stack makes the auth method and one templated policy
+(each AppRole's token reads the credentials of the role of its own name); an
+application stack makes only its AppRoles, in the platform's method, with that policy."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """VaultDatabaseSecrets: a database secrets engine mount, its PostgreSQL
 connections (each with its own login, whose password Vault rotates) and one
 Vault role per application role, each with a lease revoker that empties the
-role before it (or its connection) goes."""
+role before it (or its connection) goes. Split layout: the platform stack makes
+the mount alone; an application stack writes its connection and roles into it."""
 
 from __future__ import annotations
 
