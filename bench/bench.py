@@ -55,7 +55,7 @@ from program_copy import GENERATED_COLUMNS, checkout, copy_program  # noqa: E402
 from sourced_env import sourced_env, superuser_password  # noqa: E402
 from clients.tls import vault_tls_verify  # noqa: E402
 import scale  # noqa: E402
-from commands import psql, timed  # noqa: E402
+from commands import engine_log, psql, timed  # noqa: E402
 
 CREATION = ('CREATE ROLE "{{{{name}}}}" WITH LOGIN PASSWORD \'{{{{password}}}}\' '
             "VALID UNTIL '{{{{expiration}}}}' IN ROLE \"{group}\";")
@@ -143,9 +143,9 @@ class ProgramRun:
         return timed(["pulumi", *args, "--stack", self.stack, "--non-interactive"], self.project, self.env)
 
     def remove(self) -> None:
-        subprocess.timed(["pulumi", "destroy", "--yes", "--skip-preview", "--stack", self.stack], cwd=self.project,
+        subprocess.run(["pulumi", "destroy", "--yes", "--skip-preview", "--stack", self.stack], cwd=self.project,
                        env=self.env, capture_output=True)
-        subprocess.timed(["pulumi", "stack", "rm", "--yes", "--force", "--stack", self.stack], cwd=self.project,
+        subprocess.run(["pulumi", "stack", "rm", "--yes", "--force", "--stack", self.stack], cwd=self.project,
                        env=self.env, capture_output=True)
         psql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
@@ -168,17 +168,10 @@ PHASE_MARKS = (
 def phase_breakdown(project: Path, env: dict[str, str], stack: str) -> list[tuple[str, float]]:
     """One no-op `pulumi preview` of `stack` in `project`, cut into PHASE_MARKS."""
     started = time.perf_counter()
-    done = subprocess.timed(["pulumi", "preview", "--stack", stack, "--non-interactive", "--logtostderr", "-v=7"],
+    done = subprocess.run(["pulumi", "preview", "--stack", stack, "--non-interactive", "--logtostderr", "-v=7"],
                           cwd=project, env=env, capture_output=True, text=True, check=True)
     total = time.perf_counter() - started
-    events = []
-    for line in done.stderr.splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        stamp = entry.get("time", "")[:26].rstrip("Z")
-        events.append((datetime.fromisoformat(stamp).timestamp(), entry.get("msg", "")))
+    events = list(engine_log(done.stderr))
     # The log starts a few milliseconds after the process: counted in the first phase.
     first = events[0][0]
     ends, at = [], 0.0
@@ -265,7 +258,7 @@ def load(program: "ProgramRun", client: hvac.Client, count: int, clients: int, l
     from smoke_check import app_login
 
     role = program.shape.role_tables(f"b{program.suffix}")[0][0]
-    paths = json.loads(subprocess.timed(["pulumi", "stack", "output", "appRoles", "--json", "--stack", program.stack],
+    paths = json.loads(subprocess.run(["pulumi", "stack", "output", "appRoles", "--json", "--stack", program.stack],
                                       cwd=program.project, env=program.env, capture_output=True, text=True,
                                       check=True).stdout)[role]
     deadline = time.monotonic() + limit_seconds
@@ -389,8 +382,7 @@ def main() -> None:
     phases: dict[str, list[tuple[str, float]]] = {}
     scales = [int(size) for size in args.scales.split(",") if size]
     if args.only_scale:
-        with tempfile.TemporaryDirectory(prefix="pgcreds-bench-") as temp:
-            scale.report(*scale.measure(scales, args.parallel, Path(temp)), parallel=args.parallel)
+        organisation(scales, args.parallel)
         return
     with tempfile.TemporaryDirectory(prefix="pgcreds-bench-") as temp:
         program = ProgramRun(SHAPES[0], Path(temp) / "load")
@@ -457,8 +449,16 @@ def main() -> None:
         print(f"issue one credential, role over {label}: median {statistics.median(values):.1f} ms, "
               f"p90 {statistics.quantiles(values, n=10)[-1]:.1f} ms ({len(values)} credentials)")
     if scales:
-        with tempfile.TemporaryDirectory(prefix="pgcreds-bench-") as temp:
-            scale.report(*scale.measure(scales, args.parallel, Path(temp)), parallel=args.parallel)
+        organisation(scales, args.parallel)
+
+
+def organisation(scales: list[int], parallel: int) -> None:
+    """The generated organisation at each size, one stack and split; then where a
+    cold `up` of the middle size spends its steps, by kind of resource."""
+    with tempfile.TemporaryDirectory(prefix="pgcreds-bench-") as temp:
+        scale.report(*scale.measure(scales, parallel, Path(temp)), parallel=parallel)
+        middle = sorted(scales)[len(scales) // 2]
+        scale.report_step_times(scale.measure_step_times(middle, Path(temp)), middle)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
-"""What every bench script runs: a timed command, and a statement as the superuser."""
+"""What every bench script runs: a timed command, a statement as the superuser, and
+the engine's own log (`--logtostderr -v=N`) read as (seconds, message)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 from sourced_env import superuser_password
 
@@ -23,3 +27,14 @@ def psql(statement: str, database: str = "postgres") -> None:
     """One statement as the local server's superuser."""
     subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", database, "-c", statement],
                    check=True, env={**os.environ, "PGPASSWORD": superuser_password()}, stdout=subprocess.DEVNULL)
+
+
+def engine_log(stderr: str) -> Iterator[tuple[float, str]]:
+    """The engine's log lines (one JSON object a line) as (Unix time, message)."""
+    for line in stderr.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        stamp = entry.get("time", "")[:26].rstrip("Z")  # nanoseconds cut to what Python reads
+        yield datetime.fromisoformat(stamp).timestamp(), entry.get("msg", "")

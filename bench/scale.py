@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ import hvac
 from clients.tls import vault_tls_verify
 from deployer import DEPLOYER_LOGIN as DEPLOYER
 from program_copy import add_tables, copy_program
-from commands import psql, timed
+from commands import engine_log, psql, timed
 from sourced_env import TEST_SECRETS_PROVIDER, file_backend
 
 TABLES_PER_ROLE = 2
@@ -159,6 +160,42 @@ class Organisation:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+STEP = re.compile(r"^StepExecutor worker\(-?\d+\): (applying step|step) (\w+) on (urn:\S+)(?: \(preview \w+\)| retired)$")
+
+
+def step_times(stderr: str) -> dict[str, list[float]]:
+    """Seconds from 'applying step' to 'retired' per step of the engine's log
+    (`-v=4`): the provider's call and the state writes around it, by resource type."""
+    started: dict[tuple[str, str], float] = {}
+    by_type: dict[str, list[float]] = {}
+    for at, message in engine_log(stderr):
+        found = STEP.match(message)
+        if not found:
+            continue
+        kind, op, urn = found.groups()
+        if kind == "applying step":
+            started[(op, urn)] = at
+        elif (op, urn) in started:
+            resource_type = urn.split("::")[-2].split("$")[-1]
+            by_type.setdefault(resource_type, []).append(at - started.pop((op, urn)))
+    return by_type
+
+
+def measure_step_times(roles: int, folder: Path) -> dict[str, list[float]]:
+    """One more cold `up` of the one-stack organisation, with the engine's step log."""
+    organisation = Organisation(roles, False, folder / f"steps{roles}", parallel=1)
+    try:
+        stack = organisation.changed_stack
+        done = subprocess.run(["pulumi", "up", "--yes", "--skip-preview", "--stack", stack, "--non-interactive",
+                               "--logtostderr", "-v=4"], cwd=organisation.project, env=organisation.env,
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"pulumi up failed:\n{done.stdout[-3000:]}")
+        return step_times(done.stderr)
+    finally:
+        organisation.remove()
+
+
 def measure(scales: Iterable[int], parallel: int, folder: Path) -> tuple[dict, dict]:
     """{(layout, roles): figures}, and the largest one-stack organisation's state by kind."""
     results: dict[tuple[str, int], dict[str, float]] = {}
@@ -205,3 +242,12 @@ def report(results: dict, kinds: dict, parallel: int) -> None:
         for kind, (count, size) in sorted(by_kind.items(), key=lambda item: -item[1][1]):
             print(f"  {kind:<52} {count:>5} x {size / count / 1024:>5.1f} KB = {size / 1024:>7.0f} KB "
                   f"({100 * size / total:>4.1f} %)")
+
+
+def report_step_times(by_type: dict[str, list[float]], roles: int) -> None:
+    total = sum(sum(times) for times in by_type.values())
+    print(f"\nstep time by kind of resource (one stack, {roles} roles, cold up; from 'applying step' to 'retired' "
+          f"in the engine's log: the provider's call and the state writes; steps overlap, {total:.0f} s in all):")
+    for kind, times in sorted(by_type.items(), key=lambda item: -sum(item[1])):
+        print(f"  {kind:<52} {len(times):>5} x {sum(times) / len(times):>6.3f} s = {sum(times):>7.1f} s "
+              f"({100 * sum(times) / total:>4.1f} %)")
