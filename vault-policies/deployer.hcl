@@ -32,6 +32,10 @@ path "sys/leases/revoke-prefix/database/*" {
 path "database/config/*" {
   capabilities = ["create", "read", "update", "delete"]
 }
+# List the connections: a platform stack's destroy waits until no application's is left.
+path "database/config/" {
+  capabilities = ["list"]
+}
 path "database/roles/*" {
   capabilities = ["create", "read", "update", "delete"]
 }

@@ -281,6 +281,10 @@ def cleanup_split(split: SplitStacks) -> None:
         except auto.CommandError:
             pass
     cleanup(split.platform)
+    client = vault()
+    for policy in client.sys.list_acl_policies()["data"]["keys"]:
+        if policy.startswith(f"{split.platform.mount}-deploy-"):  # the tests' deploy tokens' policies
+            client.sys.delete_acl_policy(policy)
     with split.platform.server.connect() as admin:
         for name in split.applications:
             roles = [r for (r,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{name}\\_%",))]

@@ -44,9 +44,9 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SplitStacks]:
 
 
 def deploy_token(root: hvac.Client, stack: ProgramStack, application: str) -> str:
-    """A token with what the bootstrap gives the application stack's deployer (its
-    transit key: the tests' one), valid a few minutes."""
-    policy = f"{stack.mount}-deploy-{application}"
+    """A token with what the bootstrap gives the stack's deployer (an application's, or
+    with no application the platform's; the transit key: the tests' one), valid a few minutes."""
+    policy = f"{stack.mount}-deploy-{application or 'platform'}"
     root.sys.create_or_update_acl_policy(policy, deploy_policy_text("tests", stack.mount, application))
     return root.auth.token.create(policies=[policy], ttl="15m")["auth"]["client_token"]
 
@@ -68,11 +68,14 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
     a, b = split.applications
     stack_a, stack_b = split.applications[a], split.applications[b]
 
-    platform.stack.up()
+    # The platform's deployer holds vault-policies/deployer.hcl; each application's, its application.hcl.
+    tokens = {"": deploy_token(root, platform, "")}
+    with platform.environment(VAULT_TOKEN=tokens[""], BAO_TOKEN=tokens[""]):
+        platform.stack.up()
     made = {t for t in platform.resource_types() if not t.startswith(("pulumi:", "pgcreds:"))}
     assert made == {"vault:index/mount:Mount", "vault:index/authBackend:AuthBackend", "vault:index/policy:Policy",
                     "pulumi-python:dynamic/vault:PlatformInUse"}
-    tokens = {name: deploy_token(root, stack, name) for name, stack in split.applications.items()}
+    tokens.update({name: deploy_token(root, stack, name) for name, stack in split.applications.items()})
     for name, stack in split.applications.items():
         with stack.environment(VAULT_TOKEN=tokens[name], BAO_TOKEN=tokens[name]):
             stack.stack.up()
@@ -129,7 +132,7 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
             superuser.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 0").format(sql.Identifier(f"{b}_rw")))
 
     # The platform's destroy waits for its applications: refused, and nothing of it goes.
-    with pytest.raises(auto.CommandError) as failure:
+    with pytest.raises(auto.CommandError) as failure, platform.environment(VAULT_TOKEN=tokens[""], BAO_TOKEN=tokens[""]):
         platform.stack.destroy()
     assert "still holds the connections" in str(failure.value) and "`pulumi destroy` those stacks first" in str(failure.value)
     assert f"{platform.mount}/" in root.sys.list_mounted_secrets_engines()["data"]
@@ -143,9 +146,8 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
     with pytest.raises(psycopg.OperationalError):
         conn_a.execute("SELECT 1")  # its lease was revoked, its session ended
     issue_and_use(root, stack_b, b).close()
-    for stack in (stack_b, platform):
-        with stack.environment(VAULT_TOKEN=tokens[b], BAO_TOKEN=tokens[b]) if stack is stack_b \
-                else stack.environment():
+    for stack, token in ((stack_b, tokens[b]), (platform, tokens[""])):
+        with stack.environment(VAULT_TOKEN=token, BAO_TOKEN=token):
             changes = stack.stack.preview(expect_no_changes=True).change_summary
         assert set(changes) == {"same"}, changes
 
