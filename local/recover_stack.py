@@ -23,6 +23,12 @@ every other create here writes by name or adopts what it finds (tables).
 answer and the state's write): their claims are in the state, so they are
 imported by name.
 
+0. On the file backend, the stack file's metadata sidecar (`<stack>.json.attrs`,
+written by gocloud's fileblob with a truncate and then a write, not atomically):
+a kill between the two leaves it empty, and every later read of the stack fails
+with "failed to load checkpoint: EOF" (measured: the fault test's kill). An empty
+one is removed; without it the stack file reads with default metadata.
+
 Before all that, the plugins the killed run left behind are ended: Pulumi starts
 its language host and providers in process groups of their own, so a SIGKILL of
 the CLI leaves them running (a dynamic provider's `python -m pulumi.dynamic` waits
@@ -122,6 +128,17 @@ def file_locks(backend_url: str, project: str, stack: str) -> list[tuple[str, by
         except OSError:
             continue
     return found
+
+
+def remove_empty_attributes(backend_url: str, project: str, stack: str) -> list[Path]:
+    """The stack's empty `.attrs` sidecars on the file backend (see 0. above), removed."""
+    if not backend_url.startswith("file://"):
+        return []
+    root = Path(backend_url[len("file://"):].split("?")[0]).expanduser()
+    empty = [path for path in root.glob(f".pulumi/stacks/{project}/{stack}.json*.attrs") if path.stat().st_size == 0]
+    for path in empty:
+        path.unlink()
+    return empty
 
 
 def postgres_locks(backend_url: str, project: str, stack: str) -> list[tuple[str, bytes]]:
@@ -260,6 +277,8 @@ def main() -> int:
             "which no longer runs; clearing the lock")
     if not found:
         return 0
+    for path in remove_empty_attributes(backend, project_name(project_dir), stack):
+        say(f"removed {path.name}: the killed run left it empty (the stack could not be read)")
     end_leftover_plugins(project_dir)
     before_cancel = pending_creates(stack, project_dir)
     pulumi(stack, project_dir, "cancel", "--yes")
