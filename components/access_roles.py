@@ -141,8 +141,9 @@ class AccessRoles(pulumi.ComponentResource):
                 role_grants.append(grant)
                 previous_grant.update({t: grant for t in sequence_tables})
             if args.per_table_grants_in_state:
-                self.grants += self._forget_per_table_grants(name, args, role, group, tables,
-                                                             lambda *more: after(*role_grants, *more))
+                self.grants += self._forget_per_table_grants(
+                    name, args, role, group, tables,
+                    lambda *more: ResourceOptions.merge(after(*role_grants, *more), kept))
             # ADMIN OPTION is what lets a login put new users IN ROLE the group
             # (PostgreSQL 16+ no longer accepts CREATEROLE alone for that). Only the
             # logins of the connections that issue this role's users get it.
@@ -168,25 +169,24 @@ class AccessRoles(pulumi.ComponentResource):
 
     @staticmethod
     def _forget_per_table_grants(name: str, args: AccessRolesArgs, role: AppRole, group: postgresql.Role,
-                                 tables: Mapping[str, pulumi.Resource], after) -> list[pulumi.Resource]:
+                                 tables: Mapping[str, pulumi.Resource], retained_after) -> list[pulumi.Resource]:
         """Earlier versions made a grant per table (and per table's sequences), whose
         delete would revoke what the grants per role now hold. Declared once more as
-        they were, but retained: the next `up` forgets them without a REVOKE."""
+        they were, but retained (`retained_after` gives the options): the next `up`
+        forgets them without a REVOKE."""
         forgotten: list[pulumi.Resource] = []
         for table_name in role.tables:
             grant = postgresql.Grant(
                 f"{name}-{role.group_role}-{table_name}", database=args.endpoint.database,
                 role=group.name, schema="public", object_type="table", objects=[tables[table_name].name],
-                privileges=list(role.table_privileges),
-                opts=ResourceOptions.merge(after(), ResourceOptions(retain_on_delete=True)))
+                privileges=list(role.table_privileges), opts=retained_after())
             forgotten.append(grant)
             sequences = args.sequences.get(table_name, ())
             if role.sequence_privileges and sequences:
                 forgotten.append(postgresql.Grant(
                     f"{name}-{role.group_role}-{table_name}-sequences", database=args.endpoint.database,
                     role=group.name, schema="public", object_type="sequence", objects=list(sequences),
-                    privileges=list(role.sequence_privileges),
-                    opts=ResourceOptions.merge(after(grant), ResourceOptions(retain_on_delete=True))))
+                    privileges=list(role.sequence_privileges), opts=retained_after(grant)))
         return forgotten
 
 

@@ -53,13 +53,13 @@ def checked(outputs: dict[str, Any], args: PlatformReferenceArgs, stack: str) ->
             f"pgcreds:platformStack names {stack!r}, which is not a platform stack (its pgcreds:stackKind is "
             f"{kind or 'all'!r}, or it was never deployed): name the stack that runs with "
             "pgcreds:stackKind platform, and `pulumi up` it first. Nothing was changed.")
-    for key, setting, wanted in (("vaultMountPath", "vaultMountPath", args.mount_path),
-                                 ("vaultAppRolePath", "vaultAppRolePath", args.approle_path)):
-        if outputs.get(key) != wanted:
+    # The platform exports each path under the name of the setting that chose it.
+    for setting, wanted in (("vaultMountPath", args.mount_path), ("vaultAppRolePath", args.approle_path)):
+        if outputs.get(setting) != wanted:
             raise PlatformMismatch(
-                f"pgcreds:{setting} is {wanted!r}, but the platform stack {stack!r} has it at {outputs.get(key)!r}: "
-                f"set pgcreds:{setting} to {outputs.get(key)!r} (and write this application's deploy policy for it). "
-                "Nothing was changed.")
+                f"pgcreds:{setting} is {wanted!r}, but the platform stack {stack!r} has it at {outputs.get(setting)!r}: "
+                f"set pgcreds:{setting} to {outputs.get(setting)!r} (and write this application's deploy policy for "
+                "it). Nothing was changed.")
     postgres = outputs["postgres"]
     args.check_login(postgres["host"], int(postgres["port"]), postgres["database"], args.admin_user, args.sslmode,
                      args.sslrootcert)
@@ -85,7 +85,7 @@ class PlatformReference(pulumi.ComponentResource):
         outputs = Output.all(**{key: reference.get_output(key) for key in (
             "stackKind", "postgres", "vaultMountPath", "vaultAppRolePath", "vaultId", "vaultApplicationsPolicy")}).apply(
             lambda values: checked(values, args, stack))
-        postgres = outputs.apply(lambda values: values["postgres"])
+        postgres = outputs["postgres"]
         login = dict(host=postgres["host"], port=postgres["port"].apply(int), database=postgres["database"],
                      admin_user=args.admin_user, admin_password=None, sslmode=args.sslmode,
                      sslrootcert=args.sslrootcert,
@@ -93,8 +93,8 @@ class PlatformReference(pulumi.ComponentResource):
                      sslrootcert_pem=postgres.apply(lambda values: values.get("sslrootcert_pem")))
         self.endpoint = PgEndpoint(**login, provider=admin_provider(f"{name}-admin", **login, parent=self),
                                    vault_sslmode=postgres.apply(lambda values: values.get("vaultSslmode")))
-        self.mount_path = outputs.apply(lambda values: values["vaultMountPath"])
-        self.approle_path = outputs.apply(lambda values: values["vaultAppRolePath"])
-        self.vault_id = outputs.apply(lambda values: values["vaultId"])
-        self.applications_policy = outputs.apply(lambda values: values["vaultApplicationsPolicy"])
+        self.mount_path = outputs["vaultMountPath"]
+        self.approle_path = outputs["vaultAppRolePath"]
+        self.vault_id = outputs["vaultId"]
+        self.applications_policy = outputs["vaultApplicationsPolicy"]
         register_endpoint_outputs(self, self.endpoint)
