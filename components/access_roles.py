@@ -119,14 +119,19 @@ class AccessRoles(pulumi.ComponentResource):
             # longer grant, the privilege audit below takes back once the new grants hold.
             kept = ResourceOptions(retain_on_delete=True)
             role_tables = sorted(role.tables)
-            grant = postgresql.Grant(
-                f"{name}-{role.group_role}-on-tables", database=args.endpoint.database,
-                role=group.name, schema="public", object_type="table",
-                objects=[tables[t].name for t in role_tables], privileges=list(role.table_privileges),
-                opts=ResourceOptions.merge(after(*(previous_grant.get(t) for t in role_tables)), kept))
-            self.grants.append(grant)
-            previous_grant.update({t: grant for t in role_tables})
-            role_grants = [grant]
+            role_grants = []
+            # A migrate role names no tables and gets none: an empty `objects` would
+            # mean every table of the schema to the provider, a REVOKE that races
+            # the other roles' grants on the same tables ("tuple concurrently updated").
+            if role.table_privileges and role_tables:
+                grant = postgresql.Grant(
+                    f"{name}-{role.group_role}-on-tables", database=args.endpoint.database,
+                    role=group.name, schema="public", object_type="table",
+                    objects=[tables[t].name for t in role_tables], privileges=list(role.table_privileges),
+                    opts=ResourceOptions.merge(after(*(previous_grant.get(t) for t in role_tables)), kept))
+                self.grants.append(grant)
+                previous_grant.update({t: grant for t in role_tables})
+                role_grants.append(grant)
             sequences = sorted(s for t in role_tables for s in args.sequences.get(t, ()))
             # Never an empty `objects`: the provider reads that as every sequence in the schema.
             if role.sequence_privileges and sequences:

@@ -181,6 +181,23 @@ def test_access_roles_groups_grants_and_vault_admin(mocks):
     assert membership["role"] == "vault_admin"
 
 
+def test_a_migrate_role_gets_no_grant_of_its_own_only_the_owner_membership(mocks):
+    migrate = AppRole("schema-migrate", (), "migrate", 600, 3600)
+
+    @pulumi.runtime.test
+    def program():
+        pg = endpoint()
+        schema = AppSchema("s", AppSchemaArgs(pg, APP_TABLES, "app_owner", False, True))
+        AccessRoles("a", AccessRolesArgs(pg, (METRICS, migrate), schema.tables, schema.sequences,
+                                         connections(METRICS, migrate), schema.owner_role))
+    program()
+    r = mocks.resources
+    # A grant with no objects would cover (or revoke on) every table of the schema,
+    # racing the other roles' grants on them.
+    assert not [n for n, a in r.items() if a.typ == "postgresql:index/grant:Grant" and "schema_migrate" in n]
+    assert r["a-schema_migrate-owner"].inputs["grantRole"] == "app_owner"
+
+
 def test_grants_per_table_left_by_an_earlier_version_are_declared_once_more_to_be_forgotten(mocks):
     @pulumi.runtime.test
     def program():
