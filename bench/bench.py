@@ -90,7 +90,11 @@ def baseline_env(source: Path) -> dict[str, str]:
     """The environment an unpacked revision's own local/dev-env.sh sets up, with the
     plugin bundles where the current toolchain found them."""
     plugins = os.environ.get("PGCREDS_PLUGINS_DIR") or str(REPO.parent / "shared" / "plugins")
-    return sourced_env(source / "local" / "dev-env.sh", extra={"PGCREDS_PLUGINS_DIR": plugins})
+    # Without the current backend URL: that revision's dev-env.sh runs `mkdir -p` on
+    # it minus `file://`, which made a `postgres:/…` folder tree in the working
+    # directory. The bench gives each run a backend of its own anyway.
+    return sourced_env(source / "local" / "dev-env.sh", unset=("PULUMI_BACKEND_URL",),
+                       extra={"PGCREDS_PLUGINS_DIR": plugins})
 
 
 
