@@ -119,10 +119,14 @@ def end_leftover_plugins(project_dir: Path) -> None:
         say(f"ended {len(pids)} plugin process(es) the interrupted run left running: pid {', '.join(map(str, pids))}")
 
 
+def file_backend_root(backend_url: str) -> Path:
+    """The folder of a `file://` backend URL (its query, if any, dropped)."""
+    return Path(backend_url[len("file://"):].split("?")[0]).expanduser()
+
+
 def file_locks(backend_url: str, project: str, stack: str) -> list[tuple[str, bytes]]:
-    root = Path(backend_url[len("file://"):].split("?")[0]).expanduser()
     found = []
-    for lock in sorted(root.glob(f".pulumi/locks/*/{project}/{stack}/*.json")):
+    for lock in sorted(file_backend_root(backend_url).glob(f".pulumi/locks/*/{project}/{stack}/*.json")):
         try:
             found.append((str(lock), lock.read_bytes()))
         except OSError:
@@ -134,8 +138,8 @@ def remove_empty_attributes(backend_url: str, project: str, stack: str) -> list[
     """The stack's empty `.attrs` sidecars on the file backend (see 0. above), removed."""
     if not backend_url.startswith("file://"):
         return []
-    root = Path(backend_url[len("file://"):].split("?")[0]).expanduser()
-    empty = [path for path in root.glob(f".pulumi/stacks/{project}/{stack}.json*.attrs") if path.stat().st_size == 0]
+    empty = [path for path in file_backend_root(backend_url).glob(f".pulumi/stacks/{project}/{stack}.json*.attrs")
+             if path.stat().st_size == 0]
     for path in empty:
         path.unlink()
     return empty
