@@ -76,10 +76,8 @@ GRANT_LAYOUT = "per-role"
 # one platform stack (PostgreSQL, the Vault mount, the AppRole auth method) and
 # one stack per application (its tables, roles, Vault connection and identities).
 STACK_KINDS = ("all", "platform", "application")
-# No - or _: an application's names are `<application>-…` in Vault and
-# `<application>_…` in PostgreSQL, and a policy's `<application>-*` must never
-# match another application's names.
-APPLICATION_NAME = re.compile(r"^[a-z][a-z0-9]{0,19}$")
+# (the bootstrap, which writes the policies, checks the same pattern)
+from deployer import APPLICATION_NAME  # noqa: E402
 STACK_REFERENCE = re.compile(r"^(?:[A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$")
 
 

@@ -27,6 +27,30 @@ export PULUMI_SKIP_UPDATE_CHECK=true
 # A stack file without this machine's `encryptedkey` uses the one the state holds.
 export PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER=true
 PGCREDS_SECRETS_PROVIDER="hashivault://pgcreds-$PGCREDS_STACK"
-# The state login and the program's PostgreSQL login, from Vault, in a private pgpass file.
-eval "$(cd "$PGCREDS_REPO" && venv/bin/python -m deployer.session "$@")"
+# The job's own session folder (the runner's temp folder, else /tmp), removed when
+# the job ends however it ends: on a self-hosted runner the next job must not find
+# the pgpass file. The job's Vault token is revoked with it, and the state login
+# (a lease of that token) dies with it.
+PGCREDS_SESSION_DIR=$(mktemp -d "${PGCREDS_SESSION_DIR:-${RUNNER_TEMP:-${TMPDIR:-/tmp}}}/pgcreds-job-XXXXXXXX")
+export PGCREDS_SESSION_DIR
+pgcreds_end_job() {
+  local code=$?
+  trap - EXIT INT TERM HUP
+  rm -rf "$PGCREDS_SESSION_DIR"
+  [[ -n "${PGCREDS_KEEP_TOKEN:-}" ]] || (cd "$PGCREDS_REPO" && venv/bin/python -m deployer.session --end) || true
+  exit "$code"
+}
+trap pgcreds_end_job EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+# The state login and the program's PostgreSQL login, from Vault, in a private
+# pgpass file. A session that cannot be opened stops the job with its reason:
+# Pulumi must never run as whoever the runner's environment happens to name.
+if ! pgcreds_session=$(cd "$PGCREDS_REPO" && venv/bin/python -m deployer.session "$@"); then
+  echo "::error::the deploy session could not be opened (its reason is above); nothing was run" >&2
+  exit 3
+fi
+eval "$pgcreds_session"
+unset pgcreds_session
 pulumi_stack() { pulumi --cwd "$PGCREDS_PROJECT" --stack "$PGCREDS_STACK" --non-interactive "$@"; }

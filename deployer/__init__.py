@@ -7,6 +7,7 @@ them), and what it is handed (the server's admin password) must never be recorde
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # Vault: the database secrets engine that holds the deployer's own logins (apart from
@@ -28,6 +29,19 @@ STATE_WRITE_ROLE = "state-write"        # <mount>/creds/state-write: preview, up
 STATE_READ_ROLE = "state-read"          # <mount>/creds/state-read: pull-request previews
 STATE_WRITERS = "pulumi_state_writers"
 STATE_READERS = "pulumi_state_readers"
+
+
+# Names that go into Vault policy paths, matched whole: no `+`, `*`, `/`, space,
+# quote or control character can widen a policy to what is not the stack's.
+STACK_NAME = re.compile(r"[a-z][a-z0-9-]{0,40}")
+MOUNT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,40}")
+# No - or _: an application's names are `<application>-…` in Vault and
+# `<application>_…` in PostgreSQL, and a policy's `<application>-*` must never
+# match another application's names.
+APPLICATION_NAME = re.compile(r"[a-z][a-z0-9]{0,19}")
+# Mounts a stack's deploy policy must never be able to mount over or unmount.
+RESERVED_MOUNTS = frozenset({PLATFORM_MOUNT, TRANSIT_MOUNT, JWT_MOUNT, "sys", "auth", "identity", "cubbyhole",
+                             "secret", "kv"})
 
 
 def transit_key(stack: str) -> str:

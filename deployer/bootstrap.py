@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -46,6 +47,10 @@ from deployer import (
     PLATFORM_CONNECTION,
     PLATFORM_LOGIN,
     PLATFORM_MOUNT,
+    RESERVED_MOUNTS,
+    STACK_NAME,
+    MOUNT_NAME,
+    APPLICATION_NAME,
     STATE_DATABASE,
     STATE_OWNER,
     STATE_READ_ROLE,
@@ -243,6 +248,51 @@ def stack_and_mount(value: str) -> tuple[str, str, str]:
     return stack, mount or "database", application
 
 
+class BadArgument(SystemExit):
+    def __init__(self, argument: str, value: str, why: str):
+        super().__init__(f"bootstrap: {argument} {value!r}: {why}. Nothing was changed.")
+
+
+REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+GIT_REF = re.compile(r"refs/(?:heads|tags)/[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
+SIMPLE = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every name that goes into a policy path, a jwt role or a bound claim, matched
+    whole against its pattern before anything is read or changed: a wildcard or a
+    `/` would give one stack's deploy token every mount, key or application."""
+    def text(value: str) -> str:
+        return value.encode("unicode_escape").decode()
+
+    for value in args.stack:
+        stack, mount, application = stack_and_mount(value)
+        if not STACK_NAME.fullmatch(stack):
+            raise BadArgument("--stack", text(value), f"the stack name {text(stack)!r} must be lower-case letters, "
+                              "digits and -, starting with a letter (at most 41)")
+        if not MOUNT_NAME.fullmatch(mount):
+            raise BadArgument("--stack", text(value), f"the mount {text(mount)!r} must be lower-case letters, digits, "
+                              "- and _, starting with a letter (no /: one path segment)")
+        if mount in RESERVED_MOUNTS:
+            raise BadArgument("--stack", text(value), f"the mount {mount!r} is Vault's or the deploy path's own; "
+                              "a stack's deployer may never mount or unmount it: choose another")
+        if value.count(":") > 2 or (application and not APPLICATION_NAME.fullmatch(application)):
+            raise BadArgument("--stack", text(value), f"the application {text(application)!r} must be lower-case "
+                              "letters and digits, starting with a letter (at most 20; no - or _)")
+    if not REPOSITORY.fullmatch(args.repository):
+        raise BadArgument("--repository", text(args.repository), "must be the GitHub repository as owner/name")
+    if not GIT_REF.fullmatch(args.deploy_ref) or ".." in args.deploy_ref:
+        raise BadArgument("--deploy-ref", text(args.deploy_ref), "must be one branch or tag, such as "
+                          "refs/heads/main (no wildcard)")
+    if not SIMPLE.fullmatch(args.jwt_audience):
+        raise BadArgument("--jwt-audience", text(args.jwt_audience), "must be letters, digits, ., _, : or -")
+    for database in args.app_database:
+        if not IDENTIFIER.fullmatch(database):
+            raise BadArgument("--app-database", text(database), "must be a plain identifier (lower-case letters, "
+                              "digits, _)")
+
+
 def deploy_policy_text(stack: str, mount: str, application: str) -> str:
     """What a stack's deployer may do: all of the program's objects, or (an
     application stack) its application's alone; and its deploy session."""
@@ -324,6 +374,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    check_arguments(args)  # before anything is read or changed
     admin_password = read_admin_password(args.password_stdin)
     client = vault_client(args)  # checked before anything is changed
     bootstrap_postgres(args, admin_password)

@@ -145,12 +145,31 @@ def open_session(read_only: bool, renew: bool = False) -> dict:
     return {**known, "passfile": str(passfile)}
 
 
+def end_session() -> None:
+    """The end of a CI job: the job's token is revoked, and with it every lease it
+    read (the state login is dropped from PostgreSQL at once); the session's files
+    are removed by the caller (ci/common.sh removes the job's folder)."""
+    import hvac.exceptions
+
+    if not (os.environ.get("VAULT_ADDR") and operator_token()):
+        return
+    try:
+        vault_client().auth.token.revoke_self()
+    except (hvac.exceptions.VaultError, OSError) as error:  # already revoked or expired: nothing left to end
+        print(f"deploy session: the job's token was not revoked ({error})", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Short-lived PostgreSQL logins for a Pulumi run, from Vault.")
     parser.add_argument("--read-only", action="store_true", help="a state login that may only read (previews)")
     parser.add_argument("--renew", action="store_true",
                         help="read new logins even if the session's still live (after a `rotate-role` by hand)")
+    parser.add_argument("--end", action="store_true",
+                        help="CI, at the job's end: revoke the job's Vault token and the logins it read")
     args = parser.parse_args(argv)
+    if args.end:
+        end_session()
+        return 0
     session = open_session(args.read_only, args.renew)
     print(f"export PGPASSFILE={session['passfile']}")
     print(f"export PGUSER={session['state_user']}")

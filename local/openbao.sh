@@ -4,12 +4,17 @@
 # Integrated (raft) storage under the local data folder, TLS with the local
 # test CA on 127.0.0.1 only, a file audit device (declared in its configuration). Initialized once (one unseal
 # key, kept with the root token in root-only files, never printed) and
-# unsealed by `start`.
+# unsealed by `start`. The root token is used here alone: `start` keeps an
+# operator token (policy pgcreds-operator, local/operator-policy.hcl) in its own
+# root-only file, and that is the token `env` exports for working by hand and
+# for the tests; one that was revoked or expired is replaced by the next `start`.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 dir="$PGCREDS_LOCAL_DIR/openbao"
 token_file="$dir/root.token"
+operator_token_file="$dir/operator.token"
+operator_policy=pgcreds-operator
 unseal_file="$dir/unseal.key"
 pid_file="$dir/server.pid"
 addr="https://127.0.0.1:$PGCREDS_BAO_PORT"
@@ -30,11 +35,12 @@ running() {
 }
 
 # The Vault API over TLS, verified against the test CA: api METHOD PATH [JSON on stdin].
-# The token is read from its file here, never passed on a command line.
+# The token is read from its file here (root by default; API_TOKEN_FILE for
+# another), never passed on a command line.
 api() {
   local method=$1 path=$2; shift 2
-  local headers=()
-  [[ -s "$token_file" ]] && headers=(-H "X-Vault-Token: $(cat "$token_file")")
+  local headers=() from=${API_TOKEN_FILE:-$token_file}
+  [[ -s "$from" ]] && headers=(-H "X-Vault-Token: $(cat "$from")")
   curl -sS --cacert "$PGCREDS_TEST_CA" -X "$method" "${headers[@]}" "$@" "$addr/v1/$path"
 }
 
@@ -93,7 +99,7 @@ unseal_() {
 }
 
 start() {
-  if running && [[ $(health) == 200 ]]; then log "OpenBao already running at $addr"; return; fi
+  if running && [[ $(health) == 200 ]]; then ensure_operator_token; log "OpenBao already running at $addr"; return; fi
   local started=$SECONDS
   if ! running; then
     write_config
@@ -109,7 +115,28 @@ start() {
     501) initialize ;;
     503) unseal_ ;;
   esac
+  ensure_operator_token
   log "OpenBao started at $addr (raft storage, TLS, audit log; $((SECONDS - started)) s)"
+}
+
+# The operator token for everyday use: a named policy instead of root, renewed
+# while it lives, made again (with the root token) when it no longer works.
+ensure_operator_token() {
+  local policy_json
+  policy_json=$(python3 -c 'import json, sys; print(json.dumps({"policy": open(sys.argv[1]).read()}))' \
+    "$(dirname "$0")/operator-policy.hcl")
+  api PUT "sys/policies/acl/$operator_policy" --data "$policy_json" --fail >/dev/null
+  if [[ -s "$operator_token_file" ]] && \
+     API_TOKEN_FILE=$operator_token_file api PUT auth/token/renew-self --data '{}' --fail >/dev/null 2>&1; then
+    return
+  fi
+  local answer
+  answer=$(api POST auth/token/create-orphan --fail --data \
+    "{\"policies\": [\"$operator_policy\"], \"period\": \"72h\", \"display_name\": \"pgcreds-operator\", \"no_default_policy\": false}")
+  ( umask 077
+    python3 -c 'import json, sys; print(json.loads(sys.argv[1])["auth"]["client_token"])' "$answer" \
+      > "$operator_token_file" )
+  log "operator token (policy $operator_policy) written to $operator_token_file"
 }
 
 stop() {
@@ -127,7 +154,7 @@ env_() {
   cat <<EOT
 export VAULT_ADDR=$addr BAO_ADDR=$addr
 export VAULT_CACERT=$PGCREDS_TEST_CA BAO_CACERT=$PGCREDS_TEST_CA
-export VAULT_TOKEN=\$(cat '$token_file') BAO_TOKEN=\$(cat '$token_file')
+export VAULT_TOKEN=\$(cat '$operator_token_file') BAO_TOKEN=\$(cat '$operator_token_file')
 export PGCREDS_BAO_AUDIT_LOG=$audit_log
 EOT
 }

@@ -41,3 +41,34 @@ def test_raft_storage_audit_device_and_root_only_secrets():
     for secret in (folder / "root.token", folder / "unseal.key", audit_log):
         mode = stat.S_IMODE(secret.stat().st_mode)
         assert mode & 0o077 == 0 and secret.stat().st_uid == 0, (secret, oct(mode))
+
+
+def test_everyday_token_is_a_named_operator_token_and_a_revoked_one_is_made_again():
+    """`. local/dev-env.sh` exports the operator token, never the root token; a slip
+    that revokes it (`bao token revoke -self`) costs that token alone, and the next
+    `local/openbao.sh start` (`make servers`) makes a new one."""
+    import sourced_env as helpers
+
+    folder = Path(os.environ["PGCREDS_BAO_AUDIT_LOG"]).parent
+    root_token = (folder / "root.token").read_text().strip()
+    assert os.environ["VAULT_TOKEN"] != root_token and os.environ["BAO_TOKEN"] != root_token
+    looked_up = vault().auth.token.lookup_self()["data"]
+    assert sorted(looked_up["policies"]) == ["default", "pgcreds-operator"] and looked_up["ttl"] > 0
+    for never in ("sys/generate-root/attempt", "sys/raw/core", "sys/policies/acl/pgcreds-operator"):
+        capabilities = vault().write("sys/capabilities-self", paths=[never])["data"][never]
+        assert set(capabilities) <= {"deny", "read"}, (never, capabilities)
+
+    # The user's slip, as they would type it.
+    bao = str(Path(__file__).resolve().parents[2] / "venv/bin/bao")
+    subprocess.run([bao, "token", "revoke", "-self"], env={**os.environ, "VAULT_TOKEN": ""}, check=True,
+                   capture_output=True)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        vault().auth.token.lookup_self()
+    root = hvac.Client(url=os.environ["VAULT_ADDR"], token=root_token, verify=os.environ["VAULT_CACERT"])
+    assert root.is_authenticated()  # the servers are whole
+
+    subprocess.run([str(Path(__file__).resolve().parents[2] / "local/openbao.sh"), "start"], check=True)
+    helpers._local_vault.cache_clear()
+    os.environ.update(helpers.sourced_env("local/dev-env.sh"))
+    assert os.environ["VAULT_TOKEN"] != root_token
+    assert sorted(vault().auth.token.lookup_self()["data"]["policies"]) == ["default", "pgcreds-operator"]
