@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 from typing import Any, Optional
@@ -152,7 +153,9 @@ def main() -> int:
     if not token:
         print("drift: export VAULT_TOKEN (or BAO_TOKEN) first", file=sys.stderr)
         return 2
-    postgres = {**outputs["postgres"], "user": outputs["postgres"].get("adminUser"), "password": None}
+    # The session's login (a preview's read-only one in CI), as the providers log in.
+    postgres = {**outputs["postgres"], "user": os.environ.get("PGUSER") or outputs["postgres"].get("adminUser"),
+                "password": None}
     try:
         with connect(postgres) as conn:
             findings = audit(conn, declared)

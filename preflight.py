@@ -117,6 +117,7 @@ def check_postgres_login(host: str, port: int, database: str, admin_user: str, s
                          sslrootcert: Optional[str]) -> None:
     from clients.postgres import PostgresUnreachable, connect  # psycopg: only where it is needed
 
+    admin_user = os.environ.get("PGUSER") or admin_user  # the session's login, as the providers log in
     try:
         connect({"host": host, "port": port, "database": database, "user": admin_user, "sslmode": sslmode,
                  "sslrootcert": sslrootcert}).close()

@@ -77,7 +77,7 @@ GRANT_LAYOUT = "per-role"
 # one stack per application (its tables, roles, Vault connection and identities).
 STACK_KINDS = ("all", "platform", "application")
 # (the bootstrap, which writes the policies, checks the same pattern)
-from deployer import APPLICATION_NAME  # noqa: E402
+from clients.names import APPLICATION_NAME  # noqa: E402
 STACK_REFERENCE = re.compile(r"^(?:[A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$")
 
 
@@ -279,6 +279,8 @@ def parse_settings(
         problems.add("postgresAdminUser", f"no login for {admin_user!r}: open a deploy session first "
                      "(`. local/dev-env.sh` here, `eval \"$(python -m deployer.session)\"` in CI), which puts "
                      "Vault's short-lived login in the file PGPASSFILE names")
+    elif mode == "existing":
+        _check_session_login(environ, admin_user, problems)
     aiven = _parse_aiven(text, boolean, secret, in_clear, environ, stack, environment, sslmode, problems) \
         if mode == "aiven" else None
     layout = _parse_layout(text, mode, problems)
@@ -398,6 +400,26 @@ def _platform_has_no_roles(value: Any, problems: _Problems) -> tuple[AppRole, ..
         problems.add("roles", "a platform stack issues no credentials: set pgcreds:roles to [] (each application "
                      "stack declares its own roles)")
     return ()
+
+
+def _check_session_login(environ: Mapping[str, str], admin_user: str, problems: _Problems) -> None:
+    """The providers log in as PGUSER (the state records no login name): the deploy
+    session's login, which is postgresAdminUser to deploy, and a read-only login of
+    its own for a preview, which may not run `up` or `destroy`."""
+    login = environ.get("PGUSER", "")
+    if not login:
+        problems.add("postgresAdminUser", f"PGUSER is not set: the program logs in as the deploy session's login "
+                     f"({admin_user!r} to deploy); open a deploy session first (`. local/dev-env.sh` here, "
+                     "`eval \"$(python -m deployer.session)\"` in CI), which sets PGUSER and PGPASSFILE")
+    elif login != admin_user and environ.get("PGCREDS_SESSION_KIND") == "preview":
+        if not pulumi.runtime.is_dry_run():
+            problems.add("postgresAdminUser", f"PGUSER {login!r} is a preview session's login, which may only "
+                         f"read: `up` and `destroy` need a deploy session (`python -m deployer.session` without "
+                         f"--read-only), which logs in as {admin_user!r}")
+    elif login != admin_user:
+        problems.add("postgresAdminUser", f"PGUSER is {login!r}, but this stack deploys as {admin_user!r}: what it "
+                     "makes would belong to another login. Open the stack's deploy session (it sets PGUSER), or "
+                     f"correct pgcreds:postgresAdminUser")
 
 
 def _own_names_only(application: str, roles: tuple[AppRole, ...], owner_role: str, vault_admin_role: str,

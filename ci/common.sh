@@ -31,7 +31,9 @@ PGCREDS_SECRETS_PROVIDER="hashivault://pgcreds-$PGCREDS_STACK"
 # the job ends however it ends: on a self-hosted runner the next job must not find
 # the pgpass file. The job's Vault token is revoked with it, and the state login
 # (a lease of that token) dies with it.
-PGCREDS_SESSION_DIR=$(mktemp -d "${PGCREDS_SESSION_DIR:-${RUNNER_TEMP:-${TMPDIR:-/tmp}}}/pgcreds-job-XXXXXXXX")
+pgcreds_runner_temp=${PGCREDS_SESSION_DIR:-${RUNNER_TEMP:-${TMPDIR:-/tmp}}}
+mkdir -p -m 700 "$pgcreds_runner_temp"
+PGCREDS_SESSION_DIR=$(mktemp -d "$pgcreds_runner_temp/pgcreds-job-XXXXXXXX")
 export PGCREDS_SESSION_DIR
 pgcreds_end_job() {
   local code=$?

@@ -8,7 +8,8 @@ to import): never by the program process, which only declares resources.
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Optional
 
 import psycopg
 from psycopg import sql
@@ -38,6 +39,13 @@ class _NamingCursor(psycopg.Cursor):
                 "this one stopped.") from None
 
 
+def login_user(connection: dict[str, Any]) -> Optional[str]:
+    """Whom a `connection` logs in as: its `user` (a managed service's admin, whose
+    password the connection carries), else the deploy session's login (PGUSER), so
+    that the state records no login name and a preview logs in as its own."""
+    return connection.get("user") or os.environ.get("PGUSER") or None
+
+
 def connect(connection: dict[str, Any]) -> psycopg.Connection:
     """Opens an autocommit connection from a `connection` input. The server's CA
     comes as a file path (`sslrootcert`) or as PEM text (`sslrootcert_pem`)."""
@@ -49,7 +57,7 @@ def connect(connection: dict[str, Any]) -> psycopg.Connection:
             host=connection["host"],
             port=int(connection["port"]),
             dbname=connection["database"],
-            user=connection["user"],
+            user=login_user(connection),
             password=connection.get("password"),  # None: libpq reads PGPASSFILE
             sslmode=connection.get("sslmode") or "prefer",
             sslrootcert=sslrootcert,
@@ -62,7 +70,7 @@ def connect(connection: dict[str, Any]) -> psycopg.Connection:
         # `from None`: the message carries psycopg's text; the chained traceback is noise.
         raise PostgresUnreachable(
             f"cannot connect to PostgreSQL at {connection['host']}:{int(connection['port'])} "
-            f"(database {connection['database']!r}, user {connection['user']!r}): {str(error).strip()}. "
+            f"(database {connection['database']!r}, user {login_user(connection)!r}): {str(error).strip()}. "
             "Check that the server is running and the pgcreds:postgres* settings; "
             "a later `pulumi up` picks up where this one stopped."
         ) from None

@@ -30,7 +30,9 @@ class PgEndpoint:
     database: Input[str]
     """Database that holds the application's tables."""
     admin_user: Input[str]
-    """A role that may create roles and tables (not necessarily a superuser)."""
+    """A role that may create roles and tables (not necessarily a superuser). Where
+    `admin_password` is None, the providers log in as the deploy session's PGUSER,
+    which is this login to deploy and a read-only one to preview."""
     admin_password: Optional[Output[str]]
     """The admin role's password, a secret Output; None where the deploy session's
     pgpass file (PGPASSFILE) holds it, so that no state records it."""
@@ -74,9 +76,11 @@ class PgEndpoint:
     def admin_connection(self) -> Output[dict]:
         """The `connection` input of the table and row dynamic resources (a secret):
         a dynamic provider cannot use `provider`."""
+        # With no password here, the login is the session's (PGUSER), recorded nowhere:
+        # a preview's refresh then reads as the preview login, not as the deployer.
+        login = dict(user=self.admin_user, password=self.admin_password) if self.admin_password is not None else {}
         return Output.secret(Output.all(
-            host=self.host, port=self.port, database=self.database, user=self.admin_user,
-            password=self.admin_password, sslrootcert_pem=self.sslrootcert_pem,
+            host=self.host, port=self.port, database=self.database, sslrootcert_pem=self.sslrootcert_pem, **login,
         ).apply(lambda c: {**c, "sslmode": self.sslmode, "sslrootcert": self.sslrootcert}))
 
     def vault_connection_url(self) -> Output[str]:
@@ -101,10 +105,13 @@ def admin_provider(name: str, *, host: Input[str], port: Input[int], database: I
     rootcert: Optional[Input[str]] = sslrootcert
     if sslrootcert_pem is not None:  # (an application stack's platform may give none: then `sslrootcert`)
         rootcert = Output.from_input(sslrootcert_pem).apply(lambda pem: ca_file(pem) if pem else sslrootcert)
+    # Without a password the provider logs in as PGUSER (its default), which the
+    # state then does not record: a refresh, which configures providers from the
+    # state, and a preview both log in as the session's own login.
+    login = dict(username=admin_user, password=Output.secret(admin_password)) if admin_password is not None else {}
     return postgresql.Provider(
-        name, host=host, port=port, database=database, username=admin_user,
-        password=Output.secret(admin_password) if admin_password is not None else None, sslmode=sslmode, sslrootcert=rootcert, superuser=False,
-        connect_timeout=CONNECT_TIMEOUT_SECONDS, opts=ResourceOptions(parent=parent))
+        name, host=host, port=port, database=database, sslmode=sslmode, sslrootcert=rootcert, superuser=False,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS, **login, opts=ResourceOptions(parent=parent))
 
 
 def register_endpoint_outputs(resource: pulumi.ComponentResource, endpoint: PgEndpoint) -> None:

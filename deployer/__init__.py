@@ -7,7 +7,6 @@ them), and what it is handed (the server's admin password) must never be recorde
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 # Vault: the database secrets engine that holds the deployer's own logins (apart from
@@ -27,18 +26,11 @@ STATE_TABLE = "pulumi_state"
 STATE_OWNER = "pulumi_state_owner"
 STATE_WRITE_ROLE = "state-write"        # <mount>/creds/state-write: preview, up, destroy
 STATE_READ_ROLE = "state-read"          # <mount>/creds/state-read: pull-request previews
+PREVIEW_ROLE = "preview"                # <mount>/creds/preview: a preview's PostgreSQL login (catalogs only)
 STATE_WRITERS = "pulumi_state_writers"
 STATE_READERS = "pulumi_state_readers"
 
 
-# Names that go into Vault policy paths, matched whole: no `+`, `*`, `/`, space,
-# quote or control character can widen a policy to what is not the stack's.
-STACK_NAME = re.compile(r"[a-z][a-z0-9-]{0,40}")
-MOUNT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,40}")
-# No - or _: an application's names are `<application>-…` in Vault and
-# `<application>_…` in PostgreSQL, and a policy's `<application>-*` must never
-# match another application's names.
-APPLICATION_NAME = re.compile(r"[a-z][a-z0-9]{0,19}")
 # Mounts a stack's deploy policy must never be able to mount over or unmount.
 RESERVED_MOUNTS = frozenset({PLATFORM_MOUNT, TRANSIT_MOUNT, JWT_MOUNT, "sys", "auth", "identity", "cubbyhole",
                              "secret", "kv"})
@@ -63,7 +55,7 @@ class StateServer:
     sslrootcert: str = ""
 
     def backend_url(self) -> str:
-        """The `postgres://` backend URL: no user and no password (they come from
-        PGUSER and PGPASSFILE, which the driver reads)."""
+        """The `postgres://` backend URL: no user and no password (the deploy
+        session adds its state login's name; the password is in PGPASSFILE)."""
         query = f"sslmode={self.sslmode}" + (f"&sslrootcert={self.sslrootcert}" if self.sslrootcert else "")
         return f"postgres://{self.host}:{self.port}/{STATE_DATABASE}?{query}"

@@ -39,6 +39,7 @@ import hvac.exceptions
 import psycopg
 from psycopg import sql
 
+from clients.names import APPLICATION_NAME, MOUNT_NAME, STACK_NAME
 from clients.tls import operator_token, vault_tls_verify
 from deployer import (
     DEPLOYER_LOGIN,
@@ -47,10 +48,8 @@ from deployer import (
     PLATFORM_CONNECTION,
     PLATFORM_LOGIN,
     PLATFORM_MOUNT,
+    PREVIEW_ROLE,
     RESERVED_MOUNTS,
-    STACK_NAME,
-    MOUNT_NAME,
-    APPLICATION_NAME,
     STATE_DATABASE,
     STATE_OWNER,
     STATE_READ_ROLE,
@@ -80,6 +79,7 @@ STATE_TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table} (
 );
 CREATE INDEX IF NOT EXISTS {index} ON {table} (key text_pattern_ops)"""
 
+PLATFORM_ROLES = [DEPLOYER_ROLE, STATE_WRITE_ROLE, STATE_READ_ROLE, PREVIEW_ROLE]
 STATE_USER_CREATION = ("CREATE ROLE \"{{{{name}}}}\" WITH LOGIN PASSWORD '{{{{password}}}}' "
                        "VALID UNTIL '{{{{expiration}}}}' IN ROLE {group};")
 # The state users own nothing (rows are not owned), so dropping the role is all;
@@ -91,6 +91,16 @@ BEGIN
   END IF;
 END
 $$;"""
+
+
+# A preview's PostgreSQL login: a pull request's own code runs with it, so it is
+# a member of nothing and owns nothing; it may connect where PUBLIC may and read
+# the catalogs (what a refresh and the privilege audit read), and its sessions
+# start read-only. It lives for one preview.
+PREVIEW_USER_CREATION = ("CREATE ROLE \"{{name}}\" WITH LOGIN NOINHERIT NOCREATEROLE NOCREATEDB "
+                         "PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+                         "ALTER ROLE \"{{name}}\" SET default_transaction_read_only = on;")
+PREVIEW_LOGIN_TTL, PREVIEW_LOGIN_MAX_TTL = "1h", "2h"
 
 
 def say(message: str) -> None:
@@ -213,11 +223,13 @@ def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admi
             PLATFORM_CONNECTION, "postgresql-database-plugin", mount_point=PLATFORM_MOUNT,
             connection_url=wanted_url,
             username=PLATFORM_LOGIN, password=platform_password, password_authentication="scram-sha-256",
-            allowed_roles=[DEPLOYER_ROLE, STATE_WRITE_ROLE, STATE_READ_ROLE], verify_connection=True)
+            allowed_roles=PLATFORM_ROLES, verify_connection=True)
         # From here on only Vault knows the platform login's password.
         client.secrets.database.rotate_root_credentials(PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT)
         say(f"Vault connection {PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION} made (as {PLATFORM_LOGIN}) for "
             f"{args.pg_host}:{args.pg_port}, its password rotated")
+    else:  # a connection of an earlier bootstrap: the roles it may serve now
+        client.write(f"{PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION}", allowed_roles=PLATFORM_ROLES)
     client.write(f"{PLATFORM_MOUNT}/static-roles/{DEPLOYER_ROLE}", db_name=PLATFORM_CONNECTION,
                  username=DEPLOYER_LOGIN, rotation_period=args.deployer_rotation_seconds)
     if repointed:
@@ -229,6 +241,10 @@ def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admi
             creation_statements=[STATE_USER_CREATION.format(group=f'"{group}"')],
             revocation_statements=[STATE_USER_REVOCATION],
             default_ttl=STATE_LOGIN_TTL, max_ttl=STATE_LOGIN_MAX_TTL)
+    client.secrets.database.create_role(
+        PREVIEW_ROLE, db_name=PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT,
+        creation_statements=list(PREVIEW_USER_CREATION), revocation_statements=[STATE_USER_REVOCATION],
+        default_ttl=PREVIEW_LOGIN_TTL, max_ttl=PREVIEW_LOGIN_MAX_TTL)
 
 
 def policy_text(name: str, stack: str, mount: str, application: str = "") -> str:

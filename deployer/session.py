@@ -5,18 +5,22 @@ PostgreSQL logins a Pulumi run needs, handed over the way the drivers read them.
     eval "$(python -m deployer.session --read-only)"  # a pull request's preview
 
 Reads VAULT_ADDR, VAULT_TOKEN (VAULT_CACERT) and PULUMI_BACKEND_URL, a
-`postgres://host:port/database?…` URL without user or password. From Vault:
+`postgres://host:port/database?…` URL without a password. From Vault:
 - a login to the state database (`pgcreds-platform/creds/state-write`, or
-  `state-read`), valid a few hours, tied to the token's lease;
-- the program's PostgreSQL login (`pgcreds-platform/static-creds/deployer`), whose
-  password Vault rotates; one about to be rotated is rotated now (not with
-  --read-only), so that it cannot change during the run.
-Both go into a pgpass file (mode 0600, in a folder of mode 0700) named by
-PGPASSFILE, which Pulumi's `postgres://` backend (lib/pq), the postgresql
-provider (lib/pq) and the dynamic providers (libpq) all read. PGUSER names the
-state login. Prints only `export` lines, never a password. A session whose logins
-live on for another 45 minutes is reused, so sourcing this again costs no Vault call
-(--renew reads new ones into the same file, for the runs that already use it).
+  `state-read`), valid a few hours, tied to the token's lease; its name goes into
+  PULUMI_BACKEND_URL (user@host), which Pulumi's `postgres://` backend reads;
+- the program's PostgreSQL login, named by PGUSER, which the postgresql provider
+  (lib/pq) and the dynamic providers (libpq) read: to deploy, the deployer's
+  (`pgcreds-platform/static-creds/deployer`), whose password Vault rotates (one
+  about to be rotated is rotated now, so that it cannot change during the run);
+  with --read-only, a preview login issued for this run
+  (`pgcreds-platform/creds/preview`), which may read the catalogs and nothing else:
+  a pull request's code runs with it.
+Both passwords go into a pgpass file (mode 0600, in a folder of mode 0700) named
+by PGPASSFILE. PGCREDS_SESSION_KIND says which kind of session it is. Prints only
+`export` lines, never a password. A session whose logins live on for another 45
+minutes is reused, so sourcing this again costs no Vault call (--renew reads new
+ones into the same file, for the runs that already use it).
 """
 
 from __future__ import annotations
@@ -30,10 +34,17 @@ import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from clients.tls import operator_token, vault_ca_problem, vault_tls_verify
-from deployer import DEPLOYER_LOGIN, DEPLOYER_ROLE, PLATFORM_MOUNT, STATE_READ_ROLE, STATE_WRITE_ROLE
+from deployer import (
+    DEPLOYER_LOGIN,
+    DEPLOYER_ROLE,
+    PLATFORM_MOUNT,
+    PREVIEW_ROLE,
+    STATE_READ_ROLE,
+    STATE_WRITE_ROLE,
+)
 
 if TYPE_CHECKING:
     import hvac
@@ -50,15 +61,23 @@ class SessionError(SystemExit):
 
 
 def backend_server(url: str) -> tuple[str, int, str]:
-    """host, port and database of a `postgres://` backend URL that carries no credentials."""
+    """host, port and database of a `postgres://` backend URL that carries no password
+    (a user in it is the last session's state login, replaced by this one's)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
         raise SessionError(f"PULUMI_BACKEND_URL must be the team's postgres:// state database "
                            f"(postgres://host:port/pulumi_state?sslmode=verify-full), not {parts.scheme or url!r}")
-    if parts.username or parts.password:
-        raise SessionError("PULUMI_BACKEND_URL must not carry a user or a password: the state login comes from "
-                           "Vault (PGUSER and PGPASSFILE); remove user:password@ from it")
+    if parts.password:
+        raise SessionError("PULUMI_BACKEND_URL must not carry a password: the state login comes from Vault "
+                           "(PGPASSFILE); remove user:password@ from it")
     return parts.hostname or "localhost", parts.port or 5432, parts.path.lstrip("/") or "pulumi_state"
+
+
+def backend_url(url: str, user: str = "") -> str:
+    """The backend URL with this user in it (none: the URL as the repository holds it)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}@{netloc}" if user else netloc))
 
 
 def pgpass_field(value: str) -> str:
@@ -78,7 +97,7 @@ def vault_client() -> hvac.Client:
 def session_dir(read_only: bool) -> Path:
     """One folder per Vault, token and kind of session; private to this user."""
     key = "|".join((os.environ.get("VAULT_ADDR", ""), operator_token() or "",
-                    os.environ.get("PULUMI_BACKEND_URL", ""), str(read_only)))
+                    backend_url(os.environ.get("PULUMI_BACKEND_URL", "")), str(read_only)))
     base = Path(os.environ.get("PGCREDS_SESSION_DIR") or os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
     folder = base / f"pgcreds-session-{os.getuid()}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -98,14 +117,20 @@ def read(client: hvac.Client, path: str) -> dict:
         raise SessionError(f"Vault has no {path}: run the one-time `make bootstrap` against this Vault") from None
 
 
-def deployer_login(client: hvac.Client, may_rotate: bool) -> tuple[str, int]:
-    """The deployer's password and when Vault will rotate it next (epoch seconds)."""
+def deployer_login(client: hvac.Client, may_rotate: bool) -> tuple[str, str, int]:
+    """The deployer's login, its password and when Vault will rotate it next (epoch seconds)."""
     path = f"{PLATFORM_MOUNT}/static-creds/{DEPLOYER_ROLE}"
     data = read(client, path)["data"]
     if may_rotate and int(data["ttl"]) < ROTATE_MARGIN_SECONDS:
         client.write(f"{PLATFORM_MOUNT}/rotate-role/{DEPLOYER_ROLE}")
         data = read(client, path)["data"]
-    return data["password"], int(time.time()) + int(data["ttl"])
+    return DEPLOYER_LOGIN, data["password"], int(time.time()) + int(data["ttl"])
+
+
+def preview_login(client: hvac.Client) -> tuple[str, str, int]:
+    """A login for this preview alone: it may read PostgreSQL's catalogs, nothing else."""
+    issued = read(client, f"{PLATFORM_MOUNT}/creds/{PREVIEW_ROLE}")
+    return issued["data"]["username"], issued["data"]["password"], int(time.time()) + int(issued["lease_duration"])
 
 
 def open_session(read_only: bool, renew: bool = False) -> dict:
@@ -120,18 +145,19 @@ def open_session(read_only: bool, renew: bool = False) -> dict:
     now = int(time.time())
     if record.exists() and passfile.exists() and not renew:
         known = json.loads(record.read_text())
-        if min(known["state_expires"], known["deployer_expires"]) > now + REUSE_MARGIN_SECONDS:
-            return {**known, "passfile": str(passfile)}
+        if min(known.get("state_expires", 0), known.get("program_expires", 0)) > now + REUSE_MARGIN_SECONDS:
+            return {**known, "passfile": str(passfile), "backend_url": backend_url(url, known["state_user"])}
     client = vault_client()
     state_path = f"{PLATFORM_MOUNT}/creds/{STATE_READ_ROLE if read_only else STATE_WRITE_ROLE}"
     state = read(client, state_path)
-    deployer_password, deployer_expires = deployer_login(client, may_rotate=not read_only)
+    program_user, program_password, program_expires = \
+        preview_login(client) if read_only else deployer_login(client, may_rotate=True)
     lines = [
         # The state login, only for the state database on its server.
         ":".join(map(pgpass_field, (host, str(port), database, state["data"]["username"],
                                     state["data"]["password"]))),
         # The program's login, wherever its stacks' servers are.
-        ":".join(("*", "*", "*", DEPLOYER_LOGIN, pgpass_field(deployer_password))),
+        ":".join(("*", "*", "*", pgpass_field(program_user), pgpass_field(program_password))),
     ]
     temporary = passfile.with_suffix(".new")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -139,10 +165,11 @@ def open_session(read_only: bool, renew: bool = False) -> dict:
         out.write("\n".join(lines) + "\n")
     os.replace(temporary, passfile)
     known = {"state_user": state["data"]["username"], "state_expires": now + int(state["lease_duration"]),
-             "deployer_expires": deployer_expires, "state_lease": state["lease_id"]}
+             "program_user": program_user, "program_expires": program_expires, "state_lease": state["lease_id"],
+             "kind": "preview" if read_only else "deploy"}
     record.write_text(json.dumps(known))
     os.chmod(record, 0o600)
-    return {**known, "passfile": str(passfile)}
+    return {**known, "passfile": str(passfile), "backend_url": backend_url(url, known["state_user"])}
 
 
 def end_session() -> None:
@@ -171,10 +198,12 @@ def main(argv: list[str]) -> int:
         end_session()
         return 0
     session = open_session(args.read_only, args.renew)
+    print(f"export PULUMI_BACKEND_URL='{session['backend_url']}'")
     print(f"export PGPASSFILE={session['passfile']}")
-    print(f"export PGUSER={session['state_user']}")
+    print(f"export PGUSER={session['program_user']}")
+    print(f"export PGCREDS_SESSION_KIND={session['kind']}")
     print(f"# state login valid until {time.strftime('%Y-%m-%d %H:%M', time.localtime(session['state_expires']))}, "
-          f"deployer password until {time.strftime('%Y-%m-%d %H:%M', time.localtime(session['deployer_expires']))}")
+          f"program login until {time.strftime('%Y-%m-%d %H:%M', time.localtime(session['program_expires']))}")
     return 0
 
 

@@ -12,7 +12,8 @@ eval "$("$_pgcreds_local/postgres.sh" env)"
 eval "$("$_pgcreds_local/openbao.sh" env)"
 # The team backend: the local PostgreSQL's state database (one per machine, like
 # the servers: wiping their data wipes the state with it). No user, no password
-# in the URL: PGUSER and PGPASSFILE carry the login Vault issued.
+# in the URL: the deploy session adds its state login's name, and PGPASSFILE
+# carries the passwords of the logins Vault issued.
 # (TLS verified against the test CA; the embedded PostgreSQL 18 has no TLS, loopback only.)
 if [[ "$PGCREDS_PG_SSLMODE" == verify-full ]]; then _pgcreds_tls="sslmode=verify-full&sslrootcert=$PGCREDS_TEST_CA"
 else _pgcreds_tls="sslmode=$PGCREDS_PG_SSLMODE"; fi
@@ -26,9 +27,8 @@ case ":$PATH:" in *":$(cd "$_pgcreds_local/.." && pwd)/venv/bin:"*) ;;
 if [[ "$PULUMI_BACKEND_URL" == postgres://* ]]; then
   _pgcreds_session=$(cd "$_pgcreds_local/.." && venv/bin/python -m deployer.session) || return 1
   eval "$_pgcreds_session"
-  # A plain `psql` opens the state database with the state login (PGUSER); `psql -U
-  # pgcreds_deployer -d <database>` logs in as the program: both from PGPASSFILE.
-  export PGDATABASE=pulumi_state
+  # A plain `psql -d <database>` logs in as the program (PGUSER, the deployer);
+  # `psql "$PULUMI_BACKEND_URL"` opens the state database as the state login: both from PGPASSFILE.
   unset _pgcreds_session
 fi
 unset _pgcreds_local

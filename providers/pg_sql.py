@@ -35,3 +35,21 @@ def give_table(cur: psycopg.Cursor, table: str, owner: str) -> None:
 def table_exists(cur: psycopg.Cursor, name: str) -> bool:
     cur.execute("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(name).as_string(cur),))
     return bool(cur.fetchone()[0])
+
+
+def may_select(cur: psycopg.Cursor, table: str) -> bool:
+    """Whether the login may read the table: a preview's login reads no application
+    table, only the catalogs and the statistics."""
+    cur.execute("SELECT has_table_privilege(%s, 'SELECT')", (sql.Identifier(table).as_string(cur),))
+    return bool(cur.fetchone()[0])
+
+
+def row_count(cur: psycopg.Cursor, table: str) -> int:
+    """The table's rows: counted where the login may read it, else as the server's
+    statistics count them (the deploy, which may read it, counts them exactly)."""
+    if may_select(cur, table):
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+    else:
+        cur.execute("SELECT coalesce(max(n_live_tup), 0) FROM pg_stat_user_tables WHERE relid = to_regclass(%s)",
+                    (sql.Identifier(table).as_string(cur),))
+    return int(cur.fetchone()[0])

@@ -53,12 +53,13 @@ path "sys/mounts/identity" {
 }
 
 # The deploy session, read-only: the state database with a login that may only
-# SELECT, the stack's secrets decrypted (a preview writes no state), and the
-# program's PostgreSQL login, as a refresh reads the server's catalog with it.
+# SELECT, the stack's secrets decrypted (a preview writes no state), and a
+# PostgreSQL login of its own for this preview, which may read the catalogs and
+# nothing else (never the deployer's: a pull request's own code runs with it).
 path "pgcreds-platform/creds/state-read" {
   capabilities = ["read"]
 }
-path "pgcreds-platform/static-creds/deployer" {
+path "pgcreds-platform/creds/preview" {
   capabilities = ["read"]
 }
 path "transit/decrypt/pgcreds-STACK" {

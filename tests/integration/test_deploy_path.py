@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Iterator, Optional
+from urllib.parse import urlsplit
 
 import hvac
 import hvac.exceptions
@@ -113,14 +114,16 @@ def test_state_is_in_the_state_database_with_no_secret_readable_without_vault(pg
     up = pg_stack.stack.up()
     assert pg_stack.smoke_check().passed
     # The backend URL carries no credential; the login is Vault's, short-lived.
-    url = os.environ["PULUMI_BACKEND_URL"]
-    assert url.startswith("postgres://127.0.0.1:") and "@" not in url
-    assert os.environ["PGUSER"].startswith("v-") and "PGPASSWORD" not in os.environ
+    url = urlsplit(os.environ["PULUMI_BACKEND_URL"])
+    assert url.scheme == "postgres" and url.hostname == "127.0.0.1" and url.password is None
+    state_user = url.username
+    assert state_user.startswith("v-") and "PGPASSWORD" not in os.environ
+    assert os.environ["PGUSER"] == DEPLOYER and os.environ["PGCREDS_SESSION_KIND"] == "deploy"
     passfile = Path(os.environ["PGPASSFILE"])
     assert passfile.stat().st_mode & 0o777 == 0o600 and passfile.parent.stat().st_mode & 0o777 == 0o700
     with admin_connect() as admin:
         valid_until = admin.execute("SELECT rolvaliduntil FROM pg_roles WHERE rolname = %s",
-                                    (os.environ["PGUSER"],)).fetchone()[0]
+                                    (state_user,)).fetchone()[0]
     assert valid_until is not None  # the state login expires on its own
 
     stored = b"\n".join(data for _, data in state_rows(f"%{pg_stack.stack.name}%"))

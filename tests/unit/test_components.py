@@ -85,22 +85,23 @@ def endpoint():
 
 @pulumi.runtime.test
 def test_existing_postgres_records_no_admin_password(mocks):
-    """The admin's password comes from the deploy session's PGPASSFILE: neither the
-    provider nor the dynamic resources' connection carries one into the state."""
+    """The admin's login comes from the deploy session (PGUSER, PGPASSFILE): the
+    dynamic resources' connection carries neither a password nor a login name into
+    the state, so that a preview reads with its own login."""
     pg = endpoint()
 
     def check(args):
         connection_is_secret, connection = args
-        assert connection_is_secret and connection["password"] is None and connection["user"] == "admin"
+        assert connection_is_secret and "password" not in connection and "user" not in connection
         assert connection["sslmode"] == "require"
     return Output.all(pg.admin_connection().is_secret(), pg.admin_connection()).apply(check)
 
 
 @pulumi.runtime.test
-def test_existing_postgres_provider_has_no_password(mocks):
+def test_existing_postgres_provider_has_no_password_and_no_login_name(mocks):
     def check(_):
         (provider,) = [r for r in mocks.resources.values() if r.typ == "pulumi:providers:postgresql"]
-        assert "password" not in provider.inputs and provider.inputs["username"] == "admin"
+        assert "password" not in provider.inputs and "username" not in provider.inputs
     return endpoint().provider.urn.apply(check)
 
 
@@ -131,14 +132,15 @@ def test_app_schema_tables_owner_and_sample_rows_on_dev_only(mocks):
     assert mocks.resources["dev-owner"].inputs["login"] is False
 
 
-def test_postgres_provider_logs_in_as_the_admin_without_assuming_a_superuser(mocks):
+def test_postgres_provider_logs_in_as_the_session_without_assuming_a_superuser(mocks):
     @pulumi.runtime.test
     def program():
         endpoint()
     program()
     provider = mocks.resources["pg-admin"]
     assert provider.typ == "pulumi:providers:postgresql"
-    assert provider.inputs["host"] == "db.internal" and provider.inputs["username"] == "admin"
+    # No login name: the provider logs in as the deploy session's PGUSER.
+    assert provider.inputs["host"] == "db.internal" and "username" not in provider.inputs
     assert provider.inputs["superuser"] in (False, "false") and provider.inputs["sslmode"] == "require"
 
 

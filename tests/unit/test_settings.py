@@ -8,7 +8,7 @@ from pulumi import Output
 from components.aiven_postgres import AivenPostgresArgs
 from settings import SettingsError, parse_duration, parse_settings
 
-ENV = {"VAULT_TOKEN": "t", "PGPASSFILE": "/run/session/pgpass"}
+ENV = {"VAULT_TOKEN": "t", "PGPASSFILE": "/run/session/pgpass", "PGUSER": "postgres", "PGCREDS_SESSION_KIND": "deploy"}
 BASE = {"vaultAddress": "http://127.0.0.1:8200"}
 
 
@@ -111,6 +111,25 @@ def test_no_deploy_session_names_the_admin_and_the_fix():
     message = error_of(environ={"VAULT_TOKEN": "t"})
     assert "pgcreds:postgresAdminUser: no login for 'postgres': open a deploy session" in message
     assert "PGPASSFILE" in message
+
+
+def test_a_session_without_pguser_names_the_setting_and_the_fix():
+    message = error_of(environ={"VAULT_TOKEN": "t", "PGPASSFILE": "/run/session/pgpass"})
+    assert "pgcreds:postgresAdminUser: PGUSER is not set" in message and "open a deploy session" in message
+
+
+def test_another_login_than_the_admin_is_refused_to_deploy():
+    message = error_of(environ={**ENV, "PGUSER": "someone_else"})
+    assert "pgcreds:postgresAdminUser: PGUSER is 'someone_else', but this stack deploys as 'postgres'" in message
+
+
+def test_a_preview_session_may_preview_but_not_deploy(monkeypatch):
+    preview = {**ENV, "PGUSER": "v-token-preview-x", "PGCREDS_SESSION_KIND": "preview"}
+    monkeypatch.setattr("pulumi.runtime.is_dry_run", lambda: True)
+    assert parse(environ=preview).postgres.admin_user == "postgres"  # the declared login stays the deployer's
+    monkeypatch.setattr("pulumi.runtime.is_dry_run", lambda: False)
+    message = error_of(environ=preview)
+    assert "PGUSER 'v-token-preview-x' is a preview session's login, which may only read" in message
 
 
 def test_an_admin_password_setting_is_refused():
@@ -484,7 +503,9 @@ def test_the_example_stack_files_hold_valid_settings(stack):
     raw = {key.split(":", 1)[1]: value if isinstance(value, (str, list)) else json.dumps(value)
            for key, value in config.items()}
     raw = {key: json.dumps(value) if isinstance(value, list) else value for key, value in raw.items()}
-    settings = parse_settings(raw, lambda key: None, {**ENV, "VAULT_ADDR": "https://127.0.0.1:8200"}, stack)
+    # The deploy session of the stack logs in as its admin (PGUSER).
+    session = {**ENV, "VAULT_ADDR": "https://127.0.0.1:8200", "PGUSER": raw.get("postgresAdminUser", "postgres")}
+    settings = parse_settings(raw, lambda key: None, session, stack)
     assert settings.layout.kind == {"platform": "platform", "billing": "application"}.get(stack, "all")
 
 
