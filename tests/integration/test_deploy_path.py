@@ -343,8 +343,10 @@ def test_workflow_scripts_deploy_preview_and_refuse_a_concurrent_deploy(ci_proje
     project, env, role_name = ci_project
     deploy_role, preview_role = f"pgcreds-deploy-{CI_STACK}", f"pgcreds-preview-{CI_STACK}"
 
+    runner_temp = Path(env["PGCREDS_SESSION_DIR"])
     deployed = run_script("deploy.sh", env, deploy_role)
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    assert list(runner_temp.iterdir()) == []  # the job's session (pgpass file) is gone
     assert "pgcreds-guardrails" in deployed.stdout  # the policy pack ran
     assert "hashivault://pgcreds-tests" in (project / f"Pulumi.{CI_STACK}.yaml").read_text()
     assert vault().read(f"{CI_MOUNT}/roles/{role_name}")["data"]["default_ttl"] == 3600
@@ -377,6 +379,7 @@ def test_workflow_scripts_deploy_preview_and_refuse_a_concurrent_deploy(ci_proje
     first_output, _ = first.communicate(timeout=600)
     assert first.returncode == 0, first_output[-3000:]
     assert second.returncode != 0 and "the stack is currently locked" in second.stdout + second.stderr
+    assert list(runner_temp.iterdir()) == []  # after a passing and a failing job alike
     assert vault().read(f"{CI_MOUNT}/roles/{role_name}")["data"]["default_ttl"] == 7200
     assert not lock_rows(CI_STACK)
 
@@ -389,3 +392,53 @@ def test_the_workflow_scripts_name_a_missing_variable(tmp_path: Path):
     result = subprocess.run([str(REPO / "ci" / "deploy.sh")], env={"PATH": os.environ["PATH"]},
                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert result.returncode == 2 and "PGCREDS_STACK is not set" in result.stderr
+
+
+def fake_pulumi(folder: Path, behaviour: str) -> str:
+    """A `pulumi` first on PATH that records that it ran, then exits 1 or sleeps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "pulumi"
+    script.write_text("#!/bin/bash\n"
+                      f"echo \"$PGUSER $PGPASSFILE\" > '{folder}/ran'\n"
+                      + ("exit 1\n" if behaviour == "fail" else "sleep 120\n"))
+    script.chmod(0o755)
+    return str(folder)
+
+
+@pytest.mark.parametrize("ending", ["fail", "TERM"])
+def test_a_ci_job_leaves_no_session_behind_however_it_ends(ci_project, tmp_path: Path, ending: str):
+    """On a self-hosted runner the next job must not find the deployer's password:
+    the job's session folder goes, and the job's token (with the state login it
+    read) is revoked, when the job fails and when it is killed."""
+    _, env, _ = ci_project
+    runner_temp = Path(env["PGCREDS_SESSION_DIR"])
+    fake = fake_pulumi(tmp_path / "fake-bin", ending)
+    client = ci_login(f"pgcreds-deploy-{CI_STACK}", github_token())
+    process = subprocess.Popen([str(REPO / "ci" / "deploy.sh")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, stdin=subprocess.DEVNULL, start_new_session=True,
+                               env={**env, "PATH": f"{fake}:{env['PATH']}", "VAULT_TOKEN": client.token})
+    if ending == "TERM":
+        wait_for(lambda: (Path(fake) / "ran").exists(), timeout=60, what="the job to reach pulumi")
+        assert [p.name for p in runner_temp.iterdir()][0].startswith("pgcreds-job-")  # its session, while it runs
+        os.killpg(process.pid, signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode != 0, output
+    ran_as, passfile = (Path(fake) / "ran").read_text().split()
+    assert ran_as == DEPLOYER and not Path(passfile).exists()
+    assert list(runner_temp.iterdir()) == [], output
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.auth.token.lookup_self()  # revoked with its leases
+
+
+def test_a_ci_job_whose_session_cannot_open_stops_with_the_reason(ci_project, tmp_path: Path):
+    _, env, _ = ci_project
+    fake = fake_pulumi(tmp_path / "fake-bin", "fail")
+    # A token of the default policy alone: it may not read the state login.
+    token = vault().auth.token.create(policies=["default"], ttl="5m")["auth"]["client_token"]
+    result = subprocess.run([str(REPO / "ci" / "deploy.sh")], capture_output=True, text=True, timeout=120,
+                            stdin=subprocess.DEVNULL, env={**env, "PATH": f"{fake}:{env['PATH']}", "VAULT_TOKEN": token})
+    assert result.returncode == 3, result.stderr
+    assert "deploy session: Vault refused to read pgcreds-platform/creds/state-write" in result.stderr
+    assert "::error::the deploy session could not be opened" in result.stderr
+    assert not (Path(fake) / "ran").exists()  # Pulumi never ran
+    assert list(Path(env["PGCREDS_SESSION_DIR"]).iterdir()) == []
