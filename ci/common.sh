@@ -6,6 +6,8 @@
 #   VAULT_ADDR           Vault's address (a repository variable); VAULT_CACERT if its CA is private
 #   VAULT_TOKEN          the short-lived token of the job's jwt login (hashicorp/vault-action, method jwt)
 #   PGCREDS_PROJECT      optional: the program's folder (default: the checkout)
+#   PGCREDS_APPLICATION  optional: an application stack's pgcreds:application; the job then deploys
+#                        as that application's own PostgreSQL login (pgcreds_deploy_<application>)
 # Usage: source ci/common.sh [--read-only]
 set -euo pipefail
 PGCREDS_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -36,6 +36,22 @@ RESERVED_MOUNTS = frozenset({PLATFORM_MOUNT, TRANSIT_MOUNT, JWT_MOUNT, "sys", "a
                              "secret", "kv"})
 
 
+def application_login(application: str) -> str:
+    """An application stack's own PostgreSQL login to deploy with: it manages its
+    application's roles and tables, never another's (PostgreSQL 16 and later)."""
+    return f"pgcreds_deploy_{application}"
+
+
+def deployer_role(application: str = "") -> str:
+    """The static role (<platform mount>/static-creds/<it>) of a stack's deploy login."""
+    return f"{DEPLOYER_ROLE}-{application}" if application else DEPLOYER_ROLE
+
+
+def deploy_login(application: str = "") -> str:
+    """The PostgreSQL login a stack deploys as: the deployer's, or its application's own."""
+    return application_login(application) if application else DEPLOYER_LOGIN
+
+
 def transit_key(stack: str) -> str:
     """The transit key that encrypts one stack's secrets."""
     return f"pgcreds-{stack}"

@@ -32,6 +32,7 @@ import re
 import secrets
 import sys
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Optional
 
 import hvac
@@ -43,6 +44,9 @@ from clients.names import APPLICATION_NAME, MOUNT_NAME, STACK_NAME
 from clients.tls import operator_token, vault_tls_verify
 from deployer import (
     DEPLOYER_LOGIN,
+    application_login,
+    deploy_login,
+    deployer_role,
     DEPLOYER_ROLE,
     JWT_MOUNT,
     PLATFORM_CONNECTION,
@@ -136,16 +140,44 @@ def grant_admin_option(admin: psycopg.Connection, role: str, to: str) -> None:
         sql.Identifier(role), sql.Identifier(to)))
 
 
+def ensure_deploy_login(admin: psycopg.Connection, login: str, databases: list[str]) -> None:
+    """A login Pulumi deploys as: it makes roles (CREATEROLE) and tables in the
+    application databases; the next step gives it CREATE on their `public`."""
+    ensure_role(admin, login, "LOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION")
+    for database in databases:
+        admin.execute(sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(
+            sql.Identifier(database), sql.Identifier(login)))
+
+
+def grant_schema_rights(database_admin: psycopg.Connection, login: str) -> None:
+    """PostgreSQL 15 took CREATE on `public` from everyone; the tables go there, and
+    their owner role needs it too (handed on by the deploy login, hence GRANT OPTION)."""
+    database_admin.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {} WITH GRANT OPTION").format(
+        sql.Identifier(login)))
+
+
+def applications_of(args: argparse.Namespace) -> list[str]:
+    """The applications of the application stacks named by --stack."""
+    return sorted({spec.application for spec in map(StackSpec.parse, args.stack) if spec.application})
+
+
+def deploy_logins(args: argparse.Namespace) -> list[str]:
+    """The deployer's login, and each application stack's own."""
+    return [DEPLOYER_LOGIN, *map(application_login, applications_of(args))]
+
+
 def bootstrap_postgres(args: argparse.Namespace, password: str) -> None:
-    """Roles, the deployer's rights in the application databases, the state database."""
+    """Roles, the deploy logins' rights in the application databases, the state database."""
+    logins = deploy_logins(args)
     with pg_connect(args, password, args.pg_admin_database) as admin:
         version = admin.info.server_version
-        ensure_role(admin, DEPLOYER_LOGIN, "LOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION")
+        for login in logins:
+            ensure_deploy_login(admin, login, args.app_database)
         ensure_role(admin, PLATFORM_LOGIN, "LOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION")
         for group in (STATE_OWNER, STATE_WRITERS, STATE_READERS):
             ensure_role(admin, group, "NOLOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB")
         if version >= 160000:
-            for role in (DEPLOYER_LOGIN, STATE_WRITERS, STATE_READERS):
+            for role in (*logins, STATE_WRITERS, STATE_READERS):
                 grant_admin_option(admin, role, PLATFORM_LOGIN)
         if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (STATE_DATABASE,)).fetchone():
             admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
@@ -154,15 +186,10 @@ def bootstrap_postgres(args: argparse.Namespace, password: str) -> None:
         admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(STATE_DATABASE)))
         admin.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(
             sql.Identifier(STATE_DATABASE), sql.Identifier(STATE_WRITERS), sql.Identifier(STATE_READERS)))
-        for database in args.app_database:
-            admin.execute(sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(
-                sql.Identifier(database), sql.Identifier(DEPLOYER_LOGIN)))
     for database in args.app_database:
         with pg_connect(args, password, database) as admin:
-            # PostgreSQL 15 took CREATE on `public` from everyone; the tables go there,
-            # and their owner role needs it too (handed on by the deployer, hence GRANT OPTION).
-            admin.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {} WITH GRANT OPTION").format(
-                sql.Identifier(DEPLOYER_LOGIN)))
+            for login in logins:
+                grant_schema_rights(admin, login)
     with pg_connect(args, password, STATE_DATABASE) as state:
         table = sql.Identifier(STATE_TABLE)
         state.execute(sql.SQL(STATE_TABLE_DDL).format(table=table, index=sql.Identifier(f"{STATE_TABLE}_key_prefix_idx")))
@@ -213,6 +240,7 @@ def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admi
     wanted_url = (f"postgresql://{{{{username}}}}:{{{{password}}}}@{args.pg_host}:{args.pg_port}/"
                   f"{args.pg_admin_database}?sslmode={args.pg_sslmode}{ca}")
     current_url = platform_connection_url(client)
+    allowed_roles = PLATFORM_ROLES + [deployer_role(application) for application in applications_of(args)]
     # A Vault has one platform connection: a bootstrap for another server points it there.
     repointed = current_url is not None and current_url != wanted_url
     if current_url is None or repointed or args.reset_platform_login:
@@ -223,18 +251,22 @@ def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admi
             PLATFORM_CONNECTION, "postgresql-database-plugin", mount_point=PLATFORM_MOUNT,
             connection_url=wanted_url,
             username=PLATFORM_LOGIN, password=platform_password, password_authentication="scram-sha-256",
-            allowed_roles=PLATFORM_ROLES, verify_connection=True)
+            allowed_roles=allowed_roles, verify_connection=True)
         # From here on only Vault knows the platform login's password.
         client.secrets.database.rotate_root_credentials(PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT)
         say(f"Vault connection {PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION} made (as {PLATFORM_LOGIN}) for "
             f"{args.pg_host}:{args.pg_port}, its password rotated")
-    else:  # a connection of an earlier bootstrap: the roles it may serve now
-        client.write(f"{PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION}", allowed_roles=PLATFORM_ROLES)
-    client.write(f"{PLATFORM_MOUNT}/static-roles/{DEPLOYER_ROLE}", db_name=PLATFORM_CONNECTION,
-                 username=DEPLOYER_LOGIN, rotation_period=args.deployer_rotation_seconds)
-    if repointed:
-        # The deployer's password on this server is one Vault never set: set it now.
-        client.write(f"{PLATFORM_MOUNT}/rotate-role/{DEPLOYER_ROLE}")
+    else:  # a connection of an earlier bootstrap: the roles it may serve now, its own kept
+        known = client.read(f"{PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION}")["data"].get("allowed_roles") or []
+        client.write(f"{PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION}",
+                     allowed_roles=sorted({*known, *allowed_roles}))
+    for application in ("", *applications_of(args)):
+        client.write(f"{PLATFORM_MOUNT}/static-roles/{deployer_role(application)}", db_name=PLATFORM_CONNECTION,
+                     username=deploy_login(application),
+                     rotation_period=args.deployer_rotation_seconds)
+        if repointed:
+            # The login's password on this server is one Vault never set: set it now.
+            client.write(f"{PLATFORM_MOUNT}/rotate-role/{deployer_role(application)}")
     for role, group in ((STATE_WRITE_ROLE, STATE_WRITERS), (STATE_READ_ROLE, STATE_READERS)):
         client.secrets.database.create_role(
             role, db_name=PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT,
@@ -247,21 +279,33 @@ def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admi
         default_ttl=PREVIEW_LOGIN_TTL, max_ttl=PREVIEW_LOGIN_MAX_TTL)
 
 
-def policy_text(name: str, stack: str, mount: str, application: str = "") -> str:
+@dataclass(frozen=True)
+class StackSpec:
+    """`--stack NAME[:MOUNT[:APPLICATION[:PLATFORM]]]`: a stack, its
+    pgcreds:vaultMountPath (default `database`) and, for an application stack, its
+    pgcreds:application and its pgcreds:platformStack."""
+    stack: str
+    mount: str = "database"
+    application: str = ""
+    platform: str = ""
+
+    @classmethod
+    def parse(cls, value: str) -> "StackSpec":
+        stack, mount, application, platform, *extra = value.split(":") + ["", "", ""]
+        if any(extra):
+            raise ValueError(value)
+        return cls(stack, mount or "database", application, platform)
+
+
+def policy_text(name: str, spec: StackSpec) -> str:
     """A policy file of vault-policies/ for one stack: its transit key, its
-    pgcreds:vaultMountPath where the file says `database` (the default), and an
-    application stack's application name where it says APPLICATION."""
-    text = (REPO / "vault-policies" / name).read_text().replace("pgcreds-STACK", transit_key(stack))
-    text = text.replace("APPLICATION", application) if application else text
-    return text.replace("database", mount) if mount != "database" else text
-
-
-def stack_and_mount(value: str) -> tuple[str, str, str]:
-    """`--stack NAME[:MOUNT[:APPLICATION]]`: a stack, its pgcreds:vaultMountPath
-    (default `database`) and, for an application stack, its pgcreds:application."""
-    stack, _, rest = value.partition(":")
-    mount, _, application = rest.partition(":")
-    return stack, mount or "database", application
+    pgcreds:vaultMountPath where the file says `database` (the default), an
+    application stack's application name where it says APPLICATION, and its deploy
+    login's static role where it says DEPLOYER_ROLE."""
+    text = (REPO / "vault-policies" / name).read_text()
+    text = text.replace("pgcreds-STACK", transit_key(spec.stack)).replace("DEPLOYER_ROLE", deployer_role(spec.application))
+    text = text.replace("APPLICATION", spec.application) if spec.application else text
+    return text.replace("database", spec.mount) if spec.mount != "database" else text
 
 
 class BadArgument(SystemExit):
@@ -283,19 +327,25 @@ def check_arguments(args: argparse.Namespace) -> None:
         return value.encode("unicode_escape").decode()
 
     for value in args.stack:
-        stack, mount, application = stack_and_mount(value)
-        if not STACK_NAME.fullmatch(stack):
-            raise BadArgument("--stack", text(value), f"the stack name {text(stack)!r} must be lower-case letters, "
-                              "digits and -, starting with a letter (at most 41)")
-        if not MOUNT_NAME.fullmatch(mount):
-            raise BadArgument("--stack", text(value), f"the mount {text(mount)!r} must be lower-case letters, digits, "
-                              "- and _, starting with a letter (no /: one path segment)")
-        if mount in RESERVED_MOUNTS:
-            raise BadArgument("--stack", text(value), f"the mount {mount!r} is Vault's or the deploy path's own; "
-                              "a stack's deployer may never mount or unmount it: choose another")
-        if value.count(":") > 2 or (application and not APPLICATION_NAME.fullmatch(application)):
-            raise BadArgument("--stack", text(value), f"the application {text(application)!r} must be lower-case "
-                              "letters and digits, starting with a letter (at most 20; no - or _)")
+        try:
+            spec = StackSpec.parse(value)
+        except ValueError:
+            raise BadArgument("--stack", text(value), "must be NAME[:MOUNT[:APPLICATION[:PLATFORM]]]") from None
+        for what, name in (("stack name", spec.stack), ("platform stack", spec.platform)):
+            if (name or what == "stack name") and not STACK_NAME.fullmatch(name):
+                raise BadArgument("--stack", text(value), f"the {what} {text(name)!r} must be lower-case letters, "
+                                  "digits and -, starting with a letter (at most 41)")
+        if not MOUNT_NAME.fullmatch(spec.mount):
+            raise BadArgument("--stack", text(value), f"the mount {text(spec.mount)!r} must be lower-case letters, "
+                              "digits, - and _, starting with a letter (no /: one path segment)")
+        if spec.mount in RESERVED_MOUNTS:
+            raise BadArgument("--stack", text(value), f"the mount {spec.mount!r} is Vault's or the deploy path's "
+                              "own; a stack's deployer may never mount or unmount it: choose another")
+        if spec.application and not APPLICATION_NAME.fullmatch(spec.application):
+            raise BadArgument("--stack", text(value), f"the application {text(spec.application)!r} must be "
+                              "lower-case letters and digits, starting with a letter (at most 20; no - or _)")
+        if spec.platform and not spec.application:
+            raise BadArgument("--stack", text(value), "a platform stack is named for an application stack only")
     if not REPOSITORY.fullmatch(args.repository):
         raise BadArgument("--repository", text(args.repository), "must be the GitHub repository as owner/name")
     if not GIT_REF.fullmatch(args.deploy_ref) or ".." in args.deploy_ref:
@@ -309,12 +359,25 @@ def check_arguments(args: argparse.Namespace) -> None:
                               "digits, _)")
 
 
-def deploy_policy_text(stack: str, mount: str, application: str) -> str:
+def platform_decrypt(spec: StackSpec) -> str:
+    """An application stack reads its platform stack's outputs (a StackReference),
+    which the CLI decrypts with the platform's key: decrypt on that key alone."""
+    if not spec.platform:
+        return ""
+    return ("\n# The platform stack's outputs (StackReference), decrypted with its key; never encrypted.\n"
+            f'path "transit/decrypt/{transit_key(spec.platform)}" {{\n  capabilities = ["update"]\n}}\n')
+
+
+def deploy_policy_text(spec: StackSpec) -> str:
     """What a stack's deployer may do: all of the program's objects, or (an
     application stack) its application's alone; and its deploy session."""
-    program = policy_text("application.hcl", stack, mount, application) if application \
-        else policy_text("deployer.hcl", stack, mount)
-    return program + policy_text("deploy-session.hcl", stack, mount)
+    program = policy_text("application.hcl" if spec.application else "deployer.hcl", spec)
+    return program + policy_text("deploy-session.hcl", spec) + platform_decrypt(spec)
+
+
+def preview_policy_text(spec: StackSpec) -> str:
+    """What a stack's preview may do: read, and decrypt its own key (and its platform's)."""
+    return policy_text("preview.hcl", spec) + platform_decrypt(spec)
 
 
 def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) -> None:
@@ -328,25 +391,26 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
                      jwt_validation_pubkeys=[Path(args.jwt_pubkey).read_text()])
     else:
         client.write(f"auth/{JWT_MOUNT}/config", bound_issuer=args.jwt_issuer, oidc_discovery_url=args.jwt_issuer)
-    stacks = [stack_and_mount(value) for value in args.stack]
-    for stack, mount, application in stacks:
-        key = transit_key(stack)
+    specs = [StackSpec.parse(value) for value in args.stack]
+    for spec in specs:
+        key = transit_key(spec.stack)
         try:
             client.secrets.transit.read_key(key, mount_point=TRANSIT_MOUNT)
         except hvac.exceptions.InvalidPath:
             client.secrets.transit.create_key(key, mount_point=TRANSIT_MOUNT)
             say(f"transit key {key} created")
-        deploy_policy, preview_policy = f"pgcreds-deploy-{stack}", f"pgcreds-preview-{stack}"
-        client.sys.create_or_update_acl_policy(deploy_policy, deploy_policy_text(stack, mount, application))
-        client.sys.create_or_update_acl_policy(preview_policy, policy_text("preview.hcl", stack, mount))
+        deploy_policy, preview_policy = f"pgcreds-deploy-{spec.stack}", f"pgcreds-preview-{spec.stack}"
+        client.sys.create_or_update_acl_policy(deploy_policy, deploy_policy_text(spec))
+        client.sys.create_or_update_acl_policy(preview_policy, preview_policy_text(spec))
         common = dict(role_type="jwt", user_claim="sub", bound_audiences=[args.jwt_audience],
                       token_ttl=CI_TOKEN_TTL, token_max_ttl=CI_TOKEN_TTL, token_no_default_policy=False)
         client.write(f"auth/{JWT_MOUNT}/role/{preview_policy}", token_policies=[preview_policy],
                      bound_claims={"repository": args.repository}, **common)
         client.write(f"auth/{JWT_MOUNT}/role/{deploy_policy}", token_policies=[deploy_policy],
                      bound_claims={"repository": args.repository, "ref": args.deploy_ref}, **common)
-    say(f"stacks {', '.join(stack for stack, _, _ in stacks)}: transit keys, policies and jwt roles pgcreds-deploy-<stack> "
-        f"(repository {args.repository}, ref {args.deploy_ref}) and pgcreds-preview-<stack> are in place")
+    say(f"stacks {', '.join(spec.stack for spec in specs)}: transit keys, policies and jwt roles "
+        f"pgcreds-deploy-<stack> (repository {args.repository}, ref {args.deploy_ref}) and pgcreds-preview-<stack> "
+        "are in place")
 
 
 def read_admin_password(from_stdin: bool) -> str:

@@ -11,8 +11,10 @@ Reads VAULT_ADDR, VAULT_TOKEN (VAULT_CACERT) and PULUMI_BACKEND_URL, a
   PULUMI_BACKEND_URL (user@host), which Pulumi's `postgres://` backend reads;
 - the program's PostgreSQL login, named by PGUSER, which the postgresql provider
   (lib/pq) and the dynamic providers (libpq) read: to deploy, the deployer's
-  (`pgcreds-platform/static-creds/deployer`), whose password Vault rotates (one
-  about to be rotated is rotated now, so that it cannot change during the run);
+  (`pgcreds-platform/static-creds/deployer`; an application stack's own,
+  `static-creds/deployer-<application>`, with --application or
+  PGCREDS_APPLICATION), whose password Vault rotates (one about to be rotated is
+  rotated now, so that it cannot change during the run);
   with --read-only, a preview login issued for this run
   (`pgcreds-platform/creds/preview`), which may read the catalogs and nothing else:
   a pull request's code runs with it.
@@ -37,13 +39,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from clients.tls import operator_token, vault_ca_problem, vault_tls_verify
+from clients.names import APPLICATION_NAME
 from deployer import (
-    DEPLOYER_LOGIN,
-    DEPLOYER_ROLE,
     PLATFORM_MOUNT,
     PREVIEW_ROLE,
     STATE_READ_ROLE,
     STATE_WRITE_ROLE,
+    deploy_login,
+    deployer_role,
 )
 
 if TYPE_CHECKING:
@@ -94,10 +97,10 @@ def vault_client() -> hvac.Client:
     return hvac.Client(url=address, token=token, verify=vault_tls_verify())
 
 
-def session_dir(read_only: bool) -> Path:
-    """One folder per Vault, token and kind of session; private to this user."""
+def session_dir(read_only: bool, application: str = "") -> Path:
+    """One folder per Vault, token, kind of session and deploy login; private to this user."""
     key = "|".join((os.environ.get("VAULT_ADDR", ""), operator_token() or "",
-                    backend_url(os.environ.get("PULUMI_BACKEND_URL", "")), str(read_only)))
+                    backend_url(os.environ.get("PULUMI_BACKEND_URL", "")), str(read_only), application))
     base = Path(os.environ.get("PGCREDS_SESSION_DIR") or os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
     folder = base / f"pgcreds-session-{os.getuid()}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -117,14 +120,16 @@ def read(client: hvac.Client, path: str) -> dict:
         raise SessionError(f"Vault has no {path}: run the one-time `make bootstrap` against this Vault") from None
 
 
-def deployer_login(client: hvac.Client, may_rotate: bool) -> tuple[str, str, int]:
-    """The deployer's login, its password and when Vault will rotate it next (epoch seconds)."""
-    path = f"{PLATFORM_MOUNT}/static-creds/{DEPLOYER_ROLE}"
+def deployer_login(client: hvac.Client, may_rotate: bool, application: str = "") -> tuple[str, str, int]:
+    """The stack's deploy login (the deployer's, or an application stack's own), its
+    password and when Vault will rotate it next (epoch seconds)."""
+    role = deployer_role(application)
+    path = f"{PLATFORM_MOUNT}/static-creds/{role}"
     data = read(client, path)["data"]
     if may_rotate and int(data["ttl"]) < ROTATE_MARGIN_SECONDS:
-        client.write(f"{PLATFORM_MOUNT}/rotate-role/{DEPLOYER_ROLE}")
+        client.write(f"{PLATFORM_MOUNT}/rotate-role/{role}")
         data = read(client, path)["data"]
-    return DEPLOYER_LOGIN, data["password"], int(time.time()) + int(data["ttl"])
+    return deploy_login(application), data["password"], int(time.time()) + int(data["ttl"])
 
 
 def preview_login(client: hvac.Client) -> tuple[str, str, int]:
@@ -133,14 +138,17 @@ def preview_login(client: hvac.Client) -> tuple[str, str, int]:
     return issued["data"]["username"], issued["data"]["password"], int(time.time()) + int(issued["lease_duration"])
 
 
-def open_session(read_only: bool, renew: bool = False) -> dict:
+def open_session(read_only: bool, renew: bool = False, application: str = "") -> dict:
     # Checked here, first: the CLI's secrets provider would only name the path.
     problem = vault_ca_problem()
     if problem:
         raise SessionError(problem)
     url = os.environ.get("PULUMI_BACKEND_URL", "")
     host, port, database = backend_server(url)
-    folder = session_dir(read_only)
+    if application and not APPLICATION_NAME.fullmatch(application):
+        raise SessionError(f"the application {application!r} (--application or PGCREDS_APPLICATION) must be "
+                           "lower-case letters and digits, as the stack's pgcreds:application")
+    folder = session_dir(read_only, application)
     passfile, record = folder / "pgpass", folder / "session.json"
     now = int(time.time())
     if record.exists() and passfile.exists() and not renew:
@@ -151,7 +159,7 @@ def open_session(read_only: bool, renew: bool = False) -> dict:
     state_path = f"{PLATFORM_MOUNT}/creds/{STATE_READ_ROLE if read_only else STATE_WRITE_ROLE}"
     state = read(client, state_path)
     program_user, program_password, program_expires = \
-        preview_login(client) if read_only else deployer_login(client, may_rotate=True)
+        preview_login(client) if read_only else deployer_login(client, may_rotate=True, application=application)
     lines = [
         # The state login, only for the state database on its server.
         ":".join(map(pgpass_field, (host, str(port), database, state["data"]["username"],
@@ -191,13 +199,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--read-only", action="store_true", help="a state login that may only read (previews)")
     parser.add_argument("--renew", action="store_true",
                         help="read new logins even if the session's still live (after a `rotate-role` by hand)")
+    parser.add_argument("--application", default=os.environ.get("PGCREDS_APPLICATION", ""),
+                        help="an application stack's pgcreds:application: deploy as its own login "
+                             "(pgcreds_deploy_<application>), not the deployer's (default: PGCREDS_APPLICATION)")
     parser.add_argument("--end", action="store_true",
                         help="CI, at the job's end: revoke the job's Vault token and the logins it read")
     args = parser.parse_args(argv)
     if args.end:
         end_session()
         return 0
-    session = open_session(args.read_only, args.renew)
+    session = open_session(args.read_only, args.renew, args.application)
     print(f"export PULUMI_BACKEND_URL='{session['backend_url']}'")
     print(f"export PGPASSFILE={session['passfile']}")
     print(f"export PGUSER={session['program_user']}")

@@ -4,6 +4,8 @@
 # to it on stdin from its root-only file, once; afterwards nothing here reads it
 # to deploy. Also makes the key pair that stands in for GitHub's OIDC issuer
 # (the private half signs the tests' CI tokens; Vault verifies with the public one).
+# Stacks: dev, the tests' `tests` (mount citest) and an application stack `acme`
+# on it (its own deploy login pgcreds_deploy_acme), which the tests log in as.
 # Runs again only when the bootstrap, the policies or the servers' data change.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -21,7 +23,8 @@ if [[ ! -s "$oidc/issuer.pub.pem" ]]; then
 fi
 
 args=(--pg-host 127.0.0.1 --pg-port "$PGCREDS_PG_PORT" --pg-sslmode "$PGCREDS_PG_SSLMODE" --pg-sslrootcert "$PGCREDS_TEST_CA"
-      --app-database postgres --stack dev --stack tests:citest --repository "$PGCREDS_REPOSITORY"
+      --app-database postgres --stack dev --stack tests:citest --stack acme:citest:acme:tests
+      --repository "$PGCREDS_REPOSITORY"
       --jwt-pubkey "$oidc/issuer.pub.pem")
 stamp="$PGCREDS_LOCAL_DIR/bootstrap.stamp"
 digest=$( { cat "$repo"/deployer/*.py "$repo"/vault-policies/*.hcl "$oidc/issuer.pub.pem" \

@@ -1,11 +1,12 @@
 
 # --- The deploy session (deployer/session.py): what a deployer's token turns into.
-# The program's PostgreSQL login, whose password only Vault knows and rotates; a
+# The stack's PostgreSQL login (the deployer's, or an application stack's own
+# pgcreds_deploy_<application>), whose password only Vault knows and rotates; a
 # rotation may be asked for when the password is about to expire.
-path "pgcreds-platform/static-creds/deployer" {
+path "pgcreds-platform/static-creds/DEPLOYER_ROLE" {
   capabilities = ["read"]
 }
-path "pgcreds-platform/rotate-role/deployer" {
+path "pgcreds-platform/rotate-role/DEPLOYER_ROLE" {
   capabilities = ["update"]
 }
 # A login to the state database (read-write), valid a few hours.
@@ -19,3 +20,4 @@ path "transit/encrypt/pgcreds-STACK" {
 path "transit/decrypt/pgcreds-STACK" {
   capabilities = ["update"]
 }
+

@@ -26,7 +26,8 @@ from pulumi import automation as auto
 from program_copy import add_tables, copy_program
 from clients.tls import vault_tls_verify
 from smoke_check import SmokeReport, run_smoke_check
-from deployer import DEPLOYER_LOGIN, DEPLOYER_ROLE, PLATFORM_MOUNT
+from deployer import DEPLOYER_LOGIN, DEPLOYER_ROLE, PLATFORM_MOUNT, application_login, transit_key
+from deployer.bootstrap import ensure_deploy_login, grant_schema_rights
 from sourced_env import TEST_SECRETS_PROVIDER, file_backend, sourced_env, superuser_password
 
 REPO = Path(__file__).resolve().parents[2]
@@ -232,6 +233,8 @@ class SplitStacks:
     platform: ProgramStack
     applications: dict[str, ProgramStack]
     """By application name."""
+    login_passwords: dict[str, str] = field(default_factory=dict)
+    """Each application's deploy login's password, by application name."""
 
     def all(self) -> list[ProgramStack]:
         return [*self.applications.values(), self.platform]
@@ -245,6 +248,10 @@ def application_roles(application: str, **overrides: Any) -> list[dict]:
 
 def make_split(tmp_path: Path, count: int, env: Optional[dict[str, str]] = None,
                server: Optional[PgServer] = None) -> SplitStacks:
+    """A platform and `count` application stacks, each with its own transit key
+    (`pgcreds-<stack>`) and, on `server`, each application with its own deploy
+    login (`pgcreds_deploy_<application>`, made as the bootstrap makes it; its
+    password added to the pgpass file of `env`, the platform's being the deployer's)."""
     server = server or default_server()
     suffix = secrets.token_hex(3)
     names = [f"{chr(ord('a') + index)}{suffix}" for index in range(count)]
@@ -253,24 +260,48 @@ def make_split(tmp_path: Path, count: int, env: Optional[dict[str, str]] = None,
     state, database = tmp_path / "state", f"it_{suffix}"
     with server.connect() as admin:
         admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(DEPLOYER)))
+    passwords = application_logins(server, database, names, Path((env or {}).get("PGPASSFILE", tmp_path / "pgpass")))
+    client = vault()
 
-    def stack(name: str, **settings: Any) -> ProgramStack:
+    def stack(name: str, login: str, **settings: Any) -> ProgramStack:
+        key = transit_key(name)
+        client.secrets.transit.create_key(key, mount_point="transit")
         made = ProgramStack(auto.create_or_select_stack(
             stack_name=name, work_dir=str(project_dir),
-            opts=auto.LocalWorkspaceOptions(secrets_provider=TEST_SECRETS_PROVIDER,
-                                            env_vars={**file_backend(state), **(env or {})})),
+            opts=auto.LocalWorkspaceOptions(secrets_provider=f"hashivault://{key}", env_vars={
+                **file_backend(state), **(env or {}), "PGUSER": login, "PGCREDS_SESSION_KIND": "deploy"})),
             project_dir, suffix, database, state, server)
         made.set(environment="dev", postgresPort=str(server.port), postgresDatabase=database,
-                 postgresAdminUser=DEPLOYER, postgresSslMode="disable", vaultAddress=os.environ["VAULT_ADDR"],
+                 postgresAdminUser=login, postgresSslMode="disable", vaultAddress=os.environ["VAULT_ADDR"],
                  vaultMountPath=made.mount, keepTablesOnDestroy="false", **settings)
         return made
 
-    platform = stack(f"it{suffix}-platform", stackKind="platform", roles=[])
-    applications = {name: stack(f"it{suffix}-{name}", stackKind="application", platformStack=f"it{suffix}-platform",
-                                application=name, tableOwnerRole=f"{name}_owner",
-                                vaultAdminRole=f"{name}_vault_admin", roles=application_roles(name))
+    platform = stack(f"it{suffix}-platform", DEPLOYER, stackKind="platform", roles=[])
+    applications = {name: stack(f"it{suffix}-{name}", application_login(name), stackKind="application",
+                                platformStack=f"it{suffix}-platform", application=name,
+                                tableOwnerRole=f"{name}_owner", vaultAdminRole=f"{name}_vault_admin",
+                                roles=application_roles(name))
                     for name in names}
-    return SplitStacks(platform, applications)
+    return SplitStacks(platform, applications, passwords)
+
+
+def application_logins(server: PgServer, database: str, names: list[str], pgpass: Path) -> dict[str, str]:
+    """Each application's deploy login on `server`, made as the bootstrap makes it
+    (here the Vault platform connection serves the default server, so the password
+    is the test's own, in the pgpass file, instead of a Vault static role's)."""
+    passwords = {}
+    with server.connect() as admin, server.connect(database) as database_admin:
+        for name in names:
+            login, passwords[name] = application_login(name), secrets.token_urlsafe(24)
+            ensure_deploy_login(admin, login, [database])
+            admin.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(login),
+                                                                      sql.Literal(passwords[name])))
+            grant_schema_rights(database_admin, login)
+    with pgpass.open("a") as out:
+        out.writelines(f"127.0.0.1:{server.port}:*:{application_login(name)}:{password}\n"
+                       for name, password in passwords.items())
+    pgpass.chmod(0o600)
+    return passwords
 
 
 def cleanup_split(split: SplitStacks) -> None:
@@ -285,9 +316,13 @@ def cleanup_split(split: SplitStacks) -> None:
     for policy in client.sys.list_acl_policies()["data"]["keys"]:
         if policy.startswith(f"{split.platform.mount}-deploy-"):  # the tests' deploy tokens' policies
             client.sys.delete_acl_policy(policy)
+    for test_stack in split.all():
+        client.write(f"transit/keys/{transit_key(test_stack.stack.name)}/config", deletion_allowed=True)
+        client.delete(f"transit/keys/{transit_key(test_stack.stack.name)}")
     with split.platform.server.connect() as admin:
         for name in split.applications:
             roles = [r for (r,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{name}\\_%",))]
+            roles.append(application_login(name))
             for role in roles:
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 

@@ -23,12 +23,12 @@ from psycopg import sql
 
 from access_probes import Login, declared_capabilities, expand, load_matrix, pg_allowed, pg_statements, vault_capabilities
 from deployer import PLATFORM_MOUNT
-from deployer.bootstrap import deploy_policy_text, policy_text
+from deployer.bootstrap import StackSpec, deploy_policy_text, policy_text
 from smoke_check import app_login
-from stacks import DEPLOYER, ProgramStack, admin_connect, cleanup, make_stack, vault
+from stacks import DEPLOYER, REPO, ProgramStack, admin_connect, cleanup, make_stack, vault
 from test_deploy_path import CI_MOUNT, CI_STACK, ci_login, github_token
 
-APPLICATION, OTHER = "acme", "othr"
+APPLICATION, OTHER, PLATFORM_STACK = "acme", "othr", "tests-platform"
 
 
 class MatrixStack(ProgramStack):
@@ -70,7 +70,7 @@ def names_of(test_stack: MatrixStack) -> dict[str, str]:
     roles = role_names(test_stack.suffix)
     return {"STACK": CI_STACK, "MOUNT": CI_MOUNT, "ROLE": roles["readwrite"], "CONNECTION": "postgresql",
             "APPLICATION": APPLICATION, "OTHER": OTHER, "OTHER_GROUP": f"{OTHER}_rw",
-            "PLATFORM": PLATFORM_MOUNT, "DATABASE": test_stack.database}
+            "PLATFORM": PLATFORM_MOUNT, "PLATFORM_STACK": PLATFORM_STACK, "DATABASE": test_stack.database}
 
 
 def policy_token(name: str, text: str) -> str:
@@ -90,8 +90,9 @@ def vault_identities(test_stack: MatrixStack) -> dict[str, hvac.Client]:
         "ci-preview": ci_login(f"pgcreds-preview-{CI_STACK}", github_token(ref="refs/pull/7/merge")),
         "ci-deploy": ci_login(f"pgcreds-deploy-{CI_STACK}", github_token()),
         "application-deploy": client(policy_token(
-            "application", deploy_policy_text(CI_STACK, CI_MOUNT, APPLICATION))),
-        "deploy-session": client(policy_token("session", policy_text("deploy-session.hcl", CI_STACK, CI_MOUNT))),
+            "application", deploy_policy_text(StackSpec(CI_STACK, CI_MOUNT, APPLICATION, PLATFORM_STACK)))),
+        "deploy-session": client(policy_token("session", policy_text("deploy-session.hcl",
+                                                                     StackSpec(CI_STACK, CI_MOUNT)))),
         "application-approle": app_login(vault(), outputs["appRoles"][role_names(test_stack.suffix)["readwrite"]]),
     }
 
@@ -260,3 +261,23 @@ def test_nothing_the_preview_can_decrypt_opens_anything(matrix_stack: MatrixStac
         except (hvac.exceptions.VaultError, ValueError):
             pass
     assert not opened, f"{len(found)} decrypted values; these opened: {opened}"
+
+
+def test_an_application_stack_deploys_as_its_own_login_and_reads_no_other(tmp_path: Path):
+    """The bootstrap's `--stack acme:citest:acme:tests` (local/bootstrap.sh): the
+    application's CI deploy identity opens a session as pgcreds_deploy_acme, which
+    logs in, and may not read the deployer's login or another application's."""
+    client = ci_login("pgcreds-deploy-acme", github_token())
+    env = {**os.environ, "VAULT_TOKEN": client.token, "PGCREDS_APPLICATION": APPLICATION,
+           "PGCREDS_SESSION_DIR": str(tmp_path)}
+    opened = subprocess.run([str(REPO / "venv/bin/python"), "-m", "deployer.session"], cwd=REPO, env=env,
+                            capture_output=True, text=True, check=True).stdout
+    session = dict(line.removeprefix("export ").split("=", 1) for line in opened.splitlines()
+                   if line.startswith("export "))
+    assert session["PGUSER"] == f"pgcreds_deploy_{APPLICATION}"
+    psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname="postgres", user=session["PGUSER"],
+                    passfile=session["PGPASSFILE"], connect_timeout=10).close()
+    for other in ("deployer", f"deployer-{OTHER}"):
+        with pytest.raises(hvac.exceptions.Forbidden):
+            client.read(f"{PLATFORM_MOUNT}/static-creds/{other}")
+    client.auth.token.revoke_self()

@@ -11,6 +11,7 @@ alter another application's group, which the test tries."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -22,7 +23,8 @@ from psycopg import sql
 from pulumi import automation as auto
 
 from clients.tls import vault_tls_verify
-from deployer.bootstrap import deploy_policy_text
+from deployer import application_login
+from deployer.bootstrap import PREVIEW_USER_CREATION, StackSpec, deploy_policy_text, preview_policy_text
 from smoke_check import app_login
 from stacks import (
     ProgramStack,
@@ -43,12 +45,36 @@ def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SplitStacks]:
     cleanup_split(organisation)
 
 
-def deploy_token(root: hvac.Client, stack: ProgramStack, application: str) -> str:
+def spec_of(split: SplitStacks, stack: ProgramStack, application: str) -> StackSpec:
+    """The bootstrap's `--stack` for a stack of the split: its own transit key, and an
+    application's platform stack."""
+    return StackSpec(stack.stack.name, stack.mount, application, split.platform.stack.name if application else "")
+
+
+def deploy_token(root: hvac.Client, split: SplitStacks, stack: ProgramStack, application: str) -> str:
     """A token with what the bootstrap gives the stack's deployer (an application's, or
-    with no application the platform's; the transit key: the tests' one), valid a few minutes."""
+    with no application the platform's), valid a few minutes."""
     policy = f"{stack.mount}-deploy-{application or 'platform'}"
-    root.sys.create_or_update_acl_policy(policy, deploy_policy_text("tests", stack.mount, application))
+    root.sys.create_or_update_acl_policy(policy, deploy_policy_text(spec_of(split, stack, application)))
     return root.auth.token.create(policies=[policy], ttl="15m")["auth"]["client_token"]
+
+
+def preview_token(root: hvac.Client, split: SplitStacks, stack: ProgramStack, application: str) -> str:
+    policy = f"{stack.mount}-deploy-preview-{application}"
+    root.sys.create_or_update_acl_policy(policy, preview_policy_text(spec_of(split, stack, application)))
+    return root.auth.token.create(policies=[policy], ttl="15m")["auth"]["client_token"]
+
+
+def preview_login(server, pgpass: Path) -> str:
+    """A preview login on `server` made by the preview role's own creation statements."""
+    name, password = f"v-preview-{secrets.token_hex(4)}", secrets.token_urlsafe(24)
+    with server.connect() as superuser:
+        for statement in PREVIEW_USER_CREATION:
+            superuser.execute(statement.replace("{{name}}", name).replace("{{password}}", password)
+                              .replace("{{expiration}}", "infinity"))
+    with pgpass.open("a") as out:
+        out.write(f"127.0.0.1:{server.port}:*:{name}:{password}\n")
+    return name
 
 
 def issue_and_use(root: hvac.Client, stack: ProgramStack, application: str) -> psycopg.Connection:
@@ -69,13 +95,13 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
     stack_a, stack_b = split.applications[a], split.applications[b]
 
     # The platform's deployer holds vault-policies/deployer.hcl; each application's, its application.hcl.
-    tokens = {"": deploy_token(root, platform, "")}
+    tokens = {"": deploy_token(root, split, platform, "")}
     with platform.environment(VAULT_TOKEN=tokens[""], BAO_TOKEN=tokens[""]):
         platform.stack.up()
     made = {t for t in platform.resource_types() if not t.startswith(("pulumi:", "pgcreds:"))}
     assert made == {"vault:index/mount:Mount", "vault:index/authBackend:AuthBackend", "vault:index/policy:Policy",
                     "pulumi-python:dynamic/vault:PlatformInUse"}
-    tokens.update({name: deploy_token(root, stack, name) for name, stack in split.applications.items()})
+    tokens.update({name: deploy_token(root, split, stack, name) for name, stack in split.applications.items()})
     for name, stack in split.applications.items():
         with stack.environment(VAULT_TOKEN=tokens[name], BAO_TOKEN=tokens[name]):
             stack.stack.up()
@@ -110,6 +136,29 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
             attempt()
             pytest.fail(f"A's deploy token could change {what}")
 
+    # Each application deploys as its own PostgreSQL login, and A's may not touch B's objects.
+    deploy_a = psycopg.connect(host="127.0.0.1", port=stack_a.server.port, dbname=stack_a.database, autocommit=True,
+                               user=application_login(a), password=split.login_passwords[a])
+    for what, statement in {
+        "read B's table": sql.SQL("SELECT * FROM {}").format(sql.Identifier(f"{b}_items")),
+        "alter B's role": sql.SQL("ALTER ROLE {} CONNECTION LIMIT 0").format(sql.Identifier(f"{b}_rw")),
+        "drop B's role": sql.SQL("DROP ROLE {}").format(sql.Identifier(f"{b}_rw")),
+        "SET ROLE to B's role": sql.SQL("SET ROLE {}").format(sql.Identifier(f"{b}_rw")),
+        "SET ROLE to B's owner": sql.SQL("SET ROLE {}").format(sql.Identifier(f"{b}_owner")),
+        "grant itself B's role": sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(f"{b}_rw")),
+    }.items():
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            deploy_a.execute(statement)
+            pytest.fail(f"A's deploy login could {what}")
+    deploy_a.close()
+    capabilities = hvac.Client(url=root.url, token=tokens[a], verify=vault_tls_verify()).write(
+        "sys/capabilities-self", paths=[f"pgcreds-platform/static-creds/deployer-{a}",
+                                        f"pgcreds-platform/static-creds/deployer-{b}",
+                                        "pgcreds-platform/static-creds/deployer"])
+    assert capabilities[f"pgcreds-platform/static-creds/deployer-{a}"] == ["read"]
+    assert capabilities[f"pgcreds-platform/static-creds/deployer-{b}"] == ["deny"]
+    assert capabilities["pgcreds-platform/static-creds/deployer"] == ["deny"]
+
     # A's stack cannot declare B's names: refused at preview, naming the setting.
     with stack_a.environment(VAULT_TOKEN=tokens[a], BAO_TOKEN=tokens[a]):
         stack_a.set(roles=application_roles(a) + application_roles(b))
@@ -137,6 +186,16 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
     assert "still holds the connections" in str(failure.value) and "`pulumi destroy` those stacks first" in str(failure.value)
     assert f"{platform.mount}/" in root.sys.list_mounted_secrets_engines()["data"]
     issue_and_use(root, stack_b, b).close()
+
+    # B's preview with its preview policy alone (its key, its platform's to decrypt)
+    # and a read-only PostgreSQL login: the refresh reads, and nothing changes.
+    token = preview_token(root, split, stack_b, b)
+    login = preview_login(stack_b.server, Path(stack_b.stack.workspace.env_vars["PGPASSFILE"]))
+    with stack_b.environment(VAULT_TOKEN=token, BAO_TOKEN=token, PGUSER=login, PGCREDS_SESSION_KIND="preview"):
+        changes = stack_b.stack.preview(refresh=True, expect_no_changes=True).change_summary
+    assert set(changes) == {"same"}, changes
+    with stack_b.server.connect() as superuser:
+        superuser.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(login)))
 
     # Destroying A leaves the platform and B as they were: B still issues, and
     # neither B's nor the platform's preview plans a change.

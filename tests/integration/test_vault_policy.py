@@ -10,7 +10,7 @@ import hvac.exceptions
 import pytest
 
 from clients.tls import vault_tls_verify
-from deployer.bootstrap import policy_text
+from deployer.bootstrap import StackSpec, policy_text
 from smoke_check import app_login
 from stacks import ProgramStack, vault
 
@@ -18,7 +18,7 @@ from stacks import ProgramStack, vault
 def deployer_policy(stack: ProgramStack) -> str:
     """What the bootstrap gives a stack's deploy role: the program's needs on the stack's
     mount, and the deploy session's (its transit key: the tests' one)."""
-    return "".join(policy_text(name, "tests", stack.mount) for name in ("deployer.hcl", "deploy-session.hcl"))
+    return "".join(policy_text(name, StackSpec("tests", stack.mount)) for name in ("deployer.hcl", "deploy-session.hcl"))
 
 
 def test_deployer_policy_and_application_identities(new_stack: ProgramStack):
