@@ -27,8 +27,10 @@ case ":$PATH:" in *":$(cd "$_pgcreds_local/.." && pwd)/venv/bin:"*) ;;
 if [[ "$PULUMI_BACKEND_URL" == postgres://* ]]; then
   _pgcreds_session=$(cd "$_pgcreds_local/.." && venv/bin/python -m deployer.session) || return 1
   eval "$_pgcreds_session"
-  # A plain `psql -d <database>` logs in as the program (PGUSER, the deployer);
-  # `psql "$PULUMI_BACKEND_URL"` opens the state database as the state login: both from PGPASSFILE.
+  # A plain `psql` logs in as the program (PGUSER, the deployer) to the dev stack's
+  # database; `psql "$PULUMI_BACKEND_URL"` opens the state database as the state
+  # login: both passwords from PGPASSFILE.
+  export PGDATABASE=postgres
   unset _pgcreds_session
 fi
 unset _pgcreds_local

@@ -228,11 +228,12 @@ def test_a_plain_psql_after_dev_env_asks_for_no_password():
     """Issue 19, class 6: the deploy session's pgpass file serves psql too (-w: never prompt)."""
     script = ('. local/dev-env.sh >/dev/null 2>&1 && test -z "${PGPASSWORD:-}" && '
               'psql -w -At -c "SELECT current_user || \' \' || current_database()" && '
-              f'psql -w -At -U {DEPLOYER} -d postgres -c "SELECT current_user"')
+              'psql -w -At "$PULUMI_BACKEND_URL" -c "SELECT current_user || \' \' || current_database()"')
     done = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
-    state_login, deployer = done.stdout.split("\n")[:2]
-    assert state_login.startswith("v-") and state_login.endswith(" pulumi_state") and deployer == DEPLOYER
+    program, state_login = done.stdout.split("\n")[:2]
+    assert program == f"{DEPLOYER} postgres"
+    assert state_login.startswith("v-") and state_login.endswith(" pulumi_state")
 
 
 def test_the_dev_stack_follows_the_local_servers_ports(tmp_path):
