@@ -279,6 +279,10 @@ def parse_settings(
         problems.add("postgresAdminUser", f"no login for {admin_user!r}: open a deploy session first "
                      "(`. local/dev-env.sh` here, `eval \"$(python -m deployer.session)\"` in CI), which puts "
                      "Vault's short-lived login in the file PGPASSFILE names")
+    elif mode == "existing" and environ.get("PGPASSFILE") and environ.get("PGPASSWORD"):
+        problems.add("postgresAdminUser", "PGPASSWORD is set beside the deploy session's PGPASSFILE: libpq prefers "
+                     "it, so every login would try that password. `unset PGPASSWORD` (sourcing "
+                     "local/dev-env.sh again does it)")
     elif mode == "existing":
         _check_session_login(environ, admin_user, problems)
     aiven = _parse_aiven(text, boolean, secret, in_clear, environ, stack, environment, sslmode, problems) \

@@ -154,12 +154,16 @@ def open_session(read_only: bool, renew: bool = False, application: str = "") ->
     if record.exists() and passfile.exists() and not renew:
         known = json.loads(record.read_text())
         if min(known.get("state_expires", 0), known.get("program_expires", 0)) > now + REUSE_MARGIN_SECONDS:
-            return {**known, "passfile": str(passfile), "backend_url": backend_url(url, known["state_user"])}
+            problem = session_problem(known, passfile, url)
+            if not problem:
+                return {**known, "passfile": str(passfile), "backend_url": backend_url(url, known["state_user"])}
+            print(f"deploy session: the cached logins no longer work ({problem}); reading new ones", file=sys.stderr)
     client = vault_client()
     state_path = f"{PLATFORM_MOUNT}/creds/{STATE_READ_ROLE if read_only else STATE_WRITE_ROLE}"
     state = read(client, state_path)
     program_user, program_password, program_expires = \
         preview_login(client) if read_only else deployer_login(client, may_rotate=True, application=application)
+    program_role = "" if read_only else deployer_role(application)
     lines = [
         # The state login, only for the state database on its server.
         ":".join(map(pgpass_field, (host, str(port), database, state["data"]["username"],
@@ -173,11 +177,39 @@ def open_session(read_only: bool, renew: bool = False, application: str = "") ->
         out.write("\n".join(lines) + "\n")
     os.replace(temporary, passfile)
     known = {"state_user": state["data"]["username"], "state_expires": now + int(state["lease_duration"]),
-             "program_user": program_user, "program_expires": program_expires, "state_lease": state["lease_id"],
+             "program_user": program_user, "program_expires": program_expires, "program_role": program_role,
+             "state_lease": state["lease_id"],
              "kind": "preview" if read_only else "deploy"}
     record.write_text(json.dumps(known))
     os.chmod(record, 0o600)
     return {**known, "passfile": str(passfile), "backend_url": backend_url(url, known["state_user"])}
+
+
+def session_problem(known: dict, passfile: Path, url: str) -> str:
+    """Why a cached session can no longer be used, or "": its logins are tried once
+    each, on the state database's server (a revoked lease drops a login; a
+    `rotate-role` by hand changes the deployer's password). A server that does
+    not answer is not the session's fault: the run itself says so."""
+    import psycopg  # only for a cached session (0.1 s to import)
+
+    parts = urlsplit(url)
+    query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
+    server = dict(host=parts.hostname or "localhost", port=parts.port or 5432, passfile=str(passfile),
+                  sslmode=query.get("sslmode", "prefer"), sslrootcert=query.get("sslrootcert"), connect_timeout=5,
+                  application_name="pgcreds-session-check")
+    if "kind" not in known:
+        return "a session of an earlier version"
+    logins = [(known["state_user"], parts.path.lstrip("/") or "pulumi_state")]
+    if known["kind"] == "deploy":  # (the program's login may not connect there: only a refused password counts)
+        logins.append((known["program_user"], "postgres"))
+    for user, database in logins:
+        try:
+            psycopg.connect(user=user, dbname=database, **server).close()
+        except psycopg.OperationalError as error:
+            text = str(error)
+            if "password authentication failed" in text or ("role" in text and "does not exist" in text):
+                return f"PostgreSQL refused the login {user}"
+    return ""
 
 
 def end_session() -> None:
@@ -208,7 +240,13 @@ def main(argv: list[str]) -> int:
     if args.end:
         end_session()
         return 0
+    password_in_shell = bool(os.environ.pop("PGPASSWORD", None))  # (not for this process's own check either)
     session = open_session(args.read_only, args.renew, args.application)
+    if password_in_shell:
+        # libpq prefers PGPASSWORD to PGPASSFILE: every login would try that password.
+        print("deploy session: PGPASSWORD was set in this shell; it is unset, as libpq would use it instead of "
+              "the session's PGPASSFILE for every login", file=sys.stderr)
+        print("unset PGPASSWORD")
     print(f"export PULUMI_BACKEND_URL='{session['backend_url']}'")
     print(f"export PGPASSFILE={session['passfile']}")
     print(f"export PGUSER={session['program_user']}")

@@ -34,6 +34,6 @@ log "bootstrapping the deploy path (state database, transit keys, Vault's logins
 ( cd "$repo" && "$repo/venv/bin/python" -m deployer.bootstrap "${args[@]}" --password-stdin \
     < "$PGCREDS_SUPERUSER_PASSWORD_FILE" )
 echo "$digest" > "$stamp"
-# The logins may have changed (another server, a rotated deployer password): the
-# deploy sessions cached before this bootstrap are dropped.
-rm -rf "${PGCREDS_SESSION_DIR:-${XDG_RUNTIME_DIR:-${TMPDIR:-/tmp}}}"/pgcreds-session-"$(id -u)"-*
+# The logins may have changed (another server, a rotated deployer password): every
+# cached deploy session tries its logins before it is reused, so none is removed
+# here (another checkout's or job's sessions are theirs).
