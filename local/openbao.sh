@@ -99,7 +99,12 @@ unseal_() {
 }
 
 start() {
+  install -d -m 700 "$dir" && echo "$PGCREDS_BAO_PORT" > "$dir/port"
   if running && [[ $(health) == 200 ]]; then ensure_operator_token; log "OpenBao already running at $addr"; return; fi
+  if running && [[ $(health) == 000 ]]; then
+    log "OpenBao runs, but not at $addr (another port?): restarting it there"
+    stop
+  fi
   local started=$SECONDS
   if ! running; then
     write_config

@@ -73,7 +73,15 @@ start() {
       --auth-local=peer --auth-host=scram-sha-256 -E UTF8 >/dev/null
   fi
   if with_tls "$bin"; then make_tls; fi
-  if running; then log "PostgreSQL $PGCREDS_PG_VERSION already running on 127.0.0.1:$PGCREDS_PG_PORT"; return; fi
+  echo "$PGCREDS_PG_PORT" > "$dir/port"
+  if running; then
+    local listening; listening=$(sed -n 4p "$data/postmaster.pid")
+    if [[ "$listening" == "$PGCREDS_PG_PORT" ]]; then
+      log "PostgreSQL $PGCREDS_PG_VERSION already running on 127.0.0.1:$PGCREDS_PG_PORT"; return
+    fi
+    log "PostgreSQL $PGCREDS_PG_VERSION runs on port $listening, not $PGCREDS_PG_PORT: restarting it there"
+    stop
+  fi
   local options="-c listen_addresses=127.0.0.1 -p $PGCREDS_PG_PORT -c unix_socket_directories=$dir -c max_connections=200"
   if with_tls "$bin"; then
     options+=" -c ssl=on -c ssl_cert_file=$tls/server.pem -c ssl_key_file=$tls/server.key"
