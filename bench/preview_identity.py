@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from commands import timed  # noqa: E402
+from sourced_env import session_exports  # noqa: E402
 from clients.tls import vault_tls_verify  # noqa: E402
 
 STACK = "dev"
@@ -40,8 +41,7 @@ def session_env(token: str, read_only: bool, folder: Path) -> dict[str, str]:
     env = {**os.environ, "VAULT_TOKEN": token, "BAO_TOKEN": token, "PGCREDS_SESSION_DIR": str(folder)}
     opened = subprocess.run([sys.executable, "-m", "deployer.session", *(["--read-only"] if read_only else [])],
                             cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
-    env.update(line.removeprefix("export ").replace("'", "").split("=", 1) for line in opened.splitlines()
-               if line.startswith("export "))
+    env.update(session_exports(opened))
     return env
 
 

@@ -44,6 +44,7 @@ pgcreds_end_job() {
   [[ -n "${PGCREDS_KEEP_TOKEN:-}" ]] || (cd "$PGCREDS_REPO" && venv/bin/python -m deployer.session --end) || true
   exit "$code"
 }
+# (the scripts that source this file set no trap of their own: it would replace this one)
 trap pgcreds_end_job EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM

@@ -6,8 +6,9 @@
 # (default preview-<stack>.md). Exits as the preview did.
 source "$(dirname "$0")/common.sh" --read-only
 comment=${PGCREDS_COMMENT_FILE:-preview-$PGCREDS_STACK.md}
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# In the job's session folder, which common.sh removes when the job ends (a trap
+# of this script's own would replace that one).
+log="$PGCREDS_SESSION_DIR/preview.log"
 set +e
 pulumi_stack preview --diff --refresh --policy-pack "$PGCREDS_REPO/policy" 2>&1 | tee "$log"
 code=${PIPESTATUS[0]}

@@ -25,6 +25,7 @@ from access_probes import Login, declared_capabilities, expand, load_matrix, pg_
 from deployer import PLATFORM_MOUNT
 from deployer.bootstrap import StackSpec, deploy_policy_text, policy_text
 from smoke_check import app_login
+from sourced_env import session_exports
 from stacks import DEPLOYER, REPO, ProgramStack, admin_connect, cleanup, make_stack, vault
 from test_deploy_path import CI_MOUNT, CI_STACK, ci_login, github_token
 
@@ -272,8 +273,7 @@ def test_an_application_stack_deploys_as_its_own_login_and_reads_no_other(tmp_pa
            "PGCREDS_SESSION_DIR": str(tmp_path)}
     opened = subprocess.run([str(REPO / "venv/bin/python"), "-m", "deployer.session"], cwd=REPO, env=env,
                             capture_output=True, text=True, check=True).stdout
-    session = dict(line.removeprefix("export ").split("=", 1) for line in opened.splitlines()
-                   if line.startswith("export "))
+    session = session_exports(opened)
     assert session["PGUSER"] == f"pgcreds_deploy_{APPLICATION}"
     psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname="postgres", user=session["PGUSER"],
                     passfile=session["PGPASSFILE"], connect_timeout=10).close()

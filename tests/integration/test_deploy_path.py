@@ -28,7 +28,7 @@ from pulumi import automation as auto
 from program_copy import copy_program
 from clients.tls import vault_tls_verify
 from deployer.bootstrap import GITHUB_ISSUER
-from sourced_env import sourced_env, superuser_password
+from sourced_env import session_exports, sourced_env, superuser_password
 from stacks import DEPLOYER, REPO, ProgramStack, admin_connect, cleanup, deployer_password, make_stack, vault
 
 REPOSITORY = "local/pg-dynamic-creds"  # what local/bootstrap.sh binds the jwt roles to
@@ -223,8 +223,7 @@ def test_plain_destroy_works_after_vault_rotated_the_deployer_password(new_stack
         # (the same pgpass file, rewritten; a new state login with it).
         renewed = subprocess.run([str(REPO / "venv/bin/python"), "-m", "deployer.session", "--renew"], cwd=REPO,
                                  check=True, capture_output=True, text=True).stdout
-        os.environ.update(line.removeprefix("export ").split("=", 1) for line in renewed.splitlines()
-                          if line.startswith("export "))
+        os.environ.update(session_exports(renewed))
     assert deployer_password() != old_password
     # `pulumi destroy` without --run-program: the providers as the state recorded
     # them, and no password in that record, so the new session's login is used.
@@ -362,10 +361,12 @@ def test_workflow_scripts_deploy_preview_and_refuse_a_concurrent_deploy(ci_proje
     assert "defaultTtl" in body and "3600" in body and "7200" in body
     assert "pgcreds-guardrails" in body  # the policy pack ran
     assert vault().read(f"{CI_MOUNT}/roles/{role_name}")["data"]["default_ttl"] == 3600
+    assert list(runner_temp.iterdir()) == []
 
     # The scheduled drift report, as the preview identity: nothing drifted, nothing changed.
     drifted = run_script("drift.sh", env, preview_role)
     assert drifted.returncode == 0 and "drift: none" in drifted.stdout, drifted.stdout[-3000:] + drifted.stderr[-3000:]
+    assert list(runner_temp.iterdir()) == []
 
     # Two merges at once: the second deploy is refused by the state backend's lock.
     second_checkout = copy_program(tmp_path / "second-checkout")
