@@ -50,6 +50,7 @@ schema = AppSchema("app-schema", AppSchemaArgs(
     owner_role=settings.owner_role,
     sample_data=settings.sample_data,
     keep_tables_on_destroy=settings.keep_tables_on_destroy,
+    schema=settings.schema,
 )) if settings.layout.kind != "platform" else None
 
 access = AccessRoles("access-roles", AccessRolesArgs(
@@ -60,6 +61,8 @@ access = AccessRoles("access-roles", AccessRolesArgs(
     sequences=schema.sequences,
     vault_connections=settings.vault.connections,
     per_table_grants_in_state=settings.per_table_grants_in_state,
+    schema=schema.schema,
+    schema_made=schema.made,
 )) if schema else None
 
 vault_secrets = VaultDatabaseSecrets("vault-database-secrets", VaultDatabaseSecretsArgs(
@@ -71,6 +74,7 @@ vault_secrets = VaultDatabaseSecrets("vault-database-secrets", VaultDatabaseSecr
     logins=access.vault_logins if access else {},
     rotate_root=settings.vault.rotate_root,
     owner_role=settings.owner_role,
+    schema=settings.schema,
     depends_on=access.grants if access else (),
     platform_mount=platform.mount_path if platform else None,
     platform_vault_id=platform.vault_id if platform else None,

@@ -127,6 +127,14 @@ class Settings:
     """The tables of `tables.py` this stack makes: all of them, those its roles name
     (an application stack), or none (a platform stack)."""
 
+    @property
+    def schema(self) -> str:
+        """Where the stack's tables are: `public`, or an application stack's own schema,
+        named after the application (its deploy login then manages its grants alone:
+        the provider's Grant takes membership of every table owner of a schema)."""
+        return self.layout.application if self.layout.kind == "application" and self.layout.application \
+            else "public"
+
 
 def reserved_role(name: str) -> bool:
     return name.startswith("pg_") or name in PG_RESERVED_ROLES

@@ -39,6 +39,17 @@ class _NamingCursor(psycopg.Cursor):
                 "this one stopped.") from None
 
 
+def search_path_option(connection: dict[str, Any]) -> Optional[str]:
+    """An application stack's schema as the session's search_path (its name is an
+    application name: lower-case letters and digits, checked by the settings)."""
+    schema = connection.get("search_path")
+    if not schema:
+        return None
+    if not schema.isalnum() or not schema.islower():
+        raise ValueError(f"not a schema name of the program: {schema!r}")
+    return f"-c search_path={schema}"
+
+
 def login_user(connection: dict[str, Any]) -> Optional[str]:
     """Whom a `connection` logs in as: its `user` (a managed service's admin, whose
     password the connection carries), else the deploy session's login (PGUSER), so
@@ -64,6 +75,7 @@ def connect(connection: dict[str, Any]) -> psycopg.Connection:
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
             autocommit=True,
             application_name="pg-dynamic-creds",
+            options=search_path_option(connection),
             cursor_factory=_NamingCursor,
         )
     except psycopg.OperationalError as error:

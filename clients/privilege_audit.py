@@ -238,7 +238,11 @@ GRANT_WORDS = {"schema": "SCHEMA", "routine": "ROUTINE", "type": "TYPE", "langua
 
 def _allowed(declared: Declared, principals: _Principals, grantee: str, kind: str, sub: Optional[str],
              schema: Optional[str], name: str) -> set[str]:
-    """The privileges the settings give `grantee` on this object (none but on the declared relations)."""
+    """The privileges the settings give `grantee` on this object (none but on the declared
+    relations, and USAGE on an application stack's own schema for a group that reads tables)."""
+    if kind == "schema" and name == declared.schema != "public" and grantee in principals.groups:
+        kinds = declared.groups.get(grantee, {})
+        return {"USAGE"} if any((kinds.get("tables") or {}).values()) else set()
     if kind != "relation" or grantee not in principals.groups or schema != declared.schema:
         return set()
     kinds = declared.groups.get(grantee, {})

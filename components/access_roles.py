@@ -5,7 +5,7 @@ that Vault uses to create users in them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_postgresql as postgresql
@@ -40,6 +40,10 @@ class AccessRolesArgs:
     per_table_grants_in_state: bool = False
     """The stack's last update was made by a version that granted per table: those
     grants are declared once more, retained, so that they go without a REVOKE."""
+    schema: str = "public"
+    """The schema of the tables (an application stack's own: each group gets USAGE on it)."""
+    schema_made: Sequence[pulumi.Resource] = ()
+    """What makes that schema, which the USAGE grants wait for."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class AccessRoles(pulumi.ComponentResource):
             return ResourceOptions.merge(on_server, ResourceOptions(depends_on=[r for r in resources if r]))
 
         self.grants = []
+        previous_usage: Optional[pulumi.Resource] = None
         tables: dict[str, pulumi.Resource] = dict(args.tables)
         for role in args.roles:
             group = args.endpoint.claimed_role(
@@ -111,7 +116,7 @@ class AccessRoles(pulumi.ComponentResource):
                     tables[table_name] = PgExistingTable(
                         f"{name}-existing-{table_name}", name=table_name,
                         setting=f"pgcreds:roles (the role {role.name!r}, tables)",
-                        connection=args.endpoint.admin_connection(), opts=ResourceOptions(parent=self))
+                        connection=args.endpoint.admin_connection(args.schema), opts=ResourceOptions(parent=self))
             # One grant per role and kind of object, however many tables it covers.
             # Its update (and create) revokes and grants in one transaction, so a
             # live credential never misses a privilege it keeps; and it is never
@@ -126,7 +131,7 @@ class AccessRoles(pulumi.ComponentResource):
             if role.table_privileges and role_tables:
                 grant = postgresql.Grant(
                     f"{name}-{role.group_role}-on-tables", database=args.endpoint.database,
-                    role=group.name, schema="public", object_type="table",
+                    role=group.name, schema=args.schema, object_type="table",
                     objects=[tables[t].name for t in role_tables], privileges=list(role.table_privileges),
                     opts=ResourceOptions.merge(after(*(previous_grant.get(t) for t in role_tables)), kept))
                 self.grants.append(grant)
@@ -138,13 +143,22 @@ class AccessRoles(pulumi.ComponentResource):
                 sequence_tables = [t for t in role_tables if args.sequences.get(t)]
                 grant = postgresql.Grant(
                     f"{name}-{role.group_role}-on-sequences", database=args.endpoint.database,
-                    role=group.name, schema="public", object_type="sequence", objects=sequences,
+                    role=group.name, schema=args.schema, object_type="sequence", objects=sequences,
                     privileges=list(role.sequence_privileges),
                     opts=ResourceOptions.merge(after(*(tables[t] for t in sequence_tables),
                                                      *(previous_grant.get(t) for t in sequence_tables)), kept))
                 self.grants.append(grant)
                 role_grants.append(grant)
                 previous_grant.update({t: grant for t in sequence_tables})
+            if args.schema != "public" and role.table_privileges:
+                # An own schema: its groups need USAGE on it. One after another (one
+                # catalog row), the first after the schema is made.
+                usage = postgresql.Grant(
+                    f"{name}-{role.group_role}-schema-usage", database=args.endpoint.database, role=group.name,
+                    schema=args.schema, object_type="schema", privileges=["USAGE"],
+                    opts=after(group, *args.schema_made, previous_usage))
+                self.grants.append(usage)
+                previous_usage = usage
             if args.per_table_grants_in_state:
                 self.grants += self._forget_per_table_grants(
                     name, args, role, group, tables,
@@ -165,7 +179,7 @@ class AccessRoles(pulumi.ComponentResource):
         ).apply(lambda known: declared_privileges(args, known["database"], known["admin_user"], known["logins"],
                                                   known["owner"]))
         PrivilegeAudit(f"{name}-privilege-audit", declared=self.declared_privileges,
-                       connection=args.endpoint.admin_connection(), preview=pulumi.runtime.is_dry_run(),
+                       connection=args.endpoint.admin_connection(args.schema), preview=pulumi.runtime.is_dry_run(),
                        opts=ResourceOptions(parent=self, depends_on=self.grants + ([previous_role] if previous_role else [])))
 
         self.register_outputs({"vault_logins": {login: v.username for login, v in self.vault_logins.items()},
@@ -209,6 +223,6 @@ def declared_privileges(args: AccessRolesArgs, database: str, admin_user: str, l
                 for connection in args.vault_connections for role in connection.roles}
     relations = sorted(set(args.tables) | {s for sequences in args.sequences.values() for s in sequences})
     memberships = {role.group_role: [owner_role] for role in args.roles if role.acts_as_owner}
-    return {"database": database, "schema": "public", "groups": groups, "user_prefixes": prefixes,
+    return {"database": database, "schema": args.schema, "groups": groups, "user_prefixes": prefixes,
             "vault_logins": sorted(logins), "admin_user": admin_user, "program_relations": relations,
             "memberships": memberships}

@@ -73,12 +73,14 @@ class PgEndpoint:
         return postgresql.Role(resource_name, name=name, **role_args, opts=ResourceOptions.merge(
             ResourceOptions.merge(self.resource_options(parent), opts), ResourceOptions(depends_on=[claim])))
 
-    def admin_connection(self) -> Output[dict]:
+    def admin_connection(self, schema: str = "public") -> Output[dict]:
         """The `connection` input of the table and row dynamic resources (a secret):
-        a dynamic provider cannot use `provider`."""
+        a dynamic provider cannot use `provider`. Another `schema` than `public` is
+        its sessions' search_path (an application stack's own schema)."""
         # With no password here, the login is the session's (PGUSER), recorded nowhere:
         # a preview's refresh then reads as the preview login, not as the deployer.
         login = dict(user=self.admin_user, password=self.admin_password) if self.admin_password is not None else {}
+        login |= {"search_path": schema} if schema != "public" else {}
         return Output.secret(Output.all(
             host=self.host, port=self.port, database=self.database, sslrootcert_pem=self.sslrootcert_pem, **login,
         ).apply(lambda c: {**c, "sslmode": self.sslmode, "sslrootcert": self.sslrootcert}))

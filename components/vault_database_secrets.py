@@ -22,17 +22,20 @@ from components.vault_connections import DEFAULT_USERNAME_TEMPLATE, VaultConnect
 from providers.vault import FirstLoginPassword, VaultLeaseRevoker
 
 
-def creation_statements(role: AppRole, owner_role: str) -> list[str]:
+def creation_statements(role: AppRole, owner_role: str, schema: str = "public") -> list[str]:
     """A login role that expires with its lease and inherits the group's grants:
     one statement however many tables the group covers. A migration role's user
     starts every session as the table owner role, so what it creates is the
-    owner's (and stays when the user is dropped)."""
+    owner's (and stays when the user is dropped). In an application stack's own
+    schema, every session starts with it as its search_path."""
     statements = [
         'CREATE ROLE "{{name}}" WITH LOGIN PASSWORD \'{{password}}\' '
         f"VALID UNTIL '{{{{expiration}}}}' IN ROLE \"{role.group_role}\";"
     ]
     if role.acts_as_owner:
         statements.append(f'ALTER ROLE "{{{{name}}}}" SET role TO \'{owner_role}\';')
+    if schema != "public":
+        statements.append(f'ALTER ROLE "{{{{name}}}}" SET search_path TO "{schema}";')
     return statements
 
 
@@ -77,6 +80,8 @@ class VaultDatabaseSecretsArgs:
     """Have Vault replace each login's password right after the connection is made."""
     owner_role: str
     """The table owner role, which a `migrate` role's users start their sessions as."""
+    schema: str = "public"
+    """The schema of the tables: another is every credential's search_path."""
     depends_on: Sequence[pulumi.Resource] = ()
     """Grants that must exist before credentials can be issued."""
     platform_mount: Optional[Input[str]] = None
@@ -188,7 +193,8 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
             for role in plan.roles:
                 vault_role = vault.database.SecretBackendRole(
                     f"{name}-role-{role.name}", backend=mount_path, name=role.name, db_name=connection.name,
-                    creation_statements=creation_statements(role, args.owner_role), revocation_statements=REVOCATION_STATEMENTS,
+                    creation_statements=creation_statements(role, args.owner_role, args.schema),
+                    revocation_statements=REVOCATION_STATEMENTS,
                     default_ttl=role.default_ttl_seconds, max_ttl=role.max_ttl_seconds, opts=renamed_is_new)
                 # Depends on the role, so it is deleted (revoking the leases) before the
                 # role and the connection are.

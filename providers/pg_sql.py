@@ -32,16 +32,31 @@ def give_table(cur: psycopg.Cursor, table: str, owner: str) -> None:
     cur.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(table), sql.Identifier(owner)))
 
 
+def session_schema(cur: psycopg.Cursor) -> str:
+    """The schema the program's tables are in: an application stack's own (the
+    session's search_path, see `clients.postgres`), or the first one in the path."""
+    schema = cur.execute("SELECT current_setting('search_path')").fetchone()[0]
+    if schema.isalnum() and schema.islower():
+        return schema
+    return cur.execute("SELECT coalesce(current_schema(), 'public')").fetchone()[0]
+
+
+# By name in the catalog, not by the search_path: a login without USAGE on the
+# schema (a preview's) may still read whether a table is there.
+TABLE_OID = ("SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+             "WHERE n.nspname = %s AND c.relname = %s")
+
+
 def table_exists(cur: psycopg.Cursor, name: str) -> bool:
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (sql.Identifier(name).as_string(cur),))
-    return bool(cur.fetchone()[0])
+    return cur.execute(TABLE_OID, (session_schema(cur), name)).fetchone() is not None
 
 
 def may_select(cur: psycopg.Cursor, table: str) -> bool:
     """Whether the login may read the table: a preview's login reads no application
     table, only the catalogs and the statistics."""
-    cur.execute("SELECT has_table_privilege(%s, 'SELECT')", (sql.Identifier(table).as_string(cur),))
-    return bool(cur.fetchone()[0])
+    found = cur.execute(f"SELECT has_table_privilege(oid, 'SELECT') FROM ({TABLE_OID}) t",
+                        (session_schema(cur), table)).fetchone()
+    return bool(found and found[0])
 
 
 def row_count(cur: psycopg.Cursor, table: str) -> int:
@@ -50,6 +65,6 @@ def row_count(cur: psycopg.Cursor, table: str) -> int:
     if may_select(cur, table):
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
     else:
-        cur.execute("SELECT coalesce(max(n_live_tup), 0) FROM pg_stat_user_tables WHERE relid = to_regclass(%s)",
-                    (sql.Identifier(table).as_string(cur),))
+        cur.execute("SELECT coalesce(max(n_live_tup), 0) FROM pg_stat_user_tables WHERE schemaname = %s "
+                    "AND relname = %s", (session_schema(cur), table))
     return int(cur.fetchone()[0])

@@ -40,7 +40,9 @@ pg = lazy_module("providers.pg_sql")
 KEEP_TABLES_SETTING = "pgcreds:keepTablesOnDestroy"
 
 
-SERVER_IDENTITY = ("host", "port", "database")
+# Where an object is: another server, database or (an application stack's own)
+# schema means it must be made there.
+SERVER_IDENTITY = ("host", "port", "database", "search_path")
 
 
 def replaced_keys(olds: dict, news: dict, keys: Sequence[str]) -> list[str]:
@@ -151,8 +153,10 @@ class _TableProvider(_HonoursKeepSetting):
             if rows:
                 return CheckResult(news, [CheckFailure("columns", (
                     f"table {olds['name']!r} holds {rows} rows and this change (of its columns, or of the "
-                    "server it lives on) would drop and recreate it. Nothing was changed. Migrate the data by "
-                    "hand (ALTER TABLE, or copy it to the new server) and empty the table, or revert the change."))])
+                    "server or schema it lives in) would drop and recreate it. Nothing was changed. Migrate the "
+                    "data by hand (ALTER TABLE; an application stack's tables now live in the schema named after "
+                    "the application: ALTER TABLE ... SET SCHEMA <application>; or copy it to the new server) "
+                    "and empty the table, or revert the change."))])
         return CheckResult(news, [])
 
     def create(self, props: dict) -> CreateResult:
@@ -162,6 +166,11 @@ class _TableProvider(_HonoursKeepSetting):
             for column, definition in props["columns"])
         wanted = [column for column, _ in props["columns"]]
         with pg.connect(props["connection"]) as conn, conn.cursor() as cur, conn.transaction():
+            if props["connection"].get("search_path"):
+                # An application's own schema belongs to its owner role: the login acts
+                # through it to create there (PostgreSQL 16+: not by making it alone).
+                pg.take_turns(cur, "table owner grants")
+                pg.ensure_member(cur, props["owner"])
             # A table kept by an earlier destroy (keepTablesOnDestroy) is adopted with
             # its data, if it has the same columns; an empty one with others is remade.
             cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "

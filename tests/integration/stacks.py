@@ -251,7 +251,8 @@ def make_split(tmp_path: Path, count: int, env: Optional[dict[str, str]] = None,
     """A platform and `count` application stacks, each with its own transit key
     (`pgcreds-<stack>`) and, on `server`, each application with its own deploy
     login (`pgcreds_deploy_<application>`, made as the bootstrap makes it; its
-    password added to the pgpass file of `env`, the platform's being the deployer's)."""
+    password added to the pgpass file of `env`, the platform's being the deployer's)
+    and its tables in its own schema."""
     server = server or default_server()
     suffix = secrets.token_hex(3)
     names = [f"{chr(ord('a') + index)}{suffix}" for index in range(count)]
@@ -259,7 +260,12 @@ def make_split(tmp_path: Path, count: int, env: Optional[dict[str, str]] = None,
     add_tables(project_dir, [f"{name}_items" for name in names])
     state, database = tmp_path / "state", f"it_{suffix}"
     with server.connect() as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(DEPLOYER)))
+        # The organisation's database, as the bootstrap's --app-database finds it: no
+        # deploy login's own (each gets CONNECT, CREATE and CREATE on `public`).
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        ensure_deploy_login(admin, DEPLOYER, [database])
+    with server.connect(database) as admin:
+        grant_schema_rights(admin, DEPLOYER)
     passwords = application_logins(server, database, names, Path((env or {}).get("PGPASSFILE", tmp_path / "pgpass")))
     client = vault()
 

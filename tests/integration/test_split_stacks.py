@@ -106,10 +106,18 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
         with stack.environment(VAULT_TOKEN=tokens[name], BAO_TOKEN=tokens[name]):
             stack.stack.up()
 
+    # Each application's tables are in its own schema, owned by its owner role, and
+    # its credentials find them there (their search_path).
+    with stack_a.server.connect(stack_a.database) as superuser:
+        placed = superuser.execute("SELECT n.nspname, pg_get_userbyid(n.nspowner), c.relname FROM pg_class c "
+                                   "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname LIKE %s "
+                                   "AND c.relkind = 'r' ORDER BY 3", ("%\\_items",)).fetchall()
+    assert placed == [(a, f"{a}_owner", f"{a}_items"), (b, f"{b}_owner", f"{b}_items")], placed
+
     # Each issues working credentials, on its own table alone.
     conn_a, conn_b = issue_and_use(root, stack_a, a), issue_and_use(root, stack_b, b)
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-        conn_a.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(f"{b}_items")))
+        conn_a.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(b, f"{b}_items")))  # B's schema
     conn_b.close()
 
     # An application's AppRole reads its own role's credentials, not the other's.
@@ -140,7 +148,8 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
     deploy_a = psycopg.connect(host="127.0.0.1", port=stack_a.server.port, dbname=stack_a.database, autocommit=True,
                                user=application_login(a), password=split.login_passwords[a])
     for what, statement in {
-        "read B's table": sql.SQL("SELECT * FROM {}").format(sql.Identifier(f"{b}_items")),
+        "read B's table": sql.SQL("SELECT * FROM {}").format(sql.Identifier(b, f"{b}_items")),
+        "create in B's schema": sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(b, "x")),
         "alter B's role": sql.SQL("ALTER ROLE {} CONNECTION LIMIT 0").format(sql.Identifier(f"{b}_rw")),
         "drop B's role": sql.SQL("DROP ROLE {}").format(sql.Identifier(f"{b}_rw")),
         "SET ROLE to B's role": sql.SQL("SET ROLE {}").format(sql.Identifier(f"{b}_rw")),
