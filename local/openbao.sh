@@ -130,7 +130,13 @@ ensure_operator_token() {
   local policy_json
   policy_json=$(python3 -c 'import json, sys; print(json.dumps({"policy": open(sys.argv[1]).read()}))' \
     "$(dirname "$0")/operator-policy.hcl")
-  api PUT "sys/policies/acl/$operator_policy" --data "$policy_json" --fail >/dev/null
+  # (retried: right after an unseal the active node may not take writes yet)
+  local tries
+  for tries in $(seq 1 100); do
+    api PUT "sys/policies/acl/$operator_policy" --data "$policy_json" --fail >/dev/null 2>&1 && break
+    [[ $tries == 100 ]] && { log "OpenBao refused the operator policy; its log:"; tail -n 20 "$dir/server.log" >&2; exit 1; }
+    sleep 0.1
+  done
   if [[ -s "$operator_token_file" ]] && \
      API_TOKEN_FILE=$operator_token_file api PUT auth/token/renew-self --data '{}' --fail >/dev/null 2>&1; then
     return
