@@ -10,6 +10,8 @@ PYTHON := venv/bin/python
 UV_VERSION := $(shell sed -n 's/^UV_VERSION=//p' toolchain/pins.env)
 # Every Pulumi command runs with the pinned toolchain and the local servers' settings.
 DEV_ENV := . local/dev-env.sh
+# pulumi, ending a failed command's output with the program's own reason (local/pulumi_run.py).
+PULUMI := $(PYTHON) local/pulumi_run.py
 # How requirements.txt is made from uv.lock (tests/unit/test_pins.py runs the same).
 REQUIREMENTS_EXPORT := --frozen --no-dev --no-hashes --no-header --format requirements-txt
 
@@ -19,7 +21,7 @@ REQUIREMENTS_EXPORT := --frozen --no-dev --no-hashes --no-header --format requir
 up: venv toolchain servers ## create or update the dev stack (after a killed run too), then run the smoke check
 	$(DEV_ENV) && $(PYTHON) local/recover_stack.py $(STACK) $(PROJECT) && \
 	  pulumi stack select --create $(STACK) --cwd $(PROJECT) --secrets-provider hashivault://pgcreds-$(STACK) && \
-	  pulumi up --stack $(STACK) --cwd $(PROJECT) --refresh --yes --skip-preview
+	  $(PULUMI) up --stack $(STACK) --cwd $(PROJECT) --refresh --yes --skip-preview
 	$(MAKE) --no-print-directory verify
 
 verify: venv toolchain servers ## the smoke check alone, against the deployed dev stack
@@ -30,15 +32,15 @@ drift: venv toolchain servers ## what the servers hold that the stack does not s
 	$(DEV_ENV) && $(PYTHON) drift.py --stack $(STACK) --cwd $(PROJECT)
 
 preview: venv toolchain servers ## what `pulumi up` would change
-	$(DEV_ENV) && pulumi preview --stack $(STACK) --diff
+	$(DEV_ENV) && $(PULUMI) preview --stack $(STACK) --diff
 
 pr-check: venv toolchain servers ## what the pull-request workflow runs, against the dev stack
 	$(DEV_ENV) && pulumi stack select --create $(STACK) --secrets-provider hashivault://pgcreds-$(STACK) && \
-	  pulumi preview --stack $(STACK) --diff --refresh --policy-pack policy
+	  $(PULUMI) preview --stack $(STACK) --diff --refresh --policy-pack policy
 
 destroy: venv toolchain servers ## pulumi destroy on the dev stack, honouring the current settings
 	$(DEV_ENV) && $(PYTHON) local/recover_stack.py $(STACK) $(PROJECT) && \
-	  pulumi destroy --stack $(STACK) --cwd $(PROJECT) --yes --skip-preview --run-program
+	  $(PULUMI) destroy --stack $(STACK) --cwd $(PROJECT) --yes --skip-preview --run-program
 
 revoke: venv toolchain servers ## break-glass: revoke every lease of ROLE=<role> (or ROLE=all) on the stack
 	@[[ -n "$(ROLE)" ]] || { echo "usage: make revoke ROLE=<role name>|all [STACK=$(STACK)]" >&2; exit 2; }
