@@ -116,7 +116,8 @@ class AccessRoles(pulumi.ComponentResource):
                     tables[table_name] = PgExistingTable(
                         f"{name}-existing-{table_name}", name=table_name,
                         setting=f"pgcreds:roles (the role {role.name!r}, tables)",
-                        connection=args.endpoint.admin_connection(args.schema), opts=ResourceOptions(parent=self))
+                        connection=args.endpoint.admin_connection(args.schema), owner=args.owner_role,
+                        opts=ResourceOptions(parent=self))
             # One grant per role and kind of object, however many tables it covers.
             # Its update (and create) revokes and grants in one transaction, so a
             # live credential never misses a privilege it keeps; and it is never

@@ -8,6 +8,7 @@ import threading
 from typing import Sequence
 
 from pulumi.dynamic import ReadResult
+from pulumi.runtime.rpc import UNKNOWN
 
 
 class lazy_module:  # noqa: N801 - used like a module
@@ -37,3 +38,8 @@ def gone() -> ReadResult:
     """What `read` returns for an object deleted behind Pulumi's back: an empty
     id, so that a refresh drops it from the state and the next `up` makes it again."""
     return ReadResult("", {})
+
+
+def known(value: object) -> bool:
+    """Whether an input is known (in a preview, an output not made yet is not)."""
+    return isinstance(value, str) and bool(value) and value != UNKNOWN

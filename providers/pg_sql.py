@@ -47,6 +47,13 @@ TABLE_OID = ("SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.reln
              "WHERE n.nspname = %s AND c.relname = %s")
 
 
+def table_owner(cur: psycopg.Cursor, name: str) -> str | None:
+    """Who owns the table (None: there is no such table)."""
+    found = cur.execute(f"SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = ({TABLE_OID})",
+                        (session_schema(cur), name)).fetchone()
+    return found[0] if found else None
+
+
 def table_exists(cur: psycopg.Cursor, name: str) -> bool:
     return cur.execute(TABLE_OID, (session_schema(cur), name)).fetchone() is not None
 

@@ -27,7 +27,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from providers._shared import changed, gone, lazy_module
+from providers._shared import changed, gone, known, lazy_module
 
 if TYPE_CHECKING:
     import psycopg
@@ -237,13 +237,23 @@ class _ExistingTableProvider(ResourceProvider):
             return CheckResult(news, [])  # the server is not known yet
         try:
             with pg.connect(connection) as conn, conn.cursor() as cur:
-                exists = pg.table_exists(cur, news["name"])
+                owner = pg.table_owner(cur, news["name"])
+                schema = pg.session_schema(cur)
         except pg.PostgresUnreachable:
             return CheckResult(news, [])
-        if not exists:
+        if owner is None:
             return CheckResult(news, [CheckFailure("name", (
                 f"{news['setting']} names the table {news['name']!r}, which neither tables.py nor the database "
                 "has. Create it first (a migration, with a role of access: migrate), or correct the name. "
+                "Nothing was changed."))])
+        wanted = news.get("owner")
+        # (unknown in a preview of a stack whose owner role is not made yet: then it is checked at `up`)
+        if known(wanted) and owner != wanted:
+            return CheckResult(news, [CheckFailure("name", (
+                f"{news['setting']} names the table {schema}.{news['name']}, which belongs to {owner!r}, not to "
+                f"the stack's table owner {wanted!r}: its grants would fail halfway with `permission denied`. "
+                f"Hand it over first, as {owner!r} or a superuser: ALTER TABLE {schema}.{news['name']} OWNER TO "
+                f"{wanted}; (run migrations with a role of access: migrate, whose sessions act as {wanted!r}). "
                 "Nothing was changed."))])
         return CheckResult(news, [])
 
@@ -273,9 +283,9 @@ class PgExistingTable(Resource, module="postgresql", name="ExistingTable"):
     name: Output[str]
 
     def __init__(self, resource_name: str, *, name: str, setting: str, connection: Input[dict],
-                 opts: Optional[ResourceOptions] = None):
+                 owner: Input[str] = "", opts: Optional[ResourceOptions] = None):
         super().__init__(_ExistingTableProvider(), resource_name,
-                         {"name": name, "setting": setting, "connection": connection}, opts)
+                         {"name": name, "setting": setting, "connection": connection, "owner": owner}, opts)
 
 
 # --- rows ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from pulumi import automation as auto
 
-from stacks import REPO, ProgramStack, vault
+from stacks import REPO, ProgramStack, admin_connect, vault
 
 
 def credential(stack: ProgramStack, role: str) -> dict:
@@ -85,3 +85,23 @@ def test_a_migration_makes_a_table_that_no_role_uses_until_the_settings_name_it(
         cwd=REPO, env={**os.environ, **new_stack.stack.workspace.env_vars}, capture_output=True, text=True,
         timeout=600)
     assert verify.returncode == 0 and "CREATE TABLE (rolled back)" in verify.stdout, verify.stdout[-3000:]
+
+
+def test_a_table_a_migration_made_under_another_owner_is_refused_at_preview_with_the_fix(new_stack: ProgramStack):
+    """Issue "No single mistake wedges a stack", class 6: before, the preview passed
+    and `up` failed halfway with `permission denied for table`."""
+    new_stack.stack.up()
+    table, owner = f"by_hand_{new_stack.suffix}", f"it_{new_stack.suffix}_owner"
+    with admin_connect(new_stack.database) as superuser:
+        superuser.execute(f"CREATE TABLE {table} (id int)")  # the superuser's, not the owner role's
+    writer = new_stack.roles_config()[0]
+    new_stack.set(roles=[{**writer, "tables": ["weekly_metrics_reporting", table]}])
+    with pytest.raises(auto.CommandError) as refused:
+        new_stack.stack.preview()
+    fix = f"ALTER TABLE public.{table} OWNER TO {owner};"
+    assert f"which belongs to 'postgres', not to the stack's table owner '{owner}'" in str(refused.value)
+    assert fix in str(refused.value) and "Nothing was changed." in str(refused.value)
+    with admin_connect(new_stack.database) as superuser:
+        superuser.execute(fix)
+    new_stack.stack.up()
+    assert set(new_stack.stack.preview(refresh=True).change_summary) == {"same"}
