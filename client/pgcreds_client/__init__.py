@@ -5,7 +5,7 @@
     rows = pool.run(lambda conn: conn.execute("SELECT count(*) FROM weekly_metrics_reporting").fetchone())
 """
 
-from pgcreds_client.credentials import Credential, CredentialSource
+from pgcreds_client.credentials import Credential, CredentialSource, LoginRefused
 from pgcreds_client.pool import RotatingPool, connect_pool
 
-__all__ = ["Credential", "CredentialSource", "RotatingPool", "connect_pool"]
+__all__ = ["Credential", "CredentialSource", "LoginRefused", "RotatingPool", "connect_pool"]

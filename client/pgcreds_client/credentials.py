@@ -29,6 +29,13 @@ log = logging.getLogger("pgcreds_client")
 SecretIdSource = Union[str, Callable[[], str]]
 # A credential read this recently is not replaced again because of a failure.
 FRESH_SECONDS = 2.0
+# After Vault refused the AppRole login, it is not tried again for this long.
+LOGIN_RETRY_SECONDS = 30.0
+
+
+class LoginRefused(RuntimeError):
+    """Vault refused the AppRole login: the secret-id is used up, expired or wrong.
+    Says what the service needs; raised again (without another login) for a while."""
 
 
 @dataclass
@@ -71,6 +78,7 @@ class CredentialSource:
         self._read_at = float("-inf")
         self._thread: Optional[threading.Thread] = None
         self._client_factory = client_factory or hvac.Client
+        self._refused: Optional[tuple[float, LoginRefused]] = None
 
     # --- what the pool calls -------------------------------------------------------
 
@@ -99,6 +107,7 @@ class CredentialSource:
                 return True
             if not refused and self._lease_alive(*self._current):
                 return False
+            self._raise_if_refused_lately()
             log.warning("credential %s was revoked; reading a new one", self._current[0].username)
             self._rotate_locked()
         return True
@@ -128,11 +137,27 @@ class CredentialSource:
 
     # --- Vault ----------------------------------------------------------------------
 
+    def _raise_if_refused_lately(self) -> None:
+        if self._refused and time.monotonic() - self._refused[0] < LOGIN_RETRY_SECONDS:
+            raise self._refused[1]
+
     def _login(self) -> hvac.Client:
         secret_id = self._secret_id() if callable(self._secret_id) else self._secret_id
         client = self._client_factory(url=self._addr, verify=self._verify, timeout=self._timeout)
-        answer = client.adapter.post(f"/v1/{self._login_path}", json={"role_id": self._role_id,
-                                                                      "secret_id": secret_id})
+        try:
+            answer = client.adapter.post(f"/v1/{self._login_path}", json={"role_id": self._role_id,
+                                                                          "secret_id": secret_id})
+        except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden) as error:
+            refused = LoginRefused(
+                f"Vault refused the AppRole login at {self._login_path} ({str(error).splitlines()[0]}): the "
+                "secret-id is used up, expired or wrong. A secret-id allows the role's secretIdUses logins "
+                "(default 1) and a revoked or rotated credential needs a new login: give the service a new "
+                "secret-id for each login (a file its launcher rewrites: PGCREDS_SECRET_ID_FILE), or raise the "
+                f"role's secretIdUses. Not tried again for {LOGIN_RETRY_SECONDS:.0f} s.")
+            self._refused = (time.monotonic(), refused)
+            log.error("%s", refused)
+            raise refused from None
+        self._refused = None
         client.token = answer["auth"]["client_token"]
         return client
 
@@ -196,7 +221,11 @@ class CredentialSource:
                 return 1.0
             credential, client = self._current
             if not self._renew(credential, client) or credential.near_end:
-                self._rotate_locked()
+                try:
+                    self._raise_if_refused_lately()
+                    self._rotate_locked()
+                except LoginRefused:
+                    return LOGIN_RETRY_SECONDS  # said once, in the log and to the callers
             return max(self._current[0].lease_seconds / 3, 0.5)
 
     def _run(self) -> None:

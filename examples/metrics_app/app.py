@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from pgcreds_client import connect_pool
+from pgcreds_client import LoginRefused, connect_pool
 
 TABLE = "weekly_metrics_reporting"
 
@@ -36,6 +36,8 @@ class Stats:
         self.last_success = time.monotonic()
         self.longest_gap = 0.0
         self.errors: list[str] = []
+        self.login_refused = ""
+        """Vault's refusal of a new login (the service cannot go on without a new secret-id)."""
 
     def success(self, row: int | None = None) -> None:
         with self.lock:
@@ -49,6 +51,8 @@ class Stats:
     def failure(self, error: Exception) -> None:
         with self.lock:
             self.failed += 1
+            if isinstance(error, LoginRefused):
+                self.login_refused = str(error)
             self.errors.append(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
 
 
@@ -93,8 +97,10 @@ def main() -> int:
         thread.start()
     for thread in threads:
         thread.join()
+    # An outage that lasts to the end counts as well (no later success would measure it).
+    longest_gap = max(stats.longest_gap, time.monotonic() - stats.last_success)
     summary = {"queries": stats.queries, "failed": stats.failed, "retried": pool.retried,
-               "credentials_read": pool.source.credentials_read, "longest_gap_seconds": round(stats.longest_gap, 3),
+               "credentials_read": pool.source.credentials_read, "longest_gap_seconds": round(longest_gap, 3),
                "rows": stats.rows, "errors": stats.errors[:20]}
     pool.close()
     pool.source.close()
@@ -102,6 +108,8 @@ def main() -> int:
     if args.stats:
         args.stats.write_text(text)
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"} | {"rows_written": len(stats.rows)}))
+    if stats.login_refused:
+        print(f"metrics_app: what it needs: {stats.login_refused}", file=sys.stderr)
     return 0 if stats.failed == 0 else 1
 
 

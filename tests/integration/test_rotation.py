@@ -103,3 +103,48 @@ def test_the_example_service_lives_through_rotation_and_break_glass(new_stack: P
                               "AND r.rolvaliduntil < 'infinity' AND r.rolname LIKE 'v-%%'", (group,)).fetchall()
         assert users == [], users
     assert live_leases(new_stack) == 0
+
+
+def test_after_break_glass_a_used_up_secret_id_is_said_once_and_the_outage_is_measured(new_stack: ProgramStack,
+                                                                                       tmp_path: Path):
+    """Issue "No single mistake wedges a stack", class 9: with the default
+    secretIdUses (1), the service's one login is spent; after `make revoke` it must
+    log in again and cannot. It says what it needs (once, not a loop of "reading a
+    new one"), and its longest gap is the outage, not a fraction of a second."""
+    new_stack.stack.up()  # the role's defaults: one login per secret-id
+    paths = new_stack.outputs()["appRoles"][new_stack.role_name]
+    operator = vault()
+    env = {**os.environ, "PYTHONPATH": str(REPO / "client"),
+           "PGCREDS_ROLE_ID": operator.read(paths["roleIdPath"])["data"]["role_id"],
+           "PGCREDS_SECRET_ID": operator.write_data(paths["secretIdPath"])["data"]["secret_id"],
+           "PGCREDS_CREDS_PATH": f"{new_stack.mount}/creds/{new_stack.role_name}",
+           "PGCREDS_LOGIN_PATH": paths["loginPath"],
+           "PGCREDS_CONNINFO": f"host=127.0.0.1 port={new_stack.server.port} dbname={new_stack.database} "
+                               "sslmode=disable"}
+    env.pop("PGCREDS_SECRET_ID_FILE", None)
+    stats_file, seconds, revoke_at = tmp_path / "stats.json", 25, 5
+    service = subprocess.Popen(
+        [sys.executable, str(REPO / "examples" / "metrics_app" / "app.py"), "--seconds", str(seconds),
+         "--workers", "2", "--stats", str(stats_file)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    time.sleep(revoke_at)
+    revoke = subprocess.run(
+        ["make", "--no-print-directory", "revoke", f"ROLE={new_stack.role_name}", f"STACK={new_stack.stack.name}",
+         f"PROJECT={new_stack.project_dir}"], cwd=REPO, env={**os.environ, **new_stack.stack.workspace.env_vars},
+        capture_output=True, text=True, timeout=120)
+    assert revoke.returncode == 0, revoke.stdout[-2000:] + revoke.stderr[-2000:]
+    out, err = service.communicate(timeout=seconds + 60)
+    assert service.returncode == 1, out + err[-3000:]
+    stats = json.loads(stats_file.read_text())
+    needs = err.strip().splitlines()[-1]
+    assert needs.startswith("metrics_app: what it needs: Vault refused the AppRole login") and "secretIdUses" in needs
+    assert err.count("reading a new one") <= 1 and err.count("Vault refused the AppRole login") <= 3, err[-3000:]
+    # The outage ran from the revocation to the end: the gap says so.
+    assert stats["longest_gap_seconds"] >= seconds - revoke_at - 5, stats
+    # The way out it names: a new secret-id; the service runs again, and the stack is as it was.
+    env["PGCREDS_SECRET_ID"] = operator.write_data(paths["secretIdPath"])["data"]["secret_id"]
+    again = subprocess.run([sys.executable, str(REPO / "examples" / "metrics_app" / "app.py"), "--seconds", "3",
+                            "--workers", "2"], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stdout + again.stderr[-2000:]
+    assert set(new_stack.stack.preview(refresh=True).change_summary) == {"same"}
+    assert live_leases(new_stack) == 0
