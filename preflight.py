@@ -123,13 +123,27 @@ def check_postgres_login(host: str, port: int, database: str, admin_user: str, s
                  "sslrootcert": sslrootcert}).close()
     except PostgresUnreachable as error:
         if not any(words in str(error) for words in LOGIN_REFUSED):
-            return  # unreachable: the provider's error names the address
+            # Nothing can be made or removed there, and a run would record the address
+            # (the providers' settings, the objects' server) in the state: a stack that
+            # was deployed elsewhere would then be wedged between two servers.
+            raise LoginRefused(
+                f"pgcreds:postgresPort: PostgreSQL at {host}:{port} (database {database!r}) does not answer: "
+                f"{unreachable(error)}. Check pgcreds:postgresHost and pgcreds:postgresPort (unset, they follow "
+                "PGHOST and PGPORT, which `. local/dev-env.sh` sets; a CI job must export them), and that the "
+                "server runs. Nothing was changed.") from None
         source = f"PGPASSFILE ({os.environ['PGPASSFILE']})" if os.environ.get("PGPASSFILE") else "PGPASSWORD"
         raise LoginRefused(
             f"pgcreds:postgresAdminUser: PostgreSQL at {host}:{port} refused the login of "
             f"{admin_user!r} with the password in {source}: {refusal(error)}. "
             "Open a new deploy session (`. local/dev-env.sh` here, `python -m deployer.session --renew` in CI) "
             "or correct pgcreds:postgresAdminUser. Nothing was changed, and no password was recorded.") from None
+
+
+def unreachable(error: Exception) -> str:
+    """libpq's own words for a server that did not answer (`Connection refused` …)."""
+    text = str(error)
+    start = text.find("failed: ")
+    return (text[start + len("failed: "):] if start >= 0 else text).split("\n")[0].split(". Check that")[0].strip()
 
 
 def refusal(error: Exception) -> str:
