@@ -27,6 +27,7 @@ What it makes:
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import re
 import secrets
@@ -44,9 +45,6 @@ from clients.names import APPLICATION_NAME, MOUNT_NAME, STACK_NAME
 from clients.tls import operator_token, vault_tls_verify
 from deployer import (
     DEPLOYER_LOGIN,
-    application_login,
-    deploy_login,
-    deployer_role,
     DEPLOYER_ROLE,
     JWT_MOUNT,
     PLATFORM_CONNECTION,
@@ -56,14 +54,19 @@ from deployer import (
     RESERVED_MOUNTS,
     STATE_DATABASE,
     STATE_OWNER,
-    STATE_READ_ROLE,
     STATE_READERS,
+    STATE_READ_ROLE,
     STATE_TABLE,
-    STATE_WRITE_ROLE,
     STATE_WRITERS,
+    STATE_WRITE_ROLE,
     TRANSIT_MOUNT,
+    application_login,
+    deploy_login,
+    deployer_role,
+    secrets_provider,
     transit_key,
 )
+from deployer import keys
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD_ENV = "PGCREDS_BOOTSTRAP_ADMIN_PASSWORD"
@@ -394,11 +397,13 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
     specs = [StackSpec.parse(value) for value in args.stack]
     for spec in specs:
         key = transit_key(spec.stack)
-        try:
-            client.secrets.transit.read_key(key, mount_point=TRANSIT_MOUNT)
-        except hvac.exceptions.InvalidPath:
-            client.secrets.transit.create_key(key, mount_point=TRANSIT_MOUNT)
+        if not keys.key_exists(client, spec.stack):
+            # (a stack whose state exists was refused before anything changed: check_keys)
+            client.secrets.transit.create_key(key, mount_point=TRANSIT_MOUNT, exportable=True,
+                                              allow_plaintext_backup=True)
             say(f"transit key {key} created")
+        if args.key_backup_dir:
+            say(f"transit key {key} backed up to {keys.back_up(client, spec.stack, Path(args.key_backup_dir))}")
         deploy_policy, preview_policy = f"pgcreds-deploy-{spec.stack}", f"pgcreds-preview-{spec.stack}"
         client.sys.create_or_update_acl_policy(deploy_policy, deploy_policy_text(spec))
         client.sys.create_or_update_acl_policy(preview_policy, preview_policy_text(spec))
@@ -411,6 +416,32 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
     say(f"stacks {', '.join(spec.stack for spec in specs)}: transit keys, policies and jwt roles "
         f"pgcreds-deploy-<stack> (repository {args.repository}, ref {args.deploy_ref}) and pgcreds-preview-<stack> "
         "are in place")
+
+
+def check_keys(args: argparse.Namespace, client: hvac.Client, password: str) -> None:
+    """Before anything changes: a stack whose state the state database holds, but
+    whose transit key is gone, is refused. A new key under the old name would not
+    decrypt its secrets, and would hide why (`cipher: message authentication failed`)."""
+    missing = [spec.stack for spec in map(StackSpec.parse, args.stack) if not keys.key_exists(client, spec.stack)]
+    if not missing:
+        return
+    with pg_connect(args, password, args.pg_admin_database) as admin:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (STATE_DATABASE,)).fetchone():
+            return
+    with pg_connect(args, password, STATE_DATABASE) as state:
+        for stack in missing:
+            rows = state.execute(sql.SQL("SELECT key, data->>'data' FROM {} WHERE key LIKE %s").format(
+                sql.Identifier(STATE_TABLE)), (f"%/.pulumi/stacks/%/{stack}.json",)).fetchall()
+            # (the state names its secrets provider: hashivault://<the key>)
+            found = next((row for row in rows if secrets_provider(stack).encode() in base64.b64decode(row[1] or "")),
+                         None)
+            if found:
+                raise SystemExit(
+                    f"bootstrap: the transit key {transit_key(stack)} is gone, but the state database holds the "
+                    f"stack {stack!r} ({found[0]}), whose secrets it encrypted: a new key under the old name would "
+                    "not decrypt them. Restore the key from its backup: python -m deployer.keys restore --stack "
+                    f"{stack} --backup-dir <the bootstrap's --key-backup-dir> (README, \"When something is "
+                    "stuck\"). Nothing was changed.")
 
 
 def read_admin_password(from_stdin: bool) -> str:
@@ -448,6 +479,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--deployer-rotation-seconds", type=int, default=DEPLOYER_ROTATION_SECONDS)
     parser.add_argument("--reset-platform-login", action="store_true",
                         help="give Vault's platform login a new password (after a restore of PostgreSQL)")
+    parser.add_argument("--key-backup-dir", default=os.environ.get("PGCREDS_KEY_BACKUP_DIR", ""),
+                        help="write each stack's transit key backup here (mode 0600; as secret as the keys)")
     parser.add_argument("--password-stdin", action="store_true")
     return parser.parse_args(argv)
 
@@ -457,6 +490,7 @@ def main(argv: list[str]) -> int:
     check_arguments(args)  # before anything is read or changed
     admin_password = read_admin_password(args.password_stdin)
     client = vault_client(args)  # checked before anything is changed
+    check_keys(args, client, admin_password)
     bootstrap_postgres(args, admin_password)
     bootstrap_vault_database(args, client, admin_password)
     bootstrap_vault_identities(args, client)

@@ -24,7 +24,7 @@ fi
 
 args=(--pg-host 127.0.0.1 --pg-port "$PGCREDS_PG_PORT" --pg-sslmode "$PGCREDS_PG_SSLMODE" --pg-sslrootcert "$PGCREDS_TEST_CA"
       --app-database postgres --stack dev --stack tests:citest --stack acme:citest:acme:tests
-      --repository "$PGCREDS_REPOSITORY"
+      --repository "$PGCREDS_REPOSITORY" --key-backup-dir "$PGCREDS_LOCAL_DIR/transit-backups"
       --jwt-pubkey "$oidc/issuer.pub.pem")
 stamp="$PGCREDS_LOCAL_DIR/bootstrap.stamp"
 digest=$( { cat "$repo"/deployer/*.py "$repo"/vault-policies/*.hcl "$oidc/issuer.pub.pem" \
