@@ -29,6 +29,13 @@ a kill between the two leaves it empty, and every later read of the stack fails
 with "failed to load checkpoint: EOF" (measured: the fault test's kill). An empty
 one is removed; without it the stack file reads with default metadata.
 
+First of all, whether the stack file's `encryptedkey:` (the stack's data key,
+encrypted by its transit key; written per machine, not committed) still decrypts.
+One made by servers that were wiped or moved fails with `cipher: message
+authentication failed`, which hides the cause: if the stack has no state here, the
+line encrypts nothing that exists and is removed (Pulumi makes a new one); if it
+has, the message names the key and its restore.
+
 Before all that, the plugins the killed run left behind are ended: Pulumi starts
 its language host and providers in process groups of their own, so a SIGKILL of
 the CLI leaves them running (a dynamic provider's `python -m pulumi.dynamic` waits
@@ -271,9 +278,52 @@ def say(message: str) -> None:
     print(f"recover_stack: {message}", file=sys.stderr)
 
 
+ENCRYPTED_KEY = re.compile(r"^encryptedkey:\s*(\S+)\s*\n?", re.MULTILINE)
+SECRETS_PROVIDER = re.compile(r"^secretsprovider:\s*hashivault://(\S+)\s*$", re.MULTILINE)
+
+
+def stale_encrypted_key(stack: str, project_dir: Path) -> None:
+    """Removes an `encryptedkey:` that the stack's transit key cannot decrypt when the
+    stack has no state here; with a state, stops with what to do."""
+    stack_file = project_dir / f"Pulumi.{stack}.yaml"
+    text = stack_file.read_text() if stack_file.is_file() else ""
+    encrypted, provider = ENCRYPTED_KEY.search(text), SECRETS_PROVIDER.search(text)
+    if not encrypted or not provider or not os.environ.get("VAULT_ADDR"):
+        return
+    import hvac  # only here (0.1 s)
+    import hvac.exceptions
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from clients.tls import operator_token, vault_tls_verify
+
+    client = hvac.Client(url=os.environ["VAULT_ADDR"], token=operator_token(), verify=vault_tls_verify())
+    try:
+        client.secrets.transit.decrypt_data(provider.group(1), base64.b64decode(encrypted.group(1)).decode())
+        return
+    except (hvac.exceptions.InvalidRequest, hvac.exceptions.InvalidPath, ValueError) as error:
+        why = str(error).split(", on post")[0].strip()
+    except hvac.exceptions.VaultError:
+        return  # (no access, sealed …: the CLI says so itself)
+    listed = subprocess.run(["pulumi", "stack", "ls", "--json", "--cwd", str(project_dir)], capture_output=True,
+                            text=True, timeout=120)
+    names = {entry.get("name", "").split("/")[-1] for entry in json.loads(listed.stdout or "[]")} \
+        if listed.returncode == 0 else {stack}
+    if stack in names:
+        raise SystemExit(
+            f"recover_stack: Pulumi.{stack}.yaml's encryptedkey cannot be decrypted with the transit key "
+            f"{provider.group(1)} ({why}), and the stack has a state here: restore the key it was made with "
+            f"(python -m deployer.keys restore --stack {stack} --backup-dir <backups>), or point VAULT_ADDR at "
+            "the Vault that holds it. Nothing was changed.")
+    stack_file.write_text(ENCRYPTED_KEY.sub("", text))
+    say(f"Pulumi.{stack}.yaml's encryptedkey was made by a Vault whose key is not {provider.group(1)} here "
+        f"({why}: servers wiped or moved), and the stack has no state here: the line is removed, and the "
+        "stack gets a new data key")
+
+
 def main() -> int:
     stack = sys.argv[1]
     project_dir = Path(sys.argv[2] if len(sys.argv) > 2 else ".")
+    stale_encrypted_key(stack, project_dir)
     backend = os.environ.get("PULUMI_BACKEND_URL", "")
     found = stale_locks(backend, project_name(project_dir), stack)
     for _, owner in found:

@@ -5,7 +5,9 @@ restore from the bootstrap's backup gets the stack back, every object managed.""
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -79,3 +81,48 @@ def test_a_deleted_transit_key_is_refused_a_new_one_and_restored_from_its_backup
     assert restored.returncode == 0, restored.stderr
     assert set(keyed_stack.stack.up(refresh=True).summary.resource_changes) == {"same"}
     assert keyed_stack.smoke_check().passed
+
+
+def foreign_encrypted_key() -> str:
+    """A stack data key as another Vault's key encrypted it (here: the dev stack's key)."""
+    ciphertext = vault().secrets.transit.encrypt_data("pgcreds-dev", base64.b64encode(os.urandom(32)).decode())
+    return base64.b64encode(ciphertext["data"]["ciphertext"].encode()).decode()
+
+
+def recover(stack: ProgramStack) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "venv/bin/python"), str(REPO / "local/recover_stack.py"), stack.stack.name,
+                           str(stack.project_dir)], env={**os.environ, **stack.stack.workspace.env_vars},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_stack_file_whose_encryptedkey_wiped_servers_made_is_put_right_by_make_up(new_stack: ProgramStack):
+    """A checkout whose first `make up` ran on other servers: its Pulumi.<stack>.yaml
+    keeps an `encryptedkey:` this Vault cannot decrypt (before: `cipher: message
+    authentication failed`). With no state here, `make up` (recover_stack) removes it."""
+    name = new_stack.stack.name
+    new_stack.run("stack", "rm", "--yes", "--force", "--preserve-config")
+    stack_file = new_stack.project_dir / f"Pulumi.{name}.yaml"
+    text = re.sub(r"^encryptedkey:.*\n", "", stack_file.read_text(), flags=re.MULTILINE)
+    assert "secretsprovider: hashivault://pgcreds-tests" in text
+    stack_file.write_text(text + f"encryptedkey: {foreign_encrypted_key()}\n")
+    as_before = subprocess.run(["pulumi", "stack", "init", name, "--non-interactive", "--secrets-provider",
+                                "hashivault://pgcreds-tests"], cwd=new_stack.project_dir,
+                               env={**os.environ, **new_stack.stack.workspace.env_vars}, capture_output=True, text=True)
+    assert "message authentication failed" in as_before.stdout + as_before.stderr  # what it did before
+    fixed = recover(new_stack)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "encryptedkey was made by a Vault whose key is not pgcreds-tests here" in fixed.stderr
+    assert "encryptedkey" not in stack_file.read_text()
+    new_stack.run("stack", "select", "--create", "--secrets-provider", "hashivault://pgcreds-tests")
+    assert new_stack.stack.up().summary.result == "succeeded"
+
+
+def test_with_a_state_here_the_stale_encryptedkey_is_named_not_removed(new_stack: ProgramStack):
+    new_stack.stack.up()
+    stack_file = new_stack.project_dir / f"Pulumi.{new_stack.stack.name}.yaml"
+    text = re.sub(r"^encryptedkey:.*\n", "", stack_file.read_text(), flags=re.MULTILINE)
+    stack_file.write_text(text + f"encryptedkey: {foreign_encrypted_key()}\n")
+    stopped = recover(new_stack)
+    assert stopped.returncode != 0
+    assert "cannot be decrypted with the transit key pgcreds-tests" in stopped.stderr
+    assert "python -m deployer.keys restore" in stopped.stderr and "encryptedkey" in stack_file.read_text()
