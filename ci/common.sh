@@ -6,8 +6,8 @@
 #   VAULT_ADDR           Vault's address (a repository variable); VAULT_CACERT if its CA is private
 #   VAULT_TOKEN          the short-lived token of the job's jwt login (hashicorp/vault-action, method jwt)
 #   PGCREDS_PROJECT      optional: the program's folder (default: the checkout)
-#   PGCREDS_APPLICATION  optional: an application stack's pgcreds:application; the job then deploys
-#                        as that application's own PostgreSQL login (pgcreds_deploy_<application>)
+#   PGCREDS_APPLICATION  optional: an application stack's pgcreds:application (default: its stack
+#                        file's); the job then deploys as that application's own login (pgcreds_deploy_<application>)
 # Usage: source ci/common.sh [--read-only]
 set -euo pipefail
 PGCREDS_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,6 +22,13 @@ if [[ ! "$PGCREDS_STACK" =~ ^[a-z][a-z0-9-]{0,40}$ ]]; then
   exit 2
 fi
 export PGCREDS_PROJECT=${PGCREDS_PROJECT:-$PGCREDS_REPO}
+# An application stack deploys as its application's own login: its pgcreds:application,
+# from its stack file unless the workflow says.
+if [[ -z "${PGCREDS_APPLICATION:-}" && -f "$PGCREDS_PROJECT/Pulumi.$PGCREDS_STACK.yaml" ]]; then
+  PGCREDS_APPLICATION=$(sed -n 's/^ *pgcreds:application: *"\{0,1\}\([a-z0-9]*\)"\{0,1\} *$/\1/p' \
+    "$PGCREDS_PROJECT/Pulumi.$PGCREDS_STACK.yaml" | head -n 1)
+fi
+export PGCREDS_APPLICATION=${PGCREDS_APPLICATION:-}
 # The language host runs `uv` from the virtualenv (make venv), and the stack's
 # secrets are decrypted by Vault transit: never a passphrase.
 export PATH="$PGCREDS_REPO/venv/bin:$PATH"
