@@ -52,7 +52,7 @@ down: ## stop the local PostgreSQL and OpenBao servers
 	PGCREDS_PG_VERSION=18 local/postgres.sh stop
 
 test: venv toolchain servers ## every test: unit (mocks), integration and policy (real engine), workflows (actionlint)
-	$(DEV_ENV) && $(PYTHON) -m pytest tests client/tests
+	$(DEV_ENV) && $(PYTHON) -m pytest tests client/tests --durations=15
 
 test-unit: venv
 	$(PYTHON) -m pytest tests/unit
