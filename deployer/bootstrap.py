@@ -32,8 +32,8 @@ import os
 import re
 import secrets
 import sys
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import hvac
@@ -44,7 +44,6 @@ from psycopg import sql
 from clients.names import APPLICATION_NAME, MOUNT_NAME, STACK_NAME
 from clients.tls import operator_token, vault_tls_verify
 from deployer import (
-    DEPLOYER_LOGIN,
     DEPLOYER_ROLE,
     JWT_MOUNT,
     PLATFORM_CONNECTION,
@@ -60,7 +59,6 @@ from deployer import (
     STATE_WRITERS,
     STATE_WRITE_ROLE,
     TRANSIT_MOUNT,
-    application_login,
     deploy_login,
     deployer_role,
     secrets_provider,
@@ -166,7 +164,7 @@ def applications_of(args: argparse.Namespace) -> list[str]:
 
 def deploy_logins(args: argparse.Namespace) -> list[str]:
     """The deployer's login, and each application stack's own."""
-    return [DEPLOYER_LOGIN, *map(application_login, applications_of(args))]
+    return [deploy_login(application) for application in ("", *applications_of(args))]
 
 
 def bootstrap_postgres(args: argparse.Namespace, password: str) -> None:
@@ -228,13 +226,12 @@ def ensure_mount(client: hvac.Client, path: str, kind: str, description: str) ->
         say(f"Vault {kind} engine mounted at {path}/")
 
 
-def platform_connection_url(client: hvac.Client) -> Optional[str]:
-    """Where the platform connection points now, or None if there is none."""
+def platform_connection(client: hvac.Client) -> Optional[dict]:
+    """The platform connection's settings as Vault holds them, or None if there is none."""
     try:
-        details = client.secrets.database.read_connection(PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT)
+        return client.secrets.database.read_connection(PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT)["data"]
     except hvac.exceptions.InvalidPath:
         return None
-    return str(details["data"]["connection_details"].get("connection_url") or "")
 
 
 def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admin_password: str) -> None:
@@ -242,7 +239,8 @@ def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admi
     ca = f"&sslrootcert={args.pg_sslrootcert}" if args.pg_sslrootcert and args.pg_sslmode != "disable" else ""
     wanted_url = (f"postgresql://{{{{username}}}}:{{{{password}}}}@{args.pg_host}:{args.pg_port}/"
                   f"{args.pg_admin_database}?sslmode={args.pg_sslmode}{ca}")
-    current_url = platform_connection_url(client)
+    current = platform_connection(client)
+    current_url = str(current["connection_details"].get("connection_url") or "") if current is not None else None
     allowed_roles = PLATFORM_ROLES + [deployer_role(application) for application in applications_of(args)]
     # A Vault has one platform connection: a bootstrap for another server points it there.
     repointed = current_url is not None and current_url != wanted_url
@@ -260,9 +258,8 @@ def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admi
         say(f"Vault connection {PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION} made (as {PLATFORM_LOGIN}) for "
             f"{args.pg_host}:{args.pg_port}, its password rotated")
     else:  # a connection of an earlier bootstrap: the roles it may serve now, its own kept
-        known = client.read(f"{PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION}")["data"].get("allowed_roles") or []
         client.write(f"{PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION}",
-                     allowed_roles=sorted({*known, *allowed_roles}))
+                     allowed_roles=sorted({*(current.get("allowed_roles") or []), *allowed_roles}))
     for application in ("", *applications_of(args)):
         client.write(f"{PLATFORM_MOUNT}/static-roles/{deployer_role(application)}", db_name=PLATFORM_CONNECTION,
                      username=deploy_login(application),

@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from clients.tls import operator_token, vault_ca_problem, vault_tls_verify
 from clients.names import APPLICATION_NAME
@@ -154,7 +154,7 @@ def open_session(read_only: bool, renew: bool = False, application: str = "") ->
     if record.exists() and passfile.exists() and not renew:
         known = json.loads(record.read_text())
         if min(known.get("state_expires", 0), known.get("program_expires", 0)) > now + REUSE_MARGIN_SECONDS:
-            problem = session_problem(known, passfile, url)
+            problem = session_problem(known, passfile, url, host, port, database)
             if not problem:
                 return {**known, "passfile": str(passfile), "backend_url": backend_url(url, known["state_user"])}
             print(f"deploy session: the cached logins no longer work ({problem}); reading new ones", file=sys.stderr)
@@ -185,21 +185,20 @@ def open_session(read_only: bool, renew: bool = False, application: str = "") ->
     return {**known, "passfile": str(passfile), "backend_url": backend_url(url, known["state_user"])}
 
 
-def session_problem(known: dict, passfile: Path, url: str) -> str:
+def session_problem(known: dict, passfile: Path, url: str, host: str, port: int, database: str) -> str:
     """Why a cached session can no longer be used, or "": its logins are tried once
-    each, on the state database's server (a revoked lease drops a login; a
+    each, on the state database's server (`host`, `port`, `database`, as
+    `backend_server` read them from `url`; a revoked lease drops a login; a
     `rotate-role` by hand changes the deployer's password). A server that does
     not answer is not the session's fault: the run itself says so."""
-    import psycopg  # only for a cached session (0.1 s to import)
-
-    parts = urlsplit(url)
-    query = dict(pair.split("=", 1) for pair in parts.query.split("&") if "=" in pair)
-    server = dict(host=parts.hostname or "localhost", port=parts.port or 5432, passfile=str(passfile),
-                  sslmode=query.get("sslmode", "prefer"), sslrootcert=query.get("sslrootcert"), connect_timeout=5,
-                  application_name="pgcreds-session-check")
     if "kind" not in known:
         return "a session of an earlier version"
-    logins = [(known["state_user"], parts.path.lstrip("/") or "pulumi_state")]
+    import psycopg  # only for a cached session (0.1 s to import)
+
+    query = dict(parse_qsl(urlsplit(url).query))
+    server = dict(host=host, port=port, passfile=str(passfile), sslmode=query.get("sslmode", "prefer"),
+                  sslrootcert=query.get("sslrootcert"), connect_timeout=5, application_name="pgcreds-session-check")
+    logins = [(known["state_user"], database)]
     if known["kind"] == "deploy":  # (the program's login may not connect there: only a refused password counts)
         logins.append((known["program_user"], "postgres"))
     for user, database in logins:

@@ -32,6 +32,15 @@ def live_leases(stack: ProgramStack) -> int:
         return 0
 
 
+def break_glass(stack: ProgramStack) -> None:
+    """`make revoke ROLE=<the stack's role>`: every lease of the role revoked."""
+    revoke = subprocess.run(
+        ["make", "--no-print-directory", "revoke", f"ROLE={stack.role_name}", f"STACK={stack.stack.name}",
+         f"PROJECT={stack.project_dir}"], cwd=REPO, env={**os.environ, **stack.stack.workspace.env_vars},
+        capture_output=True, text=True, timeout=120)
+    assert revoke.returncode == 0, revoke.stdout[-2000:] + revoke.stderr[-2000:]
+
+
 def test_the_example_service_lives_through_rotation_and_break_glass(new_stack: ProgramStack, tmp_path: Path):
     new_stack.set(roles=new_stack.roles_config(defaultTtl="15s", maxTtl="45s", secretIdUses=20))
     new_stack.stack.up()
@@ -66,11 +75,7 @@ def test_the_example_service_lives_through_rotation_and_break_glass(new_stack: P
     sampler.start()
     started = time.monotonic()
     time.sleep(REVOKE_AT)
-    revoke = subprocess.run(
-        ["make", "--no-print-directory", "revoke", f"ROLE={new_stack.role_name}", f"STACK={new_stack.stack.name}",
-         f"PROJECT={new_stack.project_dir}"], cwd=REPO, env={**os.environ, **new_stack.stack.workspace.env_vars},
-        capture_output=True, text=True, timeout=120)
-    assert revoke.returncode == 0, revoke.stdout[-2000:] + revoke.stderr[-2000:]
+    break_glass(new_stack)
     out, err = service.communicate(timeout=RUN_SECONDS + 120)
     stop.set()
     sampler.join()
@@ -128,11 +133,7 @@ def test_after_break_glass_a_used_up_secret_id_is_said_once_and_the_outage_is_me
          "--workers", "2", "--stats", str(stats_file)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     time.sleep(revoke_at)
-    revoke = subprocess.run(
-        ["make", "--no-print-directory", "revoke", f"ROLE={new_stack.role_name}", f"STACK={new_stack.stack.name}",
-         f"PROJECT={new_stack.project_dir}"], cwd=REPO, env={**os.environ, **new_stack.stack.workspace.env_vars},
-        capture_output=True, text=True, timeout=120)
-    assert revoke.returncode == 0, revoke.stdout[-2000:] + revoke.stderr[-2000:]
+    break_glass(new_stack)
     out, err = service.communicate(timeout=seconds + 60)
     assert service.returncode == 1, out + err[-3000:]
     stats = json.loads(stats_file.read_text())
