@@ -17,6 +17,7 @@ import pulumi_vault as vault
 from pulumi import Input, Output, ResourceOptions
 
 from components.app_role import AppRole
+from components.pg_endpoint import this_stack_mark
 from providers.vault import PlatformInUse
 
 
@@ -95,7 +96,7 @@ class AppIdentities(pulumi.ComponentResource):
             auth_table = vault.generic.get_secret_output(
                 path="sys/auth", opts=pulumi.InvokeOutputOptions(provider=args.vault_provider, parent=self))
             auth = vault.AuthBackend(
-                f"{name}-approle", type="approle", description="Applications of pg-dynamic-creds",
+                f"{name}-approle", type="approle", description=f"Applications ({this_stack_mark()})",
                 path=auth_table.data_json.apply(lambda table: checked_auth_path(table, args.auth_path)),
                 opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"])))
             auth_path = auth.path

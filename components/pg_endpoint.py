@@ -15,7 +15,8 @@ import pulumi_postgresql as postgresql
 from pulumi import Input, Output, ResourceOptions
 
 from clients.tls import ca_file
-from providers.postgres import PgRoleClaim
+from providers._shared import stack_mark
+from providers.postgres import PgRoleClaim, PgRoleMark
 
 # The provider's default is 180 s: an unreachable server would stall `up` for minutes.
 CONNECT_TIMEOUT_SECONDS = 10
@@ -59,7 +60,7 @@ class PgEndpoint:
     def claim(self, resource_name: str, *, parent: pulumi.Resource, name: str, setting: str) -> PgRoleClaim:
         """This stack's claim on a role name (checked at preview): what must not
         happen before the claim holds (a role, its password) depends on it."""
-        return PgRoleClaim(f"{resource_name}-claim", name=name, setting=setting,
+        return PgRoleClaim(f"{resource_name}-claim", name=name, setting=setting, mark=this_stack_mark(),
                            connection=self.admin_connection(), opts=ResourceOptions(parent=parent))
 
     def claimed_role(self, resource_name: str, *, parent: pulumi.Resource, name: str, setting: str,
@@ -70,8 +71,11 @@ class PgEndpoint:
         `setting` names the stack setting that chose the name, for the error; pass
         `claim` if it was made beforehand."""
         claim = claim or self.claim(resource_name, parent=parent, name=name, setting=setting)
-        return postgresql.Role(resource_name, name=name, **role_args, opts=ResourceOptions.merge(
+        role = postgresql.Role(resource_name, name=name, **role_args, opts=ResourceOptions.merge(
             ResourceOptions.merge(self.resource_options(parent), opts), ResourceOptions(depends_on=[claim])))
+        PgRoleMark(f"{resource_name}-mark", name=role.name, mark=this_stack_mark(), connection=self.admin_connection(),
+                   opts=ResourceOptions(parent=parent, depends_on=[role]))
+        return role
 
     def admin_connection(self, schema: str = "public") -> Output[dict]:
         """The `connection` input of the table and row dynamic resources (a secret):
@@ -95,6 +99,11 @@ class PgEndpoint:
                     f"?sslmode={vault_sslmode or self.sslmode}{ca}")
 
         return Output.all(self.host, self.port, self.database, self.vault_sslmode).apply(lambda parts: url(*parts))
+
+
+def this_stack_mark() -> str:
+    """The running stack's mark, which its roles carry as their comment."""
+    return stack_mark(pulumi.get_project(), pulumi.get_stack())
 
 
 def admin_provider(name: str, *, host: Input[str], port: Input[int], database: Input[str],

@@ -17,7 +17,7 @@ import pulumi_vault as vault
 
 from components.access_roles import VaultLogin
 from components.app_role import AppRole
-from components.pg_endpoint import PgEndpoint
+from components.pg_endpoint import PgEndpoint, this_stack_mark
 from components.vault_connections import DEFAULT_USERNAME_TEMPLATE, VaultConnection
 from providers.vault import FirstLoginPassword, VaultLeaseRevoker
 
@@ -148,7 +148,7 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
             # remount, after which it cannot delete the old roles ("no handler for route").
             mount_path = vault.Mount(
                 f"{name}-mount", path=mounts.data_json.apply(lambda table: checked_mount_path(table, args.mount_path)),
-                type="database", description="Short-lived PostgreSQL credentials (pg-dynamic-creds)",
+                type="database", description=f"Short-lived PostgreSQL credentials ({this_stack_mark()})",
                 opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"]))).path
         connection_url = args.endpoint.vault_connection_url()
         server = Output.format("{0}:{1}/{2}", args.endpoint.host, args.endpoint.port, args.endpoint.database)

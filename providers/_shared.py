@@ -43,3 +43,16 @@ def gone() -> ReadResult:
 def known(value: object) -> bool:
     """Whether an input is known (in a preview, an output not made yet is not)."""
     return isinstance(value, str) and bool(value) and value != UNKNOWN
+
+
+def stack_mark(project: str, stack: str) -> str:
+    """What the objects a stack makes carry to say so (a PostgreSQL role's comment,
+    a Vault mount's description): it outlives a lost state, so that
+    `python -m deployer.orphans` can find them and the role claims can tell a
+    lost state from a name taken by someone else."""
+    return f"{mark_prefix()}{project}/{stack}"
+
+
+def mark_prefix() -> str:
+    """What every stack's mark begins with."""
+    return "pg-dynamic-creds stack "

@@ -27,7 +27,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from providers._shared import changed, gone, known, lazy_module
+from providers._shared import changed, gone, known, lazy_module, mark_prefix
 
 if TYPE_CHECKING:
     import psycopg
@@ -78,16 +78,25 @@ class _RoleClaimProvider(ResourceProvider):
             return CheckResult(news, [])  # the server is not known yet, or the role is ours already
         try:
             with pg.connect(connection) as conn:
-                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (news["name"],)).fetchone()
+                found = conn.execute("SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles "
+                                     "WHERE rolname = %s", (news["name"],)).fetchone()
         except pg.PostgresUnreachable:
             # Nothing can be made there either; the check runs again (as the engine
             # checks every input again) when `up` reaches a server that answers.
             return CheckResult(news, [])
-        if exists:
+        if found is None:
+            return CheckResult(news, [])
+        mark = news.get("mark")
+        if mark and found[0] == mark:
             return CheckResult(news, [CheckFailure("name", (
-                f"PostgreSQL already has a role {news['name']!r} that this stack did not create; it is never "
-                f"adopted, altered or dropped. Choose another name in {news['setting']}. Nothing was changed."))])
-        return CheckResult(news, [])
+                f"PostgreSQL's role {news['name']!r} was made by this stack (its comment: {mark!r}), but the "
+                "stack's state does not record it: the state was lost (`pulumi stack rm --force`, a wiped state "
+                f"database). Remove what the stack made, tables and their rows excepted: python -m deployer.orphans "
+                f"remove --stack {mark.rsplit('/', 1)[-1]}; then `make up` makes it again. Nothing was changed."))])
+        made_by = f" (its comment: {found[0]!r})" if found[0].startswith(mark_prefix()) else ""
+        return CheckResult(news, [CheckFailure("name", (
+            f"PostgreSQL already has a role {news['name']!r} that this stack did not create{made_by}; it is never "
+            f"adopted, altered or dropped. Choose another name in {news['setting']}. Nothing was changed."))])
 
     def create(self, props: dict) -> CreateResult:
         return CreateResult(props["name"], dict(props))
@@ -102,12 +111,45 @@ class _RoleClaimProvider(ResourceProvider):
 
 class PgRoleClaim(Resource, module="postgresql", name="RoleClaim"):
     """This stack's claim on a role name; make the `postgresql.Role` depend on it.
-    `setting` names the stack setting that chose the name, for the error."""
+    `setting` names the stack setting that chose the name, for the error; `mark`
+    is the stack's (`stack_mark`), which tells its own roles after a lost state."""
 
     def __init__(self, resource_name: str, *, name: str, setting: str, connection: Input[dict],
-                 opts: Optional[ResourceOptions] = None):
+                 mark: str = "", opts: Optional[ResourceOptions] = None):
         super().__init__(_RoleClaimProvider(), resource_name,
-                         {"name": name, "setting": setting, "connection": connection}, opts)
+                         {"name": name, "setting": setting, "connection": connection, "mark": mark}, opts)
+
+
+class _RoleMarkProvider(ResourceProvider):
+    """Writes the stack's mark into a role's comment, once the role exists. It
+    outlives the state: after a lost state the claims and `deployer.orphans` know
+    the role as this stack's. Nothing to delete: the comment goes with the role."""
+
+    def _write(self, props: dict) -> None:
+        with pg.connect(props["connection"]) as conn:
+            conn.execute(pg.sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                pg.sql.Identifier(props["name"]), pg.sql.Literal(props["mark"])))
+
+    def create(self, props: dict) -> CreateResult:
+        self._write(props)
+        return CreateResult(props["name"], dict(props))
+
+    def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
+        return DiffResult(changes=bool(changed(olds, news, ("name", "mark")) or _updated(olds, news, ())),
+                          replaces=replaced_keys(olds, news, ("name",)))
+
+    def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
+        self._write(news)
+        return UpdateResult(dict(news))
+
+
+class PgRoleMark(Resource, module="postgresql", name="RoleMark"):
+    """The stack's mark (`stack_mark`) as the comment of a role it made."""
+
+    def __init__(self, resource_name: str, *, name: Input[str], mark: str, connection: Input[dict],
+                 opts: Optional[ResourceOptions] = None):
+        super().__init__(_RoleMarkProvider(), resource_name,
+                         {"name": name, "mark": mark, "connection": connection}, opts)
 
 
 # --- tables -------------------------------------------------------------------
