@@ -197,11 +197,14 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                     revocation_statements=REVOCATION_STATEMENTS,
                     default_ttl=role.default_ttl_seconds, max_ttl=role.max_ttl_seconds, opts=renamed_is_new)
                 # Depends on the role, so it is deleted (revoking the leases) before the
-                # role and the connection are.
+                # role and the connection are; and on the grants, above all the group's
+                # membership of the Vault login: from PostgreSQL 16 a live credential's
+                # membership depends on it ("dependent privileges exist"), so a renamed
+                # role's leases must go before its grants do, the connection staying.
                 VaultLeaseRevoker(f"{name}-leases-{role.name}", address=args.vault_address,
                                   vault_id=vault_id, mount=mount_path,
                                   role=vault_role.name, connection=connection.name,
-                                  opts=ResourceOptions(parent=self, depends_on=[vault_role]))
+                                  opts=ResourceOptions(parent=self, depends_on=[vault_role, *args.depends_on]))
 
         roles = [role for plan in args.connections for role in plan.roles]
         self.mount_path = mount_path
