@@ -47,7 +47,7 @@ revoke: venv toolchain servers ## break-glass: revoke every lease of ROLE=<role>
 	$(DEV_ENV) && pulumi stack output --stack $(STACK) --cwd $(PROJECT) --json | $(PYTHON) break_glass.py --role "$(ROLE)"
 
 down: ## stop the local PostgreSQL and OpenBao servers
-	local/openbao.sh stop
+	local/vault-server.sh stop
 	PGCREDS_PG_VERSION=15 local/postgres.sh stop
 	PGCREDS_PG_VERSION=18 local/postgres.sh stop
 
@@ -70,7 +70,7 @@ toolchain: ## build (once) and cache the pinned Pulumi CLI and Python language h
 
 servers: venv ## start the local PostgreSQL and OpenBao (raft, TLS, unsealed) if they are not running; bootstrap once
 	local/postgres.sh start
-	local/openbao.sh start
+	local/vault-server.sh start
 	local/bootstrap.sh
 
 bootstrap: venv ## once per server and Vault: BOOTSTRAP_ARGS="--pg-host … --stack … --repository …", password on stdin

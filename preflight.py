@@ -79,7 +79,7 @@ def check_vault(settings: Settings, dry_run: bool) -> None:
         return  # unreachable: the provider's error names the address
     if health.get("sealed"):
         raise LoginRefused(f"Vault at {address} is sealed: unseal it (`bao operator unseal`, or "
-                           "local/openbao.sh unseal here), then run this again. Nothing was changed.")
+                           "local/vault-server.sh unseal here), then run this again. Nothing was changed.")
     token = os.environ.get("VAULT_TOKEN", "")
     status, _ = _vault_call(address, "auth/token/lookup-self", context, token)
     if status in (401, 403):

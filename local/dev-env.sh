@@ -9,7 +9,7 @@
 # servers themselves, and the one-time bootstrap, are `make servers`.
 _pgcreds_local=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 eval "$("$_pgcreds_local/postgres.sh" env)"
-eval "$("$_pgcreds_local/openbao.sh" env)"
+eval "$("$_pgcreds_local/vault-server.sh" env)"
 # The team backend: the local PostgreSQL's state database (one per machine, like
 # the servers: wiping their data wipes the state with it). No user, no password
 # in the URL: the deploy session adds its state login's name, and PGPASSFILE

@@ -1,4 +1,4 @@
-# pgcreds-operator: the local OpenBao's everyday operator token (local/openbao.sh
+# pgcreds-operator: the local OpenBao's everyday operator token (local/vault-server.sh
 # keeps it in operator.token), for working by hand and for the tests. The root
 # token stays in its root-only file and is used by the set-up alone, so a slip
 # such as `VAULT_TOKEN= bao token revoke -self` costs a token that the next

@@ -34,7 +34,9 @@ encrypted by its transit key; written per machine, not committed) still decrypts
 One made by servers that were wiped or moved fails with `cipher: message
 authentication failed`, which hides the cause: if the stack has no state here, the
 line encrypts nothing that exists and is removed (Pulumi makes a new one); if it
-has, the message names the key and its restore.
+has, and the state records a data key this Vault decrypts (a checkout used with
+two sets of servers), the line takes that one; else the message names the key
+and its restore.
 
 Before all that, the plugins the killed run left behind are ended: Pulumi starts
 its language host and providers in process groups of their own, so a SIGKILL of
@@ -308,6 +310,18 @@ def stale_encrypted_key(stack: str, project_dir: Path) -> None:
                             text=True, timeout=120)
     names = {entry.get("name", "").split("/")[-1] for entry in json.loads(listed.stdout or "[]")} \
         if listed.returncode == 0 else {stack}
+    recorded = state_encrypted_key(stack, project_dir) if stack in names else None
+    if recorded:
+        try:
+            client.secrets.transit.decrypt_data(provider.group(1), base64.b64decode(recorded).decode())
+        except (hvac.exceptions.VaultError, ValueError):
+            recorded = None
+    if recorded:
+        # (a checkout used with two sets of servers, such as OpenBao's and HashiCorp Vault's)
+        stack_file.write_text(ENCRYPTED_KEY.sub(f"encryptedkey: {recorded}\n", text))
+        say(f"Pulumi.{stack}.yaml's encryptedkey was made by other servers ({why}); the stack's state here "
+            "records its own, which this Vault decrypts: the line now holds that one")
+        return
     if stack in names:
         raise SystemExit(
             f"recover_stack: Pulumi.{stack}.yaml's encryptedkey cannot be decrypted with the transit key "
@@ -318,6 +332,17 @@ def stale_encrypted_key(stack: str, project_dir: Path) -> None:
     say(f"Pulumi.{stack}.yaml's encryptedkey was made by a Vault whose key is not {provider.group(1)} here "
         f"({why}: servers wiped or moved), and the stack has no state here: the line is removed, and the "
         "stack gets a new data key")
+
+
+def state_encrypted_key(stack: str, project_dir: Path) -> str | None:
+    """The data key the stack's state records (its secrets manager's state), which
+    `pulumi stack export` shows without decrypting anything."""
+    exported = subprocess.run(["pulumi", "stack", "export", "--stack", stack, "--cwd", str(project_dir)],
+                              capture_output=True, text=True, timeout=120)
+    if exported.returncode != 0:
+        return None
+    providers = (json.loads(exported.stdout).get("deployment") or {}).get("secrets_providers") or {}
+    return (providers.get("state") or {}).get("encryptedkey") or None
 
 
 def main() -> int:

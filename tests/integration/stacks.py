@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session", autouse=True)
 def local_servers() -> None:
     """The toolchain on PATH and both servers running, as `make test` leaves them."""
-    for script in ("postgres.sh", "openbao.sh"):
+    for script in ("postgres.sh", "vault-server.sh"):
         subprocess.run([str(REPO / "local" / script), "start"], check=True)
     os.environ.update(sourced_env("local/dev-env.sh"))
     assert shutil.which("pulumi"), "the pulumi CLI is not on PATH after sourcing local/dev-env.sh"

@@ -33,7 +33,7 @@ def servers_restored() -> Iterator[None]:
     """Whatever a test did to the servers, they run (and OpenBao is unsealed) after it."""
     yield
     server("postgres.sh", "start")
-    server("openbao.sh", "start")
+    server("vault-server.sh", "start")
 
 
 def user_exists(name: str) -> bool:
@@ -76,7 +76,7 @@ def test_openbao_restart_between_up_and_issue_keeps_leases_revocable(deployed_st
     leases = [client.secrets.database.generate_credentials(deployed_stack.role_name, mount_point=deployed_stack.mount)
               for _ in range(3)]
     started = time.monotonic()
-    server("openbao.sh", "restart")
+    server("vault-server.sh", "restart")
     print(f"\nOpenBao restart (stop, start, unseal): {time.monotonic() - started:.1f} s")
     client = vault()
     for lease in leases:  # raft storage: the leases survived the restart
@@ -91,7 +91,7 @@ def test_openbao_restart_between_up_and_issue_keeps_leases_revocable(deployed_st
 def test_sealed_openbao_fails_the_preview_fast_and_it_converges_once_unsealed(deployed_stack: ProgramStack,
                                                                                servers_restored):
     rows = sample_rows(deployed_stack)
-    server("openbao.sh", "seal")
+    server("vault-server.sh", "seal")
     started = time.monotonic()
     with pytest.raises(auto.CommandError) as failed:
         deployed_stack.stack.preview()
@@ -106,7 +106,7 @@ def test_sealed_openbao_fails_the_preview_fast_and_it_converges_once_unsealed(de
     took_refresh = time.monotonic() - started
     assert "Vault is sealed" in str(refreshed.value)
     print(f"\npreview against a sealed OpenBao failed after {took:.1f} s (with --refresh: {took_refresh:.1f} s)")
-    server("openbao.sh", "unseal")
+    server("vault-server.sh", "unseal")
     assert_converged(deployed_stack)
     assert sample_rows(deployed_stack) == rows
 

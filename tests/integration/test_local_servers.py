@@ -1,5 +1,6 @@
-"""The local OpenBao is shaped like a production one: no dev mode, raft storage,
-TLS that clients must verify, an audit device, secrets in root-only files."""
+"""The local Vault server (OpenBao, or HashiCorp Vault) is shaped like a production
+one: no dev mode, raft storage, TLS that clients must verify, an audit device,
+secrets in root-only files."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ import requests
 from stacks import vault
 
 
-def test_openbao_runs_as_a_server_not_in_dev_mode():
+def test_the_vault_server_runs_as_a_server_not_in_dev_mode():
+    binary = "bao server" if os.environ["PGCREDS_VAULT_SERVER"] == "openbao" else "vault server"
     processes = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    ours = [line for line in processes.splitlines() if "bao server" in line]
+    ours = [line for line in processes.splitlines() if binary in line]
     assert ours and all(" -dev" not in line for line in ours), ours
-    assert any(f"-config={os.environ['PGCREDS_LOCAL_DIR']}/openbao/server.hcl" in line for line in ours), ours
+    assert any(f"-config={os.environ['PGCREDS_VAULT_DIR']}/server.hcl" in line for line in ours), ours
 
 
 def test_every_client_must_verify_the_tls_certificate():
@@ -46,7 +48,7 @@ def test_raft_storage_audit_device_and_root_only_secrets():
 def test_everyday_token_is_a_named_operator_token_and_a_revoked_one_is_made_again():
     """`. local/dev-env.sh` exports the operator token, never the root token; a slip
     that revokes it (`bao token revoke -self`) costs that token alone, and the next
-    `local/openbao.sh start` (`make servers`) makes a new one."""
+    `local/vault-server.sh start` (`make servers`) makes a new one."""
     import sourced_env as helpers
 
     folder = Path(os.environ["PGCREDS_BAO_AUDIT_LOG"]).parent
@@ -67,7 +69,7 @@ def test_everyday_token_is_a_named_operator_token_and_a_revoked_one_is_made_agai
     root = hvac.Client(url=os.environ["VAULT_ADDR"], token=root_token, verify=os.environ["VAULT_CACERT"])
     assert root.is_authenticated()  # the servers are whole
 
-    subprocess.run([str(Path(__file__).resolve().parents[2] / "local/openbao.sh"), "start"], check=True)
+    subprocess.run([str(Path(__file__).resolve().parents[2] / "local/vault-server.sh"), "start"], check=True)
     helpers._local_vault.cache_clear()
     os.environ.update(helpers.sourced_env("local/dev-env.sh"))
     assert os.environ["VAULT_TOKEN"] != root_token

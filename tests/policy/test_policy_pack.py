@@ -85,7 +85,7 @@ def test_the_program_itself_keeps_every_guardrail(tmp_path: Path, stack_name: st
     preview reads Vault's mount table and PostgreSQL's roles, so the stack's servers
     are pointed at the local ones (the staging stack keeps verify-full, with the
     local test CA) and its role names made unique; every other setting is the shipped one."""
-    for script in ("postgres.sh", "openbao.sh"):
+    for script in ("postgres.sh", "vault-server.sh"):
         subprocess.run([str(REPO / "local" / script), "start"], check=True, capture_output=True)
     servers = sourced_env("local/dev-env.sh")
     project = copy_program(tmp_path / "project", stack_files=("Pulumi.dev.yaml", "Pulumi.staging.yaml"))

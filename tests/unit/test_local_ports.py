@@ -23,6 +23,16 @@ def test_new_servers_get_ports_outside_the_ephemeral_range(tmp_path: Path):
         pg, bao = ports(tmp_path / version, version)
         assert pg not in EPHEMERAL and bao not in EPHEMERAL and bao + 1 not in EPHEMERAL  # (+1: raft's cluster port)
     assert ports(tmp_path / "new") == (15432, 18200)
+    assert ports(tmp_path / "vault-new", PGCREDS_VAULT_SERVER="vault") == (15442, 18210)  # runs beside OpenBao's
+
+
+def test_a_folder_holds_one_kind_of_vault_server(tmp_path: Path):
+    (tmp_path / "openbao").mkdir()
+    env = {"PATH": "/usr/bin:/bin", "PGCREDS_LOCAL_DIR": str(tmp_path), "PGCREDS_VAULT_SERVER": "vault"}
+    refused = subprocess.run(["bash", "-c", f"source '{REPO}/local/common.sh'"], env=env, capture_output=True,
+                             text=True)
+    assert refused.returncode == 2
+    assert f"PGCREDS_LOCAL_DIR={tmp_path} holds the servers of PGCREDS_VAULT_SERVER=openbao" in refused.stderr
 
 
 def test_servers_made_by_an_earlier_version_keep_their_ports(tmp_path: Path):

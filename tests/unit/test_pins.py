@@ -102,3 +102,16 @@ def test_requirements_txt_is_the_runtime_exported_from_the_lock():
 def test_uv_in_the_virtualenv_is_the_pinned_one():
     out = subprocess.run([str(REPO / "venv" / "bin" / "uv"), "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.split()[1] == pins()["UV_VERSION"]
+
+
+def test_no_committed_stack_file_carries_an_encryptedkey():
+    """A stack file's `encryptedkey:` is the data key as one machine's Vault encrypted
+    it: Pulumi writes it on the first run, and committed it would be every other
+    checkout's (recover_stack's) problem."""
+    staged = subprocess.run(["git", "ls-files", "Pulumi.*.yaml"], cwd=REPO, capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert staged
+    for name in staged:
+        text = subprocess.run(["git", "show", f":{name}"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout
+        assert not re.search(r"^encryptedkey:", text, re.MULTILINE), name

