@@ -19,7 +19,9 @@ from settings import GRANT_LAYOUT, load_settings
 VAULT_CHILD_TOKEN_TTL_SECONDS = 3600
 
 settings = load_settings()
-check_logins(settings)  # a login that does not work stops everything here, before any change
+# A login that does not work stops everything here, before any change; the answer
+# says which Vault server it is (HashiCorp Vault or OpenBao), where they differ.
+vault_server = check_logins(settings)
 
 # One explicit Vault provider. Its token is VAULT_TOKEN from the environment, never
 # an input (so never in state); it works with a child token of it, valid one hour.
@@ -78,6 +80,7 @@ vault_secrets = VaultDatabaseSecrets("vault-database-secrets", VaultDatabaseSecr
     depends_on=access.grants if access else (),
     platform_mount=platform.mount_path if platform else None,
     platform_vault_id=platform.vault_id if platform else None,
+    ca_in_connection=vault_server.verifies_tls_ca,
 ))
 
 # An application's identity only once its credentials can be issued (and so

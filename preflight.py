@@ -13,6 +13,7 @@ import os
 import ssl
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
@@ -70,13 +71,39 @@ def required_vault_capabilities(settings: Settings, dry_run: bool) -> dict[str, 
     return needed
 
 
-def check_vault(settings: Settings, dry_run: bool) -> None:
+@dataclass(frozen=True)
+class VaultServer:
+    """Which Vault server answers, where the program takes a different path on each."""
+
+    kind: str
+    """"vault" (HashiCorp Vault), "openbao", or "unknown" (it did not answer)."""
+    version: str = ""
+
+    @property
+    def verifies_tls_ca(self) -> bool:
+        """Whether the PostgreSQL plugin verifies the server with the connection's
+        `tls_ca` (HashiCorp Vault 1.21.4: enforced, with verify-full; OpenBao 2.7.2
+        ignores it, so the CA must be a file named by the URL's sslrootcert)."""
+        return self.kind == "vault"
+
+
+def vault_server(health: dict) -> VaultServer:
+    """From `sys/health`: HashiCorp Vault's answer has an `enterprise` field, which
+    OpenBao dropped (measured on Vault 1.21.4 and OpenBao 2.7.2)."""
+    version = str(health.get("version") or "")
+    if not version:
+        return VaultServer("unknown")
+    return VaultServer("vault" if "enterprise" in health else "openbao", version)
+
+
+def check_vault(settings: Settings, dry_run: bool) -> VaultServer:
     address = settings.vault.address
     context = vault_tls_context()
     try:
         status, health = _vault_call(address, "sys/health?standbyok=true", context)
     except (OSError, ValueError):
-        return  # unreachable: the provider's error names the address
+        return VaultServer("unknown")  # unreachable: the provider's error names the address
+    server = vault_server(health)
     if health.get("sealed"):
         raise LoginRefused(f"Vault at {address} is sealed: unseal it (`bao operator unseal`, or "
                            "local/vault-server.sh unseal here), then run this again. Nothing was changed.")
@@ -89,7 +116,7 @@ def check_vault(settings: Settings, dry_run: bool) -> None:
     needed = required_vault_capabilities(settings, dry_run)
     status, answer = _vault_call(address, "sys/capabilities-self", context, token, {"paths": sorted(needed)})
     if status != 200:
-        return  # an old Vault without capabilities-self: the provider reports what fails
+        return server  # an old Vault without capabilities-self: the provider reports what fails
     missing = [f"{capability} on {path}" for path, capability in needed.items()
                if not {capability, "root"} & set(answer.get(path) or answer.get("data", {}).get(path) or [])]
     if missing:
@@ -100,6 +127,7 @@ def check_vault(settings: Settings, dry_run: bool) -> None:
         raise LoginRefused(f"VAULT_TOKEN may not do what this {'preview' if dry_run else 'deployment'} needs at "
                            f"{address}: it lacks {'; '.join(missing)}. Use a token with {policy}, written for "
                            f"pgcreds:vaultMountPath {settings.vault.mount_path!r}. Nothing was changed.")
+    return server
 
 
 def check_postgres(settings: Settings) -> None:
@@ -153,8 +181,9 @@ def refusal(error: Exception) -> str:
     return text[start:].split("\n")[0].strip() if start >= 0 else text.split(". Check that")[0]
 
 
-def check_logins(settings: Settings) -> None:
-    """Every login, once, before any resource is registered."""
+def check_logins(settings: Settings) -> VaultServer:
+    """Every login, once, before any resource is registered; which Vault server it is."""
     dry_run = pulumi.runtime.is_dry_run()
-    check_vault(settings, dry_run)
+    server = check_vault(settings, dry_run)
     check_postgres(settings)
+    return server

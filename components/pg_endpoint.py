@@ -89,16 +89,33 @@ class PgEndpoint:
             host=self.host, port=self.port, database=self.database, sslrootcert_pem=self.sslrootcert_pem, **login,
         ).apply(lambda c: {**c, "sslmode": self.sslmode, "sslrootcert": self.sslrootcert}))
 
-    def vault_connection_url(self) -> Output[str]:
+    def vault_connection_url(self, ca_in_connection: bool = False) -> Output[str]:
         """A connection URL for Vault that carries no credentials: Vault fills in
-        {{username}} and {{password}} from the connection's own fields. A CA file
-        path, when given, must exist on the Vault server too."""
+        {{username}} and {{password}} from the connection's own fields. With
+        `ca_in_connection` the CA goes in the connection's `tls_ca` (`vault_tls_ca`),
+        so the URL keeps the endpoint's sslmode and names no file; otherwise a CA
+        file path, when given, must exist on the Vault server too."""
         def url(host: str, port: int, database: str, vault_sslmode: Optional[str]) -> str:
-            ca = f"&sslrootcert={self.sslrootcert}" if self.sslrootcert and not vault_sslmode else ""
+            if ca_in_connection:
+                vault_sslmode = None
+            ca = f"&sslrootcert={self.sslrootcert}" if self.sslrootcert and not vault_sslmode \
+                and not ca_in_connection else ""
             return (f"postgresql://{{{{username}}}}:{{{{password}}}}@{host}:{port}/{database}"
                     f"?sslmode={vault_sslmode or self.sslmode}{ca}")
 
         return Output.all(self.host, self.port, self.database, self.vault_sslmode).apply(lambda parts: url(*parts))
+
+    def vault_tls_ca(self) -> Optional[Output[str]]:
+        """The CA that signed the server's certificate, as PEM text, for a Vault that
+        takes it in the connection (`tls_ca`); None where the endpoint verifies nothing."""
+        if self.sslmode not in ("verify-ca", "verify-full"):
+            return None
+        if self.sslrootcert_pem is not None:
+            return Output.from_input(self.sslrootcert_pem)
+        if self.sslrootcert:
+            with open(self.sslrootcert, encoding="utf-8") as pem:
+                return Output.from_input(pem.read())
+        return None
 
 
 def this_stack_mark() -> str:

@@ -89,6 +89,9 @@ class VaultDatabaseSecretsArgs:
     which its connection and roles go into and which it never makes or removes."""
     platform_vault_id: Optional[Input[str]] = None
     """With `platform_mount`: the platform Vault's identity, for the lease revokers."""
+    ca_in_connection: bool = False
+    """The Vault server verifies PostgreSQL with the connection's `tls_ca` (HashiCorp
+    Vault does, OpenBao ignores it): the CA goes there instead of a file on its host."""
 
 
 class MountPathTaken(pulumi.RunError):
@@ -150,7 +153,8 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                 f"{name}-mount", path=mounts.data_json.apply(lambda table: checked_mount_path(table, args.mount_path)),
                 type="database", description=f"Short-lived PostgreSQL credentials ({this_stack_mark()})",
                 opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"]))).path
-        connection_url = args.endpoint.vault_connection_url()
+        tls_ca = args.endpoint.vault_tls_ca() if args.ca_in_connection else None
+        connection_url = args.endpoint.vault_connection_url(ca_in_connection=tls_ca is not None)
         server = Output.format("{0}:{1}/{2}", args.endpoint.host, args.endpoint.port, args.endpoint.database)
 
         for plan in args.connections:
@@ -178,7 +182,8 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                     connection_url=connection_url, username=login.username,
                     username_template=plan.username_template or DEFAULT_USERNAME_TEMPLATE,
                     # Vault sends PostgreSQL a SCRAM verifier, never the clear password.
-                    password_authentication="scram-sha-256", **password),
+                    password_authentication="scram-sha-256", **password,
+                    **({"tls_ca": tls_ca} if tls_ca is not None else {})),
                 opts=ResourceOptions.merge(renamed_is_new, ResourceOptions(depends_on=made_after)))
             if args.rotate_root:
                 # Vault sets a password of its own that no one else learns; the one in
