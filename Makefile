@@ -16,7 +16,7 @@ PULUMI := $(PYTHON) local/pulumi_run.py
 REQUIREMENTS_EXPORT := --frozen --no-dev --no-hashes --no-header --format requirements-txt
 
 
-.PHONY: bootstrap up verify drift preview pr-check destroy down revoke test test-unit toolchain servers venv requirements bench
+.PHONY: bootstrap up verify drift preview pr-check destroy down revoke test test-vault test-unit toolchain servers venv requirements bench
 
 up: venv toolchain servers ## create or update the dev stack (after a killed run too), then run the smoke check
 	$(DEV_ENV) && $(PYTHON) local/recover_stack.py $(STACK) $(PROJECT) && \
@@ -46,13 +46,18 @@ revoke: venv toolchain servers ## break-glass: revoke every lease of ROLE=<role>
 	@[[ -n "$(ROLE)" ]] || { echo "usage: make revoke ROLE=<role name>|all [STACK=$(STACK)]" >&2; exit 2; }
 	$(DEV_ENV) && pulumi stack output --stack $(STACK) --cwd $(PROJECT) --json | $(PYTHON) break_glass.py --role "$(ROLE)"
 
-down: ## stop the local PostgreSQL and OpenBao servers
+down: ## stop the local PostgreSQL and Vault servers (of PGCREDS_VAULT_SERVER's set)
 	local/vault-server.sh stop
 	PGCREDS_PG_VERSION=15 local/postgres.sh stop
 	PGCREDS_PG_VERSION=18 local/postgres.sh stop
 
-test: venv toolchain servers ## every test: unit (mocks), integration and policy (real engine), workflows (actionlint)
-	$(DEV_ENV) && $(PYTHON) -m pytest tests client/tests --durations=15
+test: venv toolchain servers ## every test: unit (mocks), integration and policy (real engine), workflows (actionlint); then test-vault
+	status=0; $(DEV_ENV) && $(PYTHON) -m pytest tests client/tests --durations=15 || status=$$?; \
+	  $(MAKE) --no-print-directory test-vault || status=$$?; exit $$status
+
+test-vault: venv toolchain ## the tests marked both_servers again, on HashiCorp Vault (a set of local servers of its own)
+	PGCREDS_VAULT_SERVER=vault $(MAKE) --no-print-directory servers
+	export PGCREDS_VAULT_SERVER=vault && $(DEV_ENV) && $(PYTHON) -m pytest tests -m both_servers --durations=10
 
 test-unit: venv
 	$(PYTHON) -m pytest tests/unit
@@ -68,7 +73,7 @@ bench: venv toolchain servers ## timings of up, no-op preview (by phase) and des
 toolchain: ## build (once) and cache the pinned Pulumi CLI and Python language host
 	toolchain/build.sh >/dev/null
 
-servers: venv ## start the local PostgreSQL and OpenBao (raft, TLS, unsealed) if they are not running; bootstrap once
+servers: venv ## start the local PostgreSQL and Vault server (OpenBao, or PGCREDS_VAULT_SERVER=vault; raft, TLS, unsealed) if they are not running; bootstrap once
 	local/postgres.sh start
 	local/vault-server.sh start
 	local/bootstrap.sh

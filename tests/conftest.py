@@ -6,3 +6,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 # pgcreds-client, from its folder (an application installs it: `pip install ./client`).
 sys.path.insert(0, str(REPO / "client"))
+
+
+def pytest_configure(config) -> None:
+    # `make test` runs these a second time on HashiCorp Vault (PGCREDS_VAULT_SERVER=vault):
+    # what touches Vault's behaviour, chosen so that the suite stays under 30 minutes.
+    config.addinivalue_line("markers", "both_servers: runs on OpenBao and again on HashiCorp Vault")

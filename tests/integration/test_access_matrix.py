@@ -29,6 +29,8 @@ from sourced_env import session_exports
 from stacks import DEPLOYER, REPO, ProgramStack, admin_connect, cleanup, make_stack, vault
 from test_deploy_path import CI_MOUNT, CI_STACK, ci_login, github_token
 
+pytestmark = pytest.mark.both_servers  # and again on HashiCorp Vault (make test-vault)
+
 APPLICATION, OTHER, PLATFORM_STACK = "acme", "othr", "tests-platform"
 
 

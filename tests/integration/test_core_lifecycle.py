@@ -24,7 +24,8 @@ from stacks import DEPLOYER, PgServer, ProgramStack, cleanup, default_server, ma
 WEEKLY = "weekly_metrics_reporting"
 
 
-@pytest.fixture(scope="module", params=["15", "18"])
+# PostgreSQL 15 runs again on HashiCorp Vault (the 18 run tests PostgreSQL, not Vault).
+@pytest.fixture(scope="module", params=[pytest.param("15", marks=pytest.mark.both_servers), "18"])
 def server(request, tmp_path_factory) -> Iterator[tuple[PgServer, dict[str, str], str]]:
     """(the server, the environment its stacks run with, the admin's password).
     15 is the bootstrapped default (the deploy session's login); on 18 the same

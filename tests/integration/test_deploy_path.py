@@ -110,6 +110,7 @@ def cli(test_stack: ProgramStack, *args: str, env: Optional[dict] = None, cwd: O
 
 # --- 1. the postgres:// backend: where the state is, and its locks --------------
 
+@pytest.mark.both_servers
 def test_state_is_in_the_state_database_with_no_secret_readable_without_vault(pg_stack: ProgramStack):
     up = pg_stack.stack.up()
     assert pg_stack.smoke_check().passed
@@ -137,6 +138,7 @@ def test_state_is_in_the_state_database_with_no_secret_readable_without_vault(pg
     assert deployer_password() not in exported and superuser_password() not in exported
 
 
+@pytest.mark.both_servers
 def test_without_the_transit_key_export_and_preview_fail_naming_it(pg_stack: ProgramStack):
     pg_stack.stack.up()
     root = vault()
@@ -209,6 +211,7 @@ def test_a_killed_up_make_up_clears_the_stale_lock_never_a_live_one(pg_stack: Pr
 
 # --- 3. the program's PostgreSQL login: issued and rotated by Vault -------------
 
+@pytest.mark.both_servers
 def test_plain_destroy_works_after_vault_rotated_the_deployer_password(new_stack: ProgramStack):
     new_stack.stack.up()
     old_password = deployer_password()
@@ -237,6 +240,7 @@ def test_plain_destroy_works_after_vault_rotated_the_deployer_password(new_stack
 
 # --- 4. CI's identity: GitHub's OIDC token through Vault's jwt auth -------------
 
+@pytest.mark.both_servers
 def test_jwt_roles_bind_the_repository_and_the_ref_and_preview_cannot_write():
     preview = ci_login(f"pgcreds-preview-{CI_STACK}", github_token(ref="refs/pull/7/merge"))
     deploy = ci_login(f"pgcreds-deploy-{CI_STACK}", github_token())

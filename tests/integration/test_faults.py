@@ -70,7 +70,8 @@ def run_up(stack: ProgramStack, stop_when: str, action) -> tuple[int, str]:
     return process.wait(timeout=300), "".join(output)
 
 
-def test_openbao_restart_between_up_and_issue_keeps_leases_revocable(deployed_stack: ProgramStack,
+@pytest.mark.both_servers
+def test_a_vault_server_restart_between_up_and_issue_keeps_leases_revocable(deployed_stack: ProgramStack,
                                                                       servers_restored):
     client = vault()
     leases = [client.secrets.database.generate_credentials(deployed_stack.role_name, mount_point=deployed_stack.mount)
@@ -88,7 +89,8 @@ def test_openbao_restart_between_up_and_issue_keeps_leases_revocable(deployed_st
     assert_converged(deployed_stack)
 
 
-def test_sealed_openbao_fails_the_preview_fast_and_it_converges_once_unsealed(deployed_stack: ProgramStack,
+@pytest.mark.both_servers
+def test_a_sealed_vault_server_fails_the_preview_fast_and_it_converges_once_unsealed(deployed_stack: ProgramStack,
                                                                                servers_restored):
     rows = sample_rows(deployed_stack)
     server("vault-server.sh", "seal")

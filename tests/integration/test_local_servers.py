@@ -15,6 +15,8 @@ import requests
 
 from stacks import vault
 
+pytestmark = pytest.mark.both_servers  # and again on HashiCorp Vault (make test-vault)
+
 
 def test_the_vault_server_runs_as_a_server_not_in_dev_mode():
     binary = "bao server" if os.environ["PGCREDS_VAULT_SERVER"] == "openbao" else "vault server"

@@ -42,6 +42,7 @@ def make_revoke(stack: ProgramStack, role: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.both_servers
 def test_rotate_root_the_state_password_no_longer_logs_in_and_later_updates_keep_issuing(new_stack: ProgramStack):
     new_stack.stack.up()
     (login,) = new_stack.vault_logins()
@@ -89,6 +90,7 @@ def test_a_new_mount_path_gets_a_new_login_and_the_old_leases_are_still_revoked(
     assert not existing_roles([secret["data"]["username"], new_login])
 
 
+@pytest.mark.both_servers
 def test_break_glass_revoke_one_role_then_lock_and_unlock_it(new_stack: ProgramStack):
     reader = f"r{new_stack.suffix}-read"
     new_stack.set(roles=new_stack.roles_config() + [other_role(new_stack)])

@@ -18,7 +18,11 @@ import hvac.exceptions
 import pytest
 
 from preflight import vault_server
-from stacks import ProgramStack, vault
+from psycopg import sql
+
+from stacks import ProgramStack, admin_connect, vault
+
+pytestmark = pytest.mark.both_servers  # and again on HashiCorp Vault (make test-vault)
 
 SERVER = os.environ.get("PGCREDS_VAULT_SERVER", "openbao")
 
@@ -87,3 +91,31 @@ def test_a_verify_full_stack_gives_each_server_the_ca_its_way(new_stack: Program
         assert f"sslrootcert={os.environ['PGCREDS_TEST_CA']}" in connection["connection_url"]
     assert new_stack.smoke_check().passed
     assert set(new_stack.stack.up().summary.resource_changes) == {"same"}
+
+
+def test_a_rotation_schedule_for_static_roles_on_vault_only(probe_mount: str):
+    """The program uses rotation_period on both (the deploy session rotates a password
+    about to change before a run, so a fixed-time schedule would add nothing); this
+    keeps the README's table of differences honest."""
+    superuser_password = Path(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]).read_text().strip()
+    client, login = vault(), f"probe_{secrets.token_hex(3)}"
+    with admin_connect() as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(login)))
+    try:
+        client.write(f"{probe_mount}/config/pg", plugin_name="postgresql-database-plugin", allowed_roles="*",
+                     connection_url=f"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{os.environ['PGPORT']}"
+                                    "/postgres?sslmode=require", username="postgres", password=superuser_password)
+        scheduled = dict(db_name="pg", username=login, rotation_schedule="0 3 * * *", rotation_window=3600)
+        if SERVER == "vault":
+            client.write(f"{probe_mount}/static-roles/s", **scheduled)
+            assert client.read(f"{probe_mount}/static-roles/s")["data"]["rotation_schedule"] == "0 3 * * *"
+        else:
+            with pytest.raises(hvac.exceptions.InvalidRequest, match="rotation_period is required"):
+                client.write(f"{probe_mount}/static-roles/s", **scheduled)
+        client.write(f"{probe_mount}/static-roles/p", db_name="pg", username=login, rotation_period=3600)
+        assert client.read(f"{probe_mount}/static-roles/p")["data"]["rotation_period"] == 3600
+        for role in ("s", "p"):
+            client.delete(f"{probe_mount}/static-roles/{role}")
+    finally:
+        with admin_connect() as admin:
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(login)))
