@@ -51,13 +51,20 @@ down: ## stop the local PostgreSQL and Vault servers (of PGCREDS_VAULT_SERVER's 
 	PGCREDS_PG_VERSION=15 local/postgres.sh stop
 	PGCREDS_PG_VERSION=18 local/postgres.sh stop
 
-test: venv toolchain servers ## every test: unit (mocks), integration and policy (real engine), workflows (actionlint); then test-vault
-	status=0; $(DEV_ENV) && $(PYTHON) -m pytest tests client/tests --durations=15 || status=$$?; \
-	  $(MAKE) --no-print-directory test-vault || status=$$?; exit $$status
+# The HashiCorp Vault run goes beside the main one (its own servers, ports and
+# temporary folder): the suite waits on servers far more than it computes.
+test: venv toolchain servers ## every test: unit (mocks), integration and policy (real engine), workflows (actionlint), and test-vault beside them
+	mkdir -p .local && status=0; \
+	  $(MAKE) --no-print-directory test-vault > .local/test-vault.log 2>&1 & vault_run=$$!; \
+	  $(DEV_ENV) && $(PYTHON) -m pytest tests client/tests --durations=15 || status=$$?; \
+	  wait $$vault_run || status=$$?; \
+	  echo "=== make test-vault (HashiCorp Vault), run beside the above: .local/test-vault.log ==="; \
+	  cat .local/test-vault.log; exit $$status
 
 test-vault: venv toolchain ## the tests marked both_servers again, on HashiCorp Vault (a set of local servers of its own)
 	PGCREDS_VAULT_SERVER=vault $(MAKE) --no-print-directory servers
-	export PGCREDS_VAULT_SERVER=vault && $(DEV_ENV) && $(PYTHON) -m pytest tests -m both_servers --durations=10
+	export PGCREDS_VAULT_SERVER=vault && $(DEV_ENV) && \
+	  $(PYTHON) -m pytest tests -m both_servers --durations=10 --basetemp=/tmp/pgcreds-test-vault
 
 test-unit: venv
 	$(PYTHON) -m pytest tests/unit

@@ -115,3 +115,19 @@ def test_no_committed_stack_file_carries_an_encryptedkey():
         text = subprocess.run(["git", "show", f":{name}"], cwd=REPO, capture_output=True, text=True,
                               check=True).stdout
         assert not re.search(r"^encryptedkey:", text, re.MULTILINE), name
+
+
+def test_the_vault_server_bundle_is_checked_against_its_pinned_sha256(tmp_path: Path):
+    """toolchain/vault-server.sh unpacks ../shared/vault's bundle only if its sha256 is
+    the pinned one (as build.sh does for the plugins)."""
+    bundle_dir = tmp_path / "bundle"
+    bundle_dir.mkdir()
+    (bundle_dir / "vault_1.21.4_linux_amd64_noui.tar.xz").write_bytes(b"not the pinned bundle")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "PGCREDS_VAULT_BUNDLE_DIR": str(bundle_dir)}
+    refused = subprocess.run(["bash", str(REPO / "toolchain" / "vault-server.sh")], env=env, capture_output=True,
+                             text=True)
+    assert refused.returncode == 1
+    assert "vault_1.21.4_linux_amd64_noui.tar.xz has sha256 " in refused.stderr and "not the pinned 939f021d" \
+        in refused.stderr
+    assert not list((tmp_path / "cache").rglob("vault"))  # nothing unpacked
