@@ -76,6 +76,7 @@ BENCH_BASELINE ?= 64e24f6
 bench: venv toolchain servers ## timings of up, no-op preview (by phase) and destroy, before/after (prints figures, asserts nothing)
 	$(DEV_ENV) && $(PYTHON) bench/bench.py $(if $(BENCH_BASELINE),--baseline $(BENCH_BASELINE))
 	$(DEV_ENV) && $(PYTHON) bench/preview_identity.py
+	$(DEV_ENV) && $(PYTHON) bench/backend.py
 
 toolchain: ## build (once) and cache the pinned Pulumi CLI and Python language host
 	toolchain/build.sh >/dev/null

@@ -43,6 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import hvac
 
@@ -101,7 +102,7 @@ def baseline_env(source: Path) -> dict[str, str]:
 class ProgramRun:
     """A copy of the program for one shape, on its own database and backend."""
 
-    def __init__(self, shape: Shape, folder: Path, source: Path = REPO):
+    def __init__(self, shape: Shape, folder: Path, source: Path = REPO, env: Optional[dict[str, str]] = None):
         self.shape, self.suffix, self.source = shape, secrets.token_hex(3), source
         self.database, self.mount = f"bench_{shape.name}_{self.suffix}", f"bench-{shape.name}-{self.suffix}"
         folder.mkdir(parents=True)
@@ -112,7 +113,7 @@ class ProgramRun:
         self.deploy_path = (source / "deployer").is_dir()
         if self.deploy_path:
             # The team backend (the state database, its login from Vault) and transit.
-            self.env = dict(os.environ)
+            self.env = {**os.environ, **(env or {})}
             psql(f'CREATE DATABASE "{self.database}" OWNER {DEPLOYER}')
             timed(["pulumi", "stack", "init", self.stack, "--secrets-provider", "hashivault://pgcreds-tests",
                  "--non-interactive"], self.project, self.env)

@@ -27,7 +27,6 @@ What it makes:
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import re
 import secrets
@@ -42,6 +41,7 @@ import psycopg
 from psycopg import sql
 
 from clients.names import APPLICATION_NAME, MOUNT_NAME, STACK_NAME
+from clients.state_blob import state_blob
 from clients.tls import operator_token, vault_tls_verify
 from deployer import (
     DEPLOYER_ROLE,
@@ -427,11 +427,12 @@ def check_keys(args: argparse.Namespace, client: hvac.Client, password: str) -> 
             return
     with pg_connect(args, password, STATE_DATABASE) as state:
         for stack in missing:
-            rows = state.execute(sql.SQL("SELECT key, data->>'data' FROM {} WHERE key LIKE %s").format(
-                sql.Identifier(STATE_TABLE)), (f"%/.pulumi/stacks/%/{stack}.json",)).fetchall()
+            # (the stack file, plain or compressed: <stack>.json, .json.gz or .json.zst)
+            rows = state.execute(sql.SQL("SELECT key, data->>'data' FROM {} WHERE key LIKE %s AND key NOT LIKE "
+                                         "'%%.bak'").format(sql.Identifier(STATE_TABLE)),
+                                 (f"%.pulumi/stacks/%/{stack}.json%",)).fetchall()
             # (the state names its secrets provider: hashivault://<the key>)
-            found = next((row for row in rows if secrets_provider(stack).encode() in base64.b64decode(row[1] or "")),
-                         None)
+            found = next((row for row in rows if secrets_provider(stack).encode() in state_blob(row[1])), None)
             if found:
                 raise SystemExit(
                     f"bootstrap: the transit key {transit_key(stack)} is gone, but the state database holds the "

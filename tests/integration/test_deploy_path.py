@@ -26,6 +26,7 @@ from psycopg import sql
 from pulumi import automation as auto
 
 from program_copy import copy_program
+from clients.state_blob import state_blob
 from clients.tls import vault_tls_verify
 from deployer.bootstrap import GITHUB_ISSUER
 from sourced_env import session_exports, sourced_env, superuser_password
@@ -67,7 +68,7 @@ def state_rows(key_like: str = "%") -> list[tuple[str, bytes]]:
     """The postgres:// backend's rows (key, the stored bytes), read as the superuser."""
     with admin_connect("pulumi_state") as admin:
         rows = admin.execute("SELECT key, data->>'data' FROM pulumi_state WHERE key LIKE %s", (key_like,)).fetchall()
-    return [(key, base64.b64decode(data)) for key, data in rows]
+    return [(key, state_blob(data)) for key, data in rows]
 
 
 def lock_rows(stack: str) -> list[str]:

@@ -1,0 +1,30 @@
+"""A blob of the `postgres://` state backend, as bytes.
+
+The CLI's postgres bucket stores every object as `{"data": "<base64>"}` in a JSON
+column; a stack file is plain JSON, or gzip or zstd when the deploy session has
+the CLI compress it (PULUMI_DIY_BACKEND_GZIP / _ZSTD), and the CLI itself reads
+all three by their first bytes. So must whoever reads the table directly (the
+bootstrap's check for a stack's state, the tests)."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def state_blob(data: str | None) -> bytes:
+    """The object's content from the column's `data` field (base64), uncompressed."""
+    raw = base64.b64decode(data or "")
+    if raw.startswith(GZIP_MAGIC):
+        return gzip.decompress(raw)
+    if raw.startswith(ZSTD_MAGIC):
+        try:
+            import zstandard  # only for a zstd stack file (the session writes gzip)
+        except ImportError:
+            raise RuntimeError("a stack file in the state database is zstd-compressed (PULUMI_DIY_BACKEND_ZSTD); "
+                               "reading it here needs the zstandard package (pip install zstandard)") from None
+        return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+    return raw
