@@ -16,7 +16,7 @@ PULUMI := $(PYTHON) local/pulumi_run.py
 REQUIREMENTS_EXPORT := --frozen --no-dev --no-hashes --no-header --format requirements-txt
 
 
-.PHONY: bootstrap up verify drift preview pr-check destroy down revoke test test-vault test-unit toolchain servers venv requirements bench
+.PHONY: bootstrap up verify drift preview pr-check destroy down revoke test test-vault test-long test-unit toolchain servers venv requirements bench
 
 up: venv toolchain servers ## create or update the dev stack (after a killed run too), then run the smoke check
 	$(DEV_ENV) && $(PYTHON) local/recover_stack.py $(STACK) $(PROJECT) && \
@@ -56,7 +56,7 @@ down: ## stop the local PostgreSQL and Vault servers (of PGCREDS_VAULT_SERVER's 
 test: venv toolchain servers ## every test: unit (mocks), integration and policy (real engine), workflows (actionlint), and test-vault beside them
 	mkdir -p .local && status=0; \
 	  $(MAKE) --no-print-directory test-vault > .local/test-vault.log 2>&1 & vault_run=$$!; \
-	  $(DEV_ENV) && $(PYTHON) -m pytest tests client/tests --durations=15 || status=$$?; \
+	  $(DEV_ENV) && $(PYTHON) -m pytest tests client/tests -m "not long" --durations=15 || status=$$?; \
 	  wait $$vault_run || status=$$?; \
 	  echo "=== make test-vault (HashiCorp Vault), run beside the above: .local/test-vault.log ==="; \
 	  cat .local/test-vault.log; exit $$status
@@ -65,6 +65,9 @@ test-vault: venv toolchain ## the tests marked both_servers again, on HashiCorp 
 	PGCREDS_VAULT_SERVER=vault $(MAKE) --no-print-directory servers
 	export PGCREDS_VAULT_SERVER=vault && $(DEV_ENV) && \
 	  $(PYTHON) -m pytest tests -m both_servers --durations=10 --basetemp=/tmp/pgcreds-test-vault
+
+test-long: venv toolchain servers ## the long tests (credential churn: 10,000 credentials, destroy with 5,000 leases), with their figures
+	$(DEV_ENV) && $(PYTHON) -m pytest tests -m long -s --durations=5
 
 test-unit: venv
 	$(PYTHON) -m pytest tests/unit

@@ -61,7 +61,7 @@ def wal_bytes_since(position: str) -> int:
 def row_bytes(stack: str) -> int:
     return int(state_server_query(
         "SELECT coalesce(sum(octet_length(data::text)), 0) FROM pulumi_state "
-        f"WHERE key LIKE '.pulumi/stacks/%/{stack}.json%' AND key NOT LIKE '%.bak'") or 0)
+        f"WHERE key LIKE '%.pulumi/stacks/%/{stack}.json%' AND key NOT LIKE '%.bak'") or 0)
 
 
 def main() -> None:

@@ -12,3 +12,5 @@ def pytest_configure(config) -> None:
     # `make test` runs these a second time on HashiCorp Vault (PGCREDS_VAULT_SERVER=vault):
     # what touches Vault's behaviour, chosen so that the suite stays under 30 minutes.
     config.addinivalue_line("markers", "both_servers: runs on OpenBao and again on HashiCorp Vault")
+    # Too long for the main suite: `make test-long` (timed in the closing notes).
+    config.addinivalue_line("markers", "long: runs in make test-long only")
