@@ -105,7 +105,7 @@ def project_name(project_dir: Path) -> str:
 def has_state(project_dir: Path, stack: str) -> bool:
     """Whether the backend holds the stack with anything in it: a stack made anew
     (`make up` selects it with --create), whose `up` the claims refused, holds
-    only components and providers."""
+    only components, providers and stack references."""
     exported = subprocess.run(["pulumi", "stack", "export", "--stack", stack, "--cwd", str(project_dir)],
                               capture_output=True, text=True, timeout=120)
     if exported.returncode != 0:
@@ -113,7 +113,8 @@ def has_state(project_dir: Path, stack: str) -> bool:
             return False
         raise SystemExit(f"orphans: `pulumi stack export` failed: {exported.stderr.strip()}")
     resources = (json.loads(exported.stdout).get("deployment") or {}).get("resources") or []
-    return any(r.get("custom") and not r["type"].startswith("pulumi:providers:") for r in resources)
+    # (`pulumi:` types are the engine's own: providers, and an application stack's StackReference)
+    return any(r.get("custom") and not r["type"].startswith("pulumi:") for r in resources)
 
 
 def marked_roles(conn: psycopg.Connection, mark: str) -> list[str]:
@@ -192,6 +193,24 @@ def remove(client: hvac.Client, server: dict[str, Any], conn: psycopg.Connection
         drop_role(server, conn, role)
 
 
+def postgres_server(settings, project_dir: Path) -> dict[str, Any]:
+    """Where the stack's roles are: its settings' server, or an application stack's
+    platform stack's (its `postgres` output)."""
+    if settings.layout.kind != "application":
+        postgres = settings.postgres
+        return {"host": postgres.host, "port": postgres.port, "database": postgres.database,
+                "sslmode": postgres.sslmode, "sslrootcert": postgres.sslrootcert}
+    read = subprocess.run(["pulumi", "stack", "output", "postgres", "--json", "--stack",
+                           settings.layout.platform_stack, "--cwd", str(project_dir)],
+                          capture_output=True, text=True, timeout=120)
+    if read.returncode != 0:
+        raise SystemExit(f"orphans: the platform stack {settings.layout.platform_stack!r} does not say where "
+                         f"PostgreSQL is: {read.stderr.strip()}")
+    platform = json.loads(read.stdout)
+    return {"host": platform["host"], "port": platform["port"], "database": platform["database"],
+            "sslmode": platform.get("sslmode") or "prefer", "sslrootcert": platform.get("sslrootcert")}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="List or remove what a stack whose state was lost made.")
     parser.add_argument("action", choices=("list", "remove"))
@@ -200,7 +219,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     mark = stack_mark(project_name(args.project_dir), args.stack)
     settings = stack_settings(args.project_dir, args.stack)
-    if not hasattr(settings.postgres, "port"):
+    if settings.layout.kind != "application" and not hasattr(settings.postgres, "port"):
         raise SystemExit("orphans: an aiven stack's server is the service it made; a lost aiven state is not "
                          "handled here yet (remove the service in Aiven's console, then its Vault mount)")
     if has_state(args.project_dir, args.stack):
@@ -210,9 +229,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not address or not token:
         raise SystemExit("orphans: VAULT_ADDR and VAULT_TOKEN must be set (`. local/dev-env.sh`)")
     client = hvac.Client(url=address, token=token, verify=vault_tls_verify())
-    postgres = settings.postgres
-    server = {"host": postgres.host, "port": postgres.port, "database": postgres.database,
-              "sslmode": postgres.sslmode, "sslrootcert": postgres.sslrootcert}
+    server = postgres_server(settings, args.project_dir)
     with connect(server) as conn:
         found = find(client, conn, mark, settings.vault.mount_path, settings.vault.approle_path)
         if not found:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 from pulumi import automation as auto
 
-from stacks import REPO, ProgramStack, vault
+from stacks import REPO, ProgramStack, SplitStacks, cleanup_split, make_split, server_with_deployer, vault
 
 KEPT_ROW = "SELECT count(*) FROM weekly_metrics_reporting WHERE product_downloads = 4242"
 MARK_QUERY = "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = %s"
@@ -77,3 +79,42 @@ def test_orphans_refuses_a_stack_that_has_a_state(deployed_stack: ProgramStack):
     assert "has a state with resources in it: `pulumi destroy` removes what it made. Nothing was changed." \
         in refused.stderr
     assert f"{deployed_stack.mount}/" in vault().sys.list_mounted_secrets_engines()["data"]
+
+
+@pytest.fixture
+def one_application(tmp_path: Path) -> Iterator[SplitStacks]:
+    (tmp_path / "session").mkdir()
+    (tmp_path / "split").mkdir()
+    server, env, _ = server_with_deployer("18", tmp_path / "session")
+    organisation = make_split(tmp_path / "split", 1, env=env, server=server)
+    yield organisation
+    cleanup_split(organisation)
+
+
+def test_an_application_stacks_lost_state_is_cleared_inside_the_platforms_mount(one_application: SplitStacks):
+    """An application stack's Vault objects live in its platform's mount: its
+    connection (which logs in as its marked login), its Vault role and its AppRole
+    go, with the role's leases; the platform and its mount stay."""
+    (name, stack), = one_application.applications.items()
+    one_application.platform.stack.up()
+    stack.stack.up()
+    client = vault()
+    username = client.read(f"{stack.mount}/creds/{name}-rw")["data"]["username"]  # a live lease
+
+    stack.run("stack", "rm", "--yes", "--force", "--preserve-config")
+    stack.run("stack", "select", "--create", "--secrets-provider", f"hashivault://pgcreds-{stack.stack.name}")
+    with pytest.raises(auto.CommandError, match="the state was lost"):
+        stack.stack.up()
+    removed = orphans(stack, "remove")
+    assert removed.returncode == 0, removed.stderr
+    assert f"Vault connection {stack.mount}/config/{name}" in removed.stderr
+    assert f"AppRole role auth/{stack.mount}-approle/role/{name}-rw" in removed.stderr
+    assert f"{stack.mount}/" in client.sys.list_mounted_secrets_engines()["data"]  # the platform's, kept
+    assert (client.list(f"{stack.mount}/config") or {}).get("data", {}).get("keys", []) == []
+    with stack.server.connect(stack.database) as admin:
+        left = [r for (r,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s OR rolname = %s",
+                                            (f"{name}\\_%", username))]
+    assert left == []
+
+    assert stack.stack.up().summary.result == "succeeded"
+    assert set(stack.stack.up().summary.resource_changes) == {"same"}
