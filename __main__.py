@@ -94,6 +94,7 @@ apps = AppIdentities("app-identities", AppIdentitiesArgs(
     platform_policy=platform.applications_policy if platform else None,
     applications_policy=settings.layout.kind == "platform",
     vault_address=settings.vault.address,
+    vault_id=vault_secrets.vault_id,
 ), pulumi.ResourceOptions(depends_on=[vault_secrets]))
 
 if isinstance(postgres, AivenPostgres):

@@ -35,3 +35,18 @@ def client(address: str) -> hvac.Client:
             f"cannot reach Vault at {address} ({type(error).__name__}). Check that it is running and "
             "the pgcreds:vaultAddress setting; a later `pulumi up` picks up where this one stopped.") from None
     return vault
+
+
+def wait_for_no_leases(vault: hvac.Client, prefix: str, deadline_seconds: float) -> int:
+    """Waits until Vault holds no lease under `prefix`; how many are left at the deadline."""
+    import time
+
+    stop = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            left = len(vault.sys.list_leases(prefix=prefix)["data"]["keys"])
+        except hvac.exceptions.InvalidPath:
+            return 0  # (Vault answers 404 for a prefix with no lease)
+        if time.monotonic() >= stop:
+            return left
+        time.sleep(0.5)

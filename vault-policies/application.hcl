@@ -38,6 +38,10 @@ path "database/rotate-root/APPLICATION-*" {
 path "sys/leases/revoke-prefix/database/creds/APPLICATION-*" {
   capabilities = ["update", "sudo"]
 }
+# ... and see when they are gone (listing leases needs sudo).
+path "sys/leases/lookup/database/creds/APPLICATION-*" {
+  capabilities = ["list", "sudo"]
+}
 
 # Its roles in the platform's AppRole auth method, with the platform's policy
 # and no other.

@@ -26,6 +26,11 @@ path "sys/leases/revoke-prefix/database" {
 path "sys/leases/revoke-prefix/database/*" {
   capabilities = ["update", "sudo"]
 }
+# See whether a role's leases are gone: the revokers let Vault revoke them in the
+# background and wait for the list to empty (listing leases needs sudo).
+path "sys/leases/lookup/database/creds/*" {
+  capabilities = ["list", "sudo"]
+}
 
 # The connection to PostgreSQL and the roles; Vault's rotation of the
 # connection's login password (pgcreds:vaultRotateRoot).
