@@ -83,9 +83,9 @@ def test_a_deleted_transit_key_is_refused_a_new_one_and_restored_from_its_backup
     assert keyed_stack.smoke_check().passed
 
 
-def foreign_encrypted_key() -> str:
+def foreign_encrypted_key(key: str = "pgcreds-dev") -> str:
     """A stack data key as another Vault's key encrypted it (here: the dev stack's key)."""
-    ciphertext = vault().secrets.transit.encrypt_data("pgcreds-dev", base64.b64encode(os.urandom(32)).decode())
+    ciphertext = vault().secrets.transit.encrypt_data(key, base64.b64encode(os.urandom(32)).decode())
     return base64.b64encode(ciphertext["data"]["ciphertext"].encode()).decode()
 
 
@@ -117,12 +117,28 @@ def test_a_stack_file_whose_encryptedkey_wiped_servers_made_is_put_right_by_make
     assert new_stack.stack.up().summary.result == "succeeded"
 
 
-def test_with_a_state_here_the_stale_encryptedkey_is_named_not_removed(new_stack: ProgramStack):
+def test_with_a_state_here_the_line_takes_the_states_data_key_or_names_the_restore(new_stack: ProgramStack):
+    """A checkout used with two sets of servers (OpenBao's and HashiCorp Vault's):
+    the stack file holds the other set's data key, and the state here records its
+    own, which this Vault decrypts: the line takes that one. A state whose key this
+    Vault cannot decrypt either (its transit key is not this one) is named, not touched."""
     new_stack.stack.up()
     stack_file = new_stack.project_dir / f"Pulumi.{new_stack.stack.name}.yaml"
     text = re.sub(r"^encryptedkey:.*\n", "", stack_file.read_text(), flags=re.MULTILINE)
+    own_key = re.search(r"^encryptedkey:.*$", stack_file.read_text(), flags=re.MULTILINE).group(0)
     stack_file.write_text(text + f"encryptedkey: {foreign_encrypted_key()}\n")
+    fixed = recover(new_stack)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "the stack's state here records its own, which this Vault decrypts: the line now holds that one" \
+        in fixed.stderr
+    assert own_key in stack_file.read_text()
+    assert set(new_stack.stack.preview().change_summary) == {"same"}
+
+    # Named, not touched: a secrets provider whose key decrypts neither line.
+    stack_file.write_text(text.replace("hashivault://pgcreds-tests", "hashivault://pgcreds-dev")
+                          + f"encryptedkey: {foreign_encrypted_key(key='pgcreds-tests')}\n")
     stopped = recover(new_stack)
     assert stopped.returncode != 0
-    assert "cannot be decrypted with the transit key pgcreds-tests" in stopped.stderr
+    assert "cannot be decrypted with the transit key pgcreds-dev" in stopped.stderr
     assert "python -m deployer.keys restore" in stopped.stderr and "encryptedkey" in stack_file.read_text()
+    stack_file.write_text(text + own_key + "\n")  # (so that the fixture's clean-up can destroy it)
