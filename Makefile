@@ -16,7 +16,7 @@ PULUMI := $(PYTHON) local/pulumi_run.py
 REQUIREMENTS_EXPORT := --frozen --no-dev --no-hashes --no-header --format requirements-txt
 
 
-.PHONY: bootstrap up verify drift preview pr-check destroy down revoke test test-vault test-long test-unit toolchain servers venv requirements bench
+.PHONY: bootstrap up verify drift preview pr-check destroy fleet down revoke test test-vault test-long test-unit toolchain servers venv requirements bench
 
 up: venv toolchain servers ## create or update the dev stack (after a killed run too), then run the smoke check
 	$(DEV_ENV) && $(PYTHON) local/recover_stack.py $(STACK) $(PROJECT) && \
@@ -45,6 +45,10 @@ destroy: venv toolchain servers ## pulumi destroy on the dev stack, honouring th
 revoke: venv toolchain servers ## break-glass: revoke every lease of ROLE=<role> (or ROLE=all) on the stack
 	@[[ -n "$(ROLE)" ]] || { echo "usage: make revoke ROLE=<role name>|all [STACK=$(STACK)]" >&2; exit 2; }
 	$(DEV_ENV) && pulumi stack output --stack $(STACK) --cwd $(PROJECT) --json | $(PYTHON) break_glass.py --role "$(ROLE)"
+
+fleet: venv toolchain servers ## many application stacks at once: ACTION=up|preview STACKS="a b …" (or STACKS=--all) PARALLEL=4
+	@[[ -n "$(STACKS)" ]] || { echo 'usage: make fleet ACTION=up|preview STACKS="billing reporting …" (or STACKS=--all) [PARALLEL=4]' >&2; exit 2; }
+	$(DEV_ENV) && $(PYTHON) -m deployer.fleet $(or $(ACTION),preview) $(STACKS) --parallel $(or $(PARALLEL),4)
 
 down: ## stop the local PostgreSQL and Vault servers (of PGCREDS_VAULT_SERVER's set)
 	local/vault-server.sh stop
