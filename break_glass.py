@@ -75,11 +75,16 @@ def main() -> int:
         print(f"break-glass: {error}", file=sys.stderr)
         return 2
     except hvac.exceptions.Forbidden:
-        print("break-glass: this Vault token may not revoke by prefix (it needs update and sudo on "
-              "sys/leases/revoke-prefix/<mount>/creds)", file=sys.stderr)
+        print(
+            "break-glass: this Vault token may not revoke by prefix (it needs update and sudo on "
+            "sys/leases/revoke-prefix/<mount>/creds)",
+            file=sys.stderr,
+        )
         return 2
-    print(f"break-glass: {lease_prefix(outputs, args.role)}: revoked {before - left} of {before} leases "
-          f"in {took:.2f} s; {left} left")
+    print(
+        f"break-glass: {lease_prefix(outputs, args.role)}: revoked {before - left} of {before} leases "
+        f"in {took:.2f} s; {left} left"
+    )
     return 0 if left == 0 else 1
 
 

@@ -32,7 +32,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import hvac
 import hvac.exceptions
@@ -48,8 +48,9 @@ EXPIRED_GRACE_SECONDS = 120
 
 
 def stack_outputs(stack: str, cwd: str) -> dict[str, Any]:
-    done = subprocess.run(["pulumi", "stack", "output", "--json", "--stack", stack, "--cwd", cwd],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["pulumi", "stack", "output", "--json", "--stack", stack, "--cwd", cwd], capture_output=True, text=True
+    )
     if done.returncode:
         raise SystemExit(f"drift: cannot read the outputs of stack {stack!r}: {done.stderr.strip()}")
     return json.loads(done.stdout)
@@ -70,8 +71,9 @@ def lease_expiries(vault: hvac.Client, mount: str, roles: list[str]) -> list[dat
     return expiries
 
 
-def orphans(users: list[tuple[str, Optional[datetime.datetime]]], expiries: list[datetime.datetime],
-            now: datetime.datetime) -> list[str]:
+def orphans(
+    users: list[tuple[str, datetime.datetime | None]], expiries: list[datetime.datetime], now: datetime.datetime
+) -> list[str]:
     """The users that no lease accounts for (each lease accounts for one user).
     Users issued in the same second share a VALID UNTIL, and a lease does not
     name its user: then the report says how many of them are orphans."""
@@ -80,12 +82,15 @@ def orphans(users: list[tuple[str, Optional[datetime.datetime]]], expiries: list
     found = []
     for name, valid_until in users:
         if valid_until is None or (now - valid_until).total_seconds() > EXPIRED_GRACE_SECONDS:
-            found.append(f"{name} (VALID UNTIL {valid_until:%Y-%m-%d %H:%M:%S %Z}, passed)" if valid_until
-                         else f"{name} (no VALID UNTIL)")
+            found.append(
+                f"{name} (VALID UNTIL {valid_until:%Y-%m-%d %H:%M:%S %Z}, passed)"
+                if valid_until
+                else f"{name} (no VALID UNTIL)"
+            )
         else:
             clusters.setdefault(valid_until, []).append(name)
     for valid_until, names in sorted(clusters.items()):
-        matched = [e for e in left if abs((e - valid_until).total_seconds()) <= EXPIRY_SLACK_SECONDS][:len(names)]
+        matched = [e for e in left if abs((e - valid_until).total_seconds()) <= EXPIRY_SLACK_SECONDS][: len(names)]
         for expiry in matched:
             left.remove(expiry)
         missing = len(names) - len(matched)
@@ -93,17 +98,35 @@ def orphans(users: list[tuple[str, Optional[datetime.datetime]]], expiries: list
         if missing == len(names):
             found += [f"{name} ({when}, no lease expires then)" for name in names]
         elif missing:
-            found.append(f"{missing} of {', '.join(names)} ({when}, {len(matched)} lease(s) expire then; "
-                         "a lease does not say which user is its own)")
+            found.append(
+                f"{missing} of {', '.join(names)} ({when}, {len(matched)} lease(s) expire then; "
+                "a lease does not say which user is its own)"
+            )
     return found
 
 
 def refresh_changes(stack: str, cwd: str) -> tuple[bool, str]:
     """(changed, the refresh preview's summary)."""
-    done = subprocess.run(["pulumi", "refresh", "--preview-only", "--expect-no-changes", "--non-interactive",
-                           "--stack", stack, "--cwd", cwd], capture_output=True, text=True)
-    lines = [line.strip() for line in done.stdout.splitlines()
-             if line.strip().startswith(("~", "-", "+")) and not line.rstrip().endswith("refreshing")]
+    done = subprocess.run(
+        [
+            "pulumi",
+            "refresh",
+            "--preview-only",
+            "--expect-no-changes",
+            "--non-interactive",
+            "--stack",
+            stack,
+            "--cwd",
+            cwd,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    lines = [
+        line.strip()
+        for line in done.stdout.splitlines()
+        if line.strip().startswith(("~", "-", "+")) and not line.rstrip().endswith("refreshing")
+    ]
     if done.returncode and not lines:
         lines = (done.stderr.strip() or done.stdout.strip()).splitlines()[-5:]
     return done.returncode != 0, "\n".join(lines)
@@ -115,10 +138,10 @@ def unnamed_tables(conn, declared: Declared) -> list[str]:
     return [name for (name,) in rows.fetchall() if name not in named]
 
 
-def report(findings: list[Finding], orphan_users: list[str], refreshed: tuple[bool, str],
-           unnamed: list[str] = ()) -> str:
-    out = ["drift report", "",
-           f"1. privileges beyond the settings: {len(findings) or 'none'}"]
+def report(
+    findings: list[Finding], orphan_users: list[str], refreshed: tuple[bool, str], unnamed: list[str] = ()
+) -> str:
+    out = ["drift report", "", f"1. privileges beyond the settings: {len(findings) or 'none'}"]
     for finding in findings:
         out.append(f"   - {finding}")
         out.append(f"       {finding.statement};" if finding.statement else "       (by hand)")
@@ -127,7 +150,7 @@ def report(findings: list[Finding], orphan_users: list[str], refreshed: tuple[bo
     out += ["", f"2. orphan logins (no live lease): {len(orphan_users) or 'none'}"]
     out += [f"   - {name}" for name in orphan_users]
     if orphan_users:
-        out.append("   Drop them as the admin (end their sessions first): DROP ROLE \"<name>\";")
+        out.append('   Drop them as the admin (end their sessions first): DROP ROLE "<name>";')
     changed, summary = refreshed
     out += ["", f"3. objects changed behind the stack's back (pulumi refresh): {'yes' if changed else 'none'}"]
     out += [f"   {line}" for line in summary.splitlines()] if changed else []
@@ -145,8 +168,10 @@ def main() -> int:
     args = parser.parse_args()
     outputs = stack_outputs(args.stack, args.cwd)
     if "declaredPrivileges" not in outputs:
-        print("drift: the stack has no declaredPrivileges output yet: run `pulumi up` once with this version",
-              file=sys.stderr)
+        print(
+            "drift: the stack has no declaredPrivileges output yet: run `pulumi up` once with this version",
+            file=sys.stderr,
+        )
         return 2
     declared = Declared.from_dict(outputs["declaredPrivileges"])
     token = operator_token()
@@ -154,8 +179,11 @@ def main() -> int:
         print("drift: export VAULT_TOKEN (or BAO_TOKEN) first", file=sys.stderr)
         return 2
     # The session's login (a preview's read-only one in CI), as the providers log in.
-    postgres = {**outputs["postgres"], "user": os.environ.get("PGUSER") or outputs["postgres"].get("adminUser"),
-                "password": None}
+    postgres = {
+        **outputs["postgres"],
+        "user": os.environ.get("PGUSER") or outputs["postgres"].get("adminUser"),
+        "password": None,
+    }
     try:
         with connect(postgres) as conn:
             findings = audit(conn, declared)
@@ -169,8 +197,11 @@ def main() -> int:
     try:
         expiries = lease_expiries(vault, outputs["vaultMountPath"], sorted(outputs.get("groupRoles") or {}))
     except hvac.exceptions.Forbidden:
-        print(f"drift: VAULT_TOKEN may not list the leases of {outputs['vaultMountPath']}/creds: it needs list and "
-              "sudo on sys/leases/lookup/<mount>/creds/* (the preview policy has them)", file=sys.stderr)
+        print(
+            f"drift: VAULT_TOKEN may not list the leases of {outputs['vaultMountPath']}/creds: it needs list and "
+            "sudo on sys/leases/lookup/<mount>/creds/* (the preview policy has them)",
+            file=sys.stderr,
+        )
         return 2
     text = report(findings, orphans(users, expiries, now), refresh_changes(args.stack, args.cwd), unnamed)
     print(text)

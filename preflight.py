@@ -14,7 +14,6 @@ import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 
@@ -32,7 +31,7 @@ class LoginRefused(pulumi.RunError):
     """A login the program needs does not work (reported without a traceback)."""
 
 
-def vault_tls_context() -> Optional[ssl.SSLContext]:
+def vault_tls_context() -> ssl.SSLContext | None:
     """The TLS context every call to Vault uses: VAULT_CACERT's CA, which must exist."""
     problem = vault_ca_problem()
     if problem:
@@ -40,12 +39,16 @@ def vault_tls_context() -> Optional[ssl.SSLContext]:
     return ssl.create_default_context(cafile=os.environ.get("VAULT_CACERT") or None)
 
 
-def _vault_call(address: str, path: str, context: Optional[ssl.SSLContext], token: Optional[str] = None,
-                body: Optional[dict] = None) -> tuple[int, dict]:
+def _vault_call(
+    address: str, path: str, context: ssl.SSLContext | None, token: str | None = None, body: dict | None = None
+) -> tuple[int, dict]:
     """(HTTP status, JSON answer) of one Vault API call."""
-    request = urllib.request.Request(f"{address}/v1/{path}", method="POST" if body is not None else "GET",
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"X-Vault-Token": token} if token else {})
+    request = urllib.request.Request(
+        f"{address}/v1/{path}",
+        method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"X-Vault-Token": token} if token else {},
+    )
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS, context=context) as answer:
             return answer.status, json.loads(answer.read() or b"{}")
@@ -105,28 +108,39 @@ def check_vault(settings: Settings, dry_run: bool) -> VaultServer:
         return VaultServer("unknown")  # unreachable: the provider's error names the address
     server = vault_server(health)
     if health.get("sealed"):
-        raise LoginRefused(f"Vault at {address} is sealed: unseal it (`bao operator unseal`, or "
-                           "local/vault-server.sh unseal here), then run this again. Nothing was changed.")
+        raise LoginRefused(
+            f"Vault at {address} is sealed: unseal it (`bao operator unseal`, or "
+            "local/vault-server.sh unseal here), then run this again. Nothing was changed."
+        )
     token = os.environ.get("VAULT_TOKEN", "")
     status, _ = _vault_call(address, "auth/token/lookup-self", context, token)
     if status in (401, 403):
-        raise LoginRefused(f"VAULT_TOKEN is not accepted by Vault at {address} (HTTP {status}: expired, revoked "
-                           "or from another Vault): log in again (`bao login`, or the CI's JWT login) and export "
-                           "the new token. Nothing was changed.")
+        raise LoginRefused(
+            f"VAULT_TOKEN is not accepted by Vault at {address} (HTTP {status}: expired, revoked "
+            "or from another Vault): log in again (`bao login`, or the CI's JWT login) and export "
+            "the new token. Nothing was changed."
+        )
     needed = required_vault_capabilities(settings, dry_run)
     status, answer = _vault_call(address, "sys/capabilities-self", context, token, {"paths": sorted(needed)})
     if status != 200:
         return server  # an old Vault without capabilities-self: the provider reports what fails
-    missing = [f"{capability} on {path}" for path, capability in needed.items()
-               if not {capability, "root"} & set(answer.get(path) or answer.get("data", {}).get(path) or [])]
+    missing = [
+        f"{capability} on {path}"
+        for path, capability in needed.items()
+        if not {capability, "root"} & set(answer.get(path) or answer.get("data", {}).get(path) or [])
+    ]
     if missing:
         deploy_file = "application.hcl" if settings.layout.kind == "application" else "deployer.hcl"
-        policy = ("the preview policy (vault-policies/preview.hcl; `pgcreds-preview-<stack>` from `make bootstrap`)"
-                  if dry_run else
-                  f"the deploy policy (vault-policies/{deploy_file}; `pgcreds-deploy-<stack>` from `make bootstrap`)")
-        raise LoginRefused(f"VAULT_TOKEN may not do what this {'preview' if dry_run else 'deployment'} needs at "
-                           f"{address}: it lacks {'; '.join(missing)}. Use a token with {policy}, written for "
-                           f"pgcreds:vaultMountPath {settings.vault.mount_path!r}. Nothing was changed.")
+        policy = (
+            "the preview policy (vault-policies/preview.hcl; `pgcreds-preview-<stack>` from `make bootstrap`)"
+            if dry_run
+            else f"the deploy policy (vault-policies/{deploy_file}; `pgcreds-deploy-<stack>` from `make bootstrap`)"
+        )
+        raise LoginRefused(
+            f"VAULT_TOKEN may not do what this {'preview' if dry_run else 'deployment'} needs at "
+            f"{address}: it lacks {'; '.join(missing)}. Use a token with {policy}, written for "
+            f"pgcreds:vaultMountPath {settings.vault.mount_path!r}. Nothing was changed."
+        )
     return server
 
 
@@ -137,18 +151,28 @@ def check_postgres(settings: Settings) -> None:
     if isinstance(settings.postgres, AivenPostgresArgs) or settings.layout.kind == "application":
         return
     endpoint = settings.postgres
-    check_postgres_login(endpoint.host, endpoint.port, endpoint.database, endpoint.admin_user,
-                         endpoint.sslmode, endpoint.sslrootcert)
+    check_postgres_login(
+        endpoint.host, endpoint.port, endpoint.database, endpoint.admin_user, endpoint.sslmode, endpoint.sslrootcert
+    )
 
 
-def check_postgres_login(host: str, port: int, database: str, admin_user: str, sslmode: str,
-                         sslrootcert: Optional[str]) -> None:
+def check_postgres_login(
+    host: str, port: int, database: str, admin_user: str, sslmode: str, sslrootcert: str | None
+) -> None:
     from clients.postgres import PostgresUnreachable, connect  # psycopg: only where it is needed
 
     admin_user = os.environ.get("PGUSER") or admin_user  # the session's login, as the providers log in
     try:
-        connect({"host": host, "port": port, "database": database, "user": admin_user, "sslmode": sslmode,
-                 "sslrootcert": sslrootcert}).close()
+        connect(
+            {
+                "host": host,
+                "port": port,
+                "database": database,
+                "user": admin_user,
+                "sslmode": sslmode,
+                "sslrootcert": sslrootcert,
+            }
+        ).close()
     except PostgresUnreachable as error:
         if not any(words in str(error) for words in LOGIN_REFUSED):
             # Nothing can be made or removed there, and a run would record the address
@@ -158,20 +182,22 @@ def check_postgres_login(host: str, port: int, database: str, admin_user: str, s
                 f"pgcreds:postgresPort: PostgreSQL at {host}:{port} (database {database!r}) does not answer: "
                 f"{unreachable(error)}. Check pgcreds:postgresHost and pgcreds:postgresPort (unset, they follow "
                 "PGHOST and PGPORT, which `. local/dev-env.sh` sets; a CI job must export them), and that the "
-                "server runs. Nothing was changed.") from None
+                "server runs. Nothing was changed."
+            ) from None
         source = f"PGPASSFILE ({os.environ['PGPASSFILE']})" if os.environ.get("PGPASSFILE") else "PGPASSWORD"
         raise LoginRefused(
             f"pgcreds:postgresAdminUser: PostgreSQL at {host}:{port} refused the login of "
             f"{admin_user!r} with the password in {source}: {refusal(error)}. "
             "Open a new deploy session (`. local/dev-env.sh` here, `python -m deployer.session --renew` in CI) "
-            "or correct pgcreds:postgresAdminUser. Nothing was changed, and no password was recorded.") from None
+            "or correct pgcreds:postgresAdminUser. Nothing was changed, and no password was recorded."
+        ) from None
 
 
 def unreachable(error: Exception) -> str:
     """libpq's own words for a server that did not answer (`Connection refused` …)."""
     text = str(error)
     start = text.find("failed: ")
-    return (text[start + len("failed: "):] if start >= 0 else text).split("\n")[0].split(". Check that")[0].strip()
+    return (text[start + len("failed: ") :] if start >= 0 else text).split("\n")[0].split(". Check that")[0].strip()
 
 
 def refusal(error: Exception) -> str:

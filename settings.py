@@ -10,8 +10,9 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any
 
 import pulumi
 from pulumi import Output
@@ -59,13 +60,15 @@ AIVEN_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 AIVEN_CLOUD = re.compile(r"^[a-z]+-[a-z0-9-]+$")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
-DEFAULT_ROLES = [{
-    "name": "metrics-readwrite",
-    "tables": ["weekly_metrics_reporting"],
-    "access": "readwrite",
-    "defaultTtl": "1h",
-    "maxTtl": "24h",
-}]
+DEFAULT_ROLES = [
+    {
+        "name": "metrics-readwrite",
+        "tables": ["weekly_metrics_reporting"],
+        "access": "readwrite",
+        "defaultTtl": "1h",
+        "maxTtl": "24h",
+    }
+]
 
 
 # How grants are made (the `grantLayout` output): one per role and kind of object.
@@ -78,6 +81,7 @@ GRANT_LAYOUT = "per-role"
 STACK_KINDS = ("all", "platform", "application")
 # (the bootstrap, which writes the policies, checks the same pattern)
 from clients.names import APPLICATION_NAME  # noqa: E402
+
 STACK_REFERENCE = re.compile(r"^(?:[A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$")
 
 
@@ -85,9 +89,9 @@ STACK_REFERENCE = re.compile(r"^(?:[A-Za-z0-9_.-]+/){0,2}[A-Za-z0-9_.-]+$")
 class StackLayout:
     kind: str
     """One of STACK_KINDS."""
-    platform_stack: Optional[str] = None
+    platform_stack: str | None = None
     """An application stack's platform stack, as a StackReference names it."""
-    application: Optional[str] = None
+    application: str | None = None
     """An application stack's application name, the prefix of all its names."""
 
 
@@ -110,7 +114,7 @@ class VaultSettings:
 @dataclass(frozen=True)
 class Settings:
     environment: str
-    postgres: Union[ExistingPostgresArgs, AivenPostgresArgs]
+    postgres: ExistingPostgresArgs | AivenPostgresArgs
     """Where PostgreSQL comes from: the Args of the component that provides it."""
     vault: VaultSettings
     roles: tuple[AppRole, ...]
@@ -132,8 +136,7 @@ class Settings:
         """Where the stack's tables are: `public`, or an application stack's own schema,
         named after the application (its deploy login then manages its grants alone:
         the provider's Grant takes membership of every table owner of a schema)."""
-        return self.layout.application if self.layout.kind == "application" and self.layout.application \
-            else "public"
+        return self.layout.application if self.layout.kind == "application" and self.layout.application else "public"
 
 
 def reserved_role(name: str) -> bool:
@@ -149,9 +152,24 @@ def reserved_role(name: str) -> bool:
 TEMPLATE_SAFE_TEXT = re.compile(r"[A-Za-z0-9_-]*")
 TEMPLATE_SAFE_STRING = re.compile(r'"(?:[A-Za-z0-9_-]|%[sd])*"')
 TEMPLATE_TOKEN = re.compile(r'\s+|"(?:[^"\\]|\\.)*"|`[^`]*`|\.?[A-Za-z_][A-Za-z0-9_]*|\d+|[|()]|.')
-TEMPLATE_WORDS = ("printf", "random", "truncate", "truncate_sha256", "lowercase", "uppercase", "replace",
-                  "sha256", "uuid", "unix_time", "unix_time_millis", "timestamp", ".RoleName")
-def username_template_problem(template: Any) -> Optional[str]:
+TEMPLATE_WORDS = (
+    "printf",
+    "random",
+    "truncate",
+    "truncate_sha256",
+    "lowercase",
+    "uppercase",
+    "replace",
+    "sha256",
+    "uuid",
+    "unix_time",
+    "unix_time_millis",
+    "timestamp",
+    ".RoleName",
+)
+
+
+def username_template_problem(template: Any) -> str | None:
     """Why a Vault username_template is refused, or None. Vault checks the syntax
     only when a credential is issued, and runs whatever name it makes inside the
     statements: only templates that make a safe identifier pass."""
@@ -166,13 +184,17 @@ def username_template_problem(template: Any) -> Optional[str]:
     if depth:
         return f"has an {{{{ that is never closed in {template!r}; {example}"
     if not TEMPLATE_ENDS_TRUNCATED.search(template):
-        return ("must end with '| truncate 63' inside its last {{ … }} (PostgreSQL cuts role names at 63 bytes; "
-                f"outside the braces it is plain text); {example}")
+        return (
+            "must end with '| truncate 63' inside its last {{ … }} (PostgreSQL cuts role names at 63 bytes; "
+            f"outside the braces it is plain text); {example}"
+        )
     for index, part in enumerate(re.split(r"\{\{|\}\}", template)):
         if index % 2 == 0:  # text outside the actions
             if not TEMPLATE_SAFE_TEXT.fullmatch(part):
-                return (f"has the text {part!r} outside its actions: only letters, digits, _ and - may be "
-                        f"there, so that every name is a safe identifier; {example}")
+                return (
+                    f"has the text {part!r} outside its actions: only letters, digits, _ and - may be "
+                    f"there, so that every name is a safe identifier; {example}"
+                )
             continue
         for token in TEMPLATE_TOKEN.findall(part):
             if token.isspace() or token.isdigit() or token in "|()":
@@ -182,26 +204,32 @@ def username_template_problem(template: Any) -> Optional[str]:
             if token in TEMPLATE_WORDS:
                 continue
             if token == ".DisplayName":
-                return ("uses .DisplayName, which comes from the caller's Vault login and may hold any "
-                        f"character; use .RoleName or random instead; {example}")
-            return (f"has {token!r} in an action: a template may use only {', '.join(TEMPLATE_WORDS)}, "
-                    'numbers, and strings of letters, digits, _, - (and %s, %d in printf), so that '
-                    f"the name Vault makes is a safe identifier; {example}")
+                return (
+                    "uses .DisplayName, which comes from the caller's Vault login and may hold any "
+                    f"character; use .RoleName or random instead; {example}"
+                )
+            return (
+                f"has {token!r} in an action: a template may use only {', '.join(TEMPLATE_WORDS)}, "
+                "numbers, and strings of letters, digits, _, - (and %s, %d in printf), so that "
+                f"the name Vault makes is a safe identifier; {example}"
+            )
     return None
 
 
-def control_character_problem(value: Any) -> Optional[str]:
+def control_character_problem(value: Any) -> str | None:
     """Why a setting's value (a string, or strings inside lists) is refused for a
     control character, or None."""
     if isinstance(value, list):
         return next(filter(None, map(control_character_problem, value)), None)
     if isinstance(value, str) and CONTROL_CHARACTER.search(value):
-        return (f"{value!r} contains a control character (newline, tab, NUL …), which no name, path or "
-                "address may hold; remove it (a YAML value that ends in a line break does so too)")
+        return (
+            f"{value!r} contains a control character (newline, tab, NUL …), which no name, path or "
+            "address may hold; remove it (a YAML value that ends in a line break does so too)"
+        )
     return None
 
 
-def parse_duration(text: Any) -> Optional[int]:
+def parse_duration(text: Any) -> int | None:
     """Seconds in a Vault-style duration ('1h', '90m', '1h30m', '3600s', '3600'), or None."""
     match = DURATION.match(str(text).strip()) if isinstance(text, (str, int)) and not isinstance(text, bool) else None
     if not match:
@@ -221,11 +249,11 @@ class _Problems:
 
 def parse_settings(
     raw: Mapping[str, Any],
-    secret: Callable[[str], Optional[Output[str]]],
+    secret: Callable[[str], Output[str] | None],
     environ: Mapping[str, str],
     stack: str,
     in_clear: Callable[[str], bool] = lambda key: False,
-    previous_outputs: Optional[Mapping[str, Any]] = None,
+    previous_outputs: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Validates raw config values (strings or parsed JSON, as `pulumi config`
     stores them). `secret(key)` returns a secret config value or None;
@@ -272,58 +300,90 @@ def parse_settings(
     if sslmode not in SSLMODES:
         problems.add("postgresSslMode", f"must be one of {', '.join(SSLMODES)}; got {sslmode!r}")
     elif sslmode == "disable" and environment != "dev":
-        problems.add("postgresSslMode", f"'disable' sends passwords in clear text and is allowed on the dev "
-                     f"environment only (this is {environment!r}); use require or verify-full")
+        problems.add(
+            "postgresSslMode",
+            f"'disable' sends passwords in clear text and is allowed on the dev "
+            f"environment only (this is {environment!r}); use require or verify-full",
+        )
     # The admin's password is never a setting: a deploy session (deployer/session.py)
     # hands over the login Vault issues in a pgpass file, which every driver reads.
     if secret("postgresAdminPassword") is not None or raw.get("postgresAdminPassword") is not None:
-        problems.add("postgresAdminPassword", "is no longer read: the program logs in with the login Vault "
-                     f"issues (`make bootstrap` once, then a deploy session). Remove it: `pulumi config rm "
-                     f"{NAMESPACE}:postgresAdminPassword`")
+        problems.add(
+            "postgresAdminPassword",
+            "is no longer read: the program logs in with the login Vault "
+            f"issues (`make bootstrap` once, then a deploy session). Remove it: `pulumi config rm "
+            f"{NAMESPACE}:postgresAdminPassword`",
+        )
     if environ.get(ADMIN_PASSWORD_ENV):
-        problems.add("postgresAdminPassword", f"{ADMIN_PASSWORD_ENV} is set: a static admin password is not "
-                     "taken; unset it and let the deploy session hand over Vault's login (PGPASSFILE)")
+        problems.add(
+            "postgresAdminPassword",
+            f"{ADMIN_PASSWORD_ENV} is set: a static admin password is not "
+            "taken; unset it and let the deploy session hand over Vault's login (PGPASSFILE)",
+        )
     if mode == "existing" and not (environ.get("PGPASSFILE") or environ.get("PGPASSWORD")):
-        problems.add("postgresAdminUser", f"no login for {admin_user!r}: open a deploy session first "
-                     "(`. local/dev-env.sh` here, `eval \"$(python -m deployer.session)\"` in CI), which puts "
-                     "Vault's short-lived login in the file PGPASSFILE names")
+        problems.add(
+            "postgresAdminUser",
+            f"no login for {admin_user!r}: open a deploy session first "
+            '(`. local/dev-env.sh` here, `eval "$(python -m deployer.session)"` in CI), which puts '
+            "Vault's short-lived login in the file PGPASSFILE names",
+        )
     elif mode == "existing" and environ.get("PGPASSFILE") and environ.get("PGPASSWORD"):
-        problems.add("postgresAdminUser", "PGPASSWORD is set beside the deploy session's PGPASSFILE: libpq prefers "
-                     "it, so every login would try that password. `unset PGPASSWORD` (sourcing "
-                     "local/dev-env.sh again does it)")
+        problems.add(
+            "postgresAdminUser",
+            "PGPASSWORD is set beside the deploy session's PGPASSFILE: libpq prefers "
+            "it, so every login would try that password. `unset PGPASSWORD` (sourcing "
+            "local/dev-env.sh again does it)",
+        )
     elif mode == "existing":
         _check_session_login(environ, admin_user, problems)
-    aiven = _parse_aiven(text, boolean, secret, in_clear, environ, stack, environment, sslmode, problems) \
-        if mode == "aiven" else None
+    aiven = (
+        _parse_aiven(text, boolean, secret, in_clear, environ, stack, environment, sslmode, problems)
+        if mode == "aiven"
+        else None
+    )
     layout = _parse_layout(text, mode, problems)
 
     # --- Vault --------------------------------------------------------------
     vault_address = text("vaultAddress", environ.get("VAULT_ADDR", ""))
     if not re.fullmatch(r"^https?://[^\s/]+(:\d+)?/?$", vault_address):
-        problems.add("vaultAddress", "must be the Vault API address such as https://vault.example.com:8200 "
-                     f"(or set VAULT_ADDR); got {vault_address!r}")
+        problems.add(
+            "vaultAddress",
+            "must be the Vault API address such as https://vault.example.com:8200 "
+            f"(or set VAULT_ADDR); got {vault_address!r}",
+        )
     if not environ.get("VAULT_TOKEN"):
-        hint = " (the vault provider reads VAULT_TOKEN, not BAO_TOKEN: export VAULT_TOKEN=$BAO_TOKEN)" \
-            if environ.get("BAO_TOKEN") else ""
-        problems.add("vaultAddress", f"no Vault token: export VAULT_TOKEN before running pulumi{hint}; "
-                     "the token is never a stack setting")
+        hint = (
+            " (the vault provider reads VAULT_TOKEN, not BAO_TOKEN: export VAULT_TOKEN=$BAO_TOKEN)"
+            if environ.get("BAO_TOKEN")
+            else ""
+        )
+        problems.add(
+            "vaultAddress",
+            f"no Vault token: export VAULT_TOKEN before running pulumi{hint}; the token is never a stack setting",
+        )
     mount_path = text("vaultMountPath", "database").strip("/")
     if not MOUNT_PATH.fullmatch(mount_path):
         problems.add("vaultMountPath", f"{mount_path!r} is not a valid mount path (letters, digits, -, _, /)")
     elif mount_path.split("/")[0].lower() in VAULT_RESERVED_MOUNTS:
-        problems.add("vaultMountPath", f"{mount_path!r} is reserved by Vault ({', '.join(VAULT_RESERVED_MOUNTS)} "
-                     "and what lies under them); choose a path of your own such as 'database'")
+        problems.add(
+            "vaultMountPath",
+            f"{mount_path!r} is reserved by Vault ({', '.join(VAULT_RESERVED_MOUNTS)} "
+            "and what lies under them); choose a path of your own such as 'database'",
+        )
     connection_name = text("vaultConnectionName", "postgresql")  # an application stack's: its name (below)
     if not ROLE_NAME.fullmatch(connection_name):
-        problems.add("vaultConnectionName", f"{connection_name!r} must be lower-case letters and digits "
-                     "joined by - or _")
+        problems.add(
+            "vaultConnectionName", f"{connection_name!r} must be lower-case letters and digits joined by - or _"
+        )
     rotate_root = boolean("vaultRotateRoot", True)
     approle_path = text("vaultAppRolePath", f"{mount_path}-approle").strip("/")
     if not MOUNT_PATH.fullmatch(approle_path):
         problems.add("vaultAppRolePath", f"{approle_path!r} is not a valid auth mount path (letters, digits, -, _, /)")
     elif approle_path.split("/")[0].lower() in VAULT_RESERVED_AUTH:
-        problems.add("vaultAppRolePath", f"{approle_path!r} is Vault's own token auth method; choose a path "
-                     "of your own such as 'database-approle'")
+        problems.add(
+            "vaultAppRolePath",
+            f"{approle_path!r} is Vault's own token auth method; choose a path of your own such as 'database-approle'",
+        )
 
     # --- roles --------------------------------------------------------------
     owner_role = text("tableOwnerRole", "app_owner")
@@ -332,17 +392,27 @@ def parse_settings(
         if not IDENTIFIER.fullmatch(value):
             problems.add(key, f"{value!r} is not a plain identifier (lower-case letters, digits, _; max 63)")
         elif reserved_role(value):
-            problems.add(key, f"{value!r} is a name PostgreSQL reserves (pg_*, {', '.join(PG_RESERVED_ROLES)}); "
-                         "choose a name of your own")
+            problems.add(
+                key,
+                f"{value!r} is a name PostgreSQL reserves (pg_*, {', '.join(PG_RESERVED_ROLES)}); "
+                "choose a name of your own",
+            )
         elif value == admin_user:
-            problems.add(key, f"{value!r} is the admin login (postgresAdminUser); the program's roles must be "
-                         "roles of their own")
+            problems.add(
+                key, f"{value!r} is the admin login (postgresAdminUser); the program's roles must be roles of their own"
+            )
     if rotate_root and len(vault_admin_role) > LOGIN_PREFIX_MAX:
-        problems.add("vaultAdminRole", f"{vault_admin_role!r} is longer than {LOGIN_PREFIX_MAX} characters: with "
-                     "vaultRotateRoot each connection's login is <vaultAdminRole>_<6 hex digits>; use a shorter name")
+        problems.add(
+            "vaultAdminRole",
+            f"{vault_admin_role!r} is longer than {LOGIN_PREFIX_MAX} characters: with "
+            "vaultRotateRoot each connection's login is <vaultAdminRole>_<6 hex digits>; use a shorter name",
+        )
     if owner_role == vault_admin_role:
-        problems.add("vaultAdminRole", f"{vault_admin_role!r} is also tableOwnerRole: the table owner must never "
-                     "log in and Vault's login must own nothing; give them different names")
+        problems.add(
+            "vaultAdminRole",
+            f"{vault_admin_role!r} is also tableOwnerRole: the table owner must never "
+            "log in and Vault's login must own nothing; give them different names",
+        )
     if layout.kind == "platform":
         roles = _platform_has_no_roles(raw.get("roles"), problems)
     else:
@@ -356,21 +426,40 @@ def parse_settings(
         raise SettingsError("invalid stack settings (nothing was changed):\n  - " + "\n  - ".join(problems.messages))
     return Settings(
         environment=environment,
-        postgres=aiven or ExistingPostgresArgs(
-            host=text("postgresHost", environ.get("PGHOST") or "127.0.0.1"), port=port, database=database, admin_user=admin_user,
-            sslmode=sslmode, sslrootcert=raw.get("postgresSslRootCert") or None),
-        vault=VaultSettings(address=vault_address.rstrip("/"), mount_path=mount_path, connection_name=connection_name,
-                            rotate_root=rotate_root, approle_path=approle_path,
-                            connections=plan_connections(roles, mount_path=mount_path, connection_name=connection_name,
-                                                         admin_role=vault_admin_role, rotate_root=rotate_root)),
+        postgres=aiven
+        or ExistingPostgresArgs(
+            host=text("postgresHost", environ.get("PGHOST") or "127.0.0.1"),
+            port=port,
+            database=database,
+            admin_user=admin_user,
+            sslmode=sslmode,
+            sslrootcert=raw.get("postgresSslRootCert") or None,
+        ),
+        vault=VaultSettings(
+            address=vault_address.rstrip("/"),
+            mount_path=mount_path,
+            connection_name=connection_name,
+            rotate_root=rotate_root,
+            approle_path=approle_path,
+            connections=plan_connections(
+                roles,
+                mount_path=mount_path,
+                connection_name=connection_name,
+                admin_role=vault_admin_role,
+                rotate_root=rotate_root,
+            ),
+        ),
         roles=roles,
         sample_data=boolean("sampleData", False),
         keep_tables_on_destroy=boolean("keepTablesOnDestroy", True),
         owner_role=owner_role,
         vault_admin_role=vault_admin_role,
         layout=layout,
-        per_table_grants_in_state=bool(previous_outputs and "groupRoles" in previous_outputs
-                                       and previous_outputs.get("grantLayout") != GRANT_LAYOUT),
+        per_table_grants_in_state=bool(
+            previous_outputs
+            and "groupRoles" in previous_outputs
+            and previous_outputs.get("grantLayout") != GRANT_LAYOUT
+        ),
         tables=stack_tables(layout, roles),
     )
 
@@ -390,27 +479,42 @@ def _parse_layout(text: Callable[[str, str], str], mode: str, problems: _Problem
     if kind != "application":
         for key in ("platformStack", "application"):
             if text(key, ""):
-                problems.add(key, f"is read by application stacks only (pgcreds:stackKind is {kind!r}): remove it, "
-                             "or set pgcreds:stackKind to application")
+                problems.add(
+                    key,
+                    f"is read by application stacks only (pgcreds:stackKind is {kind!r}): remove it, "
+                    "or set pgcreds:stackKind to application",
+                )
         return StackLayout(kind)
     platform_stack, application = text("platformStack", ""), text("application", "")
     if not STACK_REFERENCE.fullmatch(platform_stack):
-        problems.add("platformStack", f"{platform_stack!r} does not name a stack: an application stack reads PostgreSQL "
-                     "and Vault's mount from its platform stack; set it to <stack> (same project and backend) or "
-                     "<organization>/<project>/<stack>")
+        problems.add(
+            "platformStack",
+            f"{platform_stack!r} does not name a stack: an application stack reads PostgreSQL "
+            "and Vault's mount from its platform stack; set it to <stack> (same project and backend) or "
+            "<organization>/<project>/<stack>",
+        )
     if not APPLICATION_NAME.fullmatch(application):
-        problems.add("application", f"{application!r} is not an application name: lower-case letters and digits, "
-                     "at most 20, starting with a letter (every name of the stack starts with it, e.g. billing)")
+        problems.add(
+            "application",
+            f"{application!r} is not an application name: lower-case letters and digits, "
+            "at most 20, starting with a letter (every name of the stack starts with it, e.g. billing)",
+        )
     if mode != "existing":
-        problems.add("postgresMode", f"{mode!r} is the platform stack's choice: an application stack takes "
-                     "PostgreSQL from pgcreds:platformStack; remove pgcreds:postgresMode here")
+        problems.add(
+            "postgresMode",
+            f"{mode!r} is the platform stack's choice: an application stack takes "
+            "PostgreSQL from pgcreds:platformStack; remove pgcreds:postgresMode here",
+        )
     return StackLayout(kind, platform_stack=platform_stack, application=application)
 
 
 def _platform_has_no_roles(value: Any, problems: _Problems) -> tuple[AppRole, ...]:
     if value not in ([], "[]"):
-        problems.add("roles", "a platform stack issues no credentials: set pgcreds:roles to [] (each application "
-                     "stack declares its own roles)")
+        problems.add(
+            "roles",
+            "a platform stack issues no credentials: set pgcreds:roles to [] (each application "
+            "stack declares its own roles)",
+        )
     return ()
 
 
@@ -420,43 +524,63 @@ def _check_session_login(environ: Mapping[str, str], admin_user: str, problems: 
     its own for a preview, which may not run `up` or `destroy`."""
     login = environ.get("PGUSER", "")
     if not login:
-        problems.add("postgresAdminUser", f"PGUSER is not set: the program logs in as the deploy session's login "
-                     f"({admin_user!r} to deploy); open a deploy session first (`. local/dev-env.sh` here, "
-                     "`eval \"$(python -m deployer.session)\"` in CI), which sets PGUSER and PGPASSFILE")
+        problems.add(
+            "postgresAdminUser",
+            f"PGUSER is not set: the program logs in as the deploy session's login "
+            f"({admin_user!r} to deploy); open a deploy session first (`. local/dev-env.sh` here, "
+            '`eval "$(python -m deployer.session)"` in CI), which sets PGUSER and PGPASSFILE',
+        )
     elif login != admin_user and environ.get("PGCREDS_SESSION_KIND") == "preview":
         if not pulumi.runtime.is_dry_run():
-            problems.add("postgresAdminUser", f"PGUSER {login!r} is a preview session's login, which may only "
-                         f"read: `up` and `destroy` need a deploy session (`python -m deployer.session` without "
-                         f"--read-only), which logs in as {admin_user!r}")
+            problems.add(
+                "postgresAdminUser",
+                f"PGUSER {login!r} is a preview session's login, which may only "
+                f"read: `up` and `destroy` need a deploy session (`python -m deployer.session` without "
+                f"--read-only), which logs in as {admin_user!r}",
+            )
     elif login != admin_user:
-        problems.add("postgresAdminUser", f"PGUSER is {login!r}, but this stack deploys as {admin_user!r}: what it "
-                     "makes would belong to another login. Open the stack's deploy session (it sets PGUSER), or "
-                     f"correct pgcreds:postgresAdminUser")
+        problems.add(
+            "postgresAdminUser",
+            f"PGUSER is {login!r}, but this stack deploys as {admin_user!r}: what it "
+            "makes would belong to another login. Open the stack's deploy session (it sets PGUSER), or "
+            f"correct pgcreds:postgresAdminUser",
+        )
 
 
-def _own_names_only(application: str, roles: tuple[AppRole, ...], owner_role: str, vault_admin_role: str,
-                    problems: _Problems) -> None:
+def _own_names_only(
+    application: str, roles: tuple[AppRole, ...], owner_role: str, vault_admin_role: str, problems: _Problems
+) -> None:
     """An application stack's names all start with its application name: its
     deploy policy covers `<application>-*` in Vault, and no name can be another
     application's."""
     for index, role in enumerate(roles):
         if not role.name.startswith(f"{application}-"):
-            problems.add(f"roles[{index}].name", f"{role.name!r} is not a name of the application {application!r}: "
-                         f"in its stack every role is named {application}-<something> (e.g. {application}-{role.name})")
+            problems.add(
+                f"roles[{index}].name",
+                f"{role.name!r} is not a name of the application {application!r}: "
+                f"in its stack every role is named {application}-<something> (e.g. {application}-{role.name})",
+            )
     for index, role in enumerate(roles):
         for table in role.tables:
             if not table.startswith(f"{application}_"):
-                problems.add(f"roles[{index}].tables", f"{table!r} is not a table of the application "
-                             f"{application!r}: in its stack every table is named {application}_<something>, so "
-                             "that no application's stack can take or drop another's")
+                problems.add(
+                    f"roles[{index}].tables",
+                    f"{table!r} is not a table of the application "
+                    f"{application!r}: in its stack every table is named {application}_<something>, so "
+                    "that no application's stack can take or drop another's",
+                )
     for key, value in (("tableOwnerRole", owner_role), ("vaultAdminRole", vault_admin_role)):
         if not value.startswith(f"{application}_"):
-            problems.add(key, f"{value!r} is not a name of the application {application!r}: set it to "
-                         f"{application}_{value} (every PostgreSQL role of its stack starts with {application}_)")
+            problems.add(
+                key,
+                f"{value!r} is not a name of the application {application!r}: set it to "
+                f"{application}_{value} (every PostgreSQL role of its stack starts with {application}_)",
+            )
 
 
-def _parse_aiven(text, boolean, secret, in_clear, environ, stack: str, environment: str, sslmode: str,
-                 problems: _Problems) -> AivenPostgresArgs:
+def _parse_aiven(
+    text, boolean, secret, in_clear, environ, stack: str, environment: str, sslmode: str, problems: _Problems
+) -> AivenPostgresArgs:
     def required(key: str, pattern: re.Pattern, example: str) -> str:
         value = text(key, "")
         if not value:
@@ -471,8 +595,10 @@ def _parse_aiven(text, boolean, secret, in_clear, environ, stack: str, environme
     if not plan:
         problems.add("aivenPlan", "is required when postgresMode is 'aiven' (e.g. startup-4)")
     elif not AIVEN_PLAN.fullmatch(plan):
-        problems.add("aivenPlan", f"{plan!r} is not an Aiven plan name: <tier>-<size> such as hobbyist-1, "
-                     "startup-4 or business-8")
+        problems.add(
+            "aivenPlan",
+            f"{plan!r} is not an Aiven plan name: <tier>-<size> such as hobbyist-1, startup-4 or business-8",
+        )
     service_name = text("aivenServiceName", f"pgcreds-{stack}")
     if not AIVEN_NAME.fullmatch(service_name):
         problems.add("aivenServiceName", f"{service_name!r}: lower-case letters, digits and -, starting with a letter")
@@ -480,30 +606,51 @@ def _parse_aiven(text, boolean, secret, in_clear, environ, stack: str, environme
     if not re.fullmatch(r"^\d{2}$", pg_version):
         problems.add("aivenPgVersion", f"{pg_version!r} is not a PostgreSQL major version such as 16")
     if text("aivenApiUrl", ""):
-        problems.add("aivenApiUrl", "is no longer read: the aiven provider takes the API address from the "
-                     "environment; remove the setting and, for an API other than https://api.aiven.io, "
-                     "export AIVEN_WEB_URL")
+        problems.add(
+            "aivenApiUrl",
+            "is no longer read: the aiven provider takes the API address from the "
+            "environment; remove the setting and, for an API other than https://api.aiven.io, "
+            "export AIVEN_WEB_URL",
+        )
     dow, at = text("aivenMaintenanceDow", ""), text("aivenMaintenanceTime", "")
     maintenance = None
     if dow or at:
         if dow not in WEEKDAYS:
-            problems.add("aivenMaintenanceDow", f"{dow!r}: a maintenance window needs a day, monday .. sunday "
-                         "(and aivenMaintenanceTime)")
+            problems.add(
+                "aivenMaintenanceDow",
+                f"{dow!r}: a maintenance window needs a day, monday .. sunday (and aivenMaintenanceTime)",
+            )
         if not re.fullmatch(r"^([01]\d|2[0-3]):[0-5]\d:[0-5]\d$", at):
-            problems.add("aivenMaintenanceTime", f"{at!r}: a maintenance window needs a start time HH:MM:SS "
-                         "in UTC such as 03:00:00 (and aivenMaintenanceDow)")
+            problems.add(
+                "aivenMaintenanceTime",
+                f"{at!r}: a maintenance window needs a start time HH:MM:SS "
+                "in UTC such as 03:00:00 (and aivenMaintenanceDow)",
+            )
         maintenance = {"dow": dow, "time": at}
     token = secret("aivenToken")
     if token is not None and in_clear("aivenToken"):
-        problems.add("aivenToken", "is stored in clear text in the stack file: set it again with `pulumi config "
-                     f"set --secret {NAMESPACE}:aivenToken <token>` (or export {AIVEN_TOKEN_ENV} instead), and "
-                     "revoke the token that was written in clear")
+        problems.add(
+            "aivenToken",
+            "is stored in clear text in the stack file: set it again with `pulumi config "
+            f"set --secret {NAMESPACE}:aivenToken <token>` (or export {AIVEN_TOKEN_ENV} instead), and "
+            "revoke the token that was written in clear",
+        )
     if token is None and not environ.get(AIVEN_TOKEN_ENV):
-        problems.add("aivenToken", f"is required: `pulumi config set --secret {NAMESPACE}:aivenToken <token>` "
-                     f"or export {AIVEN_TOKEN_ENV}")
-    return AivenPostgresArgs(project=project, cloud=cloud, plan=plan, service_name=service_name,
-                             pg_version=pg_version, maintenance=maintenance, token=token, sslmode=sslmode,
-                             termination_protection=boolean("aivenTerminationProtection", environment != "dev"))
+        problems.add(
+            "aivenToken",
+            f"is required: `pulumi config set --secret {NAMESPACE}:aivenToken <token>` or export {AIVEN_TOKEN_ENV}",
+        )
+    return AivenPostgresArgs(
+        project=project,
+        cloud=cloud,
+        plan=plan,
+        service_name=service_name,
+        pg_version=pg_version,
+        maintenance=maintenance,
+        token=token,
+        sslmode=sslmode,
+        termination_protection=boolean("aivenTerminationProtection", environment != "dev"),
+    )
 
 
 def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[AppRole, ...]:
@@ -526,27 +673,45 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
         if not isinstance(entry, dict):
             problems.add(key, "must be an object with name, tables, access, defaultTtl, maxTtl")
             continue
-        for field, field_value in entry.items():
-            problem = control_character_problem(field_value)
+        for entry_key, entry_value in entry.items():
+            problem = control_character_problem(entry_value)
             if problem:
-                problems.add(f"{key}.{field}", problem)
-        unknown = set(entry) - {"name", "tables", "access", "defaultTtl", "maxTtl", "usernameTemplate", "locked",
-                                "secretIdTtl", "secretIdUses"}
+                problems.add(f"{key}.{entry_key}", problem)
+        unknown = set(entry) - {
+            "name",
+            "tables",
+            "access",
+            "defaultTtl",
+            "maxTtl",
+            "usernameTemplate",
+            "locked",
+            "secretIdTtl",
+            "secretIdUses",
+        }
         if unknown:
             problems.add(key, f"unknown field(s) {', '.join(sorted(unknown))}")
         name = entry.get("name")
         if not isinstance(name, str) or not ROLE_NAME.fullmatch(name) or len(name) > ROLE_NAME_MAX:
-            problems.add(f"{key}.name", f"{name!r} is not a valid role name: lower-case letters and digits joined "
-                         f"by - or _, at most {ROLE_NAME_MAX} characters (e.g. metrics-readwrite)")
+            problems.add(
+                f"{key}.name",
+                f"{name!r} is not a valid role name: lower-case letters and digits joined "
+                f"by - or _, at most {ROLE_NAME_MAX} characters (e.g. metrics-readwrite)",
+            )
             name = None
         elif name in seen or name.replace("-", "_") in {r.group_role for r in roles}:
             problems.add(f"{key}.name", f"{name!r} is used twice (group role names replace - with _)")
         elif name.replace("-", "_") in reserved:
-            problems.add(f"{key}.name", f"{name!r} would reuse the role {name.replace('-', '_')!r} that the "
-                         "program already uses for the owner, Vault or the admin; choose another name")
+            problems.add(
+                f"{key}.name",
+                f"{name!r} would reuse the role {name.replace('-', '_')!r} that the "
+                "program already uses for the owner, Vault or the admin; choose another name",
+            )
         elif reserved_role(name.replace("-", "_")):
-            problems.add(f"{key}.name", f"{name!r} would make the group role {name.replace('-', '_')!r}, a name "
-                         f"PostgreSQL reserves (pg_*, {', '.join(PG_RESERVED_ROLES)}); choose another name")
+            problems.add(
+                f"{key}.name",
+                f"{name!r} would make the group role {name.replace('-', '_')!r}, a name "
+                f"PostgreSQL reserves (pg_*, {', '.join(PG_RESERVED_ROLES)}); choose another name",
+            )
         seen.add(str(name))
         access = entry.get("access")
         if access not in TABLE_PRIVILEGES:
@@ -555,8 +720,11 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
         if access == "migrate":
             # A migration role works on the whole schema, as the table owner role.
             if tables:
-                problems.add(f"{key}.tables", "a migrate role names no tables: its users act as the table owner "
-                             "role on the whole schema; remove `tables`")
+                problems.add(
+                    f"{key}.tables",
+                    "a migrate role names no tables: its users act as the table owner "
+                    "role on the whole schema; remove `tables`",
+                )
             tables = []
         elif not isinstance(tables, list) or not tables:
             problems.add(f"{key}.tables", "must be a non-empty list of table names, e.g. [weekly_metrics_reporting]")
@@ -565,26 +733,37 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
             if not isinstance(table, str) or not IDENTIFIER.fullmatch(table):
                 problems.add(f"{key}.tables", f"{table!r} is not a valid table name (lower-case letters, digits, _)")
             elif table in sensitive_tables:
-                problems.add(f"{key}.tables", f"{table!r} is a sensitive table (tables.py): no application role "
-                             "may be granted anything on it; remove it from the list")
+                problems.add(
+                    f"{key}.tables",
+                    f"{table!r} is a sensitive table (tables.py): no application role "
+                    "may be granted anything on it; remove it from the list",
+                )
             # A table tables.py does not make must exist already (made by a migration):
             # checked from the catalog at preview (PgExistingTable), naming this setting.
         if len(set(map(str, tables))) != len(tables):
             problems.add(f"{key}.tables", "lists a table twice")
         default_ttl = parse_duration(entry.get("defaultTtl", "1h"))
         max_ttl = parse_duration(entry.get("maxTtl", "24h"))
-        for field, seconds in (("defaultTtl", default_ttl), ("maxTtl", max_ttl)):
+        for ttl_key, seconds in (("defaultTtl", default_ttl), ("maxTtl", max_ttl)):
             if not seconds:
-                problems.add(f"{key}.{field}", f"{entry.get(field)!r} is not a positive duration; "
-                             "write it like 1h, 30m, 1h30m or 3600s")
+                problems.add(
+                    f"{key}.{ttl_key}",
+                    f"{entry.get(ttl_key)!r} is not a positive duration; write it like 1h, 30m, 1h30m or 3600s",
+                )
             elif seconds > MAX_TTL_SECONDS:
-                problems.add(f"{key}.{field}", f"{entry.get(field)!r} is longer than 24h, the longest a credential "
-                             "may live; use 24h or less (and renew, or issue a new one)")
+                problems.add(
+                    f"{key}.{ttl_key}",
+                    f"{entry.get(ttl_key)!r} is longer than 24h, the longest a credential "
+                    "may live; use 24h or less (and renew, or issue a new one)",
+                )
         default_ttl = default_ttl if default_ttl and default_ttl <= MAX_TTL_SECONDS else None
         max_ttl = max_ttl if max_ttl and max_ttl <= MAX_TTL_SECONDS else None
         if default_ttl and max_ttl and default_ttl > max_ttl:
-            problems.add(f"{key}.defaultTtl", f"{entry.get('defaultTtl')!r} is longer than maxTtl "
-                         f"{entry.get('maxTtl')!r}; lower defaultTtl or raise maxTtl")
+            problems.add(
+                f"{key}.defaultTtl",
+                f"{entry.get('defaultTtl')!r} is longer than maxTtl "
+                f"{entry.get('maxTtl')!r}; lower defaultTtl or raise maxTtl",
+            )
         template = entry.get("usernameTemplate")
         if template is not None:
             problem = username_template_problem(template)
@@ -595,27 +774,71 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
             problems.add(f"{key}.locked", f"must be true or false, not {locked!r}")
         secret_id_ttl = parse_duration(entry.get("secretIdTtl", "1h"))
         if not secret_id_ttl or secret_id_ttl > MAX_TTL_SECONDS:
-            problems.add(f"{key}.secretIdTtl", f"{entry.get('secretIdTtl')!r} must be a duration from 1s to 24h "
-                         "(how long an AppRole secret-id may be used), e.g. 1h")
+            problems.add(
+                f"{key}.secretIdTtl",
+                f"{entry.get('secretIdTtl')!r} must be a duration from 1s to 24h "
+                "(how long an AppRole secret-id may be used), e.g. 1h",
+            )
         secret_id_uses = entry.get("secretIdUses", 1)
-        if isinstance(secret_id_uses, bool) or not isinstance(secret_id_uses, int) \
-                or not 1 <= secret_id_uses <= SECRET_ID_MAX_USES:
-            problems.add(f"{key}.secretIdUses", f"{secret_id_uses!r} must be a whole number from 1 to "
-                         f"{SECRET_ID_MAX_USES} (logins one secret-id allows; unlimited is not offered)")
+        if (
+            isinstance(secret_id_uses, bool)
+            or not isinstance(secret_id_uses, int)
+            or not 1 <= secret_id_uses <= SECRET_ID_MAX_USES
+        ):
+            problems.add(
+                f"{key}.secretIdUses",
+                f"{secret_id_uses!r} must be a whole number from 1 to "
+                f"{SECRET_ID_MAX_USES} (logins one secret-id allows; unlimited is not offered)",
+            )
         if name and isinstance(tables, list) and access in TABLE_PRIVILEGES and default_ttl and max_ttl:
-            roles.append(AppRole(name=name, tables=tuple(tables), access=access, default_ttl_seconds=default_ttl,
-                                 max_ttl_seconds=max_ttl, username_template=template, locked=locked is True,
-                                 secret_id_ttl_seconds=secret_id_ttl or 3600,
-                                 secret_id_uses=secret_id_uses if isinstance(secret_id_uses, int) else 1))
+            roles.append(
+                AppRole(
+                    name=name,
+                    tables=tuple(tables),
+                    access=access,
+                    default_ttl_seconds=default_ttl,
+                    max_ttl_seconds=max_ttl,
+                    username_template=template,
+                    locked=locked is True,
+                    secret_id_ttl_seconds=secret_id_ttl or 3600,
+                    secret_id_uses=secret_id_uses if isinstance(secret_id_uses, int) else 1,
+                )
+            )
     return tuple(roles)
 
 
-KEYS = ("aivenApiUrl", "aivenProject", "aivenCloud", "aivenPlan", "aivenServiceName", "aivenPgVersion",
-        "aivenMaintenanceDow", "aivenMaintenanceTime", "aivenTerminationProtection", "environment", "postgresMode", "postgresHost", "postgresPort", "postgresDatabase", "postgresAdminUser",
-        "postgresSslMode", "postgresSslRootCert", "vaultAddress", "vaultMountPath", "vaultConnectionName",
-        "vaultRotateRoot", "vaultAppRolePath",
-        "tableOwnerRole", "vaultAdminRole", "roles", "sampleData", "keepTablesOnDestroy", "stackKind", "platformStack",
-        "application")
+KEYS = (
+    "aivenApiUrl",
+    "aivenProject",
+    "aivenCloud",
+    "aivenPlan",
+    "aivenServiceName",
+    "aivenPgVersion",
+    "aivenMaintenanceDow",
+    "aivenMaintenanceTime",
+    "aivenTerminationProtection",
+    "environment",
+    "postgresMode",
+    "postgresHost",
+    "postgresPort",
+    "postgresDatabase",
+    "postgresAdminUser",
+    "postgresSslMode",
+    "postgresSslRootCert",
+    "vaultAddress",
+    "vaultMountPath",
+    "vaultConnectionName",
+    "vaultRotateRoot",
+    "vaultAppRolePath",
+    "tableOwnerRole",
+    "vaultAdminRole",
+    "roles",
+    "sampleData",
+    "keepTablesOnDestroy",
+    "stackKind",
+    "platformStack",
+    "application",
+)
 
 
 PREVIOUS_OUTPUTS_ATTEMPTS = 5
@@ -633,7 +856,7 @@ def previous_outputs() -> dict[str, Any]:
         try:
             result = pulumi.runtime.invoke("pulumi:pulumi:readStackOutputs", {"name": stack})
             return dict((result.value or {}).get("outputs") or {})
-        except Exception as error:  # noqa: BLE001 - the engine reports every failure as Exception
+        except Exception as error:
             problem = str(error)
             time.sleep(0.2 * (attempt + 1))
     pulumi.log.warn(f"could not read this stack's last outputs ({problem}); taking it to hold grants per table")
@@ -646,8 +869,15 @@ def load_settings() -> Settings:
     raw: dict[str, Any] = {key: config.get(key) for key in KEYS}
     # The language host lists the secret keys in PULUMI_CONFIG_SECRET_KEYS.
     secret_keys = set(pulumi.runtime.get_config_secret_keys_env())
-    return parse_settings(raw, config.get_secret, os.environ, pulumi.get_stack(),
-                          in_clear=lambda key: config.get(key) is not None
-                          and f"{NAMESPACE}:{key}" not in secret_keys
-                          and not pulumi.runtime.is_config_secret(f"{NAMESPACE}:{key}"),
-                          previous_outputs=previous_outputs())
+    return parse_settings(
+        raw,
+        config.get_secret,
+        os.environ,
+        pulumi.get_stack(),
+        in_clear=lambda key: (
+            config.get(key) is not None
+            and f"{NAMESPACE}:{key}" not in secret_keys
+            and not pulumi.runtime.is_config_secret(f"{NAMESPACE}:{key}")
+        ),
+        previous_outputs=previous_outputs(),
+    )

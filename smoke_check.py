@@ -18,14 +18,14 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import hvac
 import psycopg
 from psycopg import sql
 
-from clients.tls import operator_token, vault_tls_verify
 from clients.postgres import connect
+from clients.tls import operator_token, vault_tls_verify
 from tables import APP_TABLES
 
 SAMPLE_WEEKS = ("2022-02-25", "2022-03-04", "2022-03-11")
@@ -34,8 +34,8 @@ SAMPLE_WEEKS = ("2022-02-25", "2022-03-04", "2022-03-11")
 @dataclass
 class SmokeReport:
     rows: list[tuple[str, bool, str]] = field(default_factory=list)
-    username: Optional[str] = None
-    lease_id: Optional[str] = None
+    username: str | None = None
+    lease_id: str | None = None
 
     def record(self, check: str, passed: bool, detail: str) -> bool:
         self.rows.append((check, passed, detail))
@@ -52,7 +52,7 @@ class SmokeReport:
         return "\n".join(lines)
 
 
-def _connect(postgres: dict[str, Any], user: str, password: Optional[str]) -> psycopg.Connection:
+def _connect(postgres: dict[str, Any], user: str, password: str | None) -> psycopg.Connection:
     """Connects as the stack's own resources do (same TLS settings and CA)."""
     return connect({**postgres, "user": user, "password": password})
 
@@ -64,36 +64,54 @@ def _write_check(report: SmokeReport, session: psycopg.Connection, table_name: s
     if spec is None or not spec.sample_rows:
         return
     insert = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-        sql.Identifier(table_name), sql.SQL(", ").join(map(sql.Identifier, spec.sample_columns)),
-        sql.SQL(", ").join(sql.Placeholder() * len(spec.sample_columns)))
+        sql.Identifier(table_name),
+        sql.SQL(", ").join(map(sql.Identifier, spec.sample_columns)),
+        sql.SQL(", ").join(sql.Placeholder() * len(spec.sample_columns)),
+    )
     try:
         with session.transaction(force_rollback=True):
             session.execute(insert, spec.sample_rows[0])
-        report.record(f"INSERT {table_name}", access == "readwrite",
-                      "row inserted (rolled back), serial sequence usable" if access == "readwrite"
-                      else "a read role could insert")
+        report.record(
+            f"INSERT {table_name}",
+            access == "readwrite",
+            "row inserted (rolled back), serial sequence usable"
+            if access == "readwrite"
+            else "a read role could insert",
+        )
     except psycopg.errors.InsufficientPrivilege as error:
-        report.record(f"INSERT {table_name} denied" if access != "readwrite" else f"INSERT {table_name}",
-                      access != "readwrite", str(error).strip())
+        report.record(
+            f"INSERT {table_name} denied" if access != "readwrite" else f"INSERT {table_name}",
+            access != "readwrite",
+            str(error).strip(),
+        )
     except psycopg.Error as error:
         report.record(f"INSERT {table_name}", False, str(error).strip())
 
 
-def _migration_check(report: SmokeReport, session: psycopg.Connection, owner: Optional[str]) -> None:
+def _migration_check(report: SmokeReport, session: psycopg.Connection, owner: str | None) -> None:
     """A migration role's user creates a table (rolled back), owned by the table owner role."""
     try:
         with session.transaction(force_rollback=True):
             session.execute("CREATE TABLE pgcreds_smoke_check (id int GENERATED ALWAYS AS IDENTITY)")
-            made_by = session.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'pgcreds_smoke_check'"
-                                      ).fetchone()[0]
+            made_by = session.execute(
+                "SELECT tableowner FROM pg_tables WHERE tablename = 'pgcreds_smoke_check'"
+            ).fetchone()[0]
         report.record("CREATE TABLE (rolled back)", made_by == owner, f"owned by {made_by} (expected {owner})")
     except psycopg.Error as error:
         report.record("CREATE TABLE (rolled back)", False, str(error).strip())
 
 
-def _use_and_revoke(report: SmokeReport, vault: hvac.Client, postgres: dict[str, Any], secret: dict,
-                    tables: list[str], access: str, forbidden_table: str, expect_sample_rows: bool,
-                    owner: Optional[str] = None) -> bool:
+def _use_and_revoke(
+    report: SmokeReport,
+    vault: hvac.Client,
+    postgres: dict[str, Any],
+    secret: dict,
+    tables: list[str],
+    access: str,
+    forbidden_table: str,
+    expect_sample_rows: bool,
+    owner: str | None = None,
+) -> bool:
     """The checks with the issued credential; True once its lease is revoked."""
     revoked = False
     session = _connect(postgres, report.username, secret["data"]["password"])
@@ -101,8 +119,11 @@ def _use_and_revoke(report: SmokeReport, vault: hvac.Client, postgres: dict[str,
         rows = session.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(readable_table))).fetchall()
         if expect_sample_rows and readable_table == "weekly_metrics_reporting":
             weeks = {str(r[1].date()) for r in rows}
-            report.record(f"SELECT {readable_table}", set(SAMPLE_WEEKS) <= weeks,
-                          f"{len(rows)} rows; sample weeks {'present' if set(SAMPLE_WEEKS) <= weeks else 'MISSING'}")
+            report.record(
+                f"SELECT {readable_table}",
+                set(SAMPLE_WEEKS) <= weeks,
+                f"{len(rows)} rows; sample weeks {'present' if set(SAMPLE_WEEKS) <= weeks else 'MISSING'}",
+            )
         else:
             report.record(f"SELECT {readable_table}", True, f"{len(rows)} rows")
         _write_check(report, session, readable_table, access)
@@ -146,8 +167,15 @@ def stack_roles(outputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: access for name, access in sorted((outputs.get("roleAccess") or {}).items()) if name not in locked}
 
 
-def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: Optional[str], forbidden_table: str,
-                    expect_sample_rows: bool, vault_token: str, admin_password: Optional[str]) -> SmokeReport:
+def run_smoke_check(
+    outputs: dict[str, Any],
+    role: str,
+    readable_table: str | None,
+    forbidden_table: str,
+    expect_sample_rows: bool,
+    vault_token: str,
+    admin_password: str | None,
+) -> SmokeReport:
     """One role's checks: on `readable_table`, or on every table the role has (None)."""
     report = SmokeReport()
     declared = (outputs.get("roleAccess") or {}).get(role) or {"access": "readwrite", "tables": [readable_table]}
@@ -161,24 +189,34 @@ def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: Optional
         app = app_login(vault, paths)
         policies = app.auth.token.lookup_self()["data"]["policies"]
         report.record("AppRole login", True, f"{paths['loginPath']}: token with policies {', '.join(policies)}")
-    except Exception as error:  # noqa: BLE001 - reported as a failed check
+    except Exception as error:
         report.record("AppRole login", False, f"{type(error).__name__}: {str(error).strip()}")
         return report
     try:
         secret = app.secrets.database.generate_credentials(role, mount_point=mount)
-    except Exception as error:  # noqa: BLE001 - reported as a failed check
+    except Exception as error:
         report.record("issue credential", False, f"{mount}/creds/{role}: {error}")
         app.auth.token.revoke_self()
         return report
     report.username, report.lease_id = secret["data"]["username"], secret["lease_id"]
-    report.record("issue credential", True,
-                  f"user {report.username}, lease {report.lease_id}, ttl {secret['lease_duration']}s")
+    report.record(
+        "issue credential", True, f"user {report.username}, lease {report.lease_id}, ttl {secret['lease_duration']}s"
+    )
 
     revoked = False
     try:
-        revoked = _use_and_revoke(report, vault, postgres, secret, tables, declared["access"], forbidden_table,
-                                  expect_sample_rows, declared.get("owner"))
-    except Exception as error:  # noqa: BLE001 - reported as a failed check
+        revoked = _use_and_revoke(
+            report,
+            vault,
+            postgres,
+            secret,
+            tables,
+            declared["access"],
+            forbidden_table,
+            expect_sample_rows,
+            declared.get("owner"),
+        )
+    except Exception as error:
         report.record("use credential", False, f"{type(error).__name__}: {str(error).strip()}")
     finally:
         # Whatever failed on the way, the lease (and so its user) never stays behind.
@@ -198,7 +236,7 @@ def run_smoke_check(outputs: dict[str, Any], role: str, readable_table: Optional
 
 def read_outputs(path: str) -> dict[str, Any]:
     """Stack outputs JSON from a file, or from standard input for `-`."""
-    with (sys.stdin if path == "-" else open(path)) as source:
+    with sys.stdin if path == "-" else open(path) as source:
         return json.load(source)
 
 
@@ -218,13 +256,23 @@ def main() -> int:
     roles = [args.role] if args.role else list(stack_roles(outputs))
     unknown = [role for role in roles if role not in outputs.get("appRoles", {})]
     if unknown or not roles:
-        print(f"smoke check: the stack has no role {', '.join(unknown) or '(none at all)'}; it has "
-              f"{', '.join(sorted(outputs.get('appRoles', {}))) or 'none'}", file=sys.stderr)
+        print(
+            f"smoke check: the stack has no role {', '.join(unknown) or '(none at all)'}; it has "
+            f"{', '.join(sorted(outputs.get('appRoles', {}))) or 'none'}",
+            file=sys.stderr,
+        )
         return 2
     passed = True
     for role in roles:
-        report = run_smoke_check(outputs, role, args.readable_table, args.forbidden_table,
-                                 not args.no_sample_rows, token, admin_password=None)
+        report = run_smoke_check(
+            outputs,
+            role,
+            args.readable_table,
+            args.forbidden_table,
+            not args.no_sample_rows,
+            token,
+            admin_password=None,
+        )
         access = (outputs.get("roleAccess") or {}).get(role, {}).get("access", "?")
         print(f"role {role} ({access})")
         print(report.table())

@@ -28,8 +28,11 @@ class TableSpec:
     def sequences(self) -> tuple[str, ...]:
         """The sequences PostgreSQL creates for the serial columns (named
         `<table>_<column>_seq`): INSERT needs USAGE on them."""
-        return tuple(f"{self.name}_{column}_seq" for column, definition in self.columns
-                     if definition.split()[0].lower() in SERIAL_TYPES)
+        return tuple(
+            f"{self.name}_{column}_seq"
+            for column, definition in self.columns
+            if definition.split()[0].lower() in SERIAL_TYPES
+        )
 
 
 WEEKLY_METRICS_REPORTING = TableSpec(

@@ -45,9 +45,13 @@ SESSION_LEVERS = ("PULUMI_DIY_BACKEND_ZSTD", "PULUMI_DIY_BACKEND_GZIP", "PULUMI_
 
 def state_server_query(query: str) -> str:
     """One value from the state database, as its server's superuser."""
-    return subprocess.run(["psql", "-qAt", "-U", "postgres", "-d", "pulumi_state", "-c", query], check=True,
-                          capture_output=True, text=True,
-                          env={**os.environ, "PGPASSWORD": superuser_password(), "PGUSER": "postgres"}).stdout.strip()
+    return subprocess.run(
+        ["psql", "-qAt", "-U", "postgres", "-d", "pulumi_state", "-c", query],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGPASSWORD": superuser_password(), "PGUSER": "postgres"},
+    ).stdout.strip()
 
 
 def wal_position() -> str:
@@ -59,9 +63,13 @@ def wal_bytes_since(position: str) -> int:
 
 
 def row_bytes(stack: str) -> int:
-    return int(state_server_query(
-        "SELECT coalesce(sum(octet_length(data::text)), 0) FROM pulumi_state "
-        f"WHERE key LIKE '%.pulumi/stacks/%/{stack}.json%' AND key NOT LIKE '%.bak'") or 0)
+    return int(
+        state_server_query(
+            "SELECT coalesce(sum(octet_length(data::text)), 0) FROM pulumi_state "
+            f"WHERE key LIKE '%.pulumi/stacks/%/{stack}.json%' AND key NOT LIKE '%.bak'"
+        )
+        or 0
+    )
 
 
 def main() -> None:
@@ -97,18 +105,25 @@ def main() -> None:
                 measured = times.setdefault(variant, {"up": [], "preview": [], "destroy": []})
                 for operation, seconds in (("up", up), ("preview", preview), ("destroy", destroy)):
                     measured[operation].append(seconds)
-                print(f"  round {round_ + 1} {variant:<20} up {up:6.2f}s  preview {preview:5.2f}s  "
-                      f"destroy {destroy:6.2f}s", flush=True)
+                print(
+                    f"  round {round_ + 1} {variant:<20} up {up:6.2f}s  preview {preview:5.2f}s  "
+                    f"destroy {destroy:6.2f}s",
+                    flush=True,
+                )
     file_up, file_destroy = (statistics.median(times["file"][op]) for op in ("up", "destroy"))
     print(f"\nthe generated 20-role stack by backend (seconds, median of {args.runs}, in turns):")
-    print(f"{'backend':<20} {'cold up':>8} {'preview':>8} {'destroy':>8} {'up/file':>8} {'destroy/file':>12} "
-          f"{'WAL of up':>10} {'state row':>10}")
+    print(
+        f"{'backend':<20} {'cold up':>8} {'preview':>8} {'destroy':>8} {'up/file':>8} {'destroy/file':>12} "
+        f"{'WAL of up':>10} {'state row':>10}"
+    )
     for variant, measured in times.items():
         up, preview, destroy = (statistics.median(measured[op]) for op in ("up", "preview", "destroy"))
         wal_text = f"{statistics.median(wal[variant]) / 2**20:7.1f} MB" if variant in wal else f"{'-':>10}"
         row_text = f"{rows[variant] / 2**10:7.0f} KB" if variant in rows else f"{'-':>10}"
-        print(f"{variant:<20} {up:>8.2f} {preview:>8.2f} {destroy:>8.2f} {up / file_up:>8.2f} "
-              f"{destroy / file_destroy:>12.2f} {wal_text} {row_text}")
+        print(
+            f"{variant:<20} {up:>8.2f} {preview:>8.2f} {destroy:>8.2f} {up / file_up:>8.2f} "
+            f"{destroy / file_destroy:>12.2f} {wal_text} {row_text}"
+        )
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 from sourced_env import superuser_password
 
@@ -25,8 +25,12 @@ def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 def psql(statement: str, database: str = "postgres") -> None:
     """One statement as the local server's superuser."""
-    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", database, "-c", statement],
-                   check=True, env={**os.environ, "PGPASSWORD": superuser_password()}, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["psql", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", database, "-c", statement],
+        check=True,
+        env={**os.environ, "PGPASSWORD": superuser_password()},
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def engine_log(stderr: str) -> Iterator[tuple[float, str]]:

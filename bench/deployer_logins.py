@@ -21,8 +21,15 @@ from psycopg import sql
 
 
 def connect(port: int, user: str, password: str) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=port, dbname="postgres", user=user, password=password,
-                           autocommit=True, connect_timeout=10)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=port,
+        dbname="postgres",
+        user=user,
+        password=password,
+        autocommit=True,
+        connect_timeout=10,
+    )
 
 
 def attempt(conn: psycopg.Connection, statement: sql.Composable) -> str:
@@ -39,8 +46,12 @@ def main() -> None:
     parser.add_argument("--password-file", type=Path, required=True)
     args = parser.parse_args()
     suffix = secrets.token_hex(3)
-    vault_login, static, app_static, app_dynamic = (f"dl_{suffix}_vault", f"dl_{suffix}_static",
-                                                    f"dl_{suffix}_app_s", f"dl_{suffix}_app_d")
+    vault_login, static, app_static, app_dynamic = (
+        f"dl_{suffix}_vault",
+        f"dl_{suffix}_static",
+        f"dl_{suffix}_app_s",
+        f"dl_{suffix}_app_d",
+    )
     dynamic = [f"v-dl-{suffix}-{n}" for n in (1, 2)]
     password = secrets.token_urlsafe(16)
     ident = sql.Identifier
@@ -48,43 +59,72 @@ def main() -> None:
     version = superuser.info.server_version
     rows: list[tuple[str, str]] = []
     try:
-        superuser.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
-            ident(vault_login), sql.Literal(password)))
-        superuser.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
-            ident(static), sql.Literal(password)))
+        superuser.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(ident(vault_login), sql.Literal(password))
+        )
+        superuser.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {}").format(ident(static), sql.Literal(password))
+        )
         vault = connect(args.port, vault_login, password)
 
         # A static role: Vault rotates the fixed login's password.
         rotate = sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(ident(static), sql.Literal(password))
         rows.append(("static: Vault's login rotates the deployer's password", attempt(vault, rotate)))
         if version >= 160000:
-            superuser.execute(sql.SQL("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE").format(
-                ident(static), ident(vault_login)))
+            superuser.execute(
+                sql.SQL("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE").format(
+                    ident(static), ident(vault_login)
+                )
+            )
             rows.append(("static: the same, with ADMIN OPTION (no INHERIT, no SET)", attempt(vault, rotate)))
         deployer = connect(args.port, static, password)
-        rows.append(("static: run 1 creates a group role", attempt(deployer, sql.SQL("CREATE ROLE {} NOLOGIN").format(
-            ident(app_static)))))
+        rows.append(
+            (
+                "static: run 1 creates a group role",
+                attempt(deployer, sql.SQL("CREATE ROLE {} NOLOGIN").format(ident(app_static))),
+            )
+        )
         deployer.close()
         deployer = connect(args.port, static, password)
-        rows.append(("static: run 2 (same login) alters it", attempt(deployer, sql.SQL(
-            "ALTER ROLE {} CONNECTION LIMIT 5").format(ident(app_static)))))
+        rows.append(
+            (
+                "static: run 2 (same login) alters it",
+                attempt(deployer, sql.SQL("ALTER ROLE {} CONNECTION LIMIT 5").format(ident(app_static))),
+            )
+        )
         rows.append(("static: run 2 drops it", attempt(deployer, sql.SQL("DROP ROLE {}").format(ident(app_static)))))
         deployer.close()
 
         # A dynamic login per run: made by Vault's login, dropped when its lease ends.
         first = sql.SQL("CREATE ROLE {} LOGIN CREATEROLE PASSWORD {} VALID UNTIL 'infinity'")
-        rows.append(("dynamic: Vault makes run 1's login (LOGIN CREATEROLE)", attempt(vault, first.format(
-            ident(dynamic[0]), sql.Literal(password)))))
+        rows.append(
+            (
+                "dynamic: Vault makes run 1's login (LOGIN CREATEROLE)",
+                attempt(vault, first.format(ident(dynamic[0]), sql.Literal(password))),
+            )
+        )
         run1 = connect(args.port, dynamic[0], password)
-        rows.append(("dynamic: run 1 creates a group role", attempt(run1, sql.SQL("CREATE ROLE {} NOLOGIN").format(
-            ident(app_dynamic)))))
+        rows.append(
+            (
+                "dynamic: run 1 creates a group role",
+                attempt(run1, sql.SQL("CREATE ROLE {} NOLOGIN").format(ident(app_dynamic))),
+            )
+        )
         run1.close()
-        rows.append(("dynamic: run 1's lease ends, its login is dropped", attempt(vault, sql.SQL(
-            "DROP ROLE {}").format(ident(dynamic[0])))))
+        rows.append(
+            (
+                "dynamic: run 1's lease ends, its login is dropped",
+                attempt(vault, sql.SQL("DROP ROLE {}").format(ident(dynamic[0]))),
+            )
+        )
         attempt(vault, first.format(ident(dynamic[1]), sql.Literal(password)))
         run2 = connect(args.port, dynamic[1], password)
-        rows.append(("dynamic: run 2 (another login) alters run 1's group role", attempt(run2, sql.SQL(
-            "ALTER ROLE {} CONNECTION LIMIT 5").format(ident(app_dynamic)))))
+        rows.append(
+            (
+                "dynamic: run 2 (another login) alters run 1's group role",
+                attempt(run2, sql.SQL("ALTER ROLE {} CONNECTION LIMIT 5").format(ident(app_dynamic))),
+            )
+        )
         rows.append(("dynamic: run 2 drops it", attempt(run2, sql.SQL("DROP ROLE {}").format(ident(app_dynamic)))))
         run2.close()
         vault.close()

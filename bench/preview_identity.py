@@ -29,9 +29,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
+from clients.tls import vault_tls_verify  # noqa: E402
 from commands import timed  # noqa: E402
 from sourced_env import session_exports  # noqa: E402
-from clients.tls import vault_tls_verify  # noqa: E402
 
 STACK = "dev"
 
@@ -39,8 +39,14 @@ STACK = "dev"
 def session_env(token: str, read_only: bool, folder: Path) -> dict[str, str]:
     """The environment of a run with this token's deploy session (or a preview's)."""
     env = {**os.environ, "VAULT_TOKEN": token, "BAO_TOKEN": token, "PGCREDS_SESSION_DIR": str(folder)}
-    opened = subprocess.run([sys.executable, "-m", "deployer.session", *(["--read-only"] if read_only else [])],
-                            cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
+    opened = subprocess.run(
+        [sys.executable, "-m", "deployer.session", *(["--read-only"] if read_only else [])],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     env.update(session_exports(opened))
     return env
 
@@ -57,8 +63,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         deployer = session_env(token(f"pgcreds-deploy-{STACK}"), False, Path(folder) / "deploy")
         preview = session_env(token(f"pgcreds-preview-{STACK}"), True, Path(folder) / "preview")
-        subprocess.run(["pulumi", "stack", "select", "--create", STACK, "--secrets-provider",
-                        f"hashivault://pgcreds-{STACK}"], cwd=REPO, env=deployer, check=True, capture_output=True)
+        subprocess.run(
+            ["pulumi", "stack", "select", "--create", STACK, "--secrets-provider", f"hashivault://pgcreds-{STACK}"],
+            cwd=REPO,
+            env=deployer,
+            check=True,
+            capture_output=True,
+        )
         timed(["pulumi", "up", "--yes", "--skip-preview", "--stack", STACK], REPO, deployer)
         command = ["pulumi", "preview", "--refresh", "--expect-no-changes", "--stack", STACK]
         times: dict[str, list[float]] = {"as the deployer (before)": [], "as the preview identity": []}
@@ -66,13 +77,16 @@ def main() -> None:
             times["as the deployer (before)"].append(timed(command, REPO, deployer))
             times["as the preview identity"].append(timed(command, REPO, preview))
         for env in (deployer, preview):
-            hvac.Client(url=os.environ["VAULT_ADDR"], token=env["VAULT_TOKEN"],
-                        verify=vault_tls_verify()).auth.token.revoke_self()
+            hvac.Client(
+                url=os.environ["VAULT_ADDR"], token=env["VAULT_TOKEN"], verify=vault_tls_verify()
+            ).auth.token.revoke_self()
     print(f"no-op `pulumi preview --refresh` of the dev stack, medians of {args.runs} runs in turns (s):")
     medians = {label: statistics.median(values) for label, values in times.items()}
     for label, median in medians.items():
         print(f"  {label:<28} {median:6.2f}   ({', '.join(f'{v:.2f}' for v in times[label])})")
-    print(f"  preview identity / deployer: {medians['as the preview identity'] / medians['as the deployer (before)']:.2f}x")
+    print(
+        f"  preview identity / deployer: {medians['as the preview identity'] / medians['as the deployer (before)']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -25,17 +25,18 @@ import shutil
 import statistics
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import hvac
 
 from clients.tls import vault_tls_verify
+from commands import engine_log, psql, timed
 from deployer import DEPLOYER_LOGIN as DEPLOYER
 from program_copy import add_tables, copy_program
-from commands import engine_log, psql, timed
 from sourced_env import TEST_SECRETS_PROVIDER, file_backend
 
 TABLES_PER_ROLE = 2
@@ -43,8 +44,13 @@ OPERATIONS = ("cold up", "no-op preview", "one-role up", "destroy")
 
 
 def role(application: str, suffix: str = "rw", access: str = "readwrite", tables: int = TABLES_PER_ROLE) -> dict:
-    return {"name": f"{application}-{suffix}", "tables": [f"{application}_t{k}" for k in range(tables)],
-            "access": access, "defaultTtl": "1h", "maxTtl": "24h"}
+    return {
+        "name": f"{application}-{suffix}",
+        "tables": [f"{application}_t{k}" for k in range(tables)],
+        "access": access,
+        "defaultTtl": "1h",
+        "maxTtl": "24h",
+    }
 
 
 @dataclass
@@ -67,25 +73,42 @@ class Organisation:
         self.state = self.folder / "state"
         self.env = {**os.environ, **file_backend(self.state)}
         psql(f'CREATE DATABASE "{self.database}" OWNER {DEPLOYER}')
-        common = {"environment": "dev", "postgresPort": os.environ["PGPORT"], "postgresDatabase": self.database,
-                  "postgresAdminUser": DEPLOYER, "postgresSslMode": "disable",
-                  "vaultAddress": os.environ["VAULT_ADDR"], "vaultMountPath": self.mount,
-                  "keepTablesOnDestroy": "false"}
+        common = {
+            "environment": "dev",
+            "postgresPort": os.environ["PGPORT"],
+            "postgresDatabase": self.database,
+            "postgresAdminUser": DEPLOYER,
+            "postgresSslMode": "disable",
+            "vaultAddress": os.environ["VAULT_ADDR"],
+            "vaultMountPath": self.mount,
+            "keepTablesOnDestroy": "false",
+        }
         self.config: dict[str, dict[str, Any]] = {}
         if self.split:
             self.platform = f"p{self.suffix}"
             self.config[self.platform] = {**common, "stackKind": "platform", "roles": []}
             for app in self.applications:
-                self.config[app] = {**common, "stackKind": "application", "platformStack": self.platform,
-                                    "application": app, "tableOwnerRole": f"{app}_owner",
-                                    "vaultAdminRole": f"{app}_vault_admin", "roles": [role(app)]}
+                self.config[app] = {
+                    **common,
+                    "stackKind": "application",
+                    "platformStack": self.platform,
+                    "application": app,
+                    "tableOwnerRole": f"{app}_owner",
+                    "vaultAdminRole": f"{app}_vault_admin",
+                    "roles": [role(app)],
+                }
         else:
             self.config[f"one{self.suffix}"] = {
-                **common, "tableOwnerRole": f"g{self.suffix}_owner", "vaultAdminRole": f"g{self.suffix}_vault_admin",
-                "roles": [role(app) for app in self.applications]}
+                **common,
+                "tableOwnerRole": f"g{self.suffix}_owner",
+                "vaultAdminRole": f"g{self.suffix}_vault_admin",
+                "roles": [role(app) for app in self.applications],
+            }
         self.headers = {}
-        self.each(list(self.config), lambda stack: self.pulumi("stack", "init", "--secrets-provider",
-                                                                   TEST_SECRETS_PROVIDER, stack=stack))
+        self.each(
+            list(self.config),
+            lambda stack: self.pulumi("stack", "init", "--secrets-provider", TEST_SECRETS_PROVIDER, stack=stack),
+        )
         for stack in self.config:
             # The stack file as `stack init` wrote it (its secrets provider and data key), then its settings.
             self.headers[stack] = (self.project / f"Pulumi.{stack}.yaml").read_text()
@@ -121,7 +144,8 @@ class Organisation:
         target = self.changed_stack
         # Medians of three: one sample of a few seconds is at the mercy of a shared machine.
         self.figures["no-op preview"] = statistics.median(
-            self.pulumi("preview", "--expect-no-changes", stack=target) for _ in range(3))
+            self.pulumi("preview", "--expect-no-changes", stack=target) for _ in range(3)
+        )
         roles = self.config[target]["roles"]
         changed = roles + [role(self.applications[0], "ro", "read", tables=1)]
         one_role_ups = []
@@ -135,8 +159,7 @@ class Organisation:
     def destroy(self) -> None:
         down = lambda stack: self.pulumi("destroy", "--yes", "--skip-preview", stack=stack)  # noqa: E731
         applications = [s for s in self.config if s != getattr(self, "platform", None)]
-        self.figures["destroy"] = self.each(applications, down) + (
-            down(self.platform) if self.split else 0.0)
+        self.figures["destroy"] = self.each(applications, down) + (down(self.platform) if self.split else 0.0)
 
     def state_files(self) -> list[Path]:
         return sorted((self.state / ".pulumi" / "stacks").rglob("*.json"))  # the latest state, no backups
@@ -157,8 +180,12 @@ class Organisation:
     def remove(self) -> None:
         """Best effort, also after a failure: stacks, Vault objects, the database."""
         for stack in self.config:
-            subprocess.run(["pulumi", "destroy", "--yes", "--skip-preview", "--stack", stack], cwd=self.project,
-                           env=self.env, capture_output=True)
+            subprocess.run(
+                ["pulumi", "destroy", "--yes", "--skip-preview", "--stack", stack],
+                cwd=self.project,
+                env=self.env,
+                capture_output=True,
+            )
         client = hvac.Client(url=os.environ["VAULT_ADDR"], token=os.environ["VAULT_TOKEN"], verify=vault_tls_verify())
         if f"{self.mount}/" in client.sys.list_mounted_secrets_engines()["data"]:
             client.sys.disable_secrets_engine(self.mount)
@@ -168,7 +195,9 @@ class Organisation:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-STEP = re.compile(r"^StepExecutor worker\(-?\d+\): (applying step|step) (\w+) on (urn:\S+)(?: \(preview \w+\)| retired)$")
+STEP = re.compile(
+    r"^StepExecutor worker\(-?\d+\): (applying step|step) (\w+) on (urn:\S+)(?: \(preview \w+\)| retired)$"
+)
 
 
 def step_times(stderr: str) -> dict[str, list[float]]:
@@ -194,9 +223,13 @@ def measure_step_times(roles: int, folder: Path) -> dict[str, list[float]]:
     organisation = Organisation(roles, False, folder / f"steps{roles}", parallel=1)
     try:
         stack = organisation.changed_stack
-        done = subprocess.run(["pulumi", "up", "--yes", "--skip-preview", "--stack", stack, "--non-interactive",
-                               "--logtostderr", "-v=4"], cwd=organisation.project, env=organisation.env,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["pulumi", "up", "--yes", "--skip-preview", "--stack", stack, "--non-interactive", "--logtostderr", "-v=4"],
+            cwd=organisation.project,
+            env=organisation.env,
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             raise RuntimeError(f"pulumi up failed:\n{done.stdout[-3000:]}")
         return step_times(done.stderr)
@@ -218,44 +251,61 @@ def measure(scales: Iterable[int], parallel: int, folder: Path) -> tuple[dict, d
                 organisation.destroy()
             finally:
                 organisation.remove()
-            print(f"  {layout} stack{'s' if split else ''}, {roles} roles: "
-                  + ", ".join(f"{k} {v:.1f}" for k, v in results[(layout, roles)].items()), flush=True)
+            print(
+                f"  {layout} stack{'s' if split else ''}, {roles} roles: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in results[(layout, roles)].items()),
+                flush=True,
+            )
     return results, kinds
 
 
 def report(results: dict, kinds: dict, parallel: int) -> None:
     scales = sorted({roles for _, roles in results})
-    print(f"\nthe generated organisation (N roles, each read-write on {TABLES_PER_ROLE} tables of its own; file "
-          f"backend; split = a platform stack + one stack per application, up to {parallel} at once); seconds")
-    print(f"{'layout':<6} {'roles':>5} {'resources':>9} {'state':>9} {'state/role':>10} {'cold up':>8} "
-          f"{'up/role':>8} {'no-op preview':>13} {'one-role up':>11} {'destroy':>8}")
+    print(
+        f"\nthe generated organisation (N roles, each read-write on {TABLES_PER_ROLE} tables of its own; file "
+        f"backend; split = a platform stack + one stack per application, up to {parallel} at once); seconds"
+    )
+    print(
+        f"{'layout':<6} {'roles':>5} {'resources':>9} {'state':>9} {'state/role':>10} {'cold up':>8} "
+        f"{'up/role':>8} {'no-op preview':>13} {'one-role up':>11} {'destroy':>8}"
+    )
     for (layout, roles), r in sorted(results.items()):
-        print(f"{layout:<6} {roles:>5} {r['resources']:>9.0f} {r['state bytes'] / 1024:>7.0f}KB "
-              f"{r['state bytes'] / roles / 1024:>8.1f}KB {r['cold up']:>8.1f} {r['cold up'] / roles:>8.2f} "
-              f"{r['no-op preview']:>13.1f} {r['one-role up']:>11.1f} {r['destroy']:>8.1f}")
+        print(
+            f"{layout:<6} {roles:>5} {r['resources']:>9.0f} {r['state bytes'] / 1024:>7.0f}KB "
+            f"{r['state bytes'] / roles / 1024:>8.1f}KB {r['cold up']:>8.1f} {r['cold up'] / roles:>8.2f} "
+            f"{r['no-op preview']:>13.1f} {r['one-role up']:>11.1f} {r['destroy']:>8.1f}"
+        )
     low, high = scales[0], scales[-1]
     print(f"\nratios, {high} roles against {low}:")
     for layout in ("one", "split"):
         a, b = results.get((layout, low)), results.get((layout, high))
         if not (a and b):
             continue
-        print(f"  {layout:<5}: one-role change (up) {b['one-role up'] / a['one-role up']:.2f}x"
-              f"{' (target <= 1.3x)' if layout == 'split' else ''}; no-op preview "
-              f"{b['no-op preview'] / a['no-op preview']:.2f}x; cold up per role "
-              f"{(b['cold up'] / high) / (a['cold up'] / low):.2f}x (target <= 1.2x); state per role "
-              f"{b['state bytes'] / high / 1024:.1f} KB against {a['state bytes'] / low / 1024:.1f} KB")
+        print(
+            f"  {layout:<5}: one-role change (up) {b['one-role up'] / a['one-role up']:.2f}x"
+            f"{' (target <= 1.3x)' if layout == 'split' else ''}; no-op preview "
+            f"{b['no-op preview'] / a['no-op preview']:.2f}x; cold up per role "
+            f"{(b['cold up'] / high) / (a['cold up'] / low):.2f}x (target <= 1.2x); state per role "
+            f"{b['state bytes'] / high / 1024:.1f} KB against {a['state bytes'] / low / 1024:.1f} KB"
+        )
     for layout, by_kind in kinds.items():
         total = sum(size for _, size in by_kind.values())
         print(f"\nstate by kind of resource ({layout} layout, {high} roles; {total / 1024:.0f} KB):")
         for kind, (count, size) in sorted(by_kind.items(), key=lambda item: -item[1][1]):
-            print(f"  {kind:<52} {count:>5} x {size / count / 1024:>5.1f} KB = {size / 1024:>7.0f} KB "
-                  f"({100 * size / total:>4.1f} %)")
+            print(
+                f"  {kind:<52} {count:>5} x {size / count / 1024:>5.1f} KB = {size / 1024:>7.0f} KB "
+                f"({100 * size / total:>4.1f} %)"
+            )
 
 
 def report_step_times(by_type: dict[str, list[float]], roles: int) -> None:
     total = sum(sum(times) for times in by_type.values())
-    print(f"\nstep time by kind of resource (one stack, {roles} roles, cold up; from 'applying step' to 'retired' "
-          f"in the engine's log: the provider's call and the state writes; steps overlap, {total:.0f} s in all):")
+    print(
+        f"\nstep time by kind of resource (one stack, {roles} roles, cold up; from 'applying step' to 'retired' "
+        f"in the engine's log: the provider's call and the state writes; steps overlap, {total:.0f} s in all):"
+    )
     for kind, times in sorted(by_type.items(), key=lambda item: -sum(item[1])):
-        print(f"  {kind:<52} {len(times):>5} x {sum(times) / len(times):>6.3f} s = {sum(times):>7.1f} s "
-              f"({100 * sum(times) / total:>4.1f} %)")
+        print(
+            f"  {kind:<52} {len(times):>5} x {sum(times) / len(times):>6.3f} s = {sum(times):>7.1f} s "
+            f"({100 * sum(times) / total:>4.1f} %)"
+        )

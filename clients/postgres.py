@@ -9,7 +9,7 @@ to import): never by the program process, which only declares resources.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -36,10 +36,11 @@ class _NamingCursor(psycopg.Cursor):
             raise PostgresUnreachable(
                 f"PostgreSQL at {info.host}:{info.port} (database {info.dbname!r}) stopped answering during a "
                 f"statement: {str(error).strip()}. Once it runs again, a later `pulumi up` picks up where "
-                "this one stopped.") from None
+                "this one stopped."
+            ) from None
 
 
-def search_path_option(connection: dict[str, Any]) -> Optional[str]:
+def search_path_option(connection: dict[str, Any]) -> str | None:
     """An application stack's schema as the session's search_path (its name is an
     application name: lower-case letters and digits, checked by the settings)."""
     schema = connection.get("search_path")
@@ -50,7 +51,7 @@ def search_path_option(connection: dict[str, Any]) -> Optional[str]:
     return f"-c search_path={schema}"
 
 
-def login_user(connection: dict[str, Any]) -> Optional[str]:
+def login_user(connection: dict[str, Any]) -> str | None:
     """Whom a `connection` logs in as: its `user` (a managed service's admin, whose
     password the connection carries), else the deploy session's login (PGUSER), so
     that the state records no login name and a preview logs in as its own."""
@@ -98,6 +99,9 @@ def ensure_member(cur: psycopg.Cursor | psycopg.Connection, role: str) -> bool:
     set_option = cur.connection.info.server_version >= 160000  # a Connection is its own `connection`
     if cur.execute("SELECT pg_has_role(current_user, %s, %s)", (role, "SET" if set_option else "MEMBER")).fetchone()[0]:
         return False
-    cur.execute(sql.SQL("GRANT {} TO CURRENT_USER{}").format(
-        sql.Identifier(role), sql.SQL(" WITH SET TRUE" if set_option else "")))
+    cur.execute(
+        sql.SQL("GRANT {} TO CURRENT_USER{}").format(
+            sql.Identifier(role), sql.SQL(" WITH SET TRUE" if set_option else "")
+        )
+    )
     return True

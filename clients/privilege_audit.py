@@ -26,8 +26,9 @@ privilege words come from the catalog's fixed set.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -38,11 +39,32 @@ from clients.postgres import ensure_member
 RELATION_KINDS = {"r": "TABLE", "p": "TABLE", "v": "TABLE", "m": "TABLE", "f": "TABLE", "S": "SEQUENCE"}
 # Role attributes no group or user of the stack should hold.
 ROLE_ATTRIBUTES = ("rolsuper", "rolcreaterole", "rolcreatedb", "rolreplication", "rolbypassrls")
-ATTRIBUTE_WORDS = {"rolsuper": "SUPERUSER", "rolcreaterole": "CREATEROLE", "rolcreatedb": "CREATEDB",
-                   "rolreplication": "REPLICATION", "rolbypassrls": "BYPASSRLS", "rolcanlogin": "LOGIN"}
+ATTRIBUTE_WORDS = {
+    "rolsuper": "SUPERUSER",
+    "rolcreaterole": "CREATEROLE",
+    "rolcreatedb": "CREATEDB",
+    "rolreplication": "REPLICATION",
+    "rolbypassrls": "BYPASSRLS",
+    "rolcanlogin": "LOGIN",
+}
 DEFAULT_ACL_KINDS = {"r": "TABLES", "S": "SEQUENCES", "f": "FUNCTIONS", "T": "TYPES", "n": "SCHEMAS"}
-PRIVILEGE_WORDS = {"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "USAGE", "CREATE",
-                   "CONNECT", "TEMPORARY", "EXECUTE", "SET", "ALTER SYSTEM", "MAINTAIN"}
+PRIVILEGE_WORDS = {
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "TRUNCATE",
+    "REFERENCES",
+    "TRIGGER",
+    "USAGE",
+    "CREATE",
+    "CONNECT",
+    "TEMPORARY",
+    "EXECUTE",
+    "SET",
+    "ALTER SYSTEM",
+    "MAINTAIN",
+}
 
 
 @dataclass(frozen=True)
@@ -64,13 +86,19 @@ class Declared:
     """group role -> the roles it is a member of by the settings (a migrate role: the table owner)."""
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> "Declared":
-        return Declared(database=data["database"], schema=data["schema"], groups=data["groups"],
-                        user_prefixes=data.get("user_prefixes") or {}, vault_logins=list(data["vault_logins"]),
-                        admin_user=data["admin_user"], program_relations=list(data.get("program_relations") or ()),
-                        memberships={k: list(v) for k, v in (data.get("memberships") or {}).items()})
+    def from_dict(data: dict[str, Any]) -> Declared:
+        return Declared(
+            database=data["database"],
+            schema=data["schema"],
+            groups=data["groups"],
+            user_prefixes=data.get("user_prefixes") or {},
+            vault_logins=list(data["vault_logins"]),
+            admin_user=data["admin_user"],
+            program_relations=list(data.get("program_relations") or ()),
+            memberships={k: list(v) for k, v in (data.get("memberships") or {}).items()},
+        )
 
-    def union(self, other: Optional["Declared"]) -> "Declared":
+    def union(self, other: Declared | None) -> Declared:
         """What either allows: during a change, the grants of the old and the new settings."""
         if other is None:
             return self
@@ -81,22 +109,28 @@ class Declared:
                 for kind in ("tables", "sequences"):
                     for name, privileges in (kinds.get(kind) or {}).items():
                         mine[kind][name] = sorted(set(mine[kind].get(name, [])) | set(privileges))
-        return Declared(database=self.database, schema=self.schema, groups=groups,
-                        user_prefixes={**other.user_prefixes, **self.user_prefixes},
-                        vault_logins=sorted(set(self.vault_logins) | set(other.vault_logins)),
-                        admin_user=self.admin_user,
-                        program_relations=sorted(set(self.program_relations) | set(other.program_relations)),
-                        memberships={g: sorted(set(self.memberships.get(g, [])) | set(other.memberships.get(g, [])))
-                                     for g in set(self.memberships) | set(other.memberships)})
+        return Declared(
+            database=self.database,
+            schema=self.schema,
+            groups=groups,
+            user_prefixes={**other.user_prefixes, **self.user_prefixes},
+            vault_logins=sorted(set(self.vault_logins) | set(other.vault_logins)),
+            admin_user=self.admin_user,
+            program_relations=sorted(set(self.program_relations) | set(other.program_relations)),
+            memberships={
+                g: sorted(set(self.memberships.get(g, [])) | set(other.memberships.get(g, [])))
+                for g in set(self.memberships) | set(other.memberships)
+            },
+        )
 
 
 @dataclass(frozen=True, order=True)
 class Finding:
     grantee: str
     what: str
-    statement: Optional[str] = None
+    statement: str | None = None
     """The SQL that takes it back; None where a person must decide (ownership)."""
-    act_as: Optional[str] = None
+    act_as: str | None = None
     """The role to run it as (an object's owner), if not the admin itself."""
 
     def __str__(self) -> str:
@@ -123,13 +157,19 @@ class _Principals:
 def _principals(conn: psycopg.Connection, declared: Declared, findings: list[Finding]) -> _Principals:
     """The groups that exist, and their members sorted into Vault's logins, the
     admin, dynamic users, and anyone else (a finding)."""
-    groups = [name for (name,) in conn.execute(
-        "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) ORDER BY rolname", (list(declared.groups),))]
+    groups = [
+        name
+        for (name,) in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) ORDER BY rolname", (list(declared.groups),)
+        )
+    ]
     users: dict[str, str] = {}
     rows = conn.execute(
         "SELECT g.rolname, m.rolname, m.rolcanlogin, m.rolvaliduntil < 'infinity', bool_or(am.admin_option) "
         "FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member "
-        "WHERE g.rolname = ANY(%s) GROUP BY 1, 2, 3, 4 ORDER BY 1, 2", (groups,)).fetchall()
+        "WHERE g.rolname = ANY(%s) GROUP BY 1, 2, 3, 4 ORDER BY 1, 2",
+        (groups,),
+    ).fetchall()
     for group, member, can_login, expires, admin in rows:
         if member in declared.vault_logins or member == declared.admin_user:
             continue
@@ -139,40 +179,65 @@ def _principals(conn: psycopg.Connection, declared: Declared, findings: list[Fin
         if can_login and expires and member not in users:
             users[member] = group
             if admin:
-                findings.append(Finding(member, f"ADMIN OPTION on {group}", sql.SQL("REVOKE ADMIN OPTION FOR {} FROM {}")
-                                        .format(sql.Identifier(group), sql.Identifier(member)).as_string(conn)))
+                findings.append(
+                    Finding(
+                        member,
+                        f"ADMIN OPTION on {group}",
+                        sql.SQL("REVOKE ADMIN OPTION FOR {} FROM {}")
+                        .format(sql.Identifier(group), sql.Identifier(member))
+                        .as_string(conn),
+                    )
+                )
         else:
-            findings.append(Finding(member, f"member of {group}", sql.SQL("REVOKE {} FROM {}").format(
-                sql.Identifier(group), sql.Identifier(member)).as_string(conn)))
+            findings.append(
+                Finding(
+                    member,
+                    f"member of {group}",
+                    sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(member)).as_string(conn),
+                )
+            )
     return _Principals(groups, users)
 
 
-def _memberships(conn: psycopg.Connection, declared: Declared, principals: _Principals,
-                 findings: list[Finding]) -> None:
+def _memberships(
+    conn: psycopg.Connection, declared: Declared, principals: _Principals, findings: list[Finding]
+) -> None:
     names = principals.groups + list(principals.users)
     for member, role in conn.execute(
-            "SELECT m.rolname, r.rolname FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid "
-            "JOIN pg_roles m ON m.oid = am.member WHERE m.rolname = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2",
-            (names,)).fetchall():
+        "SELECT m.rolname, r.rolname FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid "
+        "JOIN pg_roles m ON m.oid = am.member WHERE m.rolname = ANY(%s) GROUP BY 1, 2 ORDER BY 1, 2",
+        (names,),
+    ).fetchall():
         if principals.users.get(member) == role or role in declared.memberships.get(member, ()):
             continue
-        findings.append(Finding(member, f"member of {role}", sql.SQL("REVOKE {} FROM {}").format(
-            sql.Identifier(role), sql.Identifier(member)).as_string(conn)))
+        findings.append(
+            Finding(
+                member,
+                f"member of {role}",
+                sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(role), sql.Identifier(member)).as_string(conn),
+            )
+        )
 
 
 def _attributes(conn: psycopg.Connection, principals: _Principals, findings: list[Finding]) -> None:
     names = principals.groups + list(principals.users)
     columns = sql.SQL(", ").join(map(sql.Identifier, ("rolname", "rolcanlogin", *ROLE_ATTRIBUTES)))
-    for row in conn.execute(sql.SQL("SELECT {} FROM pg_roles WHERE rolname = ANY(%s) ORDER BY rolname")
-                            .format(columns), (names,)).fetchall():
+    for row in conn.execute(
+        sql.SQL("SELECT {} FROM pg_roles WHERE rolname = ANY(%s) ORDER BY rolname").format(columns), (names,)
+    ).fetchall():
         name, can_login, flags = row[0], row[1], dict(zip(ROLE_ATTRIBUTES, row[2:]))
         if name in principals.groups and can_login:
             flags["rolcanlogin"] = True
         for attribute, held in flags.items():
             if held:
                 word = ATTRIBUTE_WORDS[attribute]
-                findings.append(Finding(name, f"role attribute {word}", sql.SQL("ALTER ROLE {} {}").format(
-                    sql.Identifier(name), sql.SQL("NO" + word)).as_string(conn)))
+                findings.append(
+                    Finding(
+                        name,
+                        f"role attribute {word}",
+                        sql.SQL("ALTER ROLE {} {}").format(sql.Identifier(name), sql.SQL("NO" + word)).as_string(conn),
+                    )
+                )
 
 
 # Every catalog with an ACL: (kind, the GRANT words and object as SQL text, owner, acl), one row per
@@ -230,14 +295,23 @@ PARAMETER_ACL = """
   UNION ALL
   SELECT 'parameter', NULL, NULL, parname, NULL, parname, NULL, paracl FROM pg_parameter_acl
    WHERE paracl IS NOT NULL"""
-GRANT_WORDS = {"schema": "SCHEMA", "routine": "ROUTINE", "type": "TYPE", "language": "LANGUAGE",
-               "large object": "LARGE OBJECT", "foreign data wrapper": "FOREIGN DATA WRAPPER",
-               "foreign server": "FOREIGN SERVER", "tablespace": "TABLESPACE", "database": "DATABASE",
-               "parameter": "PARAMETER"}
+GRANT_WORDS = {
+    "schema": "SCHEMA",
+    "routine": "ROUTINE",
+    "type": "TYPE",
+    "language": "LANGUAGE",
+    "large object": "LARGE OBJECT",
+    "foreign data wrapper": "FOREIGN DATA WRAPPER",
+    "foreign server": "FOREIGN SERVER",
+    "tablespace": "TABLESPACE",
+    "database": "DATABASE",
+    "parameter": "PARAMETER",
+}
 
 
-def _allowed(declared: Declared, principals: _Principals, grantee: str, kind: str, sub: Optional[str],
-             schema: Optional[str], name: str) -> set[str]:
+def _allowed(
+    declared: Declared, principals: _Principals, grantee: str, kind: str, sub: str | None, schema: str | None, name: str
+) -> set[str]:
     """The privileges the settings give `grantee` on this object (none but on the declared
     relations, and USAGE on an application stack's own schema for a group that reads tables)."""
     if kind == "schema" and name == declared.schema != "public" and grantee in principals.groups:
@@ -251,12 +325,19 @@ def _allowed(declared: Declared, principals: _Principals, grantee: str, kind: st
     return set((kinds.get("tables") or {}).get(name, ()))
 
 
-def _object_acls(conn: psycopg.Connection, declared: Declared, principals: _Principals,
-                 findings: list[Finding]) -> None:
+def _object_acls(
+    conn: psycopg.Connection, declared: Declared, principals: _Principals, findings: list[Finding]
+) -> None:
     version = conn.info.server_version
     query = ACL_QUERY.replace("{parameters}", PARAMETER_ACL if version >= 150000 else "")
-    rows = conn.execute(query, {"principals": principals.groups + list(principals.users), "schema": declared.schema,
-                                "program_relations": declared.program_relations}).fetchall()
+    rows = conn.execute(
+        query,
+        {
+            "principals": principals.groups + list(principals.users),
+            "schema": declared.schema,
+            "program_relations": declared.program_relations,
+        },
+    ).fetchall()
     for kind, sub, schema, name, column, object_sql, owner, privilege, grantable, grantee in rows:
         allowed = _allowed(declared, principals, grantee, kind, sub, schema, name)
         target = sql.SQL(object_sql)  # quoted by the catalog query (format %I, regprocedure, regtype)
@@ -271,40 +352,64 @@ def _object_acls(conn: psycopg.Connection, declared: Declared, principals: _Prin
             words = sql.SQL("{} ON " + GRANT_WORDS[kind] + " {}").format(_privilege(privilege), target)
             label = f"{privilege} on {kind} {object_sql}"
         if privilege not in allowed:
-            findings.append(Finding(grantee, label, sql.SQL("REVOKE {} FROM {}").format(words, _ident(grantee))
-                                    .as_string(conn), act_as=owner))
+            findings.append(
+                Finding(
+                    grantee,
+                    label,
+                    sql.SQL("REVOKE {} FROM {}").format(words, _ident(grantee)).as_string(conn),
+                    act_as=owner,
+                )
+            )
         elif grantable:
-            findings.append(Finding(grantee, f"{label} WITH GRANT OPTION", sql.SQL(
-                "REVOKE GRANT OPTION FOR {} FROM {}").format(words, _ident(grantee)).as_string(conn), act_as=owner))
+            findings.append(
+                Finding(
+                    grantee,
+                    f"{label} WITH GRANT OPTION",
+                    sql.SQL("REVOKE GRANT OPTION FOR {} FROM {}").format(words, _ident(grantee)).as_string(conn),
+                    act_as=owner,
+                )
+            )
 
 
 def _default_acls(conn: psycopg.Connection, principals: _Principals, findings: list[Finding]) -> None:
     for owner, schema, objects, privilege, grantee in conn.execute(
-            "SELECT pg_get_userbyid(d.defaclrole), n.nspname, d.defaclobjtype::text, x.privilege_type, p.rolname "
-            "FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace "
-            "CROSS JOIN LATERAL aclexplode(d.defaclacl) x JOIN pg_roles p ON p.oid = x.grantee "
-            "WHERE p.rolname = ANY(%s) ORDER BY 5, 1, 2, 3, 4",
-            (principals.groups + list(principals.users),)).fetchall():
+        "SELECT pg_get_userbyid(d.defaclrole), n.nspname, d.defaclobjtype::text, x.privilege_type, p.rolname "
+        "FROM pg_default_acl d LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace "
+        "CROSS JOIN LATERAL aclexplode(d.defaclacl) x JOIN pg_roles p ON p.oid = x.grantee "
+        "WHERE p.rolname = ANY(%s) ORDER BY 5, 1, 2, 3, 4",
+        (principals.groups + list(principals.users),),
+    ).fetchall():
         where = sql.SQL(" IN SCHEMA {}").format(sql.Identifier(schema)) if schema else sql.SQL("")
         statement = sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {}{} REVOKE {} ON {} FROM {}").format(
-            sql.Identifier(owner), where, _privilege(privilege), sql.SQL(DEFAULT_ACL_KINDS[objects]),
-            sql.Identifier(grantee))
-        findings.append(Finding(grantee, f"default {privilege} on {DEFAULT_ACL_KINDS[objects].lower()} that {owner} "
-                                f"creates{' in schema ' + schema if schema else ''}", statement.as_string(conn),
-                                act_as=owner))
+            sql.Identifier(owner),
+            where,
+            _privilege(privilege),
+            sql.SQL(DEFAULT_ACL_KINDS[objects]),
+            sql.Identifier(grantee),
+        )
+        findings.append(
+            Finding(
+                grantee,
+                f"default {privilege} on {DEFAULT_ACL_KINDS[objects].lower()} that {owner} "
+                f"creates{' in schema ' + schema if schema else ''}",
+                statement.as_string(conn),
+                act_as=owner,
+            )
+        )
 
 
 def _ownership(conn: psycopg.Connection, principals: _Principals, findings: list[Finding]) -> None:
     for owner, kind, name in conn.execute(
-            "SELECT pg_get_userbyid(relowner), 'relation', format('%%I.%%I', relnamespace::regnamespace, relname) "
-            "FROM pg_class WHERE pg_get_userbyid(relowner) = ANY(%(p)s) "
-            "UNION ALL SELECT pg_get_userbyid(proowner), 'routine', oid::regprocedure::text FROM pg_proc "
-            "WHERE pg_get_userbyid(proowner) = ANY(%(p)s) "
-            "UNION ALL SELECT pg_get_userbyid(nspowner), 'schema', format('%%I', nspname) FROM pg_namespace "
-            "WHERE pg_get_userbyid(nspowner) = ANY(%(p)s) "
-            "UNION ALL SELECT pg_get_userbyid(datdba), 'database', format('%%I', datname) FROM pg_database "
-            "WHERE pg_get_userbyid(datdba) = ANY(%(p)s) ORDER BY 1, 2, 3",
-            {"p": principals.groups + list(principals.users)}).fetchall():
+        "SELECT pg_get_userbyid(relowner), 'relation', format('%%I.%%I', relnamespace::regnamespace, relname) "
+        "FROM pg_class WHERE pg_get_userbyid(relowner) = ANY(%(p)s) "
+        "UNION ALL SELECT pg_get_userbyid(proowner), 'routine', oid::regprocedure::text FROM pg_proc "
+        "WHERE pg_get_userbyid(proowner) = ANY(%(p)s) "
+        "UNION ALL SELECT pg_get_userbyid(nspowner), 'schema', format('%%I', nspname) FROM pg_namespace "
+        "WHERE pg_get_userbyid(nspowner) = ANY(%(p)s) "
+        "UNION ALL SELECT pg_get_userbyid(datdba), 'database', format('%%I', datname) FROM pg_database "
+        "WHERE pg_get_userbyid(datdba) = ANY(%(p)s) ORDER BY 1, 2, 3",
+        {"p": principals.groups + list(principals.users)},
+    ).fetchall():
         findings.append(Finding(owner, f"owns {kind} {name} (hand it to the table owner role by hand)"))
 
 
@@ -354,18 +459,22 @@ def take_back(conn: psycopg.Connection, findings: Iterable[Finding]) -> list[Fin
 # --- orphans --------------------------------------------------------------------
 
 
-def login_users(conn: psycopg.Connection, prefixes: Iterable[str],
-                groups: Iterable[str]) -> list[tuple[str, Optional[datetime.datetime]]]:
+def login_users(
+    conn: psycopg.Connection, prefixes: Iterable[str], groups: Iterable[str]
+) -> list[tuple[str, datetime.datetime | None]]:
     """Login roles that look like this stack's users, with a finite VALID UNTIL as
     Vault's have: members of its groups, or members of no role at all that are
     named with one of its templates' prefixes (another stack's users are members
     of that stack's groups)."""
-    patterns = [prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                for prefix in prefixes if prefix]
+    patterns = [
+        prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%" for prefix in prefixes if prefix
+    ]
     return conn.execute(
         "SELECT r.rolname, r.rolvaliduntil FROM pg_roles r "
         "WHERE r.rolcanlogin AND r.rolvaliduntil < 'infinity' AND ("
         "  EXISTS (SELECT 1 FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid "
         "          WHERE am.member = r.oid AND g.rolname = ANY(%s))"
         "  OR (r.rolname LIKE ANY(%s) AND NOT EXISTS (SELECT 1 FROM pg_auth_members am WHERE am.member = r.oid)))"
-        " ORDER BY 1", (list(groups), patterns)).fetchall()
+        " ORDER BY 1",
+        (list(groups), patterns),
+    ).fetchall()

@@ -7,12 +7,20 @@ from __future__ import annotations
 import re
 
 # The engine's own lines that say only that something else failed.
-GENERIC = ("update failed", "preview failed", "destroy failed", "refresh failed",
-           "Resource monitor has terminated, shutting down", "an unhandled error occurred: program exited with")
+GENERIC = (
+    "update failed",
+    "preview failed",
+    "destroy failed",
+    "refresh failed",
+    "Resource monitor has terminated, shutting down",
+    "an unhandled error occurred: program exited with",
+)
 RESOURCE_HEADER = re.compile(r"^  (\S+) \((.+)\):$")
 # The last line of a Python traceback: `module.Class: message`.
-EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception|Kept|Refused|Protected|Unreachable|"
-                            r"Mismatch|Taken|InUse|Plan)?): (.*)$")
+EXCEPTION_LINE = re.compile(
+    r"^(?:[A-Za-z_][\w.]*\.)?([A-Z]\w*(?:Error|Exception|Kept|Refused|Protected|Unreachable|"
+    r"Mismatch|Taken|InUse|Plan)?): (.*)$"
+)
 
 
 def diagnostics(lines: list[str]) -> list[tuple[str, list[str]]]:
@@ -32,7 +40,7 @@ def diagnostics(lines: list[str]) -> list[tuple[str, list[str]]]:
             resource, current = header.group(2), None
             continue
         if line.startswith("    error: "):
-            current = [line[len("    error: "):]]
+            current = [line[len("    error: ") :]]
             found.append((resource, current))
         elif current is not None and line.startswith("    "):
             current.append(line[4:])
@@ -49,7 +57,7 @@ def reason(error: list[str]) -> list[str]:
             line = error[index]
             if not line.startswith(" ") and EXCEPTION_LINE.match(line):
                 message = EXCEPTION_LINE.match(line).group(2)
-                return [message, *error[index + 1:]]
+                return [message, *error[index + 1 :]]
         return error[-1:]
     if any(error[0].startswith(generic) for generic in GENERIC):
         return []

@@ -24,7 +24,9 @@ def state_blob(data: str | None) -> bytes:
         try:
             import zstandard  # only for a zstd stack file (the session writes gzip)
         except ImportError:
-            raise RuntimeError("a stack file in the state database is zstd-compressed (PULUMI_DIY_BACKEND_ZSTD); "
-                               "reading it here needs the zstandard package (pip install zstandard)") from None
+            raise RuntimeError(
+                "a stack file in the state database is zstd-compressed (PULUMI_DIY_BACKEND_ZSTD); "
+                "reading it here needs the zstandard package (pip install zstandard)"
+            ) from None
         return zstandard.ZstdDecompressor().decompressobj().decompress(raw)
     return raw

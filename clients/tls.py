@@ -29,8 +29,10 @@ def vault_ca_problem() -> str | None:
     """Why VAULT_CACERT cannot be used, or None: it names a file that is not there."""
     cafile = os.environ.get("VAULT_CACERT")
     if cafile and not os.path.isfile(cafile):
-        return (f"VAULT_CACERT names {cafile!r}, which is not a file: point it at the CA certificate that "
-                "signed Vault's (here: `. local/dev-env.sh` sets it), or unset it to trust the system's CAs")
+        return (
+            f"VAULT_CACERT names {cafile!r}, which is not a file: point it at the CA certificate that "
+            "signed Vault's (here: `. local/dev-env.sh` sets it), or unset it to trust the system's CAs"
+        )
     return None
 
 

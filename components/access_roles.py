@@ -4,13 +4,13 @@ that Vault uses to create users in them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_postgresql as postgresql
 import pulumi_random as random
-from pulumi import Output, ResourceOptions
+from pulumi import Input, Output, ResourceOptions
 
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint
@@ -61,7 +61,7 @@ class AccessRoles(pulumi.ComponentResource):
     declared_privileges: Output[dict]
     """What the settings grant, as the privilege audit compares it with the catalog."""
 
-    def __init__(self, name: str, args: AccessRolesArgs, opts: Optional[ResourceOptions] = None):
+    def __init__(self, name: str, args: AccessRolesArgs, opts: ResourceOptions | None = None):
         super().__init__("pgcreds:access:AccessRoles", name, None, opts)
         on_server = args.endpoint.resource_options(parent=self)
 
@@ -72,7 +72,7 @@ class AccessRoles(pulumi.ComponentResource):
         # privileges on one schema; two GRANTs on one table). So the roles form one
         # chain, created one after another and dropped in reverse, after the tables
         # and before them; and the grants on one table take turns.
-        previous_role: Optional[pulumi.Resource] = None
+        previous_role: pulumi.Resource | None = None
         logins: dict[str, postgresql.Role] = {}
         self.vault_logins = {}
         for login in dict.fromkeys(c.login for c in args.vault_connections):
@@ -82,42 +82,68 @@ class AccessRoles(pulumi.ComponentResource):
             # Nothing of a login, not even its password, before its name is claimed.
             claim = args.endpoint.claim(f"{name}-{key}", parent=self, name=login, setting="pgcreds:vaultAdminRole")
             # Letters and digits only: Vault puts the password into a connection URL.
-            password = random.RandomPassword(f"{name}-{key}-password", length=PASSWORD_LENGTH, special=False,
-                                             opts=ResourceOptions(parent=self, depends_on=[claim]))
+            password = random.RandomPassword(
+                f"{name}-{key}-password",
+                length=PASSWORD_LENGTH,
+                special=False,
+                opts=ResourceOptions(parent=self, depends_on=[claim]),
+            )
             previous_role = logins[login] = args.endpoint.claimed_role(
-                f"{name}-{key}", parent=self, name=login, setting="pgcreds:vaultAdminRole", claim=claim,
-                login=True, create_role=True, password=password.result,
-                opts=ResourceOptions(ignore_changes=["roles"],
-                                     depends_on=list(args.tables.values()) + ([previous_role] if previous_role else [])))
+                f"{name}-{key}",
+                parent=self,
+                name=login,
+                setting="pgcreds:vaultAdminRole",
+                claim=claim,
+                login=True,
+                create_role=True,
+                password=password.result,
+                opts=ResourceOptions(
+                    ignore_changes=["roles"],
+                    depends_on=list(args.tables.values()) + ([previous_role] if previous_role else []),
+                ),
+            )
             self.vault_logins[login] = VaultLogin(username=logins[login].name, password=Output.secret(password.result))
         previous_grant: dict[str, pulumi.Resource] = {}
 
-        def after(*resources: Optional[pulumi.Resource]) -> ResourceOptions:
+        def after(*resources: pulumi.Resource | None) -> ResourceOptions:
             return ResourceOptions.merge(on_server, ResourceOptions(depends_on=[r for r in resources if r]))
 
         self.grants = []
-        previous_usage: Optional[pulumi.Resource] = None
+        previous_usage: pulumi.Resource | None = None
         tables: dict[str, pulumi.Resource] = dict(args.tables)
         for role in args.roles:
             group = args.endpoint.claimed_role(
-                f"{name}-{role.group_role}", parent=self, name=role.group_role,
-                setting=f"pgcreds:roles (the role {role.name!r})", login=False,
+                f"{name}-{role.group_role}",
+                parent=self,
+                name=role.group_role,
+                setting=f"pgcreds:roles (the role {role.name!r})",
+                login=False,
                 # A migrate group's membership of the owner is its GrantRole below.
-                opts=ResourceOptions(depends_on=[previous_role],
-                                     ignore_changes=["roles"] if role.acts_as_owner else None))
+                opts=ResourceOptions(
+                    depends_on=[previous_role], ignore_changes=["roles"] if role.acts_as_owner else None
+                ),
+            )
             previous_role = group
             if role.acts_as_owner:
                 # What its users create (their sessions SET ROLE to the owner) is the owner's.
-                self.grants.append(postgresql.GrantRole(
-                    f"{name}-{role.group_role}-owner", role=group.name, grant_role=args.owner_role,
-                    opts=after(group)))
+                self.grants.append(
+                    postgresql.GrantRole(
+                        f"{name}-{role.group_role}-owner",
+                        role=group.name,
+                        grant_role=args.owner_role,
+                        opts=after(group),
+                    )
+                )
             for table_name in role.tables:
                 if table_name not in tables:
                     tables[table_name] = PgExistingTable(
-                        f"{name}-existing-{table_name}", name=table_name,
+                        f"{name}-existing-{table_name}",
+                        name=table_name,
                         setting=f"pgcreds:roles (the role {role.name!r}, tables)",
-                        connection=args.endpoint.admin_connection(args.schema), owner=args.owner_role,
-                        opts=ResourceOptions(parent=self))
+                        connection=args.endpoint.admin_connection(args.schema),
+                        owner=args.owner_role,
+                        opts=ResourceOptions(parent=self),
+                    )
             # One grant per role and kind of object, however many tables it covers.
             # Its update (and create) revokes and grants in one transaction, so a
             # live credential never misses a privilege it keeps; and it is never
@@ -131,10 +157,15 @@ class AccessRoles(pulumi.ComponentResource):
             # the other roles' grants on the same tables ("tuple concurrently updated").
             if role.table_privileges and role_tables:
                 grant = postgresql.Grant(
-                    f"{name}-{role.group_role}-on-tables", database=args.endpoint.database,
-                    role=group.name, schema=args.schema, object_type="table",
-                    objects=[tables[t].name for t in role_tables], privileges=list(role.table_privileges),
-                    opts=ResourceOptions.merge(after(*(previous_grant.get(t) for t in role_tables)), kept))
+                    f"{name}-{role.group_role}-on-tables",
+                    database=args.endpoint.database,
+                    role=group.name,
+                    schema=args.schema,
+                    object_type="table",
+                    objects=[tables[t].name for t in role_tables],
+                    privileges=list(role.table_privileges),
+                    opts=ResourceOptions.merge(after(*(previous_grant.get(t) for t in role_tables)), kept),
+                )
                 self.grants.append(grant)
                 previous_grant.update({t: grant for t in role_tables})
                 role_grants.append(grant)
@@ -143,11 +174,18 @@ class AccessRoles(pulumi.ComponentResource):
             if role.sequence_privileges and sequences:
                 sequence_tables = [t for t in role_tables if args.sequences.get(t)]
                 grant = postgresql.Grant(
-                    f"{name}-{role.group_role}-on-sequences", database=args.endpoint.database,
-                    role=group.name, schema=args.schema, object_type="sequence", objects=sequences,
+                    f"{name}-{role.group_role}-on-sequences",
+                    database=args.endpoint.database,
+                    role=group.name,
+                    schema=args.schema,
+                    object_type="sequence",
+                    objects=sequences,
                     privileges=list(role.sequence_privileges),
-                    opts=ResourceOptions.merge(after(*(tables[t] for t in sequence_tables),
-                                                     *(previous_grant.get(t) for t in sequence_tables)), kept))
+                    opts=ResourceOptions.merge(
+                        after(*(tables[t] for t in sequence_tables), *(previous_grant.get(t) for t in sequence_tables)),
+                        kept,
+                    ),
+                )
                 self.grants.append(grant)
                 role_grants.append(grant)
                 previous_grant.update({t: grant for t in sequence_tables})
@@ -155,41 +193,77 @@ class AccessRoles(pulumi.ComponentResource):
                 # An own schema: its groups need USAGE on it. One after another (one
                 # catalog row), the first after the schema is made.
                 usage = postgresql.Grant(
-                    f"{name}-{role.group_role}-schema-usage", database=args.endpoint.database, role=group.name,
-                    schema=args.schema, object_type="schema", privileges=["USAGE"],
-                    opts=after(group, *args.schema_made, previous_usage))
+                    f"{name}-{role.group_role}-schema-usage",
+                    database=args.endpoint.database,
+                    role=group.name,
+                    schema=args.schema,
+                    object_type="schema",
+                    privileges=["USAGE"],
+                    opts=after(group, *args.schema_made, previous_usage),
+                )
                 self.grants.append(usage)
                 previous_usage = usage
             if args.per_table_grants_in_state:
                 self.grants += self._forget_per_table_grants(
-                    name, args, role, group, tables,
-                    lambda *more: ResourceOptions.merge(after(*role_grants, *more), kept))
+                    name,
+                    args,
+                    role,
+                    group,
+                    tables,
+                    lambda *more, role_grants=role_grants, kept=kept: ResourceOptions.merge(
+                        after(*role_grants, *more), kept
+                    ),
+                )
             # ADMIN OPTION is what lets a login put new users IN ROLE the group
             # (PostgreSQL 16+ no longer accepts CREATEROLE alone for that). Only the
             # logins of the connections that issue this role's users get it.
             for login in dict.fromkeys(c.login for c in args.vault_connections if role in c.roles):
-                self.grants.append(postgresql.GrantRole(
-                    f"{name}-{role.group_role}-{login}", role=logins[login].name, grant_role=group.name,
-                    with_admin_option=True, opts=on_server))
+                self.grants.append(
+                    postgresql.GrantRole(
+                        f"{name}-{role.group_role}-{login}",
+                        role=logins[login].name,
+                        grant_role=group.name,
+                        with_admin_option=True,
+                        opts=on_server,
+                    )
+                )
 
         # Whatever else the groups or their users hold (granted by hand) is found at
         # preview and revoked by `up`, once the grants above are in place.
         self.declared_privileges = Output.all(
-            database=args.endpoint.database, admin_user=args.endpoint.admin_user, owner=args.owner_role,
+            database=args.endpoint.database,
+            admin_user=args.endpoint.admin_user,
+            owner=args.owner_role,
             logins=[login.name for login in logins.values()],
-        ).apply(lambda known: declared_privileges(args, known["database"], known["admin_user"], known["logins"],
-                                                  known["owner"]))
-        PrivilegeAudit(f"{name}-privilege-audit", declared=self.declared_privileges,
-                       connection=args.endpoint.admin_connection(args.schema), preview=pulumi.runtime.is_dry_run(),
-                       opts=ResourceOptions(parent=self, depends_on=self.grants + ([previous_role] if previous_role else [])))
+        ).apply(
+            lambda known: declared_privileges(
+                args, known["database"], known["admin_user"], known["logins"], known["owner"]
+            )
+        )
+        PrivilegeAudit(
+            f"{name}-privilege-audit",
+            declared=self.declared_privileges,
+            connection=args.endpoint.admin_connection(args.schema),
+            preview=pulumi.runtime.is_dry_run(),
+            opts=ResourceOptions(parent=self, depends_on=self.grants + ([previous_role] if previous_role else [])),
+        )
 
-        self.register_outputs({"vault_logins": {login: v.username for login, v in self.vault_logins.items()},
-                               "group_roles": [r.group_role for r in args.roles]})
-
+        self.register_outputs(
+            {
+                "vault_logins": {login: v.username for login, v in self.vault_logins.items()},
+                "group_roles": [r.group_role for r in args.roles],
+            }
+        )
 
     @staticmethod
-    def _forget_per_table_grants(name: str, args: AccessRolesArgs, role: AppRole, group: postgresql.Role,
-                                 tables: Mapping[str, pulumi.Resource], retained_after) -> list[pulumi.Resource]:
+    def _forget_per_table_grants(
+        name: str,
+        args: AccessRolesArgs,
+        role: AppRole,
+        group: postgresql.Role,
+        tables: Mapping[str, pulumi.Resource],
+        retained_after,
+    ) -> list[pulumi.Resource]:
         """Earlier versions made a grant per table (and per table's sequences), whose
         delete would revoke what the grants per role now hold. Declared once more as
         they were, but retained (`retained_after` gives the options): the next `up`
@@ -197,33 +271,61 @@ class AccessRoles(pulumi.ComponentResource):
         forgotten: list[pulumi.Resource] = []
         for table_name in role.tables:
             grant = postgresql.Grant(
-                f"{name}-{role.group_role}-{table_name}", database=args.endpoint.database,
-                role=group.name, schema="public", object_type="table", objects=[tables[table_name].name],
-                privileges=list(role.table_privileges), opts=retained_after())
+                f"{name}-{role.group_role}-{table_name}",
+                database=args.endpoint.database,
+                role=group.name,
+                schema="public",
+                object_type="table",
+                objects=[tables[table_name].name],
+                privileges=list(role.table_privileges),
+                opts=retained_after(),
+            )
             forgotten.append(grant)
             sequences = args.sequences.get(table_name, ())
             if role.sequence_privileges and sequences:
-                forgotten.append(postgresql.Grant(
-                    f"{name}-{role.group_role}-{table_name}-sequences", database=args.endpoint.database,
-                    role=group.name, schema="public", object_type="sequence", objects=list(sequences),
-                    privileges=list(role.sequence_privileges), opts=retained_after(grant)))
+                forgotten.append(
+                    postgresql.Grant(
+                        f"{name}-{role.group_role}-{table_name}-sequences",
+                        database=args.endpoint.database,
+                        role=group.name,
+                        schema="public",
+                        object_type="sequence",
+                        objects=list(sequences),
+                        privileges=list(role.sequence_privileges),
+                        opts=retained_after(grant),
+                    )
+                )
         return forgotten
 
 
-def declared_privileges(args: AccessRolesArgs, database: str, admin_user: str, logins: list[str],
-                        owner_role: str) -> dict:
+def declared_privileges(
+    args: AccessRolesArgs, database: str, admin_user: str, logins: list[str], owner_role: str
+) -> dict:
     """The privilege audit's view of the settings (`clients.privilege_audit.Declared`)."""
     groups = {}
     for role in args.roles:
         groups[role.group_role] = {
             "tables": {table: list(role.table_privileges) for table in role.tables},
-            "sequences": {sequence: list(role.sequence_privileges) for table in role.tables
-                          for sequence in (args.sequences.get(table, ()) if role.sequence_privileges else ())},
+            "sequences": {
+                sequence: list(role.sequence_privileges)
+                for table in role.tables
+                for sequence in (args.sequences.get(table, ()) if role.sequence_privileges else ())
+            },
         }
-    prefixes = {role.group_role: username_prefix(connection.username_template, role.name)
-                for connection in args.vault_connections for role in connection.roles}
+    prefixes = {
+        role.group_role: username_prefix(connection.username_template, role.name)
+        for connection in args.vault_connections
+        for role in connection.roles
+    }
     relations = sorted(set(args.tables) | {s for sequences in args.sequences.values() for s in sequences})
     memberships = {role.group_role: [owner_role] for role in args.roles if role.acts_as_owner}
-    return {"database": database, "schema": args.schema, "groups": groups, "user_prefixes": prefixes,
-            "vault_logins": sorted(logins), "admin_user": admin_user, "program_relations": relations,
-            "memberships": memberships}
+    return {
+        "database": database,
+        "schema": args.schema,
+        "groups": groups,
+        "user_prefixes": prefixes,
+        "vault_logins": sorted(logins),
+        "admin_user": admin_user,
+        "program_relations": relations,
+        "memberships": memberships,
+    }

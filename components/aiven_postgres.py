@@ -8,8 +8,8 @@ as a file on the Vault server, which this program cannot place there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import pulumi
 from pulumi import Input, Output, ResourceOptions
@@ -32,9 +32,9 @@ class AivenPostgresArgs:
     """PostgreSQL major version, e.g. "16"."""
     termination_protection: bool
     """Refuse to delete the service (on by default outside dev)."""
-    maintenance: Optional[dict[str, str]] = None
+    maintenance: dict[str, str] | None = None
     """{"dow": "sunday", "time": "04:00:00"}, or None for Aiven's choice."""
-    token: Optional[Input[str]] = None
+    token: Input[str] | None = None
     """API token as a secret; None lets the provider read AIVEN_TOKEN (then it is in no state)."""
     sslmode: str = "verify-full"
     """sslmode of Pulumi's connections; verify-full checks the server against the project CA."""
@@ -49,8 +49,10 @@ def checked_plan(plans: list, plan: str, project: str) -> str:
     the preview stops here, before the service is created or changed."""
     offered = sorted(p.service_plan for p in plans or [])
     if plan not in offered:
-        raise UnknownPlan(f"pgcreds:aivenPlan: {plan!r} is not a PostgreSQL plan of the Aiven project {project!r}; "
-                          f"choose one of {', '.join(offered) or '(none offered)'} (nothing was changed)")
+        raise UnknownPlan(
+            f"pgcreds:aivenPlan: {plan!r} is not a PostgreSQL plan of the Aiven project {project!r}; "
+            f"choose one of {', '.join(offered) or '(none offered)'} (nothing was changed)"
+        )
     return plan
 
 
@@ -60,40 +62,57 @@ class AivenPostgres(pulumi.ComponentResource):
     """The `aiven.Pg` service."""
     args: AivenPostgresArgs
 
-    def __init__(self, name: str, args: AivenPostgresArgs, opts: Optional[ResourceOptions] = None):
+    def __init__(self, name: str, args: AivenPostgresArgs, opts: ResourceOptions | None = None):
         # Imported here, not at the top: pulumi_aiven loads every Aiven resource type
         # (about half a second, and as much again at exit), and only aiven mode needs it.
         import pulumi_aiven as aiven
 
         super().__init__("pgcreds:postgres:AivenPostgres", name, None, opts)
         self.name, self.args = name, args
-        provider = aiven.Provider(f"{name}-aiven", api_token=Output.secret(args.token) if args.token else None,
-                                  opts=ResourceOptions(parent=self))
+        provider = aiven.Provider(
+            f"{name}-aiven",
+            api_token=Output.secret(args.token) if args.token else None,
+            opts=ResourceOptions(parent=self),
+        )
         ask_aiven = pulumi.InvokeOutputOptions(provider=provider, parent=self)
         project = aiven.get_project_output(project=args.project, opts=ask_aiven)
         plans = aiven.get_service_plan_list_output(project=args.project, service_type="pg", opts=ask_aiven)
         maintenance = args.maintenance or {}
         self.service = aiven.Pg(
-            f"{name}-service", project=args.project, cloud_name=args.cloud,
+            f"{name}-service",
+            project=args.project,
+            cloud_name=args.cloud,
             plan=plans.service_plans.apply(lambda offered: checked_plan(offered, args.plan, args.project)),
-            service_name=args.service_name, termination_protection=args.termination_protection,
-            maintenance_window_dow=maintenance.get("dow"), maintenance_window_time=maintenance.get("time"),
+            service_name=args.service_name,
+            termination_protection=args.termination_protection,
+            maintenance_window_dow=maintenance.get("dow"),
+            maintenance_window_time=maintenance.get("time"),
             pg_user_config=aiven.PgPgUserConfigArgs(pg_version=args.pg_version),
-            opts=ResourceOptions(parent=self, provider=provider))
-        login = dict(host=self.service.service_host, port=self.service.service_port,
-                     database=self.service.pg.apply(lambda pg: pg.dbname),
-                     admin_user=self.service.service_username,
-                     admin_password=Output.secret(self.service.service_password), sslmode=args.sslmode,
-                     sslrootcert_pem=project.ca_cert)
+            opts=ResourceOptions(parent=self, provider=provider),
+        )
+        login = dict(
+            host=self.service.service_host,
+            port=self.service.service_port,
+            database=self.service.pg.apply(lambda pg: pg.dbname),
+            admin_user=self.service.service_username,
+            admin_password=Output.secret(self.service.service_password),
+            sslmode=args.sslmode,
+            sslrootcert_pem=project.ca_cert,
+        )
         self.endpoint = PgEndpoint(
-            **login, provider=admin_provider(f"{name}-admin", **login, parent=self),
-            vault_sslmode="require" if args.sslmode in ("require", "verify-ca", "verify-full") else args.sslmode)
+            **login,
+            provider=admin_provider(f"{name}-admin", **login, parent=self),
+            vault_sslmode="require" if args.sslmode in ("require", "verify-ca", "verify-full") else args.sslmode,
+        )
         register_endpoint_outputs(self, self.endpoint)
 
     def guard_destroy(self, dependents: Sequence[pulumi.Resource]) -> None:
         """While termination protection is on, `pulumi destroy` stops before it
         deletes any of `dependents` (everything built on this service): a guard
         that depends on them all is deleted first, and refuses."""
-        TerminationGuard(f"{self.name}-termination-guard", service_name=self.args.service_name,
-                         protected=self.args.termination_protection,
-                         opts=ResourceOptions(parent=self, depends_on=[self.service, *dependents]))
+        TerminationGuard(
+            f"{self.name}-termination-guard",
+            service_name=self.args.service_name,
+            protected=self.args.termination_protection,
+            opts=ResourceOptions(parent=self, depends_on=[self.service, *dependents]),
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 # Table privileges and sequence privileges per access level. A `migrate` role holds
 # none of its own: its users act as the table owner role (see `acts_as_owner`).
@@ -32,7 +31,7 @@ class AppRole:
     """Lifetime of a credential unless renewed."""
     max_ttl_seconds: int
     """Lifetime a credential can never outlive."""
-    username_template: Optional[str] = None
+    username_template: str | None = None
     """Vault username_template for this role's users; None keeps Vault's default."""
     locked: bool = False
     """Break-glass: Vault keeps the role but issues no new credentials for it."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 from pulumi import ResourceOptions
@@ -24,7 +23,7 @@ class ExistingPostgresArgs:
     is no input: every driver reads it from the deploy session's PGPASSFILE."""
     sslmode: str = "prefer"
     """libpq sslmode."""
-    sslrootcert: Optional[str] = None
+    sslrootcert: str | None = None
     """CA certificate file for verify-ca / verify-full."""
 
 
@@ -34,10 +33,16 @@ class ExistingPostgres(pulumi.ComponentResource):
 
     endpoint: PgEndpoint
 
-    def __init__(self, name: str, args: ExistingPostgresArgs, opts: Optional[ResourceOptions] = None):
+    def __init__(self, name: str, args: ExistingPostgresArgs, opts: ResourceOptions | None = None):
         super().__init__("pgcreds:postgres:ExistingPostgres", name, None, opts)
-        login = dict(host=args.host, port=args.port, database=args.database, admin_user=args.admin_user,
-                     admin_password=None, sslmode=args.sslmode,
-                     sslrootcert=args.sslrootcert)
+        login = dict(
+            host=args.host,
+            port=args.port,
+            database=args.database,
+            admin_user=args.admin_user,
+            admin_password=None,
+            sslmode=args.sslmode,
+            sslrootcert=args.sslrootcert,
+        )
         self.endpoint = PgEndpoint(**login, provider=admin_provider(f"{name}-admin", **login, parent=self))
         register_endpoint_outputs(self, self.endpoint)

@@ -8,7 +8,6 @@ whether it came from an existing server or a managed service.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import pulumi
 import pulumi_postgresql as postgresql
@@ -34,18 +33,18 @@ class PgEndpoint:
     """A role that may create roles and tables (not necessarily a superuser). Where
     `admin_password` is None, the providers log in as the deploy session's PGUSER,
     which is this login to deploy and a read-only one to preview."""
-    admin_password: Optional[Output[str]]
+    admin_password: Output[str] | None
     """The admin role's password, a secret Output; None where the deploy session's
     pgpass file (PGPASSFILE) holds it, so that no state records it."""
     provider: postgresql.Provider
     """The explicit provider every `pulumi_postgresql` resource on this endpoint uses."""
     sslmode: str = "prefer"
     """libpq sslmode for every connection (Pulumi's and Vault's)."""
-    sslrootcert: Optional[str] = None
+    sslrootcert: str | None = None
     """Path of a CA certificate file to verify the server with (verify-ca / verify-full)."""
-    sslrootcert_pem: Optional[Input[str]] = None
+    sslrootcert_pem: Input[str] | None = None
     """The CA certificate itself, as PEM text (a managed service's CA); used instead of `sslrootcert`."""
-    vault_sslmode: Optional[Input[str]] = None
+    vault_sslmode: Input[str] | None = None
     """sslmode of Vault's own connection, when it must differ (Vault cannot be handed a CA as text)."""
 
     def resource_options(self, parent: pulumi.Resource) -> ResourceOptions:
@@ -54,27 +53,56 @@ class PgEndpoint:
         dropped from the old one: the engine alone would call it an update of the
         provider and leave the old object behind. Delete first, since names are
         global to a server and a "new" server may be the old one by another name."""
-        return ResourceOptions(parent=parent, provider=self.provider, delete_before_replace=True,
-                               replacement_trigger=Output.format("{0}:{1}/{2}", self.host, self.port, self.database))
+        return ResourceOptions(
+            parent=parent,
+            provider=self.provider,
+            delete_before_replace=True,
+            replacement_trigger=Output.format("{0}:{1}/{2}", self.host, self.port, self.database),
+        )
 
     def claim(self, resource_name: str, *, parent: pulumi.Resource, name: str, setting: str) -> PgRoleClaim:
         """This stack's claim on a role name (checked at preview): what must not
         happen before the claim holds (a role, its password) depends on it."""
-        return PgRoleClaim(f"{resource_name}-claim", name=name, setting=setting, mark=this_stack_mark(),
-                           connection=self.admin_connection(), opts=ResourceOptions(parent=parent))
+        return PgRoleClaim(
+            f"{resource_name}-claim",
+            name=name,
+            setting=setting,
+            mark=this_stack_mark(),
+            connection=self.admin_connection(),
+            opts=ResourceOptions(parent=parent),
+        )
 
-    def claimed_role(self, resource_name: str, *, parent: pulumi.Resource, name: str, setting: str,
-                     opts: Optional[ResourceOptions] = None, claim: Optional[PgRoleClaim] = None,
-                     **role_args) -> postgresql.Role:
+    def claimed_role(
+        self,
+        resource_name: str,
+        *,
+        parent: pulumi.Resource,
+        name: str,
+        setting: str,
+        opts: ResourceOptions | None = None,
+        claim: PgRoleClaim | None = None,
+        **role_args,
+    ) -> postgresql.Role:
         """A `postgresql.Role` on this endpoint, made after a claim on its name
         (`PgRoleClaim`, checked at preview): never a role this stack did not create.
         `setting` names the stack setting that chose the name, for the error; pass
         `claim` if it was made beforehand."""
         claim = claim or self.claim(resource_name, parent=parent, name=name, setting=setting)
-        role = postgresql.Role(resource_name, name=name, **role_args, opts=ResourceOptions.merge(
-            ResourceOptions.merge(self.resource_options(parent), opts), ResourceOptions(depends_on=[claim])))
-        PgRoleMark(f"{resource_name}-mark", name=role.name, mark=this_stack_mark(), connection=self.admin_connection(),
-                   opts=ResourceOptions(parent=parent, depends_on=[role]))
+        role = postgresql.Role(
+            resource_name,
+            name=name,
+            **role_args,
+            opts=ResourceOptions.merge(
+                ResourceOptions.merge(self.resource_options(parent), opts), ResourceOptions(depends_on=[claim])
+            ),
+        )
+        PgRoleMark(
+            f"{resource_name}-mark",
+            name=role.name,
+            mark=this_stack_mark(),
+            connection=self.admin_connection(),
+            opts=ResourceOptions(parent=parent, depends_on=[role]),
+        )
         return role
 
     def admin_connection(self, schema: str = "public") -> Output[dict]:
@@ -85,9 +113,15 @@ class PgEndpoint:
         # a preview's refresh then reads as the preview login, not as the deployer.
         login = dict(user=self.admin_user, password=self.admin_password) if self.admin_password is not None else {}
         login |= {"search_path": schema} if schema != "public" else {}
-        return Output.secret(Output.all(
-            host=self.host, port=self.port, database=self.database, sslrootcert_pem=self.sslrootcert_pem, **login,
-        ).apply(lambda c: {**c, "sslmode": self.sslmode, "sslrootcert": self.sslrootcert}))
+        return Output.secret(
+            Output.all(
+                host=self.host,
+                port=self.port,
+                database=self.database,
+                sslrootcert_pem=self.sslrootcert_pem,
+                **login,
+            ).apply(lambda c: {**c, "sslmode": self.sslmode, "sslrootcert": self.sslrootcert})
+        )
 
     def vault_connection_url(self, ca_in_connection: bool = False) -> Output[str]:
         """A connection URL for Vault that carries no credentials: Vault fills in
@@ -95,17 +129,23 @@ class PgEndpoint:
         `ca_in_connection` the CA goes in the connection's `tls_ca` (`vault_tls_ca`),
         so the URL keeps the endpoint's sslmode and names no file; otherwise a CA
         file path, when given, must exist on the Vault server too."""
-        def url(host: str, port: int, database: str, vault_sslmode: Optional[str]) -> str:
+
+        def url(host: str, port: int, database: str, vault_sslmode: str | None) -> str:
             if ca_in_connection:
                 vault_sslmode = None
-            ca = f"&sslrootcert={self.sslrootcert}" if self.sslrootcert and not vault_sslmode \
-                and not ca_in_connection else ""
-            return (f"postgresql://{{{{username}}}}:{{{{password}}}}@{host}:{port}/{database}"
-                    f"?sslmode={vault_sslmode or self.sslmode}{ca}")
+            ca = (
+                f"&sslrootcert={self.sslrootcert}"
+                if self.sslrootcert and not vault_sslmode and not ca_in_connection
+                else ""
+            )
+            return (
+                f"postgresql://{{{{username}}}}:{{{{password}}}}@{host}:{port}/{database}"
+                f"?sslmode={vault_sslmode or self.sslmode}{ca}"
+            )
 
         return Output.all(self.host, self.port, self.database, self.vault_sslmode).apply(lambda parts: url(*parts))
 
-    def vault_tls_ca(self) -> Optional[Output[str]]:
+    def vault_tls_ca(self) -> Output[str] | None:
         """The CA that signed the server's certificate, as PEM text, for a Vault that
         takes it in the connection (`tls_ca`); None where the endpoint verifies nothing."""
         if self.sslmode not in ("verify-ca", "verify-full"):
@@ -123,14 +163,23 @@ def this_stack_mark() -> str:
     return stack_mark(pulumi.get_project(), pulumi.get_stack())
 
 
-def admin_provider(name: str, *, host: Input[str], port: Input[int], database: Input[str],
-                   admin_user: Input[str], admin_password: Optional[Output[str]], sslmode: str,
-                   sslrootcert: Optional[str] = None, sslrootcert_pem: Optional[Input[str]] = None,
-                   parent: Optional[pulumi.Resource] = None) -> postgresql.Provider:
+def admin_provider(
+    name: str,
+    *,
+    host: Input[str],
+    port: Input[int],
+    database: Input[str],
+    admin_user: Input[str],
+    admin_password: Output[str] | None,
+    sslmode: str,
+    sslrootcert: str | None = None,
+    sslrootcert_pem: Input[str] | None = None,
+    parent: pulumi.Resource | None = None,
+) -> postgresql.Provider:
     """The `postgresql.Provider` for an endpoint. `superuser=False`: the admin
     need not be a superuser (Aiven's avnadmin is not), and the provider then
     takes role membership where it needs it, which also works for a superuser."""
-    rootcert: Optional[Input[str]] = sslrootcert
+    rootcert: Input[str] | None = sslrootcert
     if sslrootcert_pem is not None:  # (an application stack's platform may give none: then `sslrootcert`)
         rootcert = Output.from_input(sslrootcert_pem).apply(lambda pem: ca_file(pem) if pem else sslrootcert)
     # Without a password the provider logs in as PGUSER (its default), which the
@@ -138,8 +187,17 @@ def admin_provider(name: str, *, host: Input[str], port: Input[int], database: I
     # state, and a preview both log in as the session's own login.
     login = dict(username=admin_user, password=Output.secret(admin_password)) if admin_password is not None else {}
     return postgresql.Provider(
-        name, host=host, port=port, database=database, sslmode=sslmode, sslrootcert=rootcert, superuser=False,
-        connect_timeout=CONNECT_TIMEOUT_SECONDS, **login, opts=ResourceOptions(parent=parent))
+        name,
+        host=host,
+        port=port,
+        database=database,
+        sslmode=sslmode,
+        sslrootcert=rootcert,
+        superuser=False,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        **login,
+        opts=ResourceOptions(parent=parent),
+    )
 
 
 def register_endpoint_outputs(resource: pulumi.ComponentResource, endpoint: PgEndpoint) -> None:

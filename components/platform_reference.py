@@ -9,8 +9,9 @@ stops the preview before anything changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import pulumi
 from pulumi import Output, ResourceOptions
@@ -26,13 +27,13 @@ class PlatformReferenceArgs:
     """The login this stack's deployer uses on the platform's server (its password from PGPASSFILE)."""
     sslmode: str
     """libpq sslmode of this stack's connections."""
-    sslrootcert: Optional[str]
+    sslrootcert: str | None
     """CA certificate file for verify-ca / verify-full, on this machine."""
     mount_path: str
     """The database secrets engine this stack's settings name: must be the platform's."""
     approle_path: str
     """The AppRole auth method this stack's settings name: must be the platform's."""
-    check_login: Callable[[str, int, str, str, str, Optional[str]], None]
+    check_login: Callable[[str, int, str, str, str, str | None], None]
     """Tries the admin login once (host, port, database, user, sslmode, sslrootcert), raising if refused."""
 
 
@@ -52,17 +53,20 @@ def checked(outputs: dict[str, Any], args: PlatformReferenceArgs, stack: str) ->
         raise PlatformMismatch(
             f"pgcreds:platformStack names {stack!r}, which is not a platform stack (its pgcreds:stackKind is "
             f"{kind or 'all'!r}, or it was never deployed): name the stack that runs with "
-            "pgcreds:stackKind platform, and `pulumi up` it first. Nothing was changed.")
+            "pgcreds:stackKind platform, and `pulumi up` it first. Nothing was changed."
+        )
     # The platform exports each path under the name of the setting that chose it.
     for setting, wanted in (("vaultMountPath", args.mount_path), ("vaultAppRolePath", args.approle_path)):
         if outputs.get(setting) != wanted:
             raise PlatformMismatch(
                 f"pgcreds:{setting} is {wanted!r}, but the platform stack {stack!r} has it at {outputs.get(setting)!r}: "
                 f"set pgcreds:{setting} to {outputs.get(setting)!r} (and write this application's deploy policy for "
-                "it). Nothing was changed.")
+                "it). Nothing was changed."
+            )
     postgres = outputs["postgres"]
-    args.check_login(postgres["host"], int(postgres["port"]), postgres["database"], args.admin_user, args.sslmode,
-                     args.sslrootcert)
+    args.check_login(
+        postgres["host"], int(postgres["port"]), postgres["database"], args.admin_user, args.sslmode, args.sslrootcert
+    )
     return outputs
 
 
@@ -78,21 +82,40 @@ class PlatformReference(pulumi.ComponentResource):
     applications_policy: Output[str]
     """The platform's policy that every application role's AppRole is given."""
 
-    def __init__(self, name: str, args: PlatformReferenceArgs, opts: Optional[ResourceOptions] = None):
+    def __init__(self, name: str, args: PlatformReferenceArgs, opts: ResourceOptions | None = None):
         super().__init__("pgcreds:platform:PlatformReference", name, None, opts)
         stack = full_stack_name(args.stack)
         reference = pulumi.StackReference(f"{name}-stack", stack_name=stack, opts=ResourceOptions(parent=self))
-        outputs = Output.all(**{key: reference.get_output(key) for key in (
-            "stackKind", "postgres", "vaultMountPath", "vaultAppRolePath", "vaultId", "vaultApplicationsPolicy")}).apply(
-            lambda values: checked(values, args, stack))
+        outputs = Output.all(
+            **{
+                key: reference.get_output(key)
+                for key in (
+                    "stackKind",
+                    "postgres",
+                    "vaultMountPath",
+                    "vaultAppRolePath",
+                    "vaultId",
+                    "vaultApplicationsPolicy",
+                )
+            }
+        ).apply(lambda values: checked(values, args, stack))
         postgres = outputs["postgres"]
-        login = dict(host=postgres["host"], port=postgres["port"].apply(int), database=postgres["database"],
-                     admin_user=args.admin_user, admin_password=None, sslmode=args.sslmode,
-                     sslrootcert=args.sslrootcert,
-                     # (a key the platform left empty is not in its outputs at all)
-                     sslrootcert_pem=postgres.apply(lambda values: values.get("sslrootcert_pem")))
-        self.endpoint = PgEndpoint(**login, provider=admin_provider(f"{name}-admin", **login, parent=self),
-                                   vault_sslmode=postgres.apply(lambda values: values.get("vaultSslmode")))
+        login = dict(
+            host=postgres["host"],
+            port=postgres["port"].apply(int),
+            database=postgres["database"],
+            admin_user=args.admin_user,
+            admin_password=None,
+            sslmode=args.sslmode,
+            sslrootcert=args.sslrootcert,
+            # (a key the platform left empty is not in its outputs at all)
+            sslrootcert_pem=postgres.apply(lambda values: values.get("sslrootcert_pem")),
+        )
+        self.endpoint = PgEndpoint(
+            **login,
+            provider=admin_provider(f"{name}-admin", **login, parent=self),
+            vault_sslmode=postgres.apply(lambda values: values.get("vaultSslmode")),
+        )
         self.mount_path = outputs["vaultMountPath"]
         self.approle_path = outputs["vaultAppRolePath"]
         self.vault_id = outputs["vaultId"]

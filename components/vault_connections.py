@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Optional
 
 from components.app_role import AppRole
 
@@ -25,7 +24,7 @@ LOGIN_PREFIX_MAX = 63 - 1 - LOGIN_DIGEST_LENGTH
 class VaultConnection:
     name: str
     """Name in Vault: `<mount>/config/<name>`."""
-    username_template: Optional[str]
+    username_template: str | None
     """Vault keeps username_template on the connection, so each template has one."""
     roles: tuple[AppRole, ...]
     """The roles it issues credentials for."""
@@ -48,8 +47,9 @@ def rotated_login(prefix: str, mount_path: str, connection_name: str) -> str:
     return f"{prefix}_{digest[:LOGIN_DIGEST_LENGTH]}"
 
 
-def plan_connections(roles: tuple[AppRole, ...], *, mount_path: str, connection_name: str, admin_role: str,
-                     rotate_root: bool) -> tuple[VaultConnection, ...]:
+def plan_connections(
+    roles: tuple[AppRole, ...], *, mount_path: str, connection_name: str, admin_role: str, rotate_root: bool
+) -> tuple[VaultConnection, ...]:
     """One connection for the roles with Vault's default username template, one more
     per distinct template (named after its first role). Without rotate-root every
     connection logs in as `admin_role`, whose password the state keeps."""
@@ -62,7 +62,7 @@ def plan_connections(roles: tuple[AppRole, ...], *, mount_path: str, connection_
     return tuple(connections)
 
 
-def username_prefix(template: Optional[str], role_name: str) -> str:
+def username_prefix(template: str | None, role_name: str) -> str:
     """The literal text every name from `template` starts with, for the role
     `role_name` (the default's: 'v-<role name, cut at 24>-')."""
     if template is None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
 
 import pulumi
-from pulumi import Input, Output, ResourceOptions
 import pulumi_vault as vault
+from pulumi import Input, Output, ResourceOptions
 
 from components.access_roles import VaultLogin
 from components.app_role import AppRole
@@ -29,11 +29,11 @@ def creation_statements(role: AppRole, owner_role: str, schema: str = "public") 
     owner's (and stays when the user is dropped). In an application stack's own
     schema, every session starts with it as its search_path."""
     statements = [
-        'CREATE ROLE "{{name}}" WITH LOGIN PASSWORD \'{{password}}\' '
+        "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
         f"VALID UNTIL '{{{{expiration}}}}' IN ROLE \"{role.group_role}\";"
     ]
     if role.acts_as_owner:
-        statements.append(f'ALTER ROLE "{{{{name}}}}" SET role TO \'{owner_role}\';')
+        statements.append(f"ALTER ROLE \"{{{{name}}}}\" SET role TO '{owner_role}';")
     if schema != "public":
         statements.append(f'ALTER ROLE "{{{{name}}}}" SET search_path TO "{schema}";')
     return statements
@@ -47,7 +47,8 @@ def creation_statements(role: AppRole, owner_role: str, schema: str = "public") 
 # and reassign its objects), end its open sessions, hand anything it owns to
 # Vault's login, drop it. A user that is already gone is not an error, so a
 # lease can always be revoked.
-REVOCATION_STATEMENTS = ["""DO $$
+REVOCATION_STATEMENTS = [
+    """DO $$
 BEGIN
   PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgcreds: revocation'));
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = '{{name}}') THEN
@@ -58,7 +59,8 @@ BEGIN
     EXECUTE format('DROP ROLE %I', '{{name}}');
   END IF;
 END
-$$;"""]
+$$;"""
+]
 
 
 @dataclass(frozen=True)
@@ -84,10 +86,10 @@ class VaultDatabaseSecretsArgs:
     """The schema of the tables: another is every credential's search_path."""
     depends_on: Sequence[pulumi.Resource] = ()
     """Grants that must exist before credentials can be issued."""
-    platform_mount: Optional[Input[str]] = None
+    platform_mount: Input[str] | None = None
     """An application stack's: the platform stack's mount (equal to `mount_path`),
     which its connection and roles go into and which it never makes or removes."""
-    platform_vault_id: Optional[Input[str]] = None
+    platform_vault_id: Input[str] | None = None
     """With `platform_mount`: the platform Vault's identity, for the lease revokers."""
     ca_in_connection: bool = False
     """The Vault server verifies PostgreSQL with the connection's `tls_ca` (HashiCorp
@@ -112,7 +114,8 @@ def checked_mount_path(mounts_json: str, path: str) -> str:
     if existing is not None and existing.get("type") != "database":
         raise MountPathTaken(
             f"Vault already has a {existing.get('type')!r} secrets engine at {path!r}: choose another "
-            "pgcreds:vaultMountPath (nothing was changed)")
+            "pgcreds:vaultMountPath (nothing was changed)"
+        )
     return path
 
 
@@ -130,7 +133,7 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
     credential_paths: dict[str, str]
     """`<mount>/creds/<role>` per application role."""
 
-    def __init__(self, name: str, args: VaultDatabaseSecretsArgs, opts: Optional[ResourceOptions] = None):
+    def __init__(self, name: str, args: VaultDatabaseSecretsArgs, opts: ResourceOptions | None = None):
         super().__init__("pgcreds:vault:VaultDatabaseSecrets", name, None, opts)
         in_vault = ResourceOptions(parent=self, provider=args.vault_provider)
         # The provider renames a connection or role in place, and then writes the
@@ -144,15 +147,19 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
             mount_path, vault_id = Output.from_input(args.platform_mount), Output.from_input(args.platform_vault_id)
         else:
             mounts = vault.generic.get_secret_output(
-                path="sys/mounts", opts=pulumi.InvokeOutputOptions(provider=args.vault_provider, parent=self))
+                path="sys/mounts", opts=pulumi.InvokeOutputOptions(provider=args.vault_provider, parent=self)
+            )
             vault_id = mounts.data_json.apply(vault_identity)
             # A new path is a new engine, made (and its connection and roles written)
             # before the old one is emptied and removed. The provider would rather
             # remount, after which it cannot delete the old roles ("no handler for route").
             mount_path = vault.Mount(
-                f"{name}-mount", path=mounts.data_json.apply(lambda table: checked_mount_path(table, args.mount_path)),
-                type="database", description=f"Short-lived PostgreSQL credentials ({this_stack_mark()})",
-                opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"]))).path
+                f"{name}-mount",
+                path=mounts.data_json.apply(lambda table: checked_mount_path(table, args.mount_path)),
+                type="database",
+                description=f"Short-lived PostgreSQL credentials ({this_stack_mark()})",
+                opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"])),
+            ).path
         tls_ca = args.endpoint.vault_tls_ca() if args.ca_in_connection else None
         connection_url = args.endpoint.vault_connection_url(ca_in_connection=tls_ca is not None)
         server = Output.format("{0}:{1}/{2}", args.endpoint.host, args.endpoint.port, args.endpoint.database)
@@ -168,51 +175,85 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                 # A connection made again (deleted behind Pulumi's back) needs the login's
                 # first password back, since only the lost connection knew the rotated one.
                 first_password = FirstLoginPassword(
-                    f"{name}-first-password{suffix}", connection=args.endpoint.admin_connection(),
-                    login=login.username, password=login.password, server=server, address=args.vault_address,
-                    mount=mount_path, connection_name=plan.name,
-                    opts=ResourceOptions(parent=self, depends_on=made_after))
+                    f"{name}-first-password{suffix}",
+                    connection=args.endpoint.admin_connection(),
+                    login=login.username,
+                    password=login.password,
+                    server=server,
+                    address=args.vault_address,
+                    mount=mount_path,
+                    connection_name=plan.name,
+                    opts=ResourceOptions(parent=self, depends_on=made_after),
+                )
                 made_after = [first_password]
             else:
                 password = dict(password=Output.secret(login.password))
             connection = vault.database.SecretBackendConnection(
-                f"{name}-connection{suffix}", backend=mount_path, name=plan.name,
-                allowed_roles=plan.allowed_roles, verify_connection=True,
+                f"{name}-connection{suffix}",
+                backend=mount_path,
+                name=plan.name,
+                allowed_roles=plan.allowed_roles,
+                verify_connection=True,
                 postgresql=vault.database.SecretBackendConnectionPostgresqlArgs(
-                    connection_url=connection_url, username=login.username,
+                    connection_url=connection_url,
+                    username=login.username,
                     username_template=plan.username_template or DEFAULT_USERNAME_TEMPLATE,
                     # Vault sends PostgreSQL a SCRAM verifier, never the clear password.
-                    password_authentication="scram-sha-256", **password,
-                    **({"tls_ca": tls_ca} if tls_ca is not None else {})),
-                opts=ResourceOptions.merge(renamed_is_new, ResourceOptions(depends_on=made_after)))
+                    password_authentication="scram-sha-256",
+                    **password,
+                    **({"tls_ca": tls_ca} if tls_ca is not None else {}),
+                ),
+                opts=ResourceOptions.merge(renamed_is_new, ResourceOptions(depends_on=made_after)),
+            )
             if args.rotate_root:
                 # Vault sets a password of its own that no one else learns; the one in
                 # state stops working. Again whenever the first password was sent or set again.
                 vault.generic.Endpoint(
-                    f"{name}-rotate-root{suffix}", path=Output.concat(mount_path, "/rotate-root/", connection.name),
-                    data_json="{}", disable_read=True, disable_delete=True,
-                    opts=ResourceOptions.merge(in_vault, ResourceOptions(
-                        depends_on=[connection],
-                        replacement_trigger=Output.format("{0}/{1}", version, first_password.generation))))
+                    f"{name}-rotate-root{suffix}",
+                    path=Output.concat(mount_path, "/rotate-root/", connection.name),
+                    data_json="{}",
+                    disable_read=True,
+                    disable_delete=True,
+                    opts=ResourceOptions.merge(
+                        in_vault,
+                        ResourceOptions(
+                            depends_on=[connection],
+                            replacement_trigger=Output.format("{0}/{1}", version, first_password.generation),
+                        ),
+                    ),
+                )
 
             for role in plan.roles:
                 vault_role = vault.database.SecretBackendRole(
-                    f"{name}-role-{role.name}", backend=mount_path, name=role.name, db_name=connection.name,
+                    f"{name}-role-{role.name}",
+                    backend=mount_path,
+                    name=role.name,
+                    db_name=connection.name,
                     creation_statements=creation_statements(role, args.owner_role, args.schema),
                     revocation_statements=REVOCATION_STATEMENTS,
-                    default_ttl=role.default_ttl_seconds, max_ttl=role.max_ttl_seconds, opts=renamed_is_new)
+                    default_ttl=role.default_ttl_seconds,
+                    max_ttl=role.max_ttl_seconds,
+                    opts=renamed_is_new,
+                )
                 # Depends on the role, so it is deleted (revoking the leases) before the
                 # role and the connection are; and on the grants, above all the group's
                 # membership of the Vault login: from PostgreSQL 16 a live credential's
                 # membership depends on it ("dependent privileges exist"), so a renamed
                 # role's leases must go before its grants do, the connection staying.
-                VaultLeaseRevoker(f"{name}-leases-{role.name}", address=args.vault_address,
-                                  vault_id=vault_id, mount=mount_path,
-                                  role=vault_role.name, connection=connection.name,
-                                  opts=ResourceOptions(parent=self, depends_on=[vault_role, *args.depends_on]))
+                VaultLeaseRevoker(
+                    f"{name}-leases-{role.name}",
+                    address=args.vault_address,
+                    vault_id=vault_id,
+                    mount=mount_path,
+                    role=vault_role.name,
+                    connection=connection.name,
+                    opts=ResourceOptions(parent=self, depends_on=[vault_role, *args.depends_on]),
+                )
 
         roles = [role for plan in args.connections for role in plan.roles]
         self.mount_path = mount_path
         self.vault_id = vault_id
-        self.credential_paths = {r.name: f"{args.mount_path}/creds/{r.name}" for r in sorted(roles, key=lambda r: r.name)}
+        self.credential_paths = {
+            r.name: f"{args.mount_path}/creds/{r.name}" for r in sorted(roles, key=lambda r: r.name)
+        }
         self.register_outputs({"mount_path": self.mount_path, "credential_paths": self.credential_paths})

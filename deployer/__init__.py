@@ -18,22 +18,23 @@ TRANSIT_MOUNT = "transit"
 JWT_MOUNT = "jwt"
 # PostgreSQL: the deployer's login (rotated by Vault), the login Vault uses to manage
 # it and the state users, and the state database with its owner and group roles.
-DEPLOYER_ROLE = "deployer"              # <mount>/static-creds/deployer
+DEPLOYER_ROLE = "deployer"  # <mount>/static-creds/deployer
 DEPLOYER_LOGIN = "pgcreds_deployer"
 PLATFORM_LOGIN = "pgcreds_vault_platform"
 STATE_DATABASE = "pulumi_state"
 STATE_TABLE = "pulumi_state"
 STATE_OWNER = "pulumi_state_owner"
-STATE_WRITE_ROLE = "state-write"        # <mount>/creds/state-write: preview, up, destroy
-STATE_READ_ROLE = "state-read"          # <mount>/creds/state-read: pull-request previews
-PREVIEW_ROLE = "preview"                # <mount>/creds/preview: a preview's PostgreSQL login (catalogs only)
+STATE_WRITE_ROLE = "state-write"  # <mount>/creds/state-write: preview, up, destroy
+STATE_READ_ROLE = "state-read"  # <mount>/creds/state-read: pull-request previews
+PREVIEW_ROLE = "preview"  # <mount>/creds/preview: a preview's PostgreSQL login (catalogs only)
 STATE_WRITERS = "pulumi_state_writers"
 STATE_READERS = "pulumi_state_readers"
 
 
 # Mounts a stack's deploy policy must never be able to mount over or unmount.
-RESERVED_MOUNTS = frozenset({PLATFORM_MOUNT, TRANSIT_MOUNT, JWT_MOUNT, "sys", "auth", "identity", "cubbyhole",
-                             "secret", "kv"})
+RESERVED_MOUNTS = frozenset(
+    {PLATFORM_MOUNT, TRANSIT_MOUNT, JWT_MOUNT, "sys", "auth", "identity", "cubbyhole", "secret", "kv"}
+)
 
 
 def application_login(application: str) -> str:
@@ -65,6 +66,7 @@ def secrets_provider(stack: str) -> str:
 @dataclass(frozen=True)
 class StateServer:
     """Where the state database is; its logins come from Vault."""
+
     host: str
     port: int
     sslmode: str = "verify-full"

@@ -33,7 +33,6 @@ import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import hvac
 import hvac.exceptions
@@ -53,18 +52,18 @@ from deployer import (
     RESERVED_MOUNTS,
     STATE_DATABASE,
     STATE_OWNER,
-    STATE_READERS,
     STATE_READ_ROLE,
+    STATE_READERS,
     STATE_TABLE,
-    STATE_WRITERS,
     STATE_WRITE_ROLE,
+    STATE_WRITERS,
     TRANSIT_MOUNT,
     deploy_login,
     deployer_role,
+    keys,
     secrets_provider,
     transit_key,
 )
-from deployer import keys
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD_ENV = "PGCREDS_BOOTSTRAP_ADMIN_PASSWORD"
@@ -85,8 +84,10 @@ STATE_TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table} (
 CREATE INDEX IF NOT EXISTS {index} ON {table} (key text_pattern_ops)"""
 
 PLATFORM_ROLES = [DEPLOYER_ROLE, STATE_WRITE_ROLE, STATE_READ_ROLE, PREVIEW_ROLE]
-STATE_USER_CREATION = ("CREATE ROLE \"{{{{name}}}}\" WITH LOGIN PASSWORD '{{{{password}}}}' "
-                       "VALID UNTIL '{{{{expiration}}}}' IN ROLE {group};")
+STATE_USER_CREATION = (
+    "CREATE ROLE \"{{{{name}}}}\" WITH LOGIN PASSWORD '{{{{password}}}}' "
+    "VALID UNTIL '{{{{expiration}}}}' IN ROLE {group};"
+)
 # The state users own nothing (rows are not owned), so dropping the role is all;
 # one that is already gone is not an error, so a lease can always be revoked.
 STATE_USER_REVOCATION = """DO $$
@@ -102,9 +103,11 @@ $$;"""
 # a member of nothing and owns nothing; it may connect where PUBLIC may and read
 # the catalogs (what a refresh and the privilege audit read), and its sessions
 # start read-only. It lives for one preview.
-PREVIEW_USER_CREATION = ("CREATE ROLE \"{{name}}\" WITH LOGIN NOINHERIT NOCREATEROLE NOCREATEDB "
-                         "PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
-                         "ALTER ROLE \"{{name}}\" SET default_transaction_read_only = on;")
+PREVIEW_USER_CREATION = (
+    'CREATE ROLE "{{name}}" WITH LOGIN NOINHERIT NOCREATEROLE NOCREATEDB '
+    "PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+    'ALTER ROLE "{{name}}" SET default_transaction_read_only = on;',
+)
 PREVIEW_LOGIN_TTL, PREVIEW_LOGIN_MAX_TTL = "1h", "2h"
 
 
@@ -114,15 +117,27 @@ def say(message: str) -> None:
 
 # --- PostgreSQL ---------------------------------------------------------------
 
+
 def pg_connect(args: argparse.Namespace, password: str, database: str) -> psycopg.Connection:
     try:
-        return psycopg.connect(host=args.pg_host, port=args.pg_port, dbname=database, user=args.pg_admin_user,
-                               password=password, sslmode=args.pg_sslmode, sslrootcert=args.pg_sslrootcert or None,
-                               connect_timeout=10, autocommit=True, application_name="pgcreds-bootstrap")
+        return psycopg.connect(
+            host=args.pg_host,
+            port=args.pg_port,
+            dbname=database,
+            user=args.pg_admin_user,
+            password=password,
+            sslmode=args.pg_sslmode,
+            sslrootcert=args.pg_sslrootcert or None,
+            connect_timeout=10,
+            autocommit=True,
+            application_name="pgcreds-bootstrap",
+        )
     except psycopg.OperationalError as error:
-        raise SystemExit(f"bootstrap: cannot log in to PostgreSQL at {args.pg_host}:{args.pg_port} as "
-                         f"{args.pg_admin_user!r} (database {database!r}): {str(error).strip()}. Check the admin "
-                         f"password (stdin or {PASSWORD_ENV}) and --pg-host/--pg-port. Nothing was changed.") from None
+        raise SystemExit(
+            f"bootstrap: cannot log in to PostgreSQL at {args.pg_host}:{args.pg_port} as "
+            f"{args.pg_admin_user!r} (database {database!r}): {str(error).strip()}. Check the admin "
+            f"password (stdin or {PASSWORD_ENV}) and --pg-host/--pg-port. Nothing was changed."
+        ) from None
 
 
 def ensure_role(admin: psycopg.Connection, name: str, attributes: str) -> None:
@@ -137,8 +152,11 @@ def grant_admin_option(admin: psycopg.Connection, role: str, to: str) -> None:
     """PostgreSQL 16 and later: a CREATEROLE login may grant, alter and drop only
     the roles it holds ADMIN OPTION on (and 16 records who granted it). Given
     without INHERIT or SET, so that Vault's login cannot use what the role may do."""
-    admin.execute(sql.SQL("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE").format(
-        sql.Identifier(role), sql.Identifier(to)))
+    admin.execute(
+        sql.SQL("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE").format(
+            sql.Identifier(role), sql.Identifier(to)
+        )
+    )
 
 
 def ensure_deploy_login(admin: psycopg.Connection, login: str, databases: list[str]) -> None:
@@ -146,15 +164,19 @@ def ensure_deploy_login(admin: psycopg.Connection, login: str, databases: list[s
     application databases; the next step gives it CREATE on their `public`."""
     ensure_role(admin, login, "LOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION")
     for database in databases:
-        admin.execute(sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(
-            sql.Identifier(database), sql.Identifier(login)))
+        admin.execute(
+            sql.SQL("GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {} TO {}").format(
+                sql.Identifier(database), sql.Identifier(login)
+            )
+        )
 
 
 def grant_schema_rights(database_admin: psycopg.Connection, login: str) -> None:
     """PostgreSQL 15 took CREATE on `public` from everyone; the tables go there, and
     their owner role needs it too (handed on by the deploy login, hence GRANT OPTION)."""
-    database_admin.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {} WITH GRANT OPTION").format(
-        sql.Identifier(login)))
+    database_admin.execute(
+        sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {} WITH GRANT OPTION").format(sql.Identifier(login))
+    )
 
 
 def applications_of(args: argparse.Namespace) -> list[str]:
@@ -181,23 +203,34 @@ def bootstrap_postgres(args: argparse.Namespace, password: str) -> None:
             for role in (*logins, STATE_WRITERS, STATE_READERS):
                 grant_admin_option(admin, role, PLATFORM_LOGIN)
         if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (STATE_DATABASE,)).fetchone():
-            admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(STATE_DATABASE), sql.Identifier(STATE_OWNER)))
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(STATE_DATABASE), sql.Identifier(STATE_OWNER)
+                )
+            )
             say(f"state database {STATE_DATABASE} created")
         admin.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(STATE_DATABASE)))
-        admin.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(
-            sql.Identifier(STATE_DATABASE), sql.Identifier(STATE_WRITERS), sql.Identifier(STATE_READERS)))
+        admin.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}").format(
+                sql.Identifier(STATE_DATABASE), sql.Identifier(STATE_WRITERS), sql.Identifier(STATE_READERS)
+            )
+        )
     for database in args.app_database:
         with pg_connect(args, password, database) as admin:
             for login in logins:
                 grant_schema_rights(admin, login)
     with pg_connect(args, password, STATE_DATABASE) as state:
         table = sql.Identifier(STATE_TABLE)
-        state.execute(sql.SQL(STATE_TABLE_DDL).format(table=table, index=sql.Identifier(f"{STATE_TABLE}_key_prefix_idx")))
+        state.execute(
+            sql.SQL(STATE_TABLE_DDL).format(table=table, index=sql.Identifier(f"{STATE_TABLE}_key_prefix_idx"))
+        )
         state.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(table, sql.Identifier(STATE_OWNER)))
         state.execute(sql.SQL("REVOKE ALL ON TABLE {} FROM PUBLIC").format(table))
-        state.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE {} TO {}").format(
-            table, sql.Identifier(STATE_WRITERS)))
+        state.execute(
+            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE {} TO {}").format(
+                table, sql.Identifier(STATE_WRITERS)
+            )
+        )
         state.execute(sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(table, sql.Identifier(STATE_READERS)))
 
 
@@ -208,15 +241,19 @@ def set_password(args: argparse.Namespace, admin_password: str, login: str, pass
 
 # --- Vault --------------------------------------------------------------------
 
+
 def vault_client(args: argparse.Namespace) -> hvac.Client:
     token = operator_token()
     if not token:
-        raise SystemExit("bootstrap: no Vault token: export VAULT_TOKEN (an operator token that may mount "
-                         "engines and write policies). Nothing was changed.")
+        raise SystemExit(
+            "bootstrap: no Vault token: export VAULT_TOKEN (an operator token that may mount "
+            "engines and write policies). Nothing was changed."
+        )
     client = hvac.Client(url=args.vault_address, token=token, verify=vault_tls_verify())
     if not client.is_authenticated():
-        raise SystemExit(f"bootstrap: Vault at {args.vault_address} refused the token in VAULT_TOKEN. "
-                         "Nothing was changed.")
+        raise SystemExit(
+            f"bootstrap: Vault at {args.vault_address} refused the token in VAULT_TOKEN. Nothing was changed."
+        )
     return client
 
 
@@ -226,7 +263,7 @@ def ensure_mount(client: hvac.Client, path: str, kind: str, description: str) ->
         say(f"Vault {kind} engine mounted at {path}/")
 
 
-def platform_connection(client: hvac.Client) -> Optional[dict]:
+def platform_connection(client: hvac.Client) -> dict | None:
     """The platform connection's settings as Vault holds them, or None if there is none."""
     try:
         return client.secrets.database.read_connection(PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT)["data"]
@@ -237,8 +274,10 @@ def platform_connection(client: hvac.Client) -> Optional[dict]:
 def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admin_password: str) -> None:
     ensure_mount(client, PLATFORM_MOUNT, "database", "pg-dynamic-creds: the deployer's own PostgreSQL logins")
     ca = f"&sslrootcert={args.pg_sslrootcert}" if args.pg_sslrootcert and args.pg_sslmode != "disable" else ""
-    wanted_url = (f"postgresql://{{{{username}}}}:{{{{password}}}}@{args.pg_host}:{args.pg_port}/"
-                  f"{args.pg_admin_database}?sslmode={args.pg_sslmode}{ca}")
+    wanted_url = (
+        f"postgresql://{{{{username}}}}:{{{{password}}}}@{args.pg_host}:{args.pg_port}/"
+        f"{args.pg_admin_database}?sslmode={args.pg_sslmode}{ca}"
+    )
     current = platform_connection(client)
     current_url = str(current["connection_details"].get("connection_url") or "") if current is not None else None
     allowed_roles = PLATFORM_ROLES + [deployer_role(application) for application in applications_of(args)]
@@ -249,34 +288,56 @@ def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admi
         platform_password = secrets.token_urlsafe(30)
         set_password(args, admin_password, PLATFORM_LOGIN, platform_password)
         client.secrets.database.configure(
-            PLATFORM_CONNECTION, "postgresql-database-plugin", mount_point=PLATFORM_MOUNT,
+            PLATFORM_CONNECTION,
+            "postgresql-database-plugin",
+            mount_point=PLATFORM_MOUNT,
             connection_url=wanted_url,
-            username=PLATFORM_LOGIN, password=platform_password, password_authentication="scram-sha-256",
-            allowed_roles=allowed_roles, verify_connection=True)
+            username=PLATFORM_LOGIN,
+            password=platform_password,
+            password_authentication="scram-sha-256",
+            allowed_roles=allowed_roles,
+            verify_connection=True,
+        )
         # From here on only Vault knows the platform login's password.
         client.secrets.database.rotate_root_credentials(PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT)
-        say(f"Vault connection {PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION} made (as {PLATFORM_LOGIN}) for "
-            f"{args.pg_host}:{args.pg_port}, its password rotated")
+        say(
+            f"Vault connection {PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION} made (as {PLATFORM_LOGIN}) for "
+            f"{args.pg_host}:{args.pg_port}, its password rotated"
+        )
     else:  # a connection of an earlier bootstrap: the roles it may serve now, its own kept
-        client.write(f"{PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION}",
-                     allowed_roles=sorted({*(current.get("allowed_roles") or []), *allowed_roles}))
+        client.write(
+            f"{PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION}",
+            allowed_roles=sorted({*(current.get("allowed_roles") or []), *allowed_roles}),
+        )
     for application in ("", *applications_of(args)):
-        client.write(f"{PLATFORM_MOUNT}/static-roles/{deployer_role(application)}", db_name=PLATFORM_CONNECTION,
-                     username=deploy_login(application),
-                     rotation_period=args.deployer_rotation_seconds)
+        client.write(
+            f"{PLATFORM_MOUNT}/static-roles/{deployer_role(application)}",
+            db_name=PLATFORM_CONNECTION,
+            username=deploy_login(application),
+            rotation_period=args.deployer_rotation_seconds,
+        )
         if repointed:
             # The login's password on this server is one Vault never set: set it now.
             client.write(f"{PLATFORM_MOUNT}/rotate-role/{deployer_role(application)}")
     for role, group in ((STATE_WRITE_ROLE, STATE_WRITERS), (STATE_READ_ROLE, STATE_READERS)):
         client.secrets.database.create_role(
-            role, db_name=PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT,
+            role,
+            db_name=PLATFORM_CONNECTION,
+            mount_point=PLATFORM_MOUNT,
             creation_statements=[STATE_USER_CREATION.format(group=f'"{group}"')],
             revocation_statements=[STATE_USER_REVOCATION],
-            default_ttl=STATE_LOGIN_TTL, max_ttl=STATE_LOGIN_MAX_TTL)
+            default_ttl=STATE_LOGIN_TTL,
+            max_ttl=STATE_LOGIN_MAX_TTL,
+        )
     client.secrets.database.create_role(
-        PREVIEW_ROLE, db_name=PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT,
-        creation_statements=list(PREVIEW_USER_CREATION), revocation_statements=[STATE_USER_REVOCATION],
-        default_ttl=PREVIEW_LOGIN_TTL, max_ttl=PREVIEW_LOGIN_MAX_TTL)
+        PREVIEW_ROLE,
+        db_name=PLATFORM_CONNECTION,
+        mount_point=PLATFORM_MOUNT,
+        creation_statements=list(PREVIEW_USER_CREATION),
+        revocation_statements=[STATE_USER_REVOCATION],
+        default_ttl=PREVIEW_LOGIN_TTL,
+        max_ttl=PREVIEW_LOGIN_MAX_TTL,
+    )
 
 
 @dataclass(frozen=True)
@@ -284,13 +345,14 @@ class StackSpec:
     """`--stack NAME[:MOUNT[:APPLICATION[:PLATFORM]]]`: a stack, its
     pgcreds:vaultMountPath (default `database`) and, for an application stack, its
     pgcreds:application and its pgcreds:platformStack."""
+
     stack: str
     mount: str = "database"
     application: str = ""
     platform: str = ""
 
     @classmethod
-    def parse(cls, value: str) -> "StackSpec":
+    def parse(cls, value: str) -> StackSpec:
         stack, mount, application, platform, *extra = value.split(":") + ["", "", ""]
         if any(extra):
             raise ValueError(value)
@@ -303,7 +365,9 @@ def policy_text(name: str, spec: StackSpec) -> str:
     application stack's application name where it says APPLICATION, and its deploy
     login's static role where it says DEPLOYER_ROLE."""
     text = (REPO / "vault-policies" / name).read_text()
-    text = text.replace("pgcreds-STACK", transit_key(spec.stack)).replace("DEPLOYER_ROLE", deployer_role(spec.application))
+    text = text.replace("pgcreds-STACK", transit_key(spec.stack)).replace(
+        "DEPLOYER_ROLE", deployer_role(spec.application)
+    )
     text = text.replace("APPLICATION", spec.application) if spec.application else text
     return text.replace("database", spec.mount) if spec.mount != "database" else text
 
@@ -323,6 +387,7 @@ def check_arguments(args: argparse.Namespace) -> None:
     """Every name that goes into a policy path, a jwt role or a bound claim, matched
     whole against its pattern before anything is read or changed: a wildcard or a
     `/` would give one stack's deploy token every mount, key or application."""
+
     def text(value: str) -> str:
         return value.encode("unicode_escape").decode()
 
@@ -333,30 +398,48 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise BadArgument("--stack", text(value), "must be NAME[:MOUNT[:APPLICATION[:PLATFORM]]]") from None
         for what, name in (("stack name", spec.stack), ("platform stack", spec.platform)):
             if (name or what == "stack name") and not STACK_NAME.fullmatch(name):
-                raise BadArgument("--stack", text(value), f"the {what} {text(name)!r} must be lower-case letters, "
-                                  "digits and -, starting with a letter (at most 41)")
+                raise BadArgument(
+                    "--stack",
+                    text(value),
+                    f"the {what} {text(name)!r} must be lower-case letters, "
+                    "digits and -, starting with a letter (at most 41)",
+                )
         if not MOUNT_NAME.fullmatch(spec.mount):
-            raise BadArgument("--stack", text(value), f"the mount {text(spec.mount)!r} must be lower-case letters, "
-                              "digits, - and _, starting with a letter (no /: one path segment)")
+            raise BadArgument(
+                "--stack",
+                text(value),
+                f"the mount {text(spec.mount)!r} must be lower-case letters, "
+                "digits, - and _, starting with a letter (no /: one path segment)",
+            )
         if spec.mount in RESERVED_MOUNTS:
-            raise BadArgument("--stack", text(value), f"the mount {spec.mount!r} is Vault's or the deploy path's "
-                              "own; a stack's deployer may never mount or unmount it: choose another")
+            raise BadArgument(
+                "--stack",
+                text(value),
+                f"the mount {spec.mount!r} is Vault's or the deploy path's "
+                "own; a stack's deployer may never mount or unmount it: choose another",
+            )
         if spec.application and not APPLICATION_NAME.fullmatch(spec.application):
-            raise BadArgument("--stack", text(value), f"the application {text(spec.application)!r} must be "
-                              "lower-case letters and digits, starting with a letter (at most 20; no - or _)")
+            raise BadArgument(
+                "--stack",
+                text(value),
+                f"the application {text(spec.application)!r} must be "
+                "lower-case letters and digits, starting with a letter (at most 20; no - or _)",
+            )
         if spec.platform and not spec.application:
             raise BadArgument("--stack", text(value), "a platform stack is named for an application stack only")
     if not REPOSITORY.fullmatch(args.repository):
         raise BadArgument("--repository", text(args.repository), "must be the GitHub repository as owner/name")
     if not GIT_REF.fullmatch(args.deploy_ref) or ".." in args.deploy_ref:
-        raise BadArgument("--deploy-ref", text(args.deploy_ref), "must be one branch or tag, such as "
-                          "refs/heads/main (no wildcard)")
+        raise BadArgument(
+            "--deploy-ref", text(args.deploy_ref), "must be one branch or tag, such as refs/heads/main (no wildcard)"
+        )
     if not SIMPLE.fullmatch(args.jwt_audience):
         raise BadArgument("--jwt-audience", text(args.jwt_audience), "must be letters, digits, ., _, : or -")
     for database in args.app_database:
         if not IDENTIFIER.fullmatch(database):
-            raise BadArgument("--app-database", text(database), "must be a plain identifier (lower-case letters, "
-                              "digits, _)")
+            raise BadArgument(
+                "--app-database", text(database), "must be a plain identifier (lower-case letters, digits, _)"
+            )
 
 
 def platform_decrypt(spec: StackSpec) -> str:
@@ -364,8 +447,10 @@ def platform_decrypt(spec: StackSpec) -> str:
     which the CLI decrypts with the platform's key: decrypt on that key alone."""
     if not spec.platform:
         return ""
-    return ("\n# The platform stack's outputs (StackReference), decrypted with its key; never encrypted.\n"
-            f'path "transit/decrypt/{transit_key(spec.platform)}" {{\n  capabilities = ["update"]\n}}\n')
+    return (
+        "\n# The platform stack's outputs (StackReference), decrypted with its key; never encrypted.\n"
+        f'path "transit/decrypt/{transit_key(spec.platform)}" {{\n  capabilities = ["update"]\n}}\n'
+    )
 
 
 def deploy_policy_text(spec: StackSpec) -> str:
@@ -387,8 +472,11 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
         client.sys.enable_auth_method("jwt", path=JWT_MOUNT, description="CI's OIDC tokens (GitHub Actions)")
         say(f"Vault jwt auth method enabled at auth/{JWT_MOUNT}")
     if args.jwt_pubkey:
-        client.write(f"auth/{JWT_MOUNT}/config", bound_issuer=args.jwt_issuer,
-                     jwt_validation_pubkeys=[Path(args.jwt_pubkey).read_text()])
+        client.write(
+            f"auth/{JWT_MOUNT}/config",
+            bound_issuer=args.jwt_issuer,
+            jwt_validation_pubkeys=[Path(args.jwt_pubkey).read_text()],
+        )
     else:
         client.write(f"auth/{JWT_MOUNT}/config", bound_issuer=args.jwt_issuer, oidc_discovery_url=args.jwt_issuer)
     specs = [StackSpec.parse(value) for value in args.stack]
@@ -396,23 +484,40 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
         key = transit_key(spec.stack)
         if not keys.key_exists(client, spec.stack):
             # (a stack whose state exists was refused before anything changed: check_keys)
-            client.secrets.transit.create_key(key, mount_point=TRANSIT_MOUNT, exportable=True,
-                                              allow_plaintext_backup=True)
+            client.secrets.transit.create_key(
+                key, mount_point=TRANSIT_MOUNT, exportable=True, allow_plaintext_backup=True
+            )
             say(f"transit key {key} created")
         if args.key_backup_dir:
             say(f"transit key {key} backed up to {keys.back_up(client, spec.stack, Path(args.key_backup_dir))}")
         deploy_policy, preview_policy = f"pgcreds-deploy-{spec.stack}", f"pgcreds-preview-{spec.stack}"
         client.sys.create_or_update_acl_policy(deploy_policy, deploy_policy_text(spec))
         client.sys.create_or_update_acl_policy(preview_policy, preview_policy_text(spec))
-        common = dict(role_type="jwt", user_claim="sub", bound_audiences=[args.jwt_audience],
-                      token_ttl=CI_TOKEN_TTL, token_max_ttl=CI_TOKEN_TTL, token_no_default_policy=False)
-        client.write(f"auth/{JWT_MOUNT}/role/{preview_policy}", token_policies=[preview_policy],
-                     bound_claims={"repository": args.repository}, **common)
-        client.write(f"auth/{JWT_MOUNT}/role/{deploy_policy}", token_policies=[deploy_policy],
-                     bound_claims={"repository": args.repository, "ref": args.deploy_ref}, **common)
-    say(f"stacks {', '.join(spec.stack for spec in specs)}: transit keys, policies and jwt roles "
+        common = dict(
+            role_type="jwt",
+            user_claim="sub",
+            bound_audiences=[args.jwt_audience],
+            token_ttl=CI_TOKEN_TTL,
+            token_max_ttl=CI_TOKEN_TTL,
+            token_no_default_policy=False,
+        )
+        client.write(
+            f"auth/{JWT_MOUNT}/role/{preview_policy}",
+            token_policies=[preview_policy],
+            bound_claims={"repository": args.repository},
+            **common,
+        )
+        client.write(
+            f"auth/{JWT_MOUNT}/role/{deploy_policy}",
+            token_policies=[deploy_policy],
+            bound_claims={"repository": args.repository, "ref": args.deploy_ref},
+            **common,
+        )
+    say(
+        f"stacks {', '.join(spec.stack for spec in specs)}: transit keys, policies and jwt roles "
         f"pgcreds-deploy-<stack> (repository {args.repository}, ref {args.deploy_ref}) and pgcreds-preview-<stack> "
-        "are in place")
+        "are in place"
+    )
 
 
 def check_keys(args: argparse.Namespace, client: hvac.Client, password: str) -> None:
@@ -428,9 +533,12 @@ def check_keys(args: argparse.Namespace, client: hvac.Client, password: str) -> 
     with pg_connect(args, password, STATE_DATABASE) as state:
         for stack in missing:
             # (the stack file, plain or compressed: <stack>.json, .json.gz or .json.zst)
-            rows = state.execute(sql.SQL("SELECT key, data->>'data' FROM {} WHERE key LIKE %s AND key NOT LIKE "
-                                         "'%%.bak'").format(sql.Identifier(STATE_TABLE)),
-                                 (f"%.pulumi/stacks/%/{stack}.json%",)).fetchall()
+            rows = state.execute(
+                sql.SQL("SELECT key, data->>'data' FROM {} WHERE key LIKE %s AND key NOT LIKE '%%.bak'").format(
+                    sql.Identifier(STATE_TABLE)
+                ),
+                (f"%.pulumi/stacks/%/{stack}.json%",),
+            ).fetchall()
             # (the state names its secrets provider: hashivault://<the key>)
             found = next((row for row in rows if secrets_provider(stack).encode() in state_blob(row[1])), None)
             if found:
@@ -439,7 +547,8 @@ def check_keys(args: argparse.Namespace, client: hvac.Client, password: str) -> 
                     f"stack {stack!r} ({found[0]}), whose secrets it encrypted: a new key under the old name would "
                     "not decrypt them. Restore the key from its backup: python -m deployer.keys restore --stack "
                     f"{stack} --backup-dir <the bootstrap's --key-backup-dir> (README, \"When something is "
-                    "stuck\"). Nothing was changed.")
+                    'stuck"). Nothing was changed.'
+                )
 
 
 def read_admin_password(from_stdin: bool) -> str:
@@ -447,38 +556,58 @@ def read_admin_password(from_stdin: bool) -> str:
     if not password and (from_stdin or not sys.stdin.isatty()):
         password = sys.stdin.readline().rstrip("\n")
     if not password:
-        raise SystemExit(f"bootstrap: the PostgreSQL admin password is needed once: pipe it on stdin or set "
-                         f"{PASSWORD_ENV}. Nothing was changed.")
+        raise SystemExit(
+            f"bootstrap: the PostgreSQL admin password is needed once: pipe it on stdin or set "
+            f"{PASSWORD_ENV}. Nothing was changed."
+        )
     return password
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--pg-host", default="127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=5432)
     parser.add_argument("--pg-admin-user", default="postgres", help="a superuser, or a CREATEROLE CREATEDB admin")
     parser.add_argument("--pg-admin-database", default="postgres", help="a database the admin connects to")
     parser.add_argument("--pg-sslmode", default="verify-full")
     parser.add_argument("--pg-sslrootcert", default="", help="CA file (also read by Vault's server)")
-    parser.add_argument("--app-database", action="append", default=[],
-                        help="a database the program creates tables in (pgcreds:postgresDatabase); repeatable")
+    parser.add_argument(
+        "--app-database",
+        action="append",
+        default=[],
+        help="a database the program creates tables in (pgcreds:postgresDatabase); repeatable",
+    )
     parser.add_argument("--vault-address", default=os.environ.get("VAULT_ADDR", ""))
-    parser.add_argument("--stack", action="append", required=True,
-                        help="NAME[:MOUNT[:APPLICATION]]: a stack, its pgcreds:vaultMountPath if not `database`, and "
-                             "an application stack's pgcreds:application (its deploy policy then covers that "
-                             "application alone); repeatable")
+    parser.add_argument(
+        "--stack",
+        action="append",
+        required=True,
+        help="NAME[:MOUNT[:APPLICATION]]: a stack, its pgcreds:vaultMountPath if not `database`, and "
+        "an application stack's pgcreds:application (its deploy policy then covers that "
+        "application alone); repeatable",
+    )
     parser.add_argument("--repository", required=True, help="owner/name of the GitHub repository CI runs in")
     parser.add_argument("--deploy-ref", default="refs/heads/main", help="the only ref the deploy role accepts")
     parser.add_argument("--jwt-issuer", default=GITHUB_ISSUER)
     parser.add_argument("--jwt-audience", default="pgcreds-vault")
-    parser.add_argument("--jwt-pubkey", default="",
-                        help="a PEM public key to verify tokens with instead of the issuer's discovery URL (tests)")
+    parser.add_argument(
+        "--jwt-pubkey",
+        default="",
+        help="a PEM public key to verify tokens with instead of the issuer's discovery URL (tests)",
+    )
     parser.add_argument("--deployer-rotation-seconds", type=int, default=DEPLOYER_ROTATION_SECONDS)
-    parser.add_argument("--reset-platform-login", action="store_true",
-                        help="give Vault's platform login a new password (after a restore of PostgreSQL)")
-    parser.add_argument("--key-backup-dir", default=os.environ.get("PGCREDS_KEY_BACKUP_DIR", ""),
-                        help="write each stack's transit key backup here (mode 0600; as secret as the keys)")
+    parser.add_argument(
+        "--reset-platform-login",
+        action="store_true",
+        help="give Vault's platform login a new password (after a restore of PostgreSQL)",
+    )
+    parser.add_argument(
+        "--key-backup-dir",
+        default=os.environ.get("PGCREDS_KEY_BACKUP_DIR", ""),
+        help="write each stack's transit key backup here (mode 0600; as secret as the keys)",
+    )
     parser.add_argument("--password-stdin", action="store_true")
     return parser.parse_args(argv)
 

@@ -28,7 +28,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
@@ -36,12 +35,23 @@ from clients.pulumi_output import summary
 
 REPO = Path(__file__).resolve().parents[1]
 # A line of the `Resources:` block: `+ 3 created`, `~ 1 to update`, `12 unchanged`.
-RESOURCE_LINE = re.compile(r"^\s+(?:[+~\-]+\s*)?(\d+) (?:to )?(create|created|update|updated|delete|deleted|"
-                           r"replace|replaced|unchanged)\b")
+RESOURCE_LINE = re.compile(
+    r"^\s+(?:[+~\-]+\s*)?(\d+) (?:to )?(create|created|update|updated|delete|deleted|"
+    r"replace|replaced|unchanged)\b"
+)
 
 # What `up` says it did and `preview` says it would do, as one kind.
-KINDS = {"create": "create", "created": "create", "update": "update", "updated": "update", "delete": "delete",
-         "deleted": "delete", "replace": "replace", "replaced": "replace", "unchanged": "unchanged"}
+KINDS = {
+    "create": "create",
+    "created": "create",
+    "update": "update",
+    "updated": "update",
+    "delete": "delete",
+    "deleted": "delete",
+    "replace": "replace",
+    "replaced": "replace",
+    "unchanged": "unchanged",
+}
 
 
 @dataclass
@@ -73,9 +83,20 @@ def application_stacks(project_dir: Path) -> list[str]:
 
 def session_environment(application: str, read_only: bool) -> dict[str, str]:
     """The exports of the application's deploy session, as a shell's `eval` would set them."""
-    opened = subprocess.run([sys.executable, "-m", "deployer.session", "--application", application,
-                             *(["--read-only"] if read_only else [])],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    opened = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deployer.session",
+            "--application",
+            application,
+            *(["--read-only"] if read_only else []),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if opened.returncode != 0:
         raise RuntimeError(opened.stderr.strip().splitlines()[-1] if opened.stderr.strip() else "no session")
     exported = {}
@@ -93,8 +114,9 @@ def stack_environment(project_dir: Path, stack: str, read_only: bool) -> dict[st
         application = str(config.get("pgcreds:application") or "")
         environment.update(session_environment(application, read_only))
     elif config.get("pgcreds:postgresAdminUser"):
-        environment.update(PGUSER=str(config["pgcreds:postgresAdminUser"]),
-                           PGCREDS_SESSION_KIND="preview" if read_only else "deploy")
+        environment.update(
+            PGUSER=str(config["pgcreds:postgresAdminUser"]), PGCREDS_SESSION_KIND="preview" if read_only else "deploy"
+        )
     return environment
 
 
@@ -103,8 +125,22 @@ def run_stack(project_dir: Path, stack: str, action: str) -> Outcome:
     try:
         environment = stack_environment(project_dir, stack, read_only=action == "preview")
         arguments = ["up", "--yes", "--skip-preview"] if action == "up" else ["preview"]
-        done = subprocess.run(["pulumi", *arguments, "--stack", stack, "--non-interactive", "--color", "never",
-                               "--cwd", str(project_dir)], env=environment, capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                "pulumi",
+                *arguments,
+                "--stack",
+                stack,
+                "--non-interactive",
+                "--color",
+                "never",
+                "--cwd",
+                str(project_dir),
+            ],
+            env=environment,
+            capture_output=True,
+            text=True,
+        )
     except (RuntimeError, OSError, subprocess.SubprocessError) as error:
         outcome.result, outcome.reasons = "failed", [f"  (deploy session) {error}"]
         outcome.seconds = time.monotonic() - started
@@ -139,8 +175,11 @@ def run_fleet(project_dir: Path, stacks: list[str], action: str, parallel: int) 
             outcome = future.result()
             with lock:
                 outcomes.append(outcome)
-                print(f"fleet: [{len(outcomes)}/{len(stacks)}] {outcome.stack}: {action} {outcome.result}, "
-                      f"{changes_text(outcome)} changes, {outcome.seconds:.1f} s", flush=True)
+                print(
+                    f"fleet: [{len(outcomes)}/{len(stacks)}] {outcome.stack}: {action} {outcome.result}, "
+                    f"{changes_text(outcome)} changes, {outcome.seconds:.1f} s",
+                    flush=True,
+                )
     order = {stack: index for index, stack in enumerate(stacks)}
     return sorted(outcomes, key=lambda o: order[o.stack])
 
@@ -157,7 +196,7 @@ def print_table(outcomes: list[Outcome], action: str, wall: float, parallel: int
         print("\n".join(outcome.reasons))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Bring many application stacks up, or preview them, a few at a time.")
     parser.add_argument("action", choices=("up", "preview"))
     parser.add_argument("stacks", nargs="*", help="stack names (or --all)")

@@ -19,7 +19,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import hvac
 import hvac.exceptions
@@ -60,12 +59,15 @@ def restore(client: hvac.Client, stack: str, folder: Path) -> None:
     encrypted decrypts again)."""
     source = backup_file(folder, stack)
     if not source.is_file():
-        raise SystemExit(f"keys: no backup of {transit_key(stack)} in {folder} (the bootstrap writes one with "
-                         "--key-backup-dir). Without it the stack's secrets cannot be read again: see README, "
-                         "\"When something is stuck\". Nothing was changed.")
+        raise SystemExit(
+            f"keys: no backup of {transit_key(stack)} in {folder} (the bootstrap writes one with "
+            "--key-backup-dir). Without it the stack's secrets cannot be read again: see README, "
+            '"When something is stuck". Nothing was changed.'
+        )
     if key_exists(client, stack):
-        raise SystemExit(f"keys: Vault has a key {transit_key(stack)} already; a restore would not replace it. "
-                         "Nothing was changed.")
+        raise SystemExit(
+            f"keys: Vault has a key {transit_key(stack)} already; a restore would not replace it. Nothing was changed."
+        )
     client.write(f"{TRANSIT_MOUNT}/restore/{transit_key(stack)}", backup=source.read_text().strip())
 
 
@@ -76,7 +78,7 @@ def client_from_environment() -> hvac.Client:
     return hvac.Client(url=address, token=token, verify=vault_tls_verify())
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Back up or restore a stack's transit key.")
     parser.add_argument("action", choices=("backup", "restore"))
     parser.add_argument("--stack", required=True)
@@ -85,11 +87,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     client = client_from_environment()
     if args.action == "restore":
         restore(client, args.stack, args.backup_dir)
-        print(f"keys: {transit_key(args.stack)} restored from {backup_file(args.backup_dir, args.stack)}",
-              file=sys.stderr)
+        print(
+            f"keys: {transit_key(args.stack)} restored from {backup_file(args.backup_dir, args.stack)}", file=sys.stderr
+        )
     else:
-        print(f"keys: {transit_key(args.stack)} backed up to {back_up(client, args.stack, args.backup_dir)}",
-              file=sys.stderr)
+        print(
+            f"keys: {transit_key(args.stack)} backed up to {back_up(client, args.stack, args.backup_dir)}",
+            file=sys.stderr,
+        )
     return 0
 
 

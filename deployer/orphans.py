@@ -33,9 +33,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import hvac
 import hvac.exceptions
@@ -71,10 +72,16 @@ class Orphans:
     pg_roles: list[str] = field(default_factory=list)
 
     def lines(self) -> Iterator[str]:
-        for title, names in (("leases under", self.lease_prefixes), ("Vault mount", self.mounts),
-                             ("Vault auth method", self.auth_paths), ("Vault policy", self.policies),
-                             ("Vault connection", self.connections), ("Vault role", self.vault_roles),
-                             ("AppRole role", self.approle_roles), ("PostgreSQL role", self.pg_roles)):
+        for title, names in (
+            ("leases under", self.lease_prefixes),
+            ("Vault mount", self.mounts),
+            ("Vault auth method", self.auth_paths),
+            ("Vault policy", self.policies),
+            ("Vault connection", self.connections),
+            ("Vault role", self.vault_roles),
+            ("AppRole role", self.approle_roles),
+            ("PostgreSQL role", self.pg_roles),
+        ):
             yield from (f"  {title} {name}" for name in names)
 
     def __bool__(self) -> bool:
@@ -106,8 +113,12 @@ def has_state(project_dir: Path, stack: str) -> bool:
     """Whether the backend holds the stack with anything in it: a stack made anew
     (`make up` selects it with --create), whose `up` the claims refused, holds
     only components, providers and stack references."""
-    exported = subprocess.run(["pulumi", "stack", "export", "--stack", stack, "--cwd", str(project_dir)],
-                              capture_output=True, text=True, timeout=120)
+    exported = subprocess.run(
+        ["pulumi", "stack", "export", "--stack", stack, "--cwd", str(project_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if exported.returncode != 0:
         if "no stack named" in exported.stderr:
             return False
@@ -118,8 +129,12 @@ def has_state(project_dir: Path, stack: str) -> bool:
 
 
 def marked_roles(conn: psycopg.Connection, mark: str) -> list[str]:
-    return [name for (name,) in conn.execute(
-        "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = %s ORDER BY rolname", (mark,))]
+    return [
+        name
+        for (name,) in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = %s ORDER BY rolname", (mark,)
+        )
+    ]
 
 
 def listed(client: hvac.Client, path: str) -> list[str]:
@@ -157,17 +172,25 @@ def find(client: hvac.Client, conn: psycopg.Connection, mark: str, mount_path: s
                 found.lease_prefixes.append(f"{mount_path}/creds/{name}")
         if approle_path not in found.auth_paths:
             approles = set(listed(client, f"auth/{approle_path}/role"))
-            found.approle_roles += [f"auth/{approle_path}/role/{path.rsplit('/', 1)[-1]}"
-                                    for path in found.vault_roles if path.rsplit("/", 1)[-1] in approles]
+            found.approle_roles += [
+                f"auth/{approle_path}/role/{path.rsplit('/', 1)[-1]}"
+                for path in found.vault_roles
+                if path.rsplit("/", 1)[-1] in approles
+            ]
     return found
 
 
 def drop_role(server: dict[str, Any], conn: psycopg.Connection, role: str) -> None:
     """Drops a role, first in every database where it owns or was granted something
     (REASSIGN OWNED works per database): what it owned passes to the current login."""
-    databases = [name for (name,) in conn.execute(
-        "SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid "
-        "WHERE s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s)", (role,))]
+    databases = [
+        name
+        for (name,) in conn.execute(
+            "SELECT DISTINCT d.datname FROM pg_shdepend s JOIN pg_database d ON d.oid = s.dbid "
+            "WHERE s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s)",
+            (role,),
+        )
+    ]
     ensure_member(conn, role)
     for database in databases:
         with connect({**server, "database": database}) as there:
@@ -198,20 +221,45 @@ def postgres_server(settings, project_dir: Path) -> dict[str, Any]:
     platform stack's (its `postgres` output)."""
     if settings.layout.kind != "application":
         postgres = settings.postgres
-        return {"host": postgres.host, "port": postgres.port, "database": postgres.database,
-                "sslmode": postgres.sslmode, "sslrootcert": postgres.sslrootcert}
-    read = subprocess.run(["pulumi", "stack", "output", "postgres", "--json", "--stack",
-                           settings.layout.platform_stack, "--cwd", str(project_dir)],
-                          capture_output=True, text=True, timeout=120)
+        return {
+            "host": postgres.host,
+            "port": postgres.port,
+            "database": postgres.database,
+            "sslmode": postgres.sslmode,
+            "sslrootcert": postgres.sslrootcert,
+        }
+    read = subprocess.run(
+        [
+            "pulumi",
+            "stack",
+            "output",
+            "postgres",
+            "--json",
+            "--stack",
+            settings.layout.platform_stack,
+            "--cwd",
+            str(project_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if read.returncode != 0:
-        raise SystemExit(f"orphans: the platform stack {settings.layout.platform_stack!r} does not say where "
-                         f"PostgreSQL is: {read.stderr.strip()}")
+        raise SystemExit(
+            f"orphans: the platform stack {settings.layout.platform_stack!r} does not say where "
+            f"PostgreSQL is: {read.stderr.strip()}"
+        )
     platform = json.loads(read.stdout)
-    return {"host": platform["host"], "port": platform["port"], "database": platform["database"],
-            "sslmode": platform.get("sslmode") or "prefer", "sslrootcert": platform.get("sslrootcert")}
+    return {
+        "host": platform["host"],
+        "port": platform["port"],
+        "database": platform["database"],
+        "sslmode": platform.get("sslmode") or "prefer",
+        "sslrootcert": platform.get("sslrootcert"),
+    }
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="List or remove what a stack whose state was lost made.")
     parser.add_argument("action", choices=("list", "remove"))
     parser.add_argument("--stack", required=True)
@@ -220,11 +268,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     mark = stack_mark(project_name(args.project_dir), args.stack)
     settings = stack_settings(args.project_dir, args.stack)
     if settings.layout.kind != "application" and not hasattr(settings.postgres, "port"):
-        raise SystemExit("orphans: an aiven stack's server is the service it made; a lost aiven state is not "
-                         "handled here yet (remove the service in Aiven's console, then its Vault mount)")
+        raise SystemExit(
+            "orphans: an aiven stack's server is the service it made; a lost aiven state is not "
+            "handled here yet (remove the service in Aiven's console, then its Vault mount)"
+        )
     if has_state(args.project_dir, args.stack):
-        raise SystemExit(f"orphans: the stack {args.stack!r} has a state with resources in it: `pulumi destroy` "
-                         "removes what it made. Nothing was changed.")
+        raise SystemExit(
+            f"orphans: the stack {args.stack!r} has a state with resources in it: `pulumi destroy` "
+            "removes what it made. Nothing was changed."
+        )
     address, token = os.environ.get("VAULT_ADDR", ""), operator_token()
     if not address or not token:
         raise SystemExit("orphans: VAULT_ADDR and VAULT_TOKEN must be set (`. local/dev-env.sh`)")
@@ -240,8 +292,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("\n".join(found.lines()), file=sys.stderr)
         if args.action == "remove":
             remove(client, server, conn, found)
-            print(f"orphans: done; `make up` (or `pulumi up`) makes the stack {args.stack!r} again and adopts "
-                  "its tables", file=sys.stderr)
+            print(
+                f"orphans: done; `make up` (or `pulumi up`) makes the stack {args.stack!r} again and adopts its tables",
+                file=sys.stderr,
+            )
     return 0
 
 

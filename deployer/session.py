@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
-from clients.tls import operator_token, vault_ca_problem, vault_tls_verify
 from clients.names import APPLICATION_NAME
+from clients.tls import operator_token, vault_ca_problem, vault_tls_verify
 from deployer import (
     PLATFORM_MOUNT,
     PREVIEW_ROLE,
@@ -74,11 +74,15 @@ def backend_server(url: str) -> tuple[str, int, str]:
     (a user in it is the last session's state login, replaced by this one's)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
-        raise SessionError(f"PULUMI_BACKEND_URL must be the team's postgres:// state database "
-                           f"(postgres://host:port/pulumi_state?sslmode=verify-full), not {parts.scheme or url!r}")
+        raise SessionError(
+            f"PULUMI_BACKEND_URL must be the team's postgres:// state database "
+            f"(postgres://host:port/pulumi_state?sslmode=verify-full), not {parts.scheme or url!r}"
+        )
     if parts.password:
-        raise SessionError("PULUMI_BACKEND_URL must not carry a password: the state login comes from Vault "
-                           "(PGPASSFILE); remove user:password@ from it")
+        raise SessionError(
+            "PULUMI_BACKEND_URL must not carry a password: the state login comes from Vault "
+            "(PGPASSFILE); remove user:password@ from it"
+        )
     return parts.hostname or "localhost", parts.port or 5432, parts.path.lstrip("/") or "pulumi_state"
 
 
@@ -98,15 +102,24 @@ def vault_client() -> hvac.Client:
 
     address, token = os.environ.get("VAULT_ADDR", ""), operator_token()
     if not address or not token:
-        raise SessionError("VAULT_ADDR and VAULT_TOKEN must be set (CI: the token of the workflow's jwt login; "
-                           "locally: `. local/dev-env.sh`)")
+        raise SessionError(
+            "VAULT_ADDR and VAULT_TOKEN must be set (CI: the token of the workflow's jwt login; "
+            "locally: `. local/dev-env.sh`)"
+        )
     return hvac.Client(url=address, token=token, verify=vault_tls_verify())
 
 
 def session_dir(read_only: bool, application: str = "") -> Path:
     """One folder per Vault, token, kind of session and deploy login; private to this user."""
-    key = "|".join((os.environ.get("VAULT_ADDR", ""), operator_token() or "",
-                    backend_url(os.environ.get("PULUMI_BACKEND_URL", "")), str(read_only), application))
+    key = "|".join(
+        (
+            os.environ.get("VAULT_ADDR", ""),
+            operator_token() or "",
+            backend_url(os.environ.get("PULUMI_BACKEND_URL", "")),
+            str(read_only),
+            application,
+        )
+    )
     base = Path(os.environ.get("PGCREDS_SESSION_DIR") or os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
     folder = base / f"pgcreds-session-{os.getuid()}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -120,8 +133,10 @@ def read(client: hvac.Client, path: str) -> dict:
     try:
         return client.read(path) or {}
     except hvac.exceptions.Forbidden:
-        raise SessionError(f"Vault refused to read {path} with this token: it needs the deploy (or preview) "
-                           "policy of the stack (vault-policies/, made by `make bootstrap`)") from None
+        raise SessionError(
+            f"Vault refused to read {path} with this token: it needs the deploy (or preview) "
+            "policy of the stack (vault-policies/, made by `make bootstrap`)"
+        ) from None
     except hvac.exceptions.InvalidPath:
         raise SessionError(f"Vault has no {path}: run the one-time `make bootstrap` against this Vault") from None
 
@@ -152,8 +167,10 @@ def open_session(read_only: bool, renew: bool = False, application: str = "") ->
     url = os.environ.get("PULUMI_BACKEND_URL", "")
     host, port, database = backend_server(url)
     if application and not APPLICATION_NAME.fullmatch(application):
-        raise SessionError(f"the application {application!r} (--application or PGCREDS_APPLICATION) must be "
-                           "lower-case letters and digits, as the stack's pgcreds:application")
+        raise SessionError(
+            f"the application {application!r} (--application or PGCREDS_APPLICATION) must be "
+            "lower-case letters and digits, as the stack's pgcreds:application"
+        )
     folder = session_dir(read_only, application)
     passfile, record = folder / "pgpass", folder / "session.json"
     now = int(time.time())
@@ -167,13 +184,13 @@ def open_session(read_only: bool, renew: bool = False, application: str = "") ->
     client = vault_client()
     state_path = f"{PLATFORM_MOUNT}/creds/{STATE_READ_ROLE if read_only else STATE_WRITE_ROLE}"
     state = read(client, state_path)
-    program_user, program_password, program_expires = \
+    program_user, program_password, program_expires = (
         preview_login(client) if read_only else deployer_login(client, may_rotate=True, application=application)
+    )
     program_role = "" if read_only else deployer_role(application)
     lines = [
         # The state login, only for the state database on its server.
-        ":".join(map(pgpass_field, (host, str(port), database, state["data"]["username"],
-                                    state["data"]["password"]))),
+        ":".join(map(pgpass_field, (host, str(port), database, state["data"]["username"], state["data"]["password"]))),
         # The program's login, wherever its stacks' servers are.
         ":".join(("*", "*", "*", pgpass_field(program_user), pgpass_field(program_password))),
     ]
@@ -182,10 +199,15 @@ def open_session(read_only: bool, renew: bool = False, application: str = "") ->
     with os.fdopen(fd, "w") as out:
         out.write("\n".join(lines) + "\n")
     os.replace(temporary, passfile)
-    known = {"state_user": state["data"]["username"], "state_expires": now + int(state["lease_duration"]),
-             "program_user": program_user, "program_expires": program_expires, "program_role": program_role,
-             "state_lease": state["lease_id"],
-             "kind": "preview" if read_only else "deploy"}
+    known = {
+        "state_user": state["data"]["username"],
+        "state_expires": now + int(state["lease_duration"]),
+        "program_user": program_user,
+        "program_expires": program_expires,
+        "program_role": program_role,
+        "state_lease": state["lease_id"],
+        "kind": "preview" if read_only else "deploy",
+    }
     record.write_text(json.dumps(known))
     os.chmod(record, 0o600)
     return {**known, "passfile": str(passfile), "backend_url": backend_url(url, known["state_user"])}
@@ -202,8 +224,15 @@ def session_problem(known: dict, passfile: Path, url: str, host: str, port: int,
     import psycopg  # only for a cached session (0.1 s to import)
 
     query = dict(parse_qsl(urlsplit(url).query))
-    server = dict(host=host, port=port, passfile=str(passfile), sslmode=query.get("sslmode", "prefer"),
-                  sslrootcert=query.get("sslrootcert"), connect_timeout=5, application_name="pgcreds-session-check")
+    server = dict(
+        host=host,
+        port=port,
+        passfile=str(passfile),
+        sslmode=query.get("sslmode", "prefer"),
+        sslrootcert=query.get("sslrootcert"),
+        connect_timeout=5,
+        application_name="pgcreds-session-check",
+    )
     logins = [(known["state_user"], database)]
     if known["kind"] == "deploy":  # (the program's login may not connect there: only a refused password counts)
         logins.append((known["program_user"], "postgres"))
@@ -234,13 +263,20 @@ def end_session() -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Short-lived PostgreSQL logins for a Pulumi run, from Vault.")
     parser.add_argument("--read-only", action="store_true", help="a state login that may only read (previews)")
-    parser.add_argument("--renew", action="store_true",
-                        help="read new logins even if the session's still live (after a `rotate-role` by hand)")
-    parser.add_argument("--application", default=os.environ.get("PGCREDS_APPLICATION", ""),
-                        help="an application stack's pgcreds:application: deploy as its own login "
-                             "(pgcreds_deploy_<application>), not the deployer's (default: PGCREDS_APPLICATION)")
-    parser.add_argument("--end", action="store_true",
-                        help="CI, at the job's end: revoke the job's Vault token and the logins it read")
+    parser.add_argument(
+        "--renew",
+        action="store_true",
+        help="read new logins even if the session's still live (after a `rotate-role` by hand)",
+    )
+    parser.add_argument(
+        "--application",
+        default=os.environ.get("PGCREDS_APPLICATION", ""),
+        help="an application stack's pgcreds:application: deploy as its own login "
+        "(pgcreds_deploy_<application>), not the deployer's (default: PGCREDS_APPLICATION)",
+    )
+    parser.add_argument(
+        "--end", action="store_true", help="CI, at the job's end: revoke the job's Vault token and the logins it read"
+    )
     args = parser.parse_args(argv)
     if args.end:
         end_session()
@@ -249,8 +285,11 @@ def main(argv: list[str]) -> int:
     session = open_session(args.read_only, args.renew, args.application)
     if password_in_shell:
         # libpq prefers PGPASSWORD to PGPASSFILE: every login would try that password.
-        print("deploy session: PGPASSWORD was set in this shell; it is unset, as libpq would use it instead of "
-              "the session's PGPASSFILE for every login", file=sys.stderr)
+        print(
+            "deploy session: PGPASSWORD was set in this shell; it is unset, as libpq would use it instead of "
+            "the session's PGPASSFILE for every login",
+            file=sys.stderr,
+        )
         print("unset PGPASSWORD")
     print(f"export PULUMI_BACKEND_URL='{session['backend_url']}'")
     print(f"export PGPASSFILE={session['passfile']}")
@@ -258,8 +297,10 @@ def main(argv: list[str]) -> int:
     print(f"export PGCREDS_SESSION_KIND={session['kind']}")
     for setting in STATE_COMPRESSION:
         print(f"export {setting}=true")
-    print(f"# state login valid until {time.strftime('%Y-%m-%d %H:%M', time.localtime(session['state_expires']))}, "
-          f"program login until {time.strftime('%Y-%m-%d %H:%M', time.localtime(session['program_expires']))}")
+    print(
+        f"# state login valid until {time.strftime('%Y-%m-%d %H:%M', time.localtime(session['state_expires']))}, "
+        f"program login until {time.strftime('%Y-%m-%d %H:%M', time.localtime(session['program_expires']))}"
+    )
     return 0
 
 

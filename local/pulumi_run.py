@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from clients.pulumi_output import summary  # noqa: E402
+from clients.pulumi_output import summary
 
 
 def run(arguments: Iterable[str]) -> int:
-    process = subprocess.Popen(["pulumi", *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               bufsize=1)
+    process = subprocess.Popen(
+        ["pulumi", *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     captured = []
     assert process.stdout is not None
     for line in process.stdout:

@@ -111,8 +111,11 @@ def leftover_plugins(project_dir: Path) -> list[int]:
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if cwd == project and any(marker in cmdline for marker in PLUGIN_MARKERS) \
-                and not _under_live_pulumi(int(entry.name)):
+        if (
+            cwd == project
+            and any(marker in cmdline for marker in PLUGIN_MARKERS)
+            and not _under_live_pulumi(int(entry.name))
+        ):
             found.append(int(entry.name))
     return found
 
@@ -130,7 +133,7 @@ def end_leftover_plugins(project_dir: Path) -> None:
 
 def file_backend_root(backend_url: str) -> Path:
     """The folder of a `file://` backend URL (its query, if any, dropped)."""
-    return Path(backend_url[len("file://"):].split("?")[0]).expanduser()
+    return Path(backend_url[len("file://") :].split("?")[0]).expanduser()
 
 
 def file_locks(backend_url: str, project: str, stack: str) -> list[tuple[str, bytes]]:
@@ -147,8 +150,11 @@ def remove_empty_attributes(backend_url: str, project: str, stack: str) -> list[
     """The stack's empty `.attrs` sidecars on the file backend (see 0. above), removed."""
     if not backend_url.startswith("file://"):
         return []
-    empty = [path for path in file_backend_root(backend_url).glob(f".pulumi/stacks/{project}/{stack}.json*.attrs")
-             if path.stat().st_size == 0]
+    empty = [
+        path
+        for path in file_backend_root(backend_url).glob(f".pulumi/stacks/{project}/{stack}.json*.attrs")
+        if path.stat().st_size == 0
+    ]
     for path in empty:
         path.unlink()
     return empty
@@ -163,10 +169,20 @@ def postgres_locks(backend_url: str, project: str, stack: str) -> list[tuple[str
     parts = urlsplit(backend_url)
     query = dict(parse_qsl(parts.query))
     table = query.pop("table", "pulumi_state")
-    with psycopg.connect(host=parts.hostname, port=parts.port or 5432, dbname=parts.path.lstrip("/"),
-                         user=parts.username or None, connect_timeout=10, **query) as conn:
-        rows = conn.execute(sql.SQL("SELECT key, data->>'data' FROM {} WHERE key LIKE %s ORDER BY key").format(
-            sql.Identifier(*table.split("."))), (f"%.pulumi/locks/%/{project}/{stack}/%.json",)).fetchall()
+    with psycopg.connect(
+        host=parts.hostname,
+        port=parts.port or 5432,
+        dbname=parts.path.lstrip("/"),
+        user=parts.username or None,
+        connect_timeout=10,
+        **query,
+    ) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT key, data->>'data' FROM {} WHERE key LIKE %s ORDER BY key").format(
+                sql.Identifier(*table.split("."))
+            ),
+            (f"%.pulumi/locks/%/{project}/{stack}/%.json",),
+        ).fetchall()
     return [(key, base64.b64decode(data)) for key, data in rows]
 
 
@@ -197,8 +213,9 @@ NATURAL_ID = {
 
 
 def pulumi(stack: str, project_dir: Path, *args: str) -> str:
-    done = subprocess.run(["pulumi", *args, "--stack", stack, "--cwd", str(project_dir)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["pulumi", *args, "--stack", stack, "--cwd", str(project_dir)], capture_output=True, text=True
+    )
     if done.returncode:
         raise SystemExit(f"recover_stack: `pulumi {' '.join(args)}` on stack {stack!r} failed:\n{done.stderr.strip()}")
     return done.stdout
@@ -209,23 +226,44 @@ def exported(stack: str, project_dir: Path) -> dict:
 
 
 def pending_creates(stack: str, project_dir: Path) -> list[dict]:
-    return [op["resource"] for op in exported(stack, project_dir).get("pending_operations") or []
-            if op.get("type") == "creating"]
+    return [
+        op["resource"]
+        for op in exported(stack, project_dir).get("pending_operations") or []
+        if op.get("type") == "creating"
+    ]
 
 
 def natural_id(resource: dict) -> str:
     return str((resource.get("inputs") or {}).get(NATURAL_ID.get(resource["type"], ""), "") or "")
 
 
-def import_resource(stack: str, project_dir: Path, kind: str, urn: str, id_: str, parent: str,
-                    provider: str) -> bool:
+def import_resource(stack: str, project_dir: Path, kind: str, urn: str, id_: str, parent: str, provider: str) -> bool:
     """`pulumi import` of one object under the program's own name, parent and
     provider; False if it does not exist (then `up` makes it)."""
     provider_urn = provider.rsplit("::", 1)[0] if provider.count("::") > 3 else provider
     done = subprocess.run(
-        ["pulumi", "import", kind, urn.split("::")[-1], id_, "--parent", f"parent={parent}",
-         "--provider", f"provider={provider_urn}", "--protect=false", "--generate-code=false", "--yes",
-         "--skip-preview", "--stack", stack, "--cwd", str(project_dir)], capture_output=True, text=True)
+        [
+            "pulumi",
+            "import",
+            kind,
+            urn.split("::")[-1],
+            id_,
+            "--parent",
+            f"parent={parent}",
+            "--provider",
+            f"provider={provider_urn}",
+            "--protect=false",
+            "--generate-code=false",
+            "--yes",
+            "--skip-preview",
+            "--stack",
+            stack,
+            "--cwd",
+            str(project_dir),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode == 0:
         say(f"{id_!r} ({kind}), made by the interrupted run, is now in the state")
     return done.returncode == 0
@@ -235,23 +273,42 @@ def resolve_pending_creates(stack: str, project_dir: Path, before_cancel: list[d
     """`before_cancel`: the pending creates as the killed run left them (cancelling
     may drop them from the state, but not the objects they made)."""
     if before_cancel:
-        say(f"stack {stack!r} had {len(before_cancel)} pending create(s) from the interrupted run: "
-            + ", ".join(r["urn"].split("::")[-1] for r in before_cancel))
+        say(
+            f"stack {stack!r} had {len(before_cancel)} pending create(s) from the interrupted run: "
+            + ", ".join(r["urn"].split("::")[-1] for r in before_cancel)
+        )
     pending = pending_creates(stack, project_dir)
     imports = [(r["urn"], natural_id(r)) for r in pending if natural_id(r)]
     if imports:
-        pulumi(stack, project_dir, "refresh", "--yes", "--skip-preview",
-               # The flag takes the urn and the id as two values, one after the other.
-               *[arg for pair in imports for value in pair for arg in ("--import-pending-creates", value)])
+        pulumi(
+            stack,
+            project_dir,
+            "refresh",
+            "--yes",
+            "--skip-preview",
+            # The flag takes the urn and the id as two values, one after the other.
+            *[arg for pair in imports for value in pair for arg in ("--import-pending-creates", value)],
+        )
     if pending_creates(stack, project_dir):
         pulumi(stack, project_dir, "refresh", "--yes", "--skip-preview", "--clear-pending-creates")
     # Those the cancel dropped from the state: imported by their name if they exist.
     recorded = {r["urn"] for r in exported(stack, project_dir).get("resources") or []}
     for resource in before_cancel:
-        if natural_id(resource) and resource["urn"] not in recorded and resource.get("parent") \
-                and resource.get("provider"):
-            import_resource(stack, project_dir, resource["type"], resource["urn"], natural_id(resource),
-                            resource["parent"], resource["provider"])
+        if (
+            natural_id(resource)
+            and resource["urn"] not in recorded
+            and resource.get("parent")
+            and resource.get("provider")
+        ):
+            import_resource(
+                stack,
+                project_dir,
+                resource["type"],
+                resource["urn"],
+                natural_id(resource),
+                resource["parent"],
+                resource["provider"],
+            )
 
 
 CLAIM = "pulumi-python:dynamic/postgresql:RoleClaim"
@@ -306,10 +363,14 @@ def stale_encrypted_key(stack: str, project_dir: Path) -> None:
         why = str(error).split(", on post")[0].strip()
     except hvac.exceptions.VaultError:
         return  # (no access, sealed …: the CLI says so itself)
-    listed = subprocess.run(["pulumi", "stack", "ls", "--json", "--cwd", str(project_dir)], capture_output=True,
-                            text=True, timeout=120)
-    names = {entry.get("name", "").split("/")[-1] for entry in json.loads(listed.stdout or "[]")} \
-        if listed.returncode == 0 else {stack}
+    listed = subprocess.run(
+        ["pulumi", "stack", "ls", "--json", "--cwd", str(project_dir)], capture_output=True, text=True, timeout=120
+    )
+    names = (
+        {entry.get("name", "").split("/")[-1] for entry in json.loads(listed.stdout or "[]")}
+        if listed.returncode == 0
+        else {stack}
+    )
     recorded = state_encrypted_key(stack, project_dir) if stack in names else None
     if recorded:
         try:
@@ -319,26 +380,35 @@ def stale_encrypted_key(stack: str, project_dir: Path) -> None:
     if recorded:
         # (a checkout used with two sets of servers, such as OpenBao's and HashiCorp Vault's)
         stack_file.write_text(ENCRYPTED_KEY.sub(f"encryptedkey: {recorded}\n", text))
-        say(f"Pulumi.{stack}.yaml's encryptedkey was made by other servers ({why}); the stack's state here "
-            "records its own, which this Vault decrypts: the line now holds that one")
+        say(
+            f"Pulumi.{stack}.yaml's encryptedkey was made by other servers ({why}); the stack's state here "
+            "records its own, which this Vault decrypts: the line now holds that one"
+        )
         return
     if stack in names:
         raise SystemExit(
             f"recover_stack: Pulumi.{stack}.yaml's encryptedkey cannot be decrypted with the transit key "
             f"{provider.group(1)} ({why}), and the stack has a state here: restore the key it was made with "
             f"(python -m deployer.keys restore --stack {stack} --backup-dir <backups>), or point VAULT_ADDR at "
-            "the Vault that holds it. Nothing was changed.")
+            "the Vault that holds it. Nothing was changed."
+        )
     stack_file.write_text(ENCRYPTED_KEY.sub("", text))
-    say(f"Pulumi.{stack}.yaml's encryptedkey was made by a Vault whose key is not {provider.group(1)} here "
+    say(
+        f"Pulumi.{stack}.yaml's encryptedkey was made by a Vault whose key is not {provider.group(1)} here "
         f"({why}: servers wiped or moved), and the stack has no state here: the line is removed, and the "
-        "stack gets a new data key")
+        "stack gets a new data key"
+    )
 
 
 def state_encrypted_key(stack: str, project_dir: Path) -> str | None:
     """The data key the stack's state records (its secrets manager's state), which
     `pulumi stack export` shows without decrypting anything."""
-    exported = subprocess.run(["pulumi", "stack", "export", "--stack", stack, "--cwd", str(project_dir)],
-                              capture_output=True, text=True, timeout=120)
+    exported = subprocess.run(
+        ["pulumi", "stack", "export", "--stack", stack, "--cwd", str(project_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if exported.returncode != 0:
         return None
     providers = (json.loads(exported.stdout).get("deployment") or {}).get("secrets_providers") or {}
@@ -352,8 +422,10 @@ def main() -> int:
     backend = os.environ.get("PULUMI_BACKEND_URL", "")
     found = stale_locks(backend, project_name(project_dir), stack)
     for _, owner in found:
-        say(f"stack {stack!r} was locked by pulumi pid {owner.get('pid')} (started {owner.get('timestamp')}), "
-            "which no longer runs; clearing the lock")
+        say(
+            f"stack {stack!r} was locked by pulumi pid {owner.get('pid')} (started {owner.get('timestamp')}), "
+            "which no longer runs; clearing the lock"
+        )
     if not found:
         return 0
     for path in remove_empty_attributes(backend, project_name(project_dir), stack):

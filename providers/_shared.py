@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import importlib
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from pulumi.dynamic import ReadResult
 from pulumi.runtime.rpc import UNKNOWN
 
 
-class lazy_module:  # noqa: N801 - used like a module
+class lazy_module:
     """The module `name`, imported on first use of one of its attributes. The
     program process pickles these providers but never calls them; the process
     that runs them imports the module (with psycopg or hvac, about 0.1 s each)

@@ -12,7 +12,7 @@ resource, hence this one: it touches no server at all.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pulumi import Input, ResourceOptions
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
@@ -23,9 +23,11 @@ class TerminationProtected(Exception):
 
 
 def refusal(service_name: str) -> str:
-    return (f"the Aiven service {service_name!r} has termination protection, so `pulumi destroy` stopped before "
-            "deleting anything. To remove the stack: `pulumi config set pgcreds:aivenTerminationProtection false`, "
-            "`pulumi up`, then `pulumi destroy`")
+    return (
+        f"the Aiven service {service_name!r} has termination protection, so `pulumi destroy` stopped before "
+        "deleting anything. To remove the stack: `pulumi config set pgcreds:aivenTerminationProtection false`, "
+        "`pulumi up`, then `pulumi destroy`"
+    )
 
 
 class _TerminationGuardProvider(ResourceProvider):
@@ -45,7 +47,8 @@ class _TerminationGuardProvider(ResourceProvider):
 
 
 class TerminationGuard(Resource, module="aiven", name="TerminationGuard"):
-    def __init__(self, name: str, *, service_name: Input[str], protected: Input[bool],
-                 opts: Optional[ResourceOptions] = None) -> None:
+    def __init__(
+        self, name: str, *, service_name: Input[str], protected: Input[bool], opts: ResourceOptions | None = None
+    ) -> None:
         props: dict[str, Any] = {"service_name": service_name, "protected": protected}
         super().__init__(_TerminationGuardProvider(), name, props, opts)

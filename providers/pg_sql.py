@@ -43,14 +43,16 @@ def session_schema(cur: psycopg.Cursor) -> str:
 
 # By name in the catalog, not by the search_path: a login without USAGE on the
 # schema (a preview's) may still read whether a table is there.
-TABLE_OID = ("SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-             "WHERE n.nspname = %s AND c.relname = %s")
+TABLE_OID = (
+    "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s"
+)
 
 
 def table_owner(cur: psycopg.Cursor, name: str) -> str | None:
     """Who owns the table (None: there is no such table)."""
-    found = cur.execute(f"SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = ({TABLE_OID})",
-                        (session_schema(cur), name)).fetchone()
+    found = cur.execute(
+        f"SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = ({TABLE_OID})", (session_schema(cur), name)
+    ).fetchone()
     return found[0] if found else None
 
 
@@ -61,8 +63,9 @@ def table_exists(cur: psycopg.Cursor, name: str) -> bool:
 def may_select(cur: psycopg.Cursor, table: str) -> bool:
     """Whether the login may read the table: a preview's login reads no application
     table, only the catalogs and the statistics."""
-    found = cur.execute(f"SELECT has_table_privilege(oid, 'SELECT') FROM ({TABLE_OID}) t",
-                        (session_schema(cur), table)).fetchone()
+    found = cur.execute(
+        f"SELECT has_table_privilege(oid, 'SELECT') FROM ({TABLE_OID}) t", (session_schema(cur), table)
+    ).fetchone()
     return bool(found and found[0])
 
 
@@ -72,6 +75,8 @@ def row_count(cur: psycopg.Cursor, table: str) -> int:
     if may_select(cur, table):
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
     else:
-        cur.execute("SELECT coalesce(max(n_live_tup), 0) FROM pg_stat_user_tables WHERE schemaname = %s "
-                    "AND relname = %s", (session_schema(cur), table))
+        cur.execute(
+            "SELECT coalesce(max(n_live_tup), 0) FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+            (session_schema(cur), table),
+        )
     return int(cur.fetchone()[0])

@@ -12,7 +12,8 @@ composed with psycopg's `sql.Identifier`, values with query parameters.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from pulumi import Input, Output, ResourceOptions
 from pulumi.dynamic import (
@@ -78,8 +79,10 @@ class _RoleClaimProvider(ResourceProvider):
             return CheckResult(news, [])  # the server is not known yet, or the role is ours already
         try:
             with pg.connect(connection) as conn:
-                found = conn.execute("SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles "
-                                     "WHERE rolname = %s", (news["name"],)).fetchone()
+                found = conn.execute(
+                    "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = %s",
+                    (news["name"],),
+                ).fetchone()
         except pg.PostgresUnreachable:
             # Nothing can be made there either; the check runs again (as the engine
             # checks every input again) when `up` reaches a server that answers.
@@ -88,15 +91,33 @@ class _RoleClaimProvider(ResourceProvider):
             return CheckResult(news, [])
         mark = news.get("mark")
         if mark and found[0] == mark:
-            return CheckResult(news, [CheckFailure("name", (
-                f"PostgreSQL's role {news['name']!r} was made by this stack (its comment: {mark!r}), but the "
-                "stack's state does not record it: the state was lost (`pulumi stack rm --force`, a wiped state "
-                f"database). Remove what the stack made, tables and their rows excepted: python -m deployer.orphans "
-                f"remove --stack {mark.rsplit('/', 1)[-1]}; then `make up` makes it again. Nothing was changed."))])
+            return CheckResult(
+                news,
+                [
+                    CheckFailure(
+                        "name",
+                        (
+                            f"PostgreSQL's role {news['name']!r} was made by this stack (its comment: {mark!r}), but the "
+                            "stack's state does not record it: the state was lost (`pulumi stack rm --force`, a wiped state "
+                            f"database). Remove what the stack made, tables and their rows excepted: python -m deployer.orphans "
+                            f"remove --stack {mark.rsplit('/', 1)[-1]}; then `make up` makes it again. Nothing was changed."
+                        ),
+                    )
+                ],
+            )
         made_by = f" (its comment: {found[0]!r})" if found[0].startswith(mark_prefix()) else ""
-        return CheckResult(news, [CheckFailure("name", (
-            f"PostgreSQL already has a role {news['name']!r} that this stack did not create{made_by}; it is never "
-            f"adopted, altered or dropped. Choose another name in {news['setting']}. Nothing was changed."))])
+        return CheckResult(
+            news,
+            [
+                CheckFailure(
+                    "name",
+                    (
+                        f"PostgreSQL already has a role {news['name']!r} that this stack did not create{made_by}; it is never "
+                        f"adopted, altered or dropped. Choose another name in {news['setting']}. Nothing was changed."
+                    ),
+                )
+            ],
+        )
 
     def create(self, props: dict) -> CreateResult:
         return CreateResult(props["name"], dict(props))
@@ -114,10 +135,22 @@ class PgRoleClaim(Resource, module="postgresql", name="RoleClaim"):
     `setting` names the stack setting that chose the name, for the error; `mark`
     is the stack's (`stack_mark`), which tells its own roles after a lost state."""
 
-    def __init__(self, resource_name: str, *, name: str, setting: str, connection: Input[dict],
-                 mark: str = "", opts: Optional[ResourceOptions] = None):
-        super().__init__(_RoleClaimProvider(), resource_name,
-                         {"name": name, "setting": setting, "connection": connection, "mark": mark}, opts)
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        name: str,
+        setting: str,
+        connection: Input[dict],
+        mark: str = "",
+        opts: ResourceOptions | None = None,
+    ):
+        super().__init__(
+            _RoleClaimProvider(),
+            resource_name,
+            {"name": name, "setting": setting, "connection": connection, "mark": mark},
+            opts,
+        )
 
 
 class _RoleMarkProvider(ResourceProvider):
@@ -127,16 +160,21 @@ class _RoleMarkProvider(ResourceProvider):
 
     def _write(self, props: dict) -> None:
         with pg.connect(props["connection"]) as conn:
-            conn.execute(pg.sql.SQL("COMMENT ON ROLE {} IS {}").format(
-                pg.sql.Identifier(props["name"]), pg.sql.Literal(props["mark"])))
+            conn.execute(
+                pg.sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                    pg.sql.Identifier(props["name"]), pg.sql.Literal(props["mark"])
+                )
+            )
 
     def create(self, props: dict) -> CreateResult:
         self._write(props)
         return CreateResult(props["name"], dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
-        return DiffResult(changes=bool(changed(olds, news, ("name", "mark")) or _updated(olds, news, ())),
-                          replaces=replaced_keys(olds, news, ("name",)))
+        return DiffResult(
+            changes=bool(changed(olds, news, ("name", "mark")) or _updated(olds, news, ())),
+            replaces=replaced_keys(olds, news, ("name",)),
+        )
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
         self._write(news)
@@ -146,10 +184,18 @@ class _RoleMarkProvider(ResourceProvider):
 class PgRoleMark(Resource, module="postgresql", name="RoleMark"):
     """The stack's mark (`stack_mark`) as the comment of a role it made."""
 
-    def __init__(self, resource_name: str, *, name: Input[str], mark: str, connection: Input[dict],
-                 opts: Optional[ResourceOptions] = None):
-        super().__init__(_RoleMarkProvider(), resource_name,
-                         {"name": name, "mark": mark, "connection": connection}, opts)
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        name: Input[str],
+        mark: str,
+        connection: Input[dict],
+        opts: ResourceOptions | None = None,
+    ):
+        super().__init__(
+            _RoleMarkProvider(), resource_name, {"name": name, "mark": mark, "connection": connection}, opts
+        )
 
 
 # --- tables -------------------------------------------------------------------
@@ -189,23 +235,35 @@ class _TableProvider(_HonoursKeepSetting):
         # time if the table holds data, before anything is changed.
         # A kept table (keepTablesOnDestroy) stays behind on the old server, so
         # only a table that would really be dropped is checked for rows.
-        if olds and (changed(olds, news, ("name", "columns"))
-                     or ("connection" in replaced_keys(olds, news, ()) and not olds.get("keep_on_destroy"))):
+        if olds and (
+            changed(olds, news, ("name", "columns"))
+            or ("connection" in replaced_keys(olds, news, ()) and not olds.get("keep_on_destroy"))
+        ):
             rows = self._row_count(olds)
             if rows:
-                return CheckResult(news, [CheckFailure("columns", (
-                    f"table {olds['name']!r} holds {rows} rows and this change (of its columns, or of the "
-                    "server or schema it lives in) would drop and recreate it. Nothing was changed. Migrate the "
-                    "data by hand (ALTER TABLE; an application stack's tables now live in the schema named after "
-                    "the application: ALTER TABLE ... SET SCHEMA <application>; or copy it to the new server) "
-                    "and empty the table, or revert the change."))])
+                return CheckResult(
+                    news,
+                    [
+                        CheckFailure(
+                            "columns",
+                            (
+                                f"table {olds['name']!r} holds {rows} rows and this change (of its columns, or of the "
+                                "server or schema it lives in) would drop and recreate it. Nothing was changed. Migrate the "
+                                "data by hand (ALTER TABLE; an application stack's tables now live in the schema named after "
+                                "the application: ALTER TABLE ... SET SCHEMA <application>; or copy it to the new server) "
+                                "and empty the table, or revert the change."
+                            ),
+                        )
+                    ],
+                )
         return CheckResult(news, [])
 
     def create(self, props: dict) -> CreateResult:
         name = pg.sql.Identifier(props["name"])
         columns = pg.sql.SQL(", ").join(
             pg.sql.SQL("{} {}").format(pg.sql.Identifier(column), pg.sql.SQL(definition))
-            for column, definition in props["columns"])
+            for column, definition in props["columns"]
+        )
         wanted = [column for column, _ in props["columns"]]
         with pg.connect(props["connection"]) as conn, conn.cursor() as cur, conn.transaction():
             if props["connection"].get("search_path"):
@@ -215,14 +273,19 @@ class _TableProvider(_HonoursKeepSetting):
                 pg.ensure_member(cur, props["owner"])
             # A table kept by an earlier destroy (keepTablesOnDestroy) is adopted with
             # its data, if it has the same columns; an empty one with others is remade.
-            cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
-                        "AND table_name = %s ORDER BY ordinal_position", (props["name"],))
+            cur.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = %s ORDER BY ordinal_position",
+                (props["name"],),
+            )
             existing = [r[0] for r in cur.fetchall()]
             if existing and existing != wanted:
                 cur.execute(pg.sql.SQL("SELECT count(*) FROM {}").format(name))
                 if cur.fetchone()[0]:
-                    raise ValueError(f"table {props['name']!r} already exists with columns {existing} and holds "
-                                     f"rows; the program wants {wanted}. Migrate it by hand first.")
+                    raise ValueError(
+                        f"table {props['name']!r} already exists with columns {existing} and holds "
+                        f"rows; the program wants {wanted}. Migrate it by hand first."
+                    )
                 cur.execute(pg.sql.SQL("DROP TABLE {}").format(name))
             cur.execute(pg.sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(name, columns))
             pg.give_table(cur, props["name"], props["owner"])
@@ -257,13 +320,29 @@ class PgTable(Resource, module="postgresql", name="Table"):
 
     name: Output[str]
 
-    def __init__(self, resource_name: str, *, name: str, columns: Sequence[tuple[str, str]],
-                 owner: Input[str], connection: Input[dict], keep_on_destroy: bool,
-                 opts: Optional[ResourceOptions] = None):
-        super().__init__(_TableProvider(), resource_name, {
-            "name": name, "columns": [list(c) for c in columns], "owner": owner,
-            "keep_on_destroy": keep_on_destroy, "connection": connection,
-        }, opts)
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        name: str,
+        columns: Sequence[tuple[str, str]],
+        owner: Input[str],
+        connection: Input[dict],
+        keep_on_destroy: bool,
+        opts: ResourceOptions | None = None,
+    ):
+        super().__init__(
+            _TableProvider(),
+            resource_name,
+            {
+                "name": name,
+                "columns": [list(c) for c in columns],
+                "owner": owner,
+                "keep_on_destroy": keep_on_destroy,
+                "connection": connection,
+            },
+            opts,
+        )
 
 
 # --- tables made by migrations ----------------------------------------------------
@@ -284,19 +363,37 @@ class _ExistingTableProvider(ResourceProvider):
         except pg.PostgresUnreachable:
             return CheckResult(news, [])
         if owner is None:
-            return CheckResult(news, [CheckFailure("name", (
-                f"{news['setting']} names the table {news['name']!r}, which neither tables.py nor the database "
-                "has. Create it first (a migration, with a role of access: migrate), or correct the name. "
-                "Nothing was changed."))])
+            return CheckResult(
+                news,
+                [
+                    CheckFailure(
+                        "name",
+                        (
+                            f"{news['setting']} names the table {news['name']!r}, which neither tables.py nor the database "
+                            "has. Create it first (a migration, with a role of access: migrate), or correct the name. "
+                            "Nothing was changed."
+                        ),
+                    )
+                ],
+            )
         wanted = news.get("owner")
         # (unknown in a preview of a stack whose owner role is not made yet: then it is checked at `up`)
         if known(wanted) and owner != wanted:
-            return CheckResult(news, [CheckFailure("name", (
-                f"{news['setting']} names the table {schema}.{news['name']}, which belongs to {owner!r}, not to "
-                f"the stack's table owner {wanted!r}: its grants would fail halfway with `permission denied`. "
-                f"Hand it over first, as {owner!r} or a superuser: ALTER TABLE {schema}.{news['name']} OWNER TO "
-                f"{wanted}; (run migrations with a role of access: migrate, whose sessions act as {wanted!r}). "
-                "Nothing was changed."))])
+            return CheckResult(
+                news,
+                [
+                    CheckFailure(
+                        "name",
+                        (
+                            f"{news['setting']} names the table {schema}.{news['name']}, which belongs to {owner!r}, not to "
+                            f"the stack's table owner {wanted!r}: its grants would fail halfway with `permission denied`. "
+                            f"Hand it over first, as {owner!r} or a superuser: ALTER TABLE {schema}.{news['name']} OWNER TO "
+                            f"{wanted}; (run migrations with a role of access: migrate, whose sessions act as {wanted!r}). "
+                            "Nothing was changed."
+                        ),
+                    )
+                ],
+            )
         return CheckResult(news, [])
 
     def create(self, props: dict) -> CreateResult:
@@ -324,10 +421,22 @@ class PgExistingTable(Resource, module="postgresql", name="ExistingTable"):
 
     name: Output[str]
 
-    def __init__(self, resource_name: str, *, name: str, setting: str, connection: Input[dict],
-                 owner: Input[str] = "", opts: Optional[ResourceOptions] = None):
-        super().__init__(_ExistingTableProvider(), resource_name,
-                         {"name": name, "setting": setting, "connection": connection, "owner": owner}, opts)
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        name: str,
+        setting: str,
+        connection: Input[dict],
+        owner: Input[str] = "",
+        opts: ResourceOptions | None = None,
+    ):
+        super().__init__(
+            _ExistingTableProvider(),
+            resource_name,
+            {"name": name, "setting": setting, "connection": connection, "owner": owner},
+            opts,
+        )
 
 
 # --- rows ---------------------------------------------------------------------
@@ -344,8 +453,10 @@ class _SampleRowsProvider(ResourceProvider):
             table=pg.sql.Identifier(props["table"]),
             columns=pg.sql.SQL(", ").join(pg.sql.Identifier(c) for c in props["columns"]),
             conditions=pg.sql.SQL(" AND ").join(
-                pg.sql.SQL("{} = {}").format(pg.sql.Identifier(c), pg.sql.Placeholder()) for c in props["columns"]),
-            values=pg.sql.SQL(", ").join(pg.sql.Placeholder() for _ in props["columns"]))
+                pg.sql.SQL("{} = {}").format(pg.sql.Identifier(c), pg.sql.Placeholder()) for c in props["columns"]
+            ),
+            values=pg.sql.SQL(", ").join(pg.sql.Placeholder() for _ in props["columns"]),
+        )
 
     def _missing(self, cur: psycopg.Cursor, props: dict) -> list[list]:
         find = self._statement(props, "SELECT 1 FROM {table} WHERE {conditions}")
@@ -382,10 +493,26 @@ class PgSampleRows(Resource, module="postgresql", name="SampleRows"):
     """The rows that `table` must hold: the missing ones are inserted. Deleting
     it leaves the rows in place."""
 
-    def __init__(self, resource_name: str, *, table: Input[str], columns: Sequence[str],
-                 rows: Sequence[Sequence[Any]], keep_on_destroy: bool, connection: Input[dict],
-                 opts: Optional[ResourceOptions] = None):
-        super().__init__(_SampleRowsProvider(), resource_name, {
-            "table": table, "columns": list(columns), "rows": [list(r) for r in rows],
-            "keep_on_destroy": keep_on_destroy, "connection": connection,
-        }, opts)
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        table: Input[str],
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        keep_on_destroy: bool,
+        connection: Input[dict],
+        opts: ResourceOptions | None = None,
+    ):
+        super().__init__(
+            _SampleRowsProvider(),
+            resource_name,
+            {
+                "table": table,
+                "columns": list(columns),
+                "rows": [list(r) for r in rows],
+                "keep_on_destroy": keep_on_destroy,
+                "connection": connection,
+            },
+            opts,
+        )

@@ -12,7 +12,7 @@ superuser's object) stops the `up` with the statements a superuser must run.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from pulumi import Input, Output, ResourceOptions
 from pulumi.dynamic import CheckResult, CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
@@ -34,7 +34,7 @@ class _PrivilegeAuditProvider(ResourceProvider):
     what a past `up` revoked is never left in the recorded inputs; `up` and a
     refresh ask the catalog in `diff`."""
 
-    def _found(self, props: dict, olds: Optional[dict] = None) -> list[str]:
+    def _found(self, props: dict, olds: dict | None = None) -> list[str]:
         declared = audit.Declared.from_dict(props["declared"])
         # While a change is planned, what the old settings grant is not "undeclared":
         # the stack's own Grant resources take it back.
@@ -47,8 +47,11 @@ class _PrivilegeAuditProvider(ResourceProvider):
             return []  # the providers report the server
 
     def check(self, olds: dict, news: dict) -> CheckResult:
-        if not news.get("preview") or not isinstance(news.get("connection"), dict) \
-                or not isinstance(news.get("declared"), dict):
+        if (
+            not news.get("preview")
+            or not isinstance(news.get("connection"), dict)
+            or not isinstance(news.get("declared"), dict)
+        ):
             return CheckResult({**news, "undeclared": []}, [])  # `up`, or a server not known yet
         return CheckResult({**news, "undeclared": self._found(news, olds)}, [])
 
@@ -60,8 +63,7 @@ class _PrivilegeAuditProvider(ResourceProvider):
         if olds.get("declared") != news.get("declared") or news.get("undeclared"):
             changes = True
         else:
-            changes = not news.get("preview") and isinstance(news.get("connection"), dict) \
-                and bool(self._found(news))
+            changes = not news.get("preview") and isinstance(news.get("connection"), dict) and bool(self._found(news))
         return DiffResult(changes=changes, replaces=[], delete_before_replace=False)
 
     def _take_back(self, props: dict) -> dict[str, Any]:
@@ -74,8 +76,10 @@ class _PrivilegeAuditProvider(ResourceProvider):
             statements = [f.statement for f in kept if f.statement]
             raise UndeclaredPrivilegesKept(
                 "PostgreSQL kept what the settings do not declare, which the admin login "
-                f"({declared.admin_user}) may not take back:\n  - " + "\n  - ".join(map(str, kept)) +
-                ("\nA superuser must run:\n  " + ";\n  ".join(statements) + ";" if statements else ""))
+                f"({declared.admin_user}) may not take back:\n  - "
+                + "\n  - ".join(map(str, kept))
+                + ("\nA superuser must run:\n  " + ";\n  ".join(statements) + ";" if statements else "")
+            )
         return {**props, "preview": False, "undeclared": [], "revoked": [str(f) for f in found]}
 
     def create(self, props: dict) -> CreateResult:
@@ -91,8 +95,18 @@ class PrivilegeAudit(Resource, module="postgresql", name="PrivilegeAudit"):
     undeclared: Output[list]
     revoked: Output[list]
 
-    def __init__(self, resource_name: str, *, declared: Input[dict], connection: Input[dict], preview: bool,
-                 opts: Optional[ResourceOptions] = None):
-        super().__init__(_PrivilegeAuditProvider(), resource_name, {
-            "declared": declared, "connection": connection, "preview": preview, "undeclared": [], "revoked": []},
-            opts)
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        declared: Input[dict],
+        connection: Input[dict],
+        preview: bool,
+        opts: ResourceOptions | None = None,
+    ):
+        super().__init__(
+            _PrivilegeAuditProvider(),
+            resource_name,
+            {"declared": declared, "connection": connection, "preview": preview, "undeclared": [], "revoked": []},
+            opts,
+        )

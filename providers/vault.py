@@ -17,7 +17,6 @@ VAULT_CACERT, so neither enters stack config or state.
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 from pulumi import Input, Output, ResourceOptions
 from pulumi.dynamic import (
@@ -55,11 +54,20 @@ class _LeaseRevokerProvider(ResourceProvider):
         # identity store differs) would leave them, and the engine, behind unseen.
         old, new = olds.get("vault_id"), news.get("vault_id")
         if old and isinstance(new, str) and new and old != new:
-            return CheckResult(news, [CheckFailure("vault_id", (
-                f"pgcreds:vaultAddress ({news.get('address')}) now reaches another Vault than the one this "
-                "stack's secrets engine and leases are in. Nothing was changed. Moving between Vaults is not "
-                "done in place: set the old address back and `pulumi destroy` (with the old Vault's token), "
-                "then `pulumi up` against the new Vault."))])
+            return CheckResult(
+                news,
+                [
+                    CheckFailure(
+                        "vault_id",
+                        (
+                            f"pgcreds:vaultAddress ({news.get('address')}) now reaches another Vault than the one this "
+                            "stack's secrets engine and leases are in. Nothing was changed. Moving between Vaults is not "
+                            "done in place: set the old address back and `pulumi destroy` (with the old Vault's token), "
+                            "then `pulumi up` against the new Vault."
+                        ),
+                    )
+                ],
+            )
         return CheckResult(news, [])
 
     def create(self, props: dict) -> CreateResult:
@@ -83,15 +91,19 @@ class _LeaseRevokerProvider(ResourceProvider):
             # which thousands of leases outlast (measured: 5,000).
             vault.write(f"sys/leases/revoke-prefix/{id_}", sync=False)
         except api.hvac.exceptions.InvalidRequest as error:
-            raise RuntimeError(f"Vault could not revoke the leases under {id_}: {error}. Nothing was deleted; "
-                               "fix the cause (PostgreSQL reachable? the revocation statements?) and run "
-                               "`pulumi destroy` or `pulumi up` again.") from None
+            raise RuntimeError(
+                f"Vault could not revoke the leases under {id_}: {error}. Nothing was deleted; "
+                "fix the cause (PostgreSQL reachable? the revocation statements?) and run "
+                "`pulumi destroy` or `pulumi up` again."
+            ) from None
         left = api.wait_for_no_leases(vault, id_, REVOKE_DEADLINE_SECONDS)
         if left:
-            raise RuntimeError(f"Vault has not revoked {left} leases under {id_} after "
-                               f"{REVOKE_DEADLINE_SECONDS // 60} minutes (PostgreSQL reachable? the revocation "
-                               "statements?). Nothing was deleted; Vault keeps trying: run `pulumi destroy` or "
-                               "`pulumi up` again once it is done.")
+            raise RuntimeError(
+                f"Vault has not revoked {left} leases under {id_} after "
+                f"{REVOKE_DEADLINE_SECONDS // 60} minutes (PostgreSQL reachable? the revocation "
+                "statements?). Nothing was deleted; Vault keeps trying: run `pulumi destroy` or "
+                "`pulumi up` again once it is done."
+            )
 
 
 class VaultLeaseRevoker(Resource, module="vault", name="LeaseRevoker"):
@@ -99,11 +111,29 @@ class VaultLeaseRevoker(Resource, module="vault", name="LeaseRevoker"):
     Make it depend on the role, so that it goes first. `vault_id` identifies the
     Vault (its identity mount's uuid): a preview refuses a move to another one."""
 
-    def __init__(self, resource_name: str, *, address: Input[str], vault_id: Input[str], mount: Input[str],
-                 role: Input[str], connection: Input[str], opts: Optional[ResourceOptions] = None):
-        super().__init__(_LeaseRevokerProvider(), resource_name, {
-            "address": address, "vault_id": vault_id, "mount": mount, "role": role, "connection": connection,
-        }, opts)
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        address: Input[str],
+        vault_id: Input[str],
+        mount: Input[str],
+        role: Input[str],
+        connection: Input[str],
+        opts: ResourceOptions | None = None,
+    ):
+        super().__init__(
+            _LeaseRevokerProvider(),
+            resource_name,
+            {
+                "address": address,
+                "vault_id": vault_id,
+                "mount": mount,
+                "role": role,
+                "connection": connection,
+            },
+            opts,
+        )
 
 
 # --- a platform stack's mount, while application stacks use it -------------------
@@ -137,15 +167,17 @@ class _PlatformInUseProvider(ResourceProvider):
             raise RuntimeError(
                 f"the mount {id_!r} still holds the connections {', '.join(names)} of application stacks: "
                 "`pulumi destroy` those stacks first (each removes its own connection, roles and leases). "
-                "Nothing of the platform was deleted.")
+                "Nothing of the platform was deleted."
+            )
 
 
 class PlatformInUse(Resource, module="vault", name="PlatformInUse"):
     """Stops a platform stack's destroy while application stacks still use its
     mount. Make it depend on the mount, so that it goes first."""
 
-    def __init__(self, resource_name: str, *, address: Input[str], mount: Input[str],
-                 opts: Optional[ResourceOptions] = None):
+    def __init__(
+        self, resource_name: str, *, address: Input[str], mount: Input[str], opts: ResourceOptions | None = None
+    ):
         super().__init__(_PlatformInUseProvider(), resource_name, {"address": address, "mount": mount}, opts)
 
 
@@ -165,11 +197,13 @@ class _FirstPasswordProvider(ResourceProvider):
 
     def create(self, props: dict) -> CreateResult:
         with pg.connect(props["connection"]) as conn:
-            conn.execute(pg.sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
-                pg.sql.Identifier(props["login"]), pg.sql.Literal(props["password"])))
+            conn.execute(
+                pg.sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
+                    pg.sql.Identifier(props["login"]), pg.sql.Literal(props["password"])
+                )
+            )
         generation = str(time.time_ns())  # what the rotation step waits for, to rotate again
-        return CreateResult(f"{props['mount']}/config/{props['connection_name']}",
-                            {**props, "generation": generation})
+        return CreateResult(f"{props['mount']}/config/{props['connection_name']}", {**props, "generation": generation})
 
     def read(self, id_: str, props: dict) -> ReadResult:
         try:
@@ -195,10 +229,31 @@ class FirstLoginPassword(Resource, module="vault", name="FirstLoginPassword"):
 
     generation: Output[str]
 
-    def __init__(self, resource_name: str, *, connection: Input[dict], login: Input[str], password: Input[str],
-                 server: Input[str], address: Input[str], mount: Input[str], connection_name: Input[str],
-                 opts: Optional[ResourceOptions] = None):
-        super().__init__(_FirstPasswordProvider(), resource_name, {
-            "connection": connection, "login": login, "password": password, "server": server,
-            "address": address, "mount": mount, "connection_name": connection_name, "generation": None,
-        }, opts)
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        connection: Input[dict],
+        login: Input[str],
+        password: Input[str],
+        server: Input[str],
+        address: Input[str],
+        mount: Input[str],
+        connection_name: Input[str],
+        opts: ResourceOptions | None = None,
+    ):
+        super().__init__(
+            _FirstPasswordProvider(),
+            resource_name,
+            {
+                "connection": connection,
+                "login": login,
+                "password": password,
+                "server": server,
+                "address": address,
+                "mount": mount,
+                "connection_name": connection_name,
+                "generation": None,
+            },
+            opts,
+        )

@@ -24,16 +24,17 @@ def client(address: str) -> hvac.Client:
     if not token:
         raise VaultUnreachable(
             "no Vault token: set VAULT_TOKEN (or BAO_TOKEN) in the environment of `pulumi`; "
-            "it is deliberately not a stack setting, so that it never lands in config or state")
-    vault = hvac.Client(url=address, token=token, timeout=REQUEST_TIMEOUT_SECONDS,
-                        verify=vault_tls_verify())
+            "it is deliberately not a stack setting, so that it never lands in config or state"
+        )
+    vault = hvac.Client(url=address, token=token, timeout=REQUEST_TIMEOUT_SECONDS, verify=vault_tls_verify())
     try:
         if not vault.is_authenticated():
             raise VaultUnreachable(f"Vault at {address} refused the token in VAULT_TOKEN; check it has not expired")
     except requests.exceptions.RequestException as error:
         raise VaultUnreachable(
             f"cannot reach Vault at {address} ({type(error).__name__}). Check that it is running and "
-            "the pgcreds:vaultAddress setting; a later `pulumi up` picks up where this one stopped.") from None
+            "the pgcreds:vaultAddress setting; a later `pulumi up` picks up where this one stopped."
+        ) from None
     return vault
 
 

@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from sourced_env import REPO
 
-PROGRAM_FILES = ("Pulumi.yaml", "pyproject.toml", "uv.lock", "__main__.py", "settings.py", "preflight.py", "tables.py",
-                 "components", "providers", "clients")
+PROGRAM_FILES = (
+    "Pulumi.yaml",
+    "pyproject.toml",
+    "uv.lock",
+    "__main__.py",
+    "settings.py",
+    "preflight.py",
+    "tables.py",
+    "components",
+    "providers",
+    "clients",
+)
 
 
 def copy_program(folder: Path, stack_files: Sequence[str] = (), source: Path = REPO) -> Path:
@@ -65,4 +75,6 @@ def replace_program(folder: Path, source: Path = REPO) -> None:
         (shutil.copytree if path.is_dir() else shutil.copy)(path, target)
     extra = tables.split("\nAPP_TABLES = APP_TABLES + ", 1)
     if len(extra) == 2:
-        (folder / "tables.py").write_text((folder / "tables.py").read_text() + "\nAPP_TABLES = APP_TABLES + " + extra[1])
+        (folder / "tables.py").write_text(
+            (folder / "tables.py").read_text() + "\nAPP_TABLES = APP_TABLES + " + extra[1]
+        )

@@ -16,13 +16,16 @@ TEST_SECRETS_PROVIDER = "hashivault://pgcreds-tests"
 VAULT_VARIABLES = ("VAULT_ADDR", "VAULT_TOKEN", "VAULT_CACERT")
 
 
-def sourced_env(script: str | Path, unset: tuple[str, ...] = (), extra: dict[str, str] | None = None
-                ) -> dict[str, str]:
+def sourced_env(script: str | Path, unset: tuple[str, ...] = (), extra: dict[str, str] | None = None) -> dict[str, str]:
     """Every variable after `. <script>` (a path relative to the repository, or an
     absolute one) in bash, started without the variables named in `unset` and with `extra`."""
     environment = {key: value for key, value in os.environ.items() if key not in unset} | (extra or {})
-    dump = subprocess.run(["bash", "-c", f". '{REPO / script}' >/dev/null 2>&1 && env -0"], check=True,
-                          capture_output=True, env=environment).stdout
+    dump = subprocess.run(
+        ["bash", "-c", f". '{REPO / script}' >/dev/null 2>&1 && env -0"],
+        check=True,
+        capture_output=True,
+        env=environment,
+    ).stdout
     return dict(entry.decode().split("=", 1) for entry in dump.split(b"\0") if b"=" in entry)
 
 

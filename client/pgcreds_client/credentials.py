@@ -18,15 +18,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Union
 
 import hvac
 import hvac.exceptions
 
 log = logging.getLogger("pgcreds_client")
 
-SecretIdSource = Union[str, Callable[[], str]]
+SecretIdSource = str | Callable[[], str]
 # A credential read this recently is not replaced again because of a failure.
 FRESH_SECONDS = 2.0
 # After Vault refused the AppRole login, it is not tried again for this long.
@@ -61,10 +61,19 @@ class CredentialSource:
     (secretIdUses), or a callable that returns a fresh one for each login (a
     launcher's file, a response-wrapped token …)."""
 
-    def __init__(self, vault_addr: str, role_id: str, secret_id: SecretIdSource, creds_path: str, *,
-                 login_path: str, ca_cert: Optional[str] = None,
-                 on_rotate: Optional[Callable[[Credential], None]] = None, timeout: float = 10.0,
-                 client_factory: Optional[Callable[..., hvac.Client]] = None):
+    def __init__(
+        self,
+        vault_addr: str,
+        role_id: str,
+        secret_id: SecretIdSource,
+        creds_path: str,
+        *,
+        login_path: str,
+        ca_cert: str | None = None,
+        on_rotate: Callable[[Credential], None] | None = None,
+        timeout: float = 10.0,
+        client_factory: Callable[..., hvac.Client] | None = None,
+    ):
         self._addr, self._verify, self._timeout = vault_addr, ca_cert or True, timeout
         self._role_id, self._secret_id = role_id, secret_id
         self._creds_path, self._login_path = creds_path.strip("/"), login_path.strip("/")
@@ -72,13 +81,13 @@ class CredentialSource:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._current: Optional[tuple[Credential, hvac.Client]] = None
+        self._current: tuple[Credential, hvac.Client] | None = None
         self._old: list[tuple[Credential, hvac.Client]] = []
         self.credentials_read = 0
         self._read_at = float("-inf")
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._client_factory = client_factory or hvac.Client
-        self._refused: Optional[tuple[float, LoginRefused]] = None
+        self._refused: tuple[float, LoginRefused] | None = None
 
     # --- what the pool calls -------------------------------------------------------
 
@@ -112,7 +121,7 @@ class CredentialSource:
             self._rotate_locked()
         return True
 
-    def start(self) -> "CredentialSource":
+    def start(self) -> CredentialSource:
         """Reads the first credential and starts the renewal thread."""
         self.credential()
         self._thread = threading.Thread(target=self._run, name="pgcreds-renewal", daemon=True)
@@ -145,15 +154,17 @@ class CredentialSource:
         secret_id = self._secret_id() if callable(self._secret_id) else self._secret_id
         client = self._client_factory(url=self._addr, verify=self._verify, timeout=self._timeout)
         try:
-            answer = client.adapter.post(f"/v1/{self._login_path}", json={"role_id": self._role_id,
-                                                                          "secret_id": secret_id})
+            answer = client.adapter.post(
+                f"/v1/{self._login_path}", json={"role_id": self._role_id, "secret_id": secret_id}
+            )
         except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden) as error:
             refused = LoginRefused(
                 f"Vault refused the AppRole login at {self._login_path} ({str(error).splitlines()[0]}): the "
                 "secret-id is used up, expired or wrong. A secret-id allows the role's secretIdUses logins "
                 "(default 1) and a revoked or rotated credential needs a new login: give the service a new "
                 "secret-id for each login (a file its launcher rewrites: PGCREDS_SECRET_ID_FILE), or raise the "
-                f"role's secretIdUses. Not tried again for {LOGIN_RETRY_SECONDS:.0f} s.")
+                f"role's secretIdUses. Not tried again for {LOGIN_RETRY_SECONDS:.0f} s."
+            )
             self._refused = (time.monotonic(), refused)
             log.error("%s", refused)
             raise refused from None
@@ -165,8 +176,13 @@ class CredentialSource:
         client = self._login()
         secret = client.read(self._creds_path)
         seconds = int(secret["lease_duration"])
-        credential = Credential(secret["data"]["username"], secret["data"]["password"], secret["lease_id"],
-                                seconds, time.monotonic() + seconds)
+        credential = Credential(
+            secret["data"]["username"],
+            secret["data"]["password"],
+            secret["lease_id"],
+            seconds,
+            time.monotonic() + seconds,
+        )
         self.credentials_read += 1
         self._read_at = time.monotonic()
         log.info("read credential %s (lease %ss)", credential.username, seconds)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Optional, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -34,8 +35,17 @@ class RotatingPool:
     up to `attempts` times, when the connection was lost: the server ended it
     (a revocation terminates its user's sessions) or the login was refused."""
 
-    def __init__(self, source: CredentialSource, conninfo: str, *, min_size: int = 1, max_size: int = 4,
-                 attempts: int = 4, timeout: float = 5.0, **pool_kwargs: Any):
+    def __init__(
+        self,
+        source: CredentialSource,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        attempts: int = 4,
+        timeout: float = 5.0,
+        **pool_kwargs: Any,
+    ):
         self.source = source
         self.attempts = attempts
         self.retried = 0
@@ -43,9 +53,18 @@ class RotatingPool:
         first = source.credential()
         # No connection outlives its lease: PostgreSQL checks a password only at connect.
         lifetime = max(first.lease_seconds / 2, 1.0)
-        self.pool = ConnectionPool(conninfo, kwargs=source.connect_kwargs, min_size=min_size, max_size=max_size,
-                                   max_lifetime=lifetime, timeout=timeout, check=ConnectionPool.check_connection,
-                                   open=True, name="pgcreds", **pool_kwargs)
+        self.pool = ConnectionPool(
+            conninfo,
+            kwargs=source.connect_kwargs,
+            min_size=min_size,
+            max_size=max_size,
+            max_lifetime=lifetime,
+            timeout=timeout,
+            check=ConnectionPool.check_connection,
+            open=True,
+            name="pgcreds",
+            **pool_kwargs,
+        )
 
     def moved_to(self, credential: Credential) -> None:
         """The source's `on_rotate`: idle connections are closed now and those in
@@ -72,12 +91,28 @@ class RotatingPool:
         self.pool.close()
 
 
-def connect_pool(vault_addr: str, role_id: str, secret_id: Any, creds_path: str, login_path: str, conninfo: str,
-                 *, ca_cert: Optional[str] = None, **pool_kwargs: Any) -> RotatingPool:
+def connect_pool(
+    vault_addr: str,
+    role_id: str,
+    secret_id: Any,
+    creds_path: str,
+    login_path: str,
+    conninfo: str,
+    *,
+    ca_cert: str | None = None,
+    **pool_kwargs: Any,
+) -> RotatingPool:
     """A started CredentialSource and its RotatingPool, wired together."""
     holder: dict[str, RotatingPool] = {}
-    source = CredentialSource(vault_addr, role_id, secret_id, creds_path, login_path=login_path, ca_cert=ca_cert,
-                              on_rotate=lambda credential: holder["pool"].moved_to(credential))
+    source = CredentialSource(
+        vault_addr,
+        role_id,
+        secret_id,
+        creds_path,
+        login_path=login_path,
+        ca_cert=ca_cert,
+        on_rotate=lambda credential: holder["pool"].moved_to(credential),
+    )
     source.start()
     holder["pool"] = RotatingPool(source, conninfo, **pool_kwargs)
     return holder["pool"]

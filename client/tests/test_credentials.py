@@ -25,7 +25,7 @@ class FakeVault:
         self.logins: list[str] = []
         self.secret_ids: list[str] = []
 
-    def client(self, **_kwargs) -> "FakeClient":
+    def client(self, **_kwargs) -> FakeClient:
         return FakeClient(self)
 
 
@@ -69,8 +69,11 @@ class FakeClient:
         number = next(self.vault.numbers)
         lease_id = f"{path}/{number}"
         self.vault.leases[lease_id] = self.vault.clock + MAX
-        return {"lease_id": lease_id, "lease_duration": LEASE,
-                "data": {"username": f"v-app-{number}", "password": f"secret-password-{number}"}}
+        return {
+            "lease_id": lease_id,
+            "lease_duration": LEASE,
+            "data": {"username": f"v-app-{number}", "password": f"secret-password-{number}"},
+        }
 
 
 @pytest.fixture
@@ -82,8 +85,15 @@ def vault(monkeypatch) -> FakeVault:
 
 
 def source(vault: FakeVault, **kwargs) -> CredentialSource:
-    return CredentialSource("https://vault", "role-id", kwargs.pop("secret_id", "secret-id-1"), "database/creds/app",
-                            login_path="auth/approle/login", client_factory=vault.client, **kwargs)
+    return CredentialSource(
+        "https://vault",
+        "role-id",
+        kwargs.pop("secret_id", "secret-id-1"),
+        "database/creds/app",
+        login_path="auth/approle/login",
+        client_factory=vault.client,
+        **kwargs,
+    )
 
 
 def test_renews_every_third_of_the_lease_and_rotates_when_the_max_is_within_one_lease(vault: FakeVault):

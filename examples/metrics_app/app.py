@@ -62,13 +62,17 @@ def worker(pool, stats: Stats, number: int, deadline: float, pause: float) -> No
         sequence += 1
         marker = number * 1_000_000 + sequence  # this worker's row, found again by the caller
         try:
-            row = pool.run(lambda conn: conn.execute(
-                f"INSERT INTO {TABLE} (week_ending, product_downloads, github_stars, twitter_followers) "
-                "VALUES (now(), %s, 0, 0) RETURNING id", (marker,)).fetchone()[0])
+            row = pool.run(
+                lambda conn, marker=marker: conn.execute(
+                    f"INSERT INTO {TABLE} (week_ending, product_downloads, github_stars, twitter_followers) "
+                    "VALUES (now(), %s, 0, 0) RETURNING id",
+                    (marker,),
+                ).fetchone()[0]
+            )
             stats.success(row)
             pool.run(lambda conn: conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone())
             stats.success()
-        except Exception as error:  # noqa: BLE001 - counted, the service carries on
+        except Exception as error:
             stats.failure(error)
         time.sleep(pause)
 
@@ -84,24 +88,36 @@ def main() -> int:
 
     secret_file = os.environ.get("PGCREDS_SECRET_ID_FILE")
     secret_id = (lambda: Path(secret_file).read_text().strip()) if secret_file else os.environ["PGCREDS_SECRET_ID"]
-    pool = connect_pool(os.environ["VAULT_ADDR"], os.environ["PGCREDS_ROLE_ID"], secret_id,
-                        os.environ.get("PGCREDS_CREDS_PATH", "database/creds/metrics-readwrite"),
-                        os.environ.get("PGCREDS_LOGIN_PATH", "auth/database-approle/login"),
-                        os.environ["PGCREDS_CONNINFO"], ca_cert=os.environ.get("VAULT_CACERT"),
-                        max_size=args.workers)
+    pool = connect_pool(
+        os.environ["VAULT_ADDR"],
+        os.environ["PGCREDS_ROLE_ID"],
+        secret_id,
+        os.environ.get("PGCREDS_CREDS_PATH", "database/creds/metrics-readwrite"),
+        os.environ.get("PGCREDS_LOGIN_PATH", "auth/database-approle/login"),
+        os.environ["PGCREDS_CONNINFO"],
+        ca_cert=os.environ.get("VAULT_CACERT"),
+        max_size=args.workers,
+    )
     stats = Stats()
     deadline = time.monotonic() + args.seconds
-    threads = [threading.Thread(target=worker, args=(pool, stats, n + 1, deadline, args.pause))
-               for n in range(args.workers)]
+    threads = [
+        threading.Thread(target=worker, args=(pool, stats, n + 1, deadline, args.pause)) for n in range(args.workers)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     # An outage that lasts to the end counts as well (no later success would measure it).
     longest_gap = max(stats.longest_gap, time.monotonic() - stats.last_success)
-    summary = {"queries": stats.queries, "failed": stats.failed, "retried": pool.retried,
-               "credentials_read": pool.source.credentials_read, "longest_gap_seconds": round(longest_gap, 3),
-               "rows": stats.rows, "errors": stats.errors[:20]}
+    summary = {
+        "queries": stats.queries,
+        "failed": stats.failed,
+        "retried": pool.retried,
+        "credentials_read": pool.source.credentials_read,
+        "longest_gap_seconds": round(longest_gap, 3),
+        "rows": stats.rows,
+        "errors": stats.errors[:20],
+    }
     pool.close()
     pool.source.close()
     text = json.dumps(summary)

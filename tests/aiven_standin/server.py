@@ -18,10 +18,11 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -30,7 +31,7 @@ REBUILD_SECONDS = 1.0
 # Plans the project offers, as `<tier>-<size>` with their base disk (MB).
 PLANS = {"hobbyist": 8192, "startup-4": 81920, "startup-8": 178176, "business-4": 81920, "business-8": 178176}
 CLOUDS = ("google-europe-west1", "aws-eu-west-1", "azure-germany-westcentral")
-PROTECTED = ("Service is protected against termination and shutdown. Remove termination protection first.")
+PROTECTED = "Service is protected against termination and shutdown. Remove termination protection first."
 
 
 def error(status: HTTPStatus, message: str, code: str = "") -> tuple[int, dict]:
@@ -61,8 +62,15 @@ class Service:
 class AivenStandIn:
     """Serves one project on 127.0.0.1 (port chosen by the kernel) until `stop()`."""
 
-    def __init__(self, project: str, token: str, pg_host: str, pg_port: int, ca_pem: str,
-                 superuser: Callable[[], psycopg.Connection]):
+    def __init__(
+        self,
+        project: str,
+        token: str,
+        pg_host: str,
+        pg_port: int,
+        ca_pem: str,
+        superuser: Callable[[], psycopg.Connection],
+    ):
         self.project, self.token = project, token
         self.pg_host, self.pg_port, self.ca_pem = pg_host, pg_port, ca_pem
         self.superuser = superuser
@@ -77,7 +85,7 @@ class AivenStandIn:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def start(self) -> "AivenStandIn":
+    def start(self) -> AivenStandIn:
         self.thread.start()
         return self
 
@@ -85,54 +93,104 @@ class AivenStandIn:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def calls(self, method: Optional[str] = None, pattern: str = "") -> list[tuple[str, str]]:
+    def calls(self, method: str | None = None, pattern: str = "") -> list[tuple[str, str]]:
         """The requests so far whose method is `method` and path contains `pattern`."""
         return [(m, p) for m, p in self.requests if (method is None or m == method) and pattern in p]
 
     # --- answers --------------------------------------------------------------
 
     def _project_json(self) -> dict[str, Any]:
-        return {"project_name": self.project, "default_cloud": CLOUDS[0], "ca_cert": self.ca_pem,
-                "account_id": "a1b2c3", "billing_group_id": "bg-1", "estimated_balance": "0.00",
-                "vpc_peering_connection_types": [], "tags": {}, "tech_emails": [], "available_credits": "0.00",
-                "country_code": "FI", "payment_method": "no_payment_expected"}
+        return {
+            "project_name": self.project,
+            "default_cloud": CLOUDS[0],
+            "ca_cert": self.ca_pem,
+            "account_id": "a1b2c3",
+            "billing_group_id": "bg-1",
+            "estimated_balance": "0.00",
+            "vpc_peering_connection_types": [],
+            "tags": {},
+            "tech_emails": [],
+            "available_credits": "0.00",
+            "country_code": "FI",
+            "payment_method": "no_payment_expected",
+        }
 
     def _plan_json(self, plan: str) -> dict[str, Any]:
-        return {"service_plan": plan, "service_type": "pg", "node_count": 1 if plan.startswith(("hob", "start"))
-                else 2, "disk_space_mb": PLANS[plan], "disk_space_cap_mb": PLANS[plan] * 4,
-                "disk_space_step_mb": 30720, "max_memory_percent": 75, "shard_count": None,
-                "backup_config": {"interval": 24, "max_count": 2, "recovery_mode": "pitr"},
-                "regions": {cloud: {"disk_space_mb": PLANS[plan], "node_memory_mb": 4096, "price_usd": "0.10"}
-                            for cloud in CLOUDS}}
+        return {
+            "service_plan": plan,
+            "service_type": "pg",
+            "node_count": 1 if plan.startswith(("hob", "start")) else 2,
+            "disk_space_mb": PLANS[plan],
+            "disk_space_cap_mb": PLANS[plan] * 4,
+            "disk_space_step_mb": 30720,
+            "max_memory_percent": 75,
+            "shard_count": None,
+            "backup_config": {"interval": 24, "max_count": 2, "recovery_mode": "pitr"},
+            "regions": {
+                cloud: {"disk_space_mb": PLANS[plan], "node_memory_mb": 4096, "price_usd": "0.10"} for cloud in CLOUDS
+            },
+        }
 
     def _service_json(self, service: Service, include_secrets: bool = True) -> dict[str, Any]:
         ready = time.monotonic() - service.changed >= REBUILD_SECONDS
         state = ("RUNNING" if ready else "REBUILDING") if service.powered else "POWEROFF"
         password = service.admin_password if include_secrets else None
-        params = {"host": self.pg_host, "port": str(self.pg_port), "user": service.admin_user,
-                  "dbname": service.database, "sslmode": "require"}
+        params = {
+            "host": self.pg_host,
+            "port": str(self.pg_port),
+            "user": service.admin_user,
+            "dbname": service.database,
+            "sslmode": "require",
+        }
         if password:
             params["password"] = password
-        uri = (f"postgres://{service.admin_user}:{password or ''}@{self.pg_host}:{self.pg_port}/"
-               f"{service.database}?sslmode=require")
+        uri = (
+            f"postgres://{service.admin_user}:{password or ''}@{self.pg_host}:{self.pg_port}/"
+            f"{service.database}?sslmode=require"
+        )
         return {
-            "service_name": service.name, "service_type": "pg", "service_type_description": "PostgreSQL",
-            "plan": service.plan, "cloud_name": service.cloud, "cloud_description": service.cloud,
-            "state": state, "termination_protection": service.termination_protection,
-            "user_config": service.user_config, "maintenance": service.maintenance,
-            "service_uri": uri, "service_uri_params": params, "project_vpc_id": None,
-            "node_count": self._plan_json(service.plan)["node_count"], "node_cpu_count": 2,
-            "node_memory_mb": 4096, "disk_space_mb": PLANS[service.plan], "group_list": ["default"],
-            "create_time": service.created_at, "update_time": service.created_at,
+            "service_name": service.name,
+            "service_type": "pg",
+            "service_type_description": "PostgreSQL",
+            "plan": service.plan,
+            "cloud_name": service.cloud,
+            "cloud_description": service.cloud,
+            "state": state,
+            "termination_protection": service.termination_protection,
+            "user_config": service.user_config,
+            "maintenance": service.maintenance,
+            "service_uri": uri,
+            "service_uri_params": params,
+            "project_vpc_id": None,
+            "node_count": self._plan_json(service.plan)["node_count"],
+            "node_cpu_count": 2,
+            "node_memory_mb": 4096,
+            "disk_space_mb": PLANS[service.plan],
+            "group_list": ["default"],
+            "create_time": service.created_at,
+            "update_time": service.created_at,
             "users": [{"username": service.admin_user, "password": password, "type": "primary"}],
-            "components": [{"component": "pg", "host": self.pg_host, "port": self.pg_port, "route": "dynamic",
-                            "usage": "primary", "ssl": True}],
+            "components": [
+                {
+                    "component": "pg",
+                    "host": self.pg_host,
+                    "port": self.pg_port,
+                    "route": "dynamic",
+                    "usage": "primary",
+                    "ssl": True,
+                }
+            ],
             # "Ready" for the plugin is RUNNING with at least one backup.
             "backups": [{"backup_name": "base-1", "backup_time": service.created_at, "data_size": 1024}]
-            if ready else [],
+            if ready
+            else [],
             "connection_info": {"pg": [uri], "pg_params": [params], "pg_standby": [], "pg_syncing": []},
-            "databases": [service.database], "service_integrations": [], "tags": service.tags,
-            "tech_emails": [], "node_states": [], "metadata": {"pg_version": service.user_config.get("pg_version")},
+            "databases": [service.database],
+            "service_integrations": [],
+            "tags": service.tags,
+            "tech_emails": [],
+            "node_states": [],
+            "metadata": {"pg_version": service.user_config.get("pg_version")},
         }
 
     def create(self, body: dict[str, Any]) -> tuple[int, dict]:
@@ -146,23 +204,37 @@ class AivenStandIn:
         if name in self.services:
             return error(HTTPStatus.CONFLICT, f"Service name is already in use in this project: {name}")
         base = name.replace("-", "_")
-        service = Service(name=name, plan=plan, cloud=cloud, user_config=dict(body.get("user_config") or {}),
-                          termination_protection=bool(body.get("termination_protection")),
-                          admin_user=f"avnadmin_{base}", admin_password=secrets.token_urlsafe(18),
-                          database=f"defaultdb_{base}",
-                          maintenance={**(body.get("maintenance") or {"dow": "sunday", "time": "03:00:00"}),
-                                       "updates": []})
+        service = Service(
+            name=name,
+            plan=plan,
+            cloud=cloud,
+            user_config=dict(body.get("user_config") or {}),
+            termination_protection=bool(body.get("termination_protection")),
+            admin_user=f"avnadmin_{base}",
+            admin_password=secrets.token_urlsafe(18),
+            database=f"defaultdb_{base}",
+            maintenance={**(body.get("maintenance") or {"dow": "sunday", "time": "03:00:00"}), "updates": []},
+        )
         with self.superuser() as admin:
-            admin.execute(sql.SQL("CREATE ROLE {} WITH LOGIN CREATEROLE PASSWORD {}").format(
-                sql.Identifier(service.admin_user), sql.Literal(service.admin_password)))
-            admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(service.database), sql.Identifier(service.admin_user)))
+            admin.execute(
+                sql.SQL("CREATE ROLE {} WITH LOGIN CREATEROLE PASSWORD {}").format(
+                    sql.Identifier(service.admin_user), sql.Literal(service.admin_password)
+                )
+            )
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(service.database), sql.Identifier(service.admin_user)
+                )
+            )
         self.services[name] = service
         return HTTPStatus.OK, {"service": self._service_json(service)}
 
     def update(self, service: Service, body: dict[str, Any]) -> tuple[int, dict]:
-        if body.get("powered") is False and service.termination_protection \
-                and body.get("termination_protection") is not False:
+        if (
+            body.get("powered") is False
+            and service.termination_protection
+            and body.get("termination_protection") is not False
+        ):
             return error(HTTPStatus.FORBIDDEN, PROTECTED)
         if body.get("plan") and body["plan"] not in PLANS:
             return error(HTTPStatus.BAD_REQUEST, f"Service plan {body['plan']!r} is not available")

@@ -19,8 +19,11 @@ def pins() -> dict[str, str]:
 
 
 def test_toolchain_has_the_pinned_cli_and_the_python_host():
-    bin_dir = Path(subprocess.run([str(REPO / "toolchain" / "build.sh")], check=True, capture_output=True,
-                                  text=True).stdout.strip().splitlines()[-1])
+    bin_dir = Path(
+        subprocess.run([str(REPO / "toolchain" / "build.sh")], check=True, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     for name in ("pulumi", "pulumi-language-python", "pulumi-language-python-exec", "pulumi-resource-pulumi-python"):
         assert (bin_dir / name).is_file(), name
     version = subprocess.run([str(bin_dir / "pulumi"), "version"], check=True, capture_output=True, text=True)
@@ -40,14 +43,19 @@ def test_environment_forbids_downloads_and_uses_a_local_backend():
 def test_language_host_installs_dependencies_and_reports_itself(tmp_path: Path):
     """`pulumi install` and `pulumi about` go through our Python language host."""
     (tmp_path / "Pulumi.yaml").write_text(
-        "name: hosttest\nruntime:\n  name: python\n  options:\n    toolchain: pip\n    virtualenv: venv\n")
+        "name: hosttest\nruntime:\n  name: python\n  options:\n    toolchain: pip\n    virtualenv: venv\n"
+    )
     (tmp_path / "requirements.txt").write_text("six==1.16.0\n")
     (tmp_path / "__main__.py").write_text("import pulumi\n")
     env = {**sourced_env("toolchain/env.sh"), "PULUMI_BACKEND_URL": f"file://{tmp_path}"}
     subprocess.run(["pulumi", "install"], cwd=tmp_path, env=env, check=True, capture_output=True)
     assert (tmp_path / "venv" / "bin" / "python").exists()
-    six = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c", "import six; print(six.__version__)"],
-                         check=True, capture_output=True, text=True)
+    six = subprocess.run(
+        [str(tmp_path / "venv" / "bin" / "python"), "-c", "import six; print(six.__version__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert six.stdout.strip() == "1.16.0"
     about = subprocess.run(["pulumi", "about"], cwd=tmp_path, env=env, capture_output=True, text=True).stdout
     if "/pg-dynamic-creds/toolchain/" in env["PATH"].split(":")[0]:
@@ -67,9 +75,13 @@ def bundles_copy(tmp_path: Path) -> Path:
 
 def build_with(plugins: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     """build.sh with another plugin folder and an empty cache (nothing on PATH but the system)."""
-    env = {"PATH": f"{Path(shutil.which('go')).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
-           "PGCREDS_PLUGINS_DIR": str(plugins), "GOCACHE": subprocess.run(
-               ["go", "env", "GOCACHE"], capture_output=True, text=True).stdout.strip()}
+    env = {
+        "PATH": f"{Path(shutil.which('go')).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "PGCREDS_PLUGINS_DIR": str(plugins),
+        "GOCACHE": subprocess.run(["go", "env", "GOCACHE"], capture_output=True, text=True).stdout.strip(),
+    }
     return subprocess.run([str(REPO / "toolchain" / "build.sh")], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -95,8 +107,9 @@ def test_a_missing_bundle_stops_the_build(tmp_path: Path):
 
 def test_plugins_are_installed_at_the_pinned_versions():
     env = sourced_env("toolchain/env.sh")
-    listing = subprocess.run(["pulumi", "plugin", "ls", "--json"], env=env, check=True, capture_output=True,
-                             text=True).stdout
+    listing = subprocess.run(
+        ["pulumi", "plugin", "ls", "--json"], env=env, check=True, capture_output=True, text=True
+    ).stdout
     installed = {(p["kind"], p["name"], p["version"]) for p in json.loads(listing)}
     for name in ("vault", "postgresql", "random", "aiven"):
         assert ("resource", name, pins()[f"PROVIDER_{name.upper()}_VERSION"]) in installed, installed

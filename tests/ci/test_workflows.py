@@ -15,8 +15,9 @@ WORKFLOWS = REPO / ".github" / "workflows"
 
 @pytest.fixture(scope="module")
 def actionlint() -> str:
-    return subprocess.run([str(REPO / "toolchain" / "actionlint.sh")], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        [str(REPO / "toolchain" / "actionlint.sh")], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def load(name: str) -> dict:
@@ -25,8 +26,9 @@ def load(name: str) -> dict:
 
 
 def test_actionlint_passes_the_workflows(actionlint: str):
-    result = subprocess.run([actionlint, "-no-color", *sorted(map(str, WORKFLOWS.glob("*.yml")))],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [actionlint, "-no-color", *sorted(map(str, WORKFLOWS.glob("*.yml")))], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -85,7 +87,9 @@ def test_a_schedule_reports_drift_read_only():
     assert workflow["permissions"] == {"contents": "read", "id-token": "write"}
     job = workflow["jobs"]["drift"]
     step_running(job, "ci/drift.sh")
-    assert "--read-only" in (REPO / "ci" / "drift.sh").read_text() and "drift.py" in (REPO / "ci" / "drift.sh").read_text()
+    assert (
+        "--read-only" in (REPO / "ci" / "drift.sh").read_text() and "drift.py" in (REPO / "ci" / "drift.sh").read_text()
+    )
     assert vault_login(job)["with"]["role"] == "pgcreds-preview-${{ matrix.stack }}"
 
 

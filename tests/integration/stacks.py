@@ -13,9 +13,10 @@ import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import hvac
 import psycopg
@@ -23,15 +24,14 @@ import pytest
 from psycopg import sql
 from pulumi import automation as auto
 
-from program_copy import add_tables, copy_program
 from clients.tls import vault_tls_verify
-from smoke_check import SmokeReport, run_smoke_check
 from deployer import DEPLOYER_LOGIN, DEPLOYER_ROLE, PLATFORM_MOUNT, application_login, transit_key
 from deployer.bootstrap import ensure_deploy_login, grant_schema_rights
-from sourced_env import TEST_SECRETS_PROVIDER, file_backend, sourced_env, superuser_password
+from program_copy import add_tables, copy_program
+from smoke_check import SmokeReport, run_smoke_check
+from sourced_env import TEST_SECRETS_PROVIDER, file_backend, sourced_env
 
 REPO = Path(__file__).resolve().parents[2]
-
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -65,13 +65,22 @@ class PgServer:
 
     def connect(self, database: str = "postgres") -> psycopg.Connection:
         """The superuser, for the tests' own checks and clean-up."""
-        return psycopg.connect(host="127.0.0.1", port=self.port, dbname=database, user="postgres",
-                               password=self.superuser_password_file.read_text().strip(), autocommit=True)
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            dbname=database,
+            user="postgres",
+            password=self.superuser_password_file.read_text().strip(),
+            autocommit=True,
+        )
 
 
 def default_server() -> PgServer:
-    return PgServer(os.environ.get("PGCREDS_PG_VERSION", "15"), int(os.environ["PGPORT"]),
-                    Path(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]))
+    return PgServer(
+        os.environ.get("PGCREDS_PG_VERSION", "15"),
+        int(os.environ["PGPORT"]),
+        Path(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]),
+    )
 
 
 def start_server(version: str) -> PgServer:
@@ -79,8 +88,9 @@ def start_server(version: str) -> PgServer:
     env = {**os.environ, "PGCREDS_PG_VERSION": version}
     env.pop("PGCREDS_PG_PORT", None)
     subprocess.run([str(REPO / "local" / "postgres.sh"), "start"], env=env, check=True)
-    exported = subprocess.run([str(REPO / "local" / "postgres.sh"), "env"], env=env, check=True,
-                              capture_output=True, text=True).stdout
+    exported = subprocess.run(
+        [str(REPO / "local" / "postgres.sh"), "env"], env=env, check=True, capture_output=True, text=True
+    ).stdout
     values = dict(part.split("=", 1) for line in exported.splitlines() for part in line.split()[1:])
     return PgServer(version, int(values["PGPORT"]), Path(values["PGCREDS_SUPERUSER_PASSWORD_FILE"]))
 
@@ -93,8 +103,11 @@ def server_with_deployer(version: str, folder: Path) -> tuple[PgServer, dict[str
     password = secrets.token_urlsafe(24)
     with other.connect() as superuser:
         exists = superuser.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (DEPLOYER,)).fetchone()
-        superuser.execute(sql.SQL("{} ROLE {} WITH LOGIN NOSUPERUSER CREATEROLE CREATEDB PASSWORD {}").format(
-            sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(DEPLOYER), sql.Literal(password)))
+        superuser.execute(
+            sql.SQL("{} ROLE {} WITH LOGIN NOSUPERUSER CREATEROLE CREATEDB PASSWORD {}").format(
+                sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(DEPLOYER), sql.Literal(password)
+            )
+        )
     pgpass = folder / "pgpass"
     pgpass.write_text(f"127.0.0.1:{other.port}:*:{DEPLOYER}:{password}\n")
     pgpass.chmod(0o600)
@@ -134,8 +147,12 @@ class ProgramStack:
         """PostgreSQL roles the program itself creates (the Vault logins are
         `it_<suffix>_vault_admin`, followed with rotate-root by `_<digest>`)."""
         with self.server.connect() as admin:
-            logins = [name for (name,) in admin.execute(
-                "SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"it\\_{self.suffix}\\_vault\\_admin%",))]
+            logins = [
+                name
+                for (name,) in admin.execute(
+                    "SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"it\\_{self.suffix}\\_vault\\_admin%",)
+                )
+            ]
         return [f"it_{self.suffix}_owner", *logins, self.role_name.replace("-", "_")]
 
     def vault_logins(self) -> list[str]:
@@ -148,14 +165,25 @@ class ProgramStack:
             self.stack.set_config(f"pgcreds:{key}", auto.ConfigValue(value=text))
 
     def roles_config(self, **overrides: Any) -> list[dict]:
-        return [{"name": self.role_name, "tables": ["weekly_metrics_reporting"], "access": "readwrite",
-                 "defaultTtl": "1h", "maxTtl": "24h", **overrides}]
+        return [
+            {
+                "name": self.role_name,
+                "tables": ["weekly_metrics_reporting"],
+                "access": "readwrite",
+                "defaultTtl": "1h",
+                "maxTtl": "24h",
+                **overrides,
+            }
+        ]
 
     def resource_count(self) -> int:
         """Resources in the state as `pulumi up` counts them: all but the default
         providers that the engine adds by itself."""
-        return sum(1 for r in self.stack.export_stack().deployment.get("resources", [])
-                   if not (r["type"].startswith("pulumi:providers:") and r["urn"].split("::")[-1].startswith("default")))
+        return sum(
+            1
+            for r in self.stack.export_stack().deployment.get("resources", [])
+            if not (r["type"].startswith("pulumi:providers:") and r["urn"].split("::")[-1].startswith("default"))
+        )
 
     def resource_types(self) -> set[str]:
         return {r["type"] for r in self.stack.export_stack().deployment.get("resources", [])}
@@ -174,16 +202,24 @@ class ProgramStack:
 
     def run(self, *args: str) -> str:
         """A pulumi CLI command on this stack (what the Automation API does not offer); its stdout."""
-        return subprocess.run(["pulumi", *args, "--stack", self.stack.name], cwd=self.project_dir,
-                              env={**os.environ, **self.stack.workspace.env_vars},
-                              check=True, capture_output=True, text=True).stdout
+        return subprocess.run(
+            ["pulumi", *args, "--stack", self.stack.name],
+            cwd=self.project_dir,
+            env={**os.environ, **self.stack.workspace.env_vars},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
 
     def vault_admin_password(self) -> str:
         """The generated password (the first one, with rotate-root), decrypted from the
         state (`pulumi stack export --show-secrets`)."""
         exported = self.run("stack", "export", "--show-secrets")
-        (password,) = [r for r in json.loads(exported)["deployment"]["resources"]
-                       if r["type"] == "random:index/randomPassword:RandomPassword"]
+        (password,) = [
+            r
+            for r in json.loads(exported)["deployment"]["resources"]
+            if r["type"] == "random:index/randomPassword:RandomPassword"
+        ]
         result = password["outputs"]["result"]
         return json.loads(result["plaintext"]) if isinstance(result, dict) else result
 
@@ -194,15 +230,22 @@ class ProgramStack:
     def outputs(self) -> dict[str, Any]:
         return {key: out.value for key, out in self.stack.outputs().items()}
 
-    def smoke_check(self, admin_password: Optional[str] = None) -> SmokeReport:
+    def smoke_check(self, admin_password: str | None = None) -> SmokeReport:
         """The smoke check against this stack's outputs and its metrics role."""
-        return run_smoke_check(self.outputs(), self.role_name, "weekly_metrics_reporting", "employee_salary",
-                               expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
-                               admin_password=admin_password)
+        return run_smoke_check(
+            self.outputs(),
+            self.role_name,
+            "weekly_metrics_reporting",
+            "employee_salary",
+            expect_sample_rows=True,
+            vault_token=os.environ["VAULT_TOKEN"],
+            admin_password=admin_password,
+        )
 
 
-def make_stack(tmp_path: Path, env: Optional[dict[str, str]] = None,
-               server: Optional[PgServer] = None, source: Path = REPO) -> ProgramStack:
+def make_stack(
+    tmp_path: Path, env: dict[str, str] | None = None, server: PgServer | None = None, source: Path = REPO
+) -> ProgramStack:
     """A stack of the program (or of another version of it, unpacked at `source`)."""
     server = server or default_server()
     suffix = secrets.token_hex(3)
@@ -213,15 +256,27 @@ def make_stack(tmp_path: Path, env: Optional[dict[str, str]] = None,
         # Owned by the deployer, as an application's database would be made for it.
         admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(DEPLOYER)))
     stack = auto.create_or_select_stack(
-        stack_name=f"it{suffix}", work_dir=str(project_dir),
-        opts=auto.LocalWorkspaceOptions(secrets_provider=TEST_SECRETS_PROVIDER,
-                                        env_vars={**file_backend(state), **(env or {})}))
+        stack_name=f"it{suffix}",
+        work_dir=str(project_dir),
+        opts=auto.LocalWorkspaceOptions(
+            secrets_provider=TEST_SECRETS_PROVIDER, env_vars={**file_backend(state), **(env or {})}
+        ),
+    )
     test_stack = ProgramStack(stack, project_dir, suffix, database, state, server)
-    test_stack.set(environment="dev", postgresPort=str(server.port), postgresDatabase=database,
-                   postgresAdminUser=DEPLOYER,
-                   postgresSslMode="disable", vaultAddress=os.environ["VAULT_ADDR"], vaultMountPath=test_stack.mount,
-                   tableOwnerRole=f"it_{suffix}_owner", vaultAdminRole=f"it_{suffix}_vault_admin",
-                   sampleData="true", keepTablesOnDestroy="false", roles=test_stack.roles_config())
+    test_stack.set(
+        environment="dev",
+        postgresPort=str(server.port),
+        postgresDatabase=database,
+        postgresAdminUser=DEPLOYER,
+        postgresSslMode="disable",
+        vaultAddress=os.environ["VAULT_ADDR"],
+        vaultMountPath=test_stack.mount,
+        tableOwnerRole=f"it_{suffix}_owner",
+        vaultAdminRole=f"it_{suffix}_vault_admin",
+        sampleData="true",
+        keepTablesOnDestroy="false",
+        roles=test_stack.roles_config(),
+    )
     return test_stack
 
 
@@ -242,12 +297,21 @@ class SplitStacks:
 
 def application_roles(application: str, **overrides: Any) -> list[dict]:
     """An application stack's one role, read-write on its one table."""
-    return [{"name": f"{application}-rw", "tables": [f"{application}_items"], "access": "readwrite",
-             "defaultTtl": "1h", "maxTtl": "24h", **overrides}]
+    return [
+        {
+            "name": f"{application}-rw",
+            "tables": [f"{application}_items"],
+            "access": "readwrite",
+            "defaultTtl": "1h",
+            "maxTtl": "24h",
+            **overrides,
+        }
+    ]
 
 
-def make_split(tmp_path: Path, count: int, env: Optional[dict[str, str]] = None,
-               server: Optional[PgServer] = None) -> SplitStacks:
+def make_split(
+    tmp_path: Path, count: int, env: dict[str, str] | None = None, server: PgServer | None = None
+) -> SplitStacks:
     """A platform and `count` application stacks, each with its own transit key
     (`pgcreds-<stack>`) and, on `server`, each application with its own deploy
     login (`pgcreds_deploy_<application>`, made as the bootstrap makes it; its
@@ -272,22 +336,48 @@ def make_split(tmp_path: Path, count: int, env: Optional[dict[str, str]] = None,
     def stack(name: str, login: str, **settings: Any) -> ProgramStack:
         key = transit_key(name)
         client.secrets.transit.create_key(key, mount_point="transit")
-        made = ProgramStack(auto.create_or_select_stack(
-            stack_name=name, work_dir=str(project_dir),
-            opts=auto.LocalWorkspaceOptions(secrets_provider=f"hashivault://{key}", env_vars={
-                **file_backend(state), **(env or {}), "PGUSER": login, "PGCREDS_SESSION_KIND": "deploy"})),
-            project_dir, suffix, database, state, server)
-        made.set(environment="dev", postgresPort=str(server.port), postgresDatabase=database,
-                 postgresAdminUser=login, postgresSslMode="disable", vaultAddress=os.environ["VAULT_ADDR"],
-                 vaultMountPath=made.mount, keepTablesOnDestroy="false", **settings)
+        made = ProgramStack(
+            auto.create_or_select_stack(
+                stack_name=name,
+                work_dir=str(project_dir),
+                opts=auto.LocalWorkspaceOptions(
+                    secrets_provider=f"hashivault://{key}",
+                    env_vars={**file_backend(state), **(env or {}), "PGUSER": login, "PGCREDS_SESSION_KIND": "deploy"},
+                ),
+            ),
+            project_dir,
+            suffix,
+            database,
+            state,
+            server,
+        )
+        made.set(
+            environment="dev",
+            postgresPort=str(server.port),
+            postgresDatabase=database,
+            postgresAdminUser=login,
+            postgresSslMode="disable",
+            vaultAddress=os.environ["VAULT_ADDR"],
+            vaultMountPath=made.mount,
+            keepTablesOnDestroy="false",
+            **settings,
+        )
         return made
 
     platform = stack(f"it{suffix}-platform", DEPLOYER, stackKind="platform", roles=[])
-    applications = {name: stack(f"it{suffix}-{name}", application_login(name), stackKind="application",
-                                platformStack=f"it{suffix}-platform", application=name,
-                                tableOwnerRole=f"{name}_owner", vaultAdminRole=f"{name}_vault_admin",
-                                roles=application_roles(name))
-                    for name in names}
+    applications = {
+        name: stack(
+            f"it{suffix}-{name}",
+            application_login(name),
+            stackKind="application",
+            platformStack=f"it{suffix}-platform",
+            application=name,
+            tableOwnerRole=f"{name}_owner",
+            vaultAdminRole=f"{name}_vault_admin",
+            roles=application_roles(name),
+        )
+        for name in names
+    }
     return SplitStacks(platform, applications, passwords)
 
 
@@ -300,12 +390,14 @@ def application_logins(server: PgServer, database: str, names: list[str], pgpass
         for name in names:
             login, passwords[name] = application_login(name), secrets.token_urlsafe(24)
             ensure_deploy_login(admin, login, [database])
-            admin.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(login),
-                                                                      sql.Literal(passwords[name])))
+            admin.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(login), sql.Literal(passwords[name]))
+            )
             grant_schema_rights(database_admin, login)
     with pgpass.open("a") as out:
-        out.writelines(f"127.0.0.1:{server.port}:*:{application_login(name)}:{password}\n"
-                       for name, password in passwords.items())
+        out.writelines(
+            f"127.0.0.1:{server.port}:*:{application_login(name)}:{password}\n" for name, password in passwords.items()
+        )
     pgpass.chmod(0o600)
     return passwords
 
@@ -327,7 +419,9 @@ def cleanup_split(split: SplitStacks) -> None:
         client.delete(f"transit/keys/{transit_key(test_stack.stack.name)}")
     with split.platform.server.connect() as admin:
         for name in split.applications:
-            roles = [r for (r,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{name}\\_%",))]
+            roles = [
+                r for (r,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{name}\\_%",))
+            ]
             roles.append(application_login(name))
             for role in roles:
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -7,27 +7,33 @@ stack and tries each as a password and as a token: none may open anything."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import secrets
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import hvac
 import hvac.exceptions
 import psycopg
 import pytest
 from psycopg import sql
+from test_deploy_path import CI_MOUNT, CI_STACK, ci_login, github_token
 
-from access_probes import Login, declared_capabilities, expand, load_matrix, pg_allowed, pg_statements, vault_capabilities
+from access_probes import (
+    Login,
+    declared_capabilities,
+    expand,
+    load_matrix,
+    pg_allowed,
+    pg_statements,
+    vault_capabilities,
+)
 from deployer import PLATFORM_MOUNT
 from deployer.bootstrap import StackSpec, deploy_policy_text, policy_text
 from smoke_check import app_login
 from sourced_env import session_exports
 from stacks import DEPLOYER, REPO, ProgramStack, admin_connect, cleanup, make_stack, vault
-from test_deploy_path import CI_MOUNT, CI_STACK, ci_login, github_token
 
 pytestmark = pytest.mark.both_servers  # and again on HashiCorp Vault (make test-vault)
 
@@ -50,9 +56,16 @@ def role_names(suffix: str) -> dict[str, str]:
 def matrix_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MatrixStack]:
     made = make_stack(tmp_path_factory.mktemp("matrix"))
     test_stack = MatrixStack(made.stack, made.project_dir, made.suffix, made.database, made.state_dir, made.server)
-    roles = [{"name": name, "access": access, "defaultTtl": "1h", "maxTtl": "24h",
-              **({} if access == "migrate" else {"tables": ["weekly_metrics_reporting"]})}
-             for access, name in role_names(test_stack.suffix).items()]
+    roles = [
+        {
+            "name": name,
+            "access": access,
+            "defaultTtl": "1h",
+            "maxTtl": "24h",
+            **({} if access == "migrate" else {"tables": ["weekly_metrics_reporting"]}),
+        }
+        for access, name in role_names(test_stack.suffix).items()
+    ]
     test_stack.set(vaultMountPath=CI_MOUNT, roles=roles)
     other_group = f"{OTHER}_rw"
     with admin_connect() as admin:
@@ -71,9 +84,18 @@ def matrix_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MatrixSta
 
 def names_of(test_stack: MatrixStack) -> dict[str, str]:
     roles = role_names(test_stack.suffix)
-    return {"STACK": CI_STACK, "MOUNT": CI_MOUNT, "ROLE": roles["readwrite"], "CONNECTION": "postgresql",
-            "APPLICATION": APPLICATION, "OTHER": OTHER, "OTHER_GROUP": f"{OTHER}_rw",
-            "PLATFORM": PLATFORM_MOUNT, "PLATFORM_STACK": PLATFORM_STACK, "DATABASE": test_stack.database}
+    return {
+        "STACK": CI_STACK,
+        "MOUNT": CI_MOUNT,
+        "ROLE": roles["readwrite"],
+        "CONNECTION": "postgresql",
+        "APPLICATION": APPLICATION,
+        "OTHER": OTHER,
+        "OTHER_GROUP": f"{OTHER}_rw",
+        "PLATFORM": PLATFORM_MOUNT,
+        "PLATFORM_STACK": PLATFORM_STACK,
+        "DATABASE": test_stack.database,
+    }
 
 
 def policy_token(name: str, text: str) -> str:
@@ -85,6 +107,7 @@ def policy_token(name: str, text: str) -> str:
 
 def vault_identities(test_stack: MatrixStack) -> dict[str, hvac.Client]:
     """Each Vault identity of the matrix, logged in as it would be."""
+
     def client(token: str) -> hvac.Client:
         return hvac.Client(url=os.environ["VAULT_ADDR"], token=token, verify=os.environ["VAULT_CACERT"])
 
@@ -92,16 +115,19 @@ def vault_identities(test_stack: MatrixStack) -> dict[str, hvac.Client]:
     return {
         "ci-preview": ci_login(f"pgcreds-preview-{CI_STACK}", github_token(ref="refs/pull/7/merge")),
         "ci-deploy": ci_login(f"pgcreds-deploy-{CI_STACK}", github_token()),
-        "application-deploy": client(policy_token(
-            "application", deploy_policy_text(StackSpec(CI_STACK, CI_MOUNT, APPLICATION, PLATFORM_STACK)))),
-        "deploy-session": client(policy_token("session", policy_text("deploy-session.hcl",
-                                                                     StackSpec(CI_STACK, CI_MOUNT)))),
+        "application-deploy": client(
+            policy_token("application", deploy_policy_text(StackSpec(CI_STACK, CI_MOUNT, APPLICATION, PLATFORM_STACK)))
+        ),
+        "deploy-session": client(
+            policy_token("session", policy_text("deploy-session.hcl", StackSpec(CI_STACK, CI_MOUNT)))
+        ),
         "application-approle": app_login(vault(), outputs["appRoles"][role_names(test_stack.suffix)["readwrite"]]),
     }
 
 
 def pg_identities(test_stack: MatrixStack, identities: dict[str, hvac.Client]) -> dict[str, Login]:
     """Each PostgreSQL identity of the matrix, with a login Vault issued for it."""
+
     def issued(client: hvac.Client, path: str) -> Login:
         data = client.read(path)["data"]
         return Login(data["username"], data["password"])
@@ -124,8 +150,14 @@ def pg_identities(test_stack: MatrixStack, identities: dict[str, hvac.Client]) -
 def group_placeholders(test_stack: MatrixStack) -> dict[str, str]:
     """The stack's PostgreSQL roles by the names the matrix gives them."""
     groups = {name.replace("-", "_"): f"GROUP_{access}" for access, name in role_names(test_stack.suffix).items()}
-    return {**groups, f"it_{test_stack.suffix}_owner": "OWNER", f"{OTHER}_rw": "OTHER_GROUP",
-            DEPLOYER: "DEPLOYER", "pulumi_state_readers": "STATE_READERS", "pulumi_state_writers": "STATE_WRITERS"}
+    return {
+        **groups,
+        f"it_{test_stack.suffix}_owner": "OWNER",
+        f"{OTHER}_rw": "OTHER_GROUP",
+        DEPLOYER: "DEPLOYER",
+        "pulumi_state_readers": "STATE_READERS",
+        "pulumi_state_writers": "STATE_WRITERS",
+    }
 
 
 ATTRIBUTES = ("rolsuper", "rolcreaterole", "rolcreatedb", "rolcanlogin", "rolreplication", "rolbypassrls")
@@ -135,11 +167,17 @@ def role_facts(user: str, placeholders: dict[str, str]) -> tuple[set[str], set[s
     """A login's attributes (SUPERUSER, CREATEROLE, … as the catalog says) and the
     roles it is a member of (with ADMIN OPTION marked), by the matrix's names."""
     with admin_connect() as admin:
-        row = admin.execute(sql.SQL("SELECT {} FROM pg_roles WHERE rolname = %s").format(
-            sql.SQL(", ").join(map(sql.Identifier, ATTRIBUTES))), (user,)).fetchone()
+        row = admin.execute(
+            sql.SQL("SELECT {} FROM pg_roles WHERE rolname = %s").format(
+                sql.SQL(", ").join(map(sql.Identifier, ATTRIBUTES))
+            ),
+            (user,),
+        ).fetchone()
         members = admin.execute(
             "SELECT r.rolname, am.admin_option FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid "
-            "JOIN pg_roles m ON m.oid = am.member WHERE m.rolname = %s", (user,)).fetchall()
+            "JOIN pg_roles m ON m.oid = am.member WHERE m.rolname = %s",
+            (user,),
+        ).fetchall()
     attributes = {name.removeprefix("rol").upper() for name, value in zip(ATTRIBUTES, row) if value}
 
     def named(role: str) -> str:
@@ -161,8 +199,9 @@ def identities(matrix_stack: MatrixStack) -> Iterator[dict[str, hvac.Client]]:
             pass
 
 
-def test_each_vault_identity_holds_what_the_matrix_declares_and_nothing_more(matrix_stack: MatrixStack,
-                                                                              identities: dict[str, hvac.Client]):
+def test_each_vault_identity_holds_what_the_matrix_declares_and_nothing_more(
+    matrix_stack: MatrixStack, identities: dict[str, hvac.Client]
+):
     matrix = load_matrix()
     names = names_of(matrix_stack)
     assert set(identities) == set(matrix["vault"]["identities"])
@@ -179,7 +218,8 @@ def test_each_vault_identity_holds_what_the_matrix_declares_and_nothing_more(mat
 
 
 def test_each_postgres_identity_can_do_what_the_matrix_declares_and_nothing_more(
-        matrix_stack: MatrixStack, identities: dict[str, hvac.Client]):
+    matrix_stack: MatrixStack, identities: dict[str, hvac.Client]
+):
     matrix = load_matrix()
     names = names_of(matrix_stack)
     placeholders = group_placeholders(matrix_stack)
@@ -195,8 +235,9 @@ def test_each_postgres_identity_can_do_what_the_matrix_declares_and_nothing_more
     port = int(os.environ["PGPORT"])
     wrong: list[str] = []
     for identity, login in logins.items():
-        allowed = {generic(p) for p in pg_allowed(login, "127.0.0.1", port, {"DATABASE": matrix_stack.database},
-                                                   statements)}
+        allowed = {
+            generic(p) for p in pg_allowed(login, "127.0.0.1", port, {"DATABASE": matrix_stack.database}, statements)
+        }
         entry = matrix["postgres"]["identities"][identity]
         declared = set(entry["allows"] or [])
         attributes, memberships = role_facts(login.user, placeholders)
@@ -244,11 +285,22 @@ def test_nothing_the_preview_can_decrypt_opens_anything(matrix_stack: MatrixStac
     identity (it may: a preview runs the program), then tries each value as the
     password of every login on the server and as a Vault token."""
     preview_token = identities["ci-preview"].token
-    exported = json.loads(subprocess.run(
-        ["pulumi", "stack", "export", "--show-secrets", "--stack", matrix_stack.stack.name],
-        cwd=matrix_stack.project_dir, capture_output=True, text=True, check=True, timeout=120,
-        env={**os.environ, **matrix_stack.stack.workspace.env_vars, "VAULT_TOKEN": preview_token,
-             "BAO_TOKEN": preview_token}).stdout)
+    exported = json.loads(
+        subprocess.run(
+            ["pulumi", "stack", "export", "--show-secrets", "--stack", matrix_stack.stack.name],
+            cwd=matrix_stack.project_dir,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+            env={
+                **os.environ,
+                **matrix_stack.stack.workspace.env_vars,
+                "VAULT_TOKEN": preview_token,
+                "BAO_TOKEN": preview_token,
+            },
+        ).stdout
+    )
     found = sorted({text for text in plaintexts(exported) if len(text) >= 8})
     # What it holds: at least the first password of Vault's login (dead since rotate-root).
     assert matrix_stack.vault_admin_password() in found, "the preview did not decrypt the stack's secrets"
@@ -258,8 +310,14 @@ def test_nothing_the_preview_can_decrypt_opens_anything(matrix_stack: MatrixStac
     for secret in found:
         for login in logins:
             try:
-                psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname="postgres", user=login,
-                                password=secret, connect_timeout=5).close()
+                psycopg.connect(
+                    host="127.0.0.1",
+                    port=int(os.environ["PGPORT"]),
+                    dbname="postgres",
+                    user=login,
+                    password=secret,
+                    connect_timeout=5,
+                ).close()
                 opened.append(f"PostgreSQL login {login}")
             except psycopg.OperationalError:
                 pass
@@ -277,14 +335,30 @@ def test_an_application_stack_deploys_as_its_own_login_and_reads_no_other(tmp_pa
     application's CI deploy identity opens a session as pgcreds_deploy_acme, which
     logs in, and may not read the deployer's login or another application's."""
     client = ci_login("pgcreds-deploy-acme", github_token())
-    env = {**os.environ, "VAULT_TOKEN": client.token, "PGCREDS_APPLICATION": APPLICATION,
-           "PGCREDS_SESSION_DIR": str(tmp_path)}
-    opened = subprocess.run([str(REPO / "venv/bin/python"), "-m", "deployer.session"], cwd=REPO, env=env,
-                            capture_output=True, text=True, check=True).stdout
+    env = {
+        **os.environ,
+        "VAULT_TOKEN": client.token,
+        "PGCREDS_APPLICATION": APPLICATION,
+        "PGCREDS_SESSION_DIR": str(tmp_path),
+    }
+    opened = subprocess.run(
+        [str(REPO / "venv/bin/python"), "-m", "deployer.session"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     session = session_exports(opened)
     assert session["PGUSER"] == f"pgcreds_deploy_{APPLICATION}"
-    psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname="postgres", user=session["PGUSER"],
-                    passfile=session["PGPASSFILE"], connect_timeout=10).close()
+    psycopg.connect(
+        host="127.0.0.1",
+        port=int(os.environ["PGPORT"]),
+        dbname="postgres",
+        user=session["PGUSER"],
+        passfile=session["PGPASSFILE"],
+        connect_timeout=10,
+    ).close()
     for other in ("deployer", f"deployer-{OTHER}"):
         with pytest.raises(hvac.exceptions.Forbidden):
             client.read(f"{PLATFORM_MOUNT}/static-creds/{other}")

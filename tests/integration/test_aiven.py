@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from pulumi import automation as auto
@@ -26,9 +26,14 @@ SERVICE = "aiven-postgres-service"
 
 
 def start_stand_in() -> AivenStandIn:
-    return AivenStandIn(PROJECT, token=secrets.token_urlsafe(16), pg_host="127.0.0.1",
-                        pg_port=int(os.environ["PGPORT"]), ca_pem=Path(os.environ["PGCREDS_TEST_CA"]).read_text(),
-                        superuser=admin_connect).start()
+    return AivenStandIn(
+        PROJECT,
+        token=secrets.token_urlsafe(16),
+        pg_host="127.0.0.1",
+        pg_port=int(os.environ["PGPORT"]),
+        ca_pem=Path(os.environ["PGCREDS_TEST_CA"]).read_text(),
+        superuser=admin_connect,
+    ).start()
 
 
 def stop_stand_in(server: AivenStandIn) -> None:
@@ -39,10 +44,18 @@ def stop_stand_in(server: AivenStandIn) -> None:
 
 
 def aiven_settings(stack: ProgramStack, **overrides: str) -> dict[str, str]:
-    return {"postgresMode": "aiven", "postgresSslMode": "verify-full", "aivenProject": PROJECT,
-            "aivenCloud": "google-europe-west1", "aivenPlan": "startup-4", "aivenServiceName": f"pg-{stack.suffix}",
-            "aivenPgVersion": "16", "aivenMaintenanceDow": "sunday", "aivenMaintenanceTime": "03:00:00",
-            **overrides}
+    return {
+        "postgresMode": "aiven",
+        "postgresSslMode": "verify-full",
+        "aivenProject": PROJECT,
+        "aivenCloud": "google-europe-west1",
+        "aivenPlan": "startup-4",
+        "aivenServiceName": f"pg-{stack.suffix}",
+        "aivenPgVersion": "16",
+        "aivenMaintenanceDow": "sunday",
+        "aivenMaintenanceTime": "03:00:00",
+        **overrides,
+    }
 
 
 def steps_of(events: list) -> dict[str, set[str]]:
@@ -65,8 +78,7 @@ def stand_in() -> Iterator[AivenStandIn]:
 @pytest.fixture(scope="module")
 def aiven_stack(tmp_path_factory: pytest.TempPathFactory, stand_in: AivenStandIn) -> Iterator[ProgramStack]:
     """The token is a secret setting here (AIVEN_TOKEN is the other way, below)."""
-    test_stack = make_stack(tmp_path_factory.mktemp("aiven"), env={
-        "AIVEN_WEB_URL": stand_in.url, "AIVEN_TOKEN": ""})
+    test_stack = make_stack(tmp_path_factory.mktemp("aiven"), env={"AIVEN_WEB_URL": stand_in.url, "AIVEN_TOKEN": ""})
     test_stack.set(**aiven_settings(test_stack))
     test_stack.stack.set_config("pgcreds:aivenToken", auto.ConfigValue(stand_in.token, secret=True))
     yield test_stack
@@ -79,16 +91,24 @@ def test_1_up_from_empty_then_smoke_check_over_verify_full(aiven_stack: ProgramS
     print(f"\ncold up of the Aiven stack against the stand-in: {time.monotonic() - started:.1f} s")
     assert stand_in.unknown == []
     (service,) = stand_in.services.values()
-    assert (service.name, service.plan, service.cloud) == (f"pg-{aiven_stack.suffix}", "startup-4",
-                                                            "google-europe-west1")
+    assert (service.name, service.plan, service.cloud) == (
+        f"pg-{aiven_stack.suffix}",
+        "startup-4",
+        "google-europe-west1",
+    )
     assert service.user_config["pg_version"] == "16" and service.maintenance["dow"] == "sunday"
     assert service.termination_protection is False  # the test stack's environment is dev
     assert "aiven:index/pg:Pg" in aiven_stack.resource_types()
     assert not any("dynamic" in kind and "Aiven" in kind for kind in aiven_stack.resource_types())
 
     outputs = aiven_stack.outputs()
-    assert outputs["postgres"]["sslmode"] == "verify-full" and "BEGIN CERTIFICATE" in outputs["postgres"]["sslrootcert_pem"]
-    assert outputs["postgres"]["adminUser"] == service.admin_user and outputs["postgres"]["database"] == service.database
+    assert (
+        outputs["postgres"]["sslmode"] == "verify-full"
+        and "BEGIN CERTIFICATE" in outputs["postgres"]["sslrootcert_pem"]
+    )
+    assert (
+        outputs["postgres"]["adminUser"] == service.admin_user and outputs["postgres"]["database"] == service.database
+    )
     report = aiven_stack.smoke_check(admin_password=service.admin_password)
     assert report.passed, report.table()
     # Vault logs in as its own login over TLS, never as the service's admin.
@@ -123,8 +143,7 @@ def test_3_a_plan_change_is_an_update_not_a_replacement(aiven_stack: ProgramStac
     assert put["plan"] == "startup-8" and put["user_config"]["pg_version"] == "16"
 
 
-def test_4_destroy_is_refused_while_termination_protection_is_on(aiven_stack: ProgramStack,
-                                                                stand_in: AivenStandIn):
+def test_4_destroy_is_refused_while_termination_protection_is_on(aiven_stack: ProgramStack, stand_in: AivenStandIn):
     aiven_stack.set(aivenTerminationProtection="true")
     aiven_stack.stack.up()
     (service,) = stand_in.services.values()
@@ -133,8 +152,10 @@ def test_4_destroy_is_refused_while_termination_protection_is_on(aiven_stack: Pr
     with pytest.raises(auto.CommandError) as refused:
         aiven_stack.stack.destroy()
     message = str(refused.value)
-    print("\n`pulumi destroy` with termination protection on ends with:\n"
-          + message[message.find("TerminationProtected:"):][:400])
+    print(
+        "\n`pulumi destroy` with termination protection on ends with:\n"
+        + message[message.find("TerminationProtected:") :][:400]
+    )
     assert "has termination protection" in message and "pgcreds:aivenTerminationProtection false" in message
     # Refused before anything was deleted: the whole stack still works.
     assert aiven_stack.resource_count() == count and stand_in.services == {service.name: service}
@@ -146,21 +167,27 @@ def test_5_aiven_itself_refuses_to_delete_a_protected_service(aiven_stack: Progr
     """The second layer, and why the guard is needed: without it, `pulumi destroy`
     deletes everything that depends on the service, then the plugin's DELETE gets
     Aiven's 403 and the service stays."""
-    guard = next(r["urn"] for r in aiven_stack.stack.export_stack().deployment["resources"]
-                 if r["urn"].endswith("::aiven-postgres-termination-guard"))
+    guard = next(
+        r["urn"]
+        for r in aiven_stack.stack.export_stack().deployment["resources"]
+        if r["urn"].endswith("::aiven-postgres-termination-guard")
+    )
     aiven_stack.run("state", "delete", guard, "--yes")
     with pytest.raises(auto.CommandError) as refused:
         aiven_stack.stack.destroy()
     message = str(refused.value)
-    print("\n`pulumi destroy` without the guard, Aiven's termination protection on:\n"
-          + message[message.find("error:"):][:400])
+    print(
+        "\n`pulumi destroy` without the guard, Aiven's termination protection on:\n"
+        + message[message.find("error:") :][:400]
+    )
     assert "[403 ServiceDelete]: Service is protected against termination and shutdown" in message
     (delete,) = stand_in.calls("DELETE")
     left = aiven_stack.resource_types()
     # The service stays; what was built on it (roles, grants, tables, the Vault connection) is gone.
     assert len(stand_in.services) == 1 and "aiven:index/pg:Pg" in left
-    assert not {kind for kind in left if kind.startswith("postgresql:") or "Table" in kind
-                or "secretBackendConnection" in kind}, left
+    assert not {
+        kind for kind in left if kind.startswith("postgresql:") or "Table" in kind or "secretBackendConnection" in kind
+    }, left
 
 
 def test_6_destroy_once_the_setting_is_off_leaves_nothing(aiven_stack: ProgramStack, stand_in: AivenStandIn):
@@ -169,8 +196,10 @@ def test_6_destroy_once_the_setting_is_off_leaves_nothing(aiven_stack: ProgramSt
     (service,) = stand_in.services.values()
     assert service.termination_protection is False
     assert aiven_stack.smoke_check(admin_password=service.admin_password).passed
-    leases = [vault().secrets.database.generate_credentials(aiven_stack.role_name, mount_point=aiven_stack.mount)
-              for _ in range(3)]
+    leases = [
+        vault().secrets.database.generate_credentials(aiven_stack.role_name, mount_point=aiven_stack.mount)
+        for _ in range(3)
+    ]
     aiven_stack.stack.destroy()
     assert stand_in.services == {} and stand_in.unknown == []
     users = [lease["data"]["username"] for lease in leases] + aiven_stack.program_roles + [service.admin_user]
@@ -178,17 +207,24 @@ def test_6_destroy_once_the_setting_is_off_leaves_nothing(aiven_stack: ProgramSt
         assert admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (users,)).fetchall() == []
         assert admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (service.database,)).fetchall() == []
     assert f"{aiven_stack.mount}/" not in vault().sys.list_mounted_secrets_engines()["data"]
-    calls = sorted({f"{method} {path.replace(service.name, '{service}').replace(PROJECT, '{project}')}"
-                    for method, path in stand_in.requests})
+    calls = sorted(
+        {
+            f"{method} {path.replace(service.name, '{service}').replace(PROJECT, '{project}')}"
+            for method, path in stand_in.requests
+        }
+    )
     print("\nevery API call of the cycle (distinct):\n  " + "\n  ".join(calls))
 
 
-@pytest.mark.parametrize("overrides,setting", [
-    ({"aivenPlan": "startup-999"}, "pgcreds:aivenPlan"),
-    ({"aivenCloud": "Google Europe"}, "pgcreds:aivenCloud"),
-    ({"aivenMaintenanceTime": "25:00:00"}, "pgcreds:aivenMaintenanceTime"),
-    ({"aivenToken": None}, "pgcreds:aivenToken"),
-])
+@pytest.mark.parametrize(
+    "overrides,setting",
+    [
+        ({"aivenPlan": "startup-999"}, "pgcreds:aivenPlan"),
+        ({"aivenCloud": "Google Europe"}, "pgcreds:aivenCloud"),
+        ({"aivenMaintenanceTime": "25:00:00"}, "pgcreds:aivenMaintenanceTime"),
+        ({"aivenToken": None}, "pgcreds:aivenToken"),
+    ],
+)
 def test_bad_aiven_settings_fail_at_preview_and_create_nothing(tmp_path: Path, overrides: dict, setting: str):
     server = start_stand_in()
     test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": ""})
@@ -231,9 +267,11 @@ def test_switching_to_aiven_shows_the_replacement(new_stack: ProgramStack):
         summary = new_stack.stack.preview(on_event=events.append).change_summary
         steps = steps_of(events)
         # Every PostgreSQL object moves to the new server: replaced, not silently updated.
-        postgres_steps = {name: ops for name, ops in steps.items()
-                          if name.startswith(("access-roles-", "app-schema-"))
-                          and not name.endswith(("-claim", "-password"))}
+        postgres_steps = {
+            name: ops
+            for name, ops in steps.items()
+            if name.startswith(("access-roles-", "app-schema-")) and not name.endswith(("-claim", "-password"))
+        }
         assert postgres_steps and all("replace" in ops for ops in postgres_steps.values()), steps
         assert steps[SERVICE] == {"create"} and steps["postgres"] == {"delete"}
         assert steps["vault-database-secrets-connection"] == {"update"}  # its connection_url changes
@@ -250,11 +288,13 @@ def test_api_errors_reach_the_user_in_aivens_words(tmp_path: Path, fault: str, a
     """A bad token or an unknown project: the preview fails with Aiven's own
     message (its JSON error shape, as the plugin reports it) and creates nothing."""
     server = start_stand_in()
-    test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, 
-                                           "AIVEN_TOKEN": "wrong-token" if fault == "token" else server.token})
+    test_stack = make_stack(
+        tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": "wrong-token" if fault == "token" else server.token}
+    )
     try:
-        test_stack.set(**aiven_settings(test_stack, **({"aivenProject": "no-such-project"}
-                                                       if fault == "project" else {})))
+        test_stack.set(
+            **aiven_settings(test_stack, **({"aivenProject": "no-such-project"} if fault == "project" else {}))
+        )
         with pytest.raises(auto.CommandError) as failed:
             test_stack.stack.preview()
         assert answer in str(failed.value)

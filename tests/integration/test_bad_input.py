@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from pulumi import automation as auto
@@ -31,39 +31,70 @@ CASES = {
     "table name injection": (lambda s: roles(s, tables=[INJECTION]), "pgcreds:roles[0].tables"),
     "role name injection": (lambda s: roles(s, name=INJECTION), "pgcreds:roles[0].name"),
     "invalid mount path": (lambda s: {"vaultMountPath": "../sys"}, "pgcreds:vaultMountPath"),
-    "aiven without a project": (lambda s: {"postgresMode": "aiven", "aivenCloud": "google-europe-west1",
-                                           "aivenPlan": "startup-4"}, "pgcreds:aivenProject"),
-    "aiven without a token": (lambda s: {"postgresMode": "aiven", "aivenProject": "p",
-                                         "aivenCloud": "google-europe-west1", "aivenPlan": "startup-4"},
-                              "pgcreds:aivenToken"),
-    "aiven plan of unknown format": (lambda s: {"postgresMode": "aiven", "aivenProject": "p",
-                                                "aivenCloud": "google-europe-west1", "aivenPlan": "large"},
-                                     "pgcreds:aivenPlan"),
+    "aiven without a project": (
+        lambda s: {"postgresMode": "aiven", "aivenCloud": "google-europe-west1", "aivenPlan": "startup-4"},
+        "pgcreds:aivenProject",
+    ),
+    "aiven without a token": (
+        lambda s: {
+            "postgresMode": "aiven",
+            "aivenProject": "p",
+            "aivenCloud": "google-europe-west1",
+            "aivenPlan": "startup-4",
+        },
+        "pgcreds:aivenToken",
+    ),
+    "aiven plan of unknown format": (
+        lambda s: {
+            "postgresMode": "aiven",
+            "aivenProject": "p",
+            "aivenCloud": "google-europe-west1",
+            "aivenPlan": "large",
+        },
+        "pgcreds:aivenPlan",
+    ),
     "sslmode disable outside dev": (lambda s: {"environment": "production"}, "pgcreds:postgresSslMode"),
     # Guardrails that the policy pack also enforces in CI, refused on every preview and up.
-    "grant on a sensitive table": (lambda s: roles(s, tables=["weekly_metrics_reporting", "employee_salary"]),
-                                   "pgcreds:roles[0].tables"),
+    "grant on a sensitive table": (
+        lambda s: roles(s, tables=["weekly_metrics_reporting", "employee_salary"]),
+        "pgcreds:roles[0].tables",
+    ),
     "maxTtl over 24h": (lambda s: roles(s, maxTtl="25h"), "pgcreds:roles[0].maxTtl"),
     "absurd TTL": (lambda s: roles(s, defaultTtl="9999999999999h"), "pgcreds:roles[0].defaultTtl"),
     "truncate outside the template's braces": (
         lambda s: roles(s, usernameTemplate='{{ printf "x_%s" (random 8) }} | truncate 63'),
-        "pgcreds:roles[0].usernameTemplate"),
-    "template never closed": (lambda s: roles(s, usernameTemplate="{{ random 8 | truncate 63"),
-                              "pgcreds:roles[0].usernameTemplate"),
+        "pgcreds:roles[0].usernameTemplate",
+    ),
+    "template never closed": (
+        lambda s: roles(s, usernameTemplate="{{ random 8 | truncate 63"),
+        "pgcreds:roles[0].usernameTemplate",
+    ),
     # Issue 19, class 3: Vault runs the names a template makes inside the statements.
     "template that injects SQL": (
-        lambda s: roles(s, usernameTemplate='x\\"; DROP TABLE weekly_metrics_reporting; --{{ random 8 | truncate 63 }}'),
-        "pgcreds:roles[0].usernameTemplate: has the text"),
+        lambda s: roles(
+            s, usernameTemplate='x\\"; DROP TABLE weekly_metrics_reporting; --{{ random 8 | truncate 63 }}'
+        ),
+        "pgcreds:roles[0].usernameTemplate: has the text",
+    ),
     "template with a quote that revocation cannot undo": (
-        lambda s: roles(s, usernameTemplate="{{ printf \"o'k_%s\" (random 8) | truncate 63 }}"),
-        "pgcreds:roles[0].usernameTemplate: has"),
+        lambda s: roles(s, usernameTemplate='{{ printf "o\'k_%s" (random 8) | truncate 63 }}'),
+        "pgcreds:roles[0].usernameTemplate: has",
+    ),
     "template with the caller's display name": (
         lambda s: roles(s, usernameTemplate='{{ printf "v_%s" .DisplayName | truncate 63 }}'),
-        "pgcreds:roles[0].usernameTemplate: uses .DisplayName"),
+        "pgcreds:roles[0].usernameTemplate: uses .DisplayName",
+    ),
     # Issue 19, class 5: a secret setting written without --secret.
-    "aiven token in clear": (lambda s: {"postgresMode": "aiven", "aivenProject": "p", "aivenCloud": "google-europe-west1",
-                                        "aivenPlan": "startup-4", "aivenToken": "in-clear"},
-                             "pgcreds:aivenToken: is stored in clear text"),
+    "aiven token in clear": (
+        lambda s: {
+            "postgresMode": "aiven",
+            "aivenProject": "p",
+            "aivenCloud": "google-europe-west1",
+            "aivenPlan": "startup-4",
+            "aivenToken": "in-clear",
+        },
+        "pgcreds:aivenToken: is stored in clear text",
+    ),
     # Names that can never be this program's.
     "mount path sys": (lambda s: {"vaultMountPath": "sys"}, "pgcreds:vaultMountPath"),
     "mount path cubbyhole": (lambda s: {"vaultMountPath": "cubbyhole"}, "pgcreds:vaultMountPath"),
@@ -105,12 +136,15 @@ def test_bad_setting_fails_preview_and_up_without_changes(deployed_stack: Progra
         assert admin.execute("SELECT to_regclass('employee_salary') IS NOT NULL").fetchone()[0]
 
 
-@pytest.mark.parametrize("environment, expected", [
-    # No deploy session: the workspace passes its environment on, an empty value is unset.
-    ({"PGPASSFILE": ""}, "pgcreds:postgresAdminUser: no login for 'pgcreds_deployer': open a deploy session"),
-    # A static admin password in the environment is refused, not used.
-    ({"PGCREDS_POSTGRES_ADMIN_PASSWORD": "static"}, "a static admin password is not taken"),
-])
+@pytest.mark.parametrize(
+    "environment, expected",
+    [
+        # No deploy session: the workspace passes its environment on, an empty value is unset.
+        ({"PGPASSFILE": ""}, "pgcreds:postgresAdminUser: no login for 'pgcreds_deployer': open a deploy session"),
+        # A static admin password in the environment is refused, not used.
+        ({"PGCREDS_POSTGRES_ADMIN_PASSWORD": "static"}, "a static admin password is not taken"),
+    ],
+)
 def test_the_admin_login_comes_only_from_a_deploy_session(deployed_stack: ProgramStack, environment, expected):
     before = deployed_facts(deployed_stack)
     with deployed_stack.environment(**environment), pytest.raises(auto.CommandError) as failure:
@@ -142,7 +176,8 @@ def default_policy_token() -> Iterator[str]:
 
 
 def test_a_login_that_does_not_work_stops_preview_and_up_and_nothing_is_recorded(
-        deployed_stack: ProgramStack, tmp_path: Path, default_policy_token: str):
+    deployed_stack: ProgramStack, tmp_path: Path, default_policy_token: str
+):
     """Issue 19, class 4: each login is tried once, before anything is registered."""
     wrong_pgpass = tmp_path / "pgpass"
     wrong_pgpass.write_text(f"*:*:*:{DEPLOYER}:not-the-password\n")
@@ -150,12 +185,20 @@ def test_a_login_that_does_not_work_stops_preview_and_up_and_nothing_is_recorded
     # The stack's secrets stay readable: the secrets provider reads VAULT_SERVER_TOKEN first.
     keep_secrets = {"VAULT_SERVER_TOKEN": os.environ["VAULT_TOKEN"]}
     cases = [
-        ({"PGPASSFILE": str(wrong_pgpass)},
-         ("pgcreds:postgresAdminUser: PostgreSQL at 127.0.0.1", f"refused the login of '{DEPLOYER}'",
-          "PGPASSFILE", "password authentication failed")),
+        (
+            {"PGPASSFILE": str(wrong_pgpass)},
+            (
+                "pgcreds:postgresAdminUser: PostgreSQL at 127.0.0.1",
+                f"refused the login of '{DEPLOYER}'",
+                "PGPASSFILE",
+                "password authentication failed",
+            ),
+        ),
         ({"VAULT_TOKEN": "hvs.no-such-token", **keep_secrets}, ("VAULT_TOKEN is not accepted by Vault",)),
-        ({"VAULT_TOKEN": default_policy_token, **keep_secrets},
-         ("VAULT_TOKEN may not do what this", "auth/token/create", "policy")),
+        (
+            {"VAULT_TOKEN": default_policy_token, **keep_secrets},
+            ("VAULT_TOKEN may not do what this", "auth/token/create", "policy"),
+        ),
     ]
     before = deployed_facts(deployed_stack)
     for environment, expected in cases:
@@ -174,8 +217,13 @@ def test_a_missing_vault_ca_file_is_named(deployed_stack: ProgramStack, tmp_path
     """The deploy session, which every run opens first, names the variable and the
     path; the CLI (whose secrets provider is Vault) names the path; neither changes anything."""
     missing = tmp_path / "no-such-ca.pem"
-    session = subprocess.run([sys.executable, "-m", "deployer.session", "--renew"], cwd=REPO, capture_output=True,
-                             text=True, env={**os.environ, "VAULT_CACERT": str(missing)})
+    session = subprocess.run(
+        [sys.executable, "-m", "deployer.session", "--renew"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "VAULT_CACERT": str(missing)},
+    )
     assert session.returncode != 0 and "PGPASSFILE" not in session.stdout
     assert f"VAULT_CACERT names '{missing}', which is not a file" in session.stderr, session.stderr
     before = deployed_facts(deployed_stack)

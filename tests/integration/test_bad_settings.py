@@ -19,9 +19,9 @@ from pulumi import automation as auto
 
 from components.vault_connections import rotated_login
 from program_copy import copy_program
+from smoke_check import run_smoke_check
 from sourced_env import TEST_SECRETS_PROVIDER, file_backend
 from stacks import DEPLOYER, REPO, ProgramStack, admin_connect, vault
-from smoke_check import run_smoke_check
 
 WEEKLY = "weekly_metrics_reporting"
 
@@ -34,10 +34,15 @@ def lease_alive(stack: ProgramStack, secret: dict) -> bool:
     """The lease is still known to Vault and its user can still log in."""
     try:
         vault().sys.read_lease(secret["lease_id"])
-        psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=stack.database,
-                        user=secret["data"]["username"], password=secret["data"]["password"]).close()
+        psycopg.connect(
+            host="127.0.0.1",
+            port=int(os.environ["PGPORT"]),
+            dbname=stack.database,
+            user=secret["data"]["username"],
+            password=secret["data"]["password"],
+        ).close()
         return True
-    except Exception:  # noqa: BLE001 - any failure means: not alive
+    except Exception:
         return False
 
 
@@ -89,11 +94,19 @@ def test_class1_a_new_mount_path_never_removes_the_engine_before_the_new_one_wor
         # applications read from the new path.
         assert not lease_alive(new_stack, secret)
         with admin_connect(new_stack.database) as admin:
-            assert admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                                 (secret["data"]["username"],)).fetchall() == []
-        report = run_smoke_check(new_stack.outputs(), new_stack.role_name, WEEKLY, "employee_salary",
-                                 expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
-                                 admin_password=None)
+            assert (
+                admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (secret["data"]["username"],)).fetchall()
+                == []
+            )
+        report = run_smoke_check(
+            new_stack.outputs(),
+            new_stack.role_name,
+            WEEKLY,
+            "employee_salary",
+            expect_sample_rows=True,
+            vault_token=os.environ["VAULT_TOKEN"],
+            admin_password=None,
+        )
         assert report.passed, report.table()
         assert set(new_stack.stack.up(refresh=True).summary.resource_changes) == {"same"}
         new_stack.stack.destroy()
@@ -113,25 +126,36 @@ def test_class2_a_role_this_stack_did_not_create_is_refused_at_preview(deployed_
         admin.execute(sql.SQL("ALTER TABLE alice_notes OWNER TO {}").format(sql.Identifier(alice)))
         admin.execute("INSERT INTO alice_notes VALUES ('mine')")
     try:
-        for key, value, taken in (("roles", deployed_stack.roles_config(name=alice.replace("_", "-")), alice),
-                                  ("vaultAdminRole", alice, alice_login), ("tableOwnerRole", alice, alice)):
+        for key, value, taken in (
+            ("roles", deployed_stack.roles_config(name=alice.replace("_", "-")), alice),
+            ("vaultAdminRole", alice, alice_login),
+            ("tableOwnerRole", alice, alice),
+        ):
             before = deployed_stack.stack.get_all_config().get(f"pgcreds:{key}")
             deployed_stack.set(**{key: value})
             try:
                 refused(deployed_stack, f"PostgreSQL already has a role '{taken}' that this stack did not create")
             finally:
-                deployed_stack.stack.set_config(f"pgcreds:{key}", before) if before else \
-                    deployed_stack.stack.remove_config(f"pgcreds:{key}")
+                deployed_stack.stack.set_config(
+                    f"pgcreds:{key}", before
+                ) if before else deployed_stack.stack.remove_config(f"pgcreds:{key}")
         # alice is untouched: she logs in with her own password and still owns her table.
-        with psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=deployed_stack.database,
-                             user=alice, password="alice-own-password") as session:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=int(os.environ["PGPORT"]),
+            dbname=deployed_stack.database,
+            user=alice,
+            password="alice-own-password",
+        ) as session:
             assert session.execute("SELECT note FROM alice_notes").fetchall() == [("mine",)]
         with admin_connect(deployed_stack.database) as admin:
-            assert admin.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'alice_notes'").fetchone() \
-                == (alice,)
+            assert admin.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'alice_notes'").fetchone() == (
+                alice,
+            )
         after = deployed_stack.stack.up()
         assert set(after.summary.resource_changes) == {"same"}, [
-            line for line in after.stdout.splitlines() if "delet" in line or "creat" in line or "updat" in line]
+            line for line in after.stdout.splitlines() if "delet" in line or "creat" in line or "updat" in line
+        ]
     finally:
         with admin_connect(deployed_stack.database) as admin:
             admin.execute("DROP TABLE IF EXISTS alice_notes")
@@ -142,8 +166,10 @@ def test_class2_a_role_this_stack_did_not_create_is_refused_at_preview(deployed_
 def test_class4_destroy_keeps_tables_the_current_settings_keep(new_stack: ProgramStack):
     new_stack.stack.up()  # applied with keepTablesOnDestroy false
     with admin_connect(new_stack.database) as admin:
-        admin.execute(f"INSERT INTO {WEEKLY} (week_ending, product_downloads, github_stars, twitter_followers) "
-                      "VALUES ('2024-01-05', 1, 2, 3)")
+        admin.execute(
+            f"INSERT INTO {WEEKLY} (week_ending, product_downloads, github_stars, twitter_followers) "
+            "VALUES ('2024-01-05', 1, 2, 3)"
+        )
     new_stack.set(keepTablesOnDestroy="true")  # changed, never applied
     new_stack.stack.destroy(run_program=True)  # what `make destroy` runs
     with admin_connect(new_stack.database) as admin:
@@ -156,13 +182,18 @@ def test_class5_sample_rows_converge(new_stack: ProgramStack):
     new_stack.set(sampleData="false")
     new_stack.stack.up()
     with admin_connect(new_stack.database) as admin:
-        admin.execute(f"INSERT INTO {WEEKLY} (week_ending, product_downloads, github_stars, twitter_followers) "
-                      "VALUES ('2024-01-05', 1, 2, 3)")
+        admin.execute(
+            f"INSERT INTO {WEEKLY} (week_ending, product_downloads, github_stars, twitter_followers) "
+            "VALUES ('2024-01-05', 1, 2, 3)"
+        )
     new_stack.set(sampleData="true")
     new_stack.stack.up()
     assert new_stack.smoke_check().passed
-    rows_urn = next(r["urn"] for r in new_stack.stack.export_stack().deployment["resources"]
-                    if r["urn"].endswith(f"app-schema-{WEEKLY}-sample-rows"))
+    rows_urn = next(
+        r["urn"]
+        for r in new_stack.stack.export_stack().deployment["resources"]
+        if r["urn"].endswith(f"app-schema-{WEEKLY}-sample-rows")
+    )
     new_stack.stack.up(replace=[rows_urn])
     with admin_connect(new_stack.database) as admin:
         assert admin.execute(f"SELECT count(*) FROM {WEEKLY}").fetchone()[0] == 4  # 3 sample rows + ours
@@ -175,9 +206,12 @@ def test_class5_another_live_vault_is_refused_clearly(deployed_stack: ProgramSta
     Vault: refused at preview, naming the setting; nothing changes in either."""
     secret = lease_of(deployed_stack)
     port, token = "58299", "second-vault-token"
-    server = subprocess.Popen([str(REPO / "venv" / "bin" / "bao"), "server", "-dev",
-                               f"-dev-listen-address=127.0.0.1:{port}"], env={**os.environ,
-                              "BAO_DEV_ROOT_TOKEN_ID": token}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(REPO / "venv" / "bin" / "bao"), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"],
+        env={**os.environ, "BAO_DEV_ROOT_TOKEN_ID": token},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     workspace = deployed_stack.stack.workspace
     try:
         second = hvac.Client(url=f"http://127.0.0.1:{port}", token=token)
@@ -207,9 +241,15 @@ def test_class5_another_live_vault_is_refused_clearly(deployed_stack: ProgramSta
 
 
 def test_class6_a_smoke_check_that_fails_part_way_leaves_nothing(deployed_stack: ProgramStack):
-    report = run_smoke_check(deployed_stack.outputs(), deployed_stack.role_name, "no_such_table", "employee_salary",
-                             expect_sample_rows=True, vault_token=os.environ["VAULT_TOKEN"],
-                             admin_password=None)
+    report = run_smoke_check(
+        deployed_stack.outputs(),
+        deployed_stack.role_name,
+        "no_such_table",
+        "employee_salary",
+        expect_sample_rows=True,
+        vault_token=os.environ["VAULT_TOKEN"],
+        admin_password=None,
+    )
     assert not report.passed and report.username
     with admin_connect(deployed_stack.database) as admin:
         assert admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (report.username,)).fetchall() == []
@@ -218,16 +258,19 @@ def test_class6_a_smoke_check_that_fails_part_way_leaves_nothing(deployed_stack:
 
 
 def test_class6_bao_is_on_path_after_dev_env():
-    found = subprocess.run(["bash", "-c", ". local/dev-env.sh >/dev/null 2>&1 && command -v bao"], cwd=REPO,
-                           capture_output=True, text=True)
+    found = subprocess.run(
+        ["bash", "-c", ". local/dev-env.sh >/dev/null 2>&1 && command -v bao"], cwd=REPO, capture_output=True, text=True
+    )
     assert found.returncode == 0 and found.stdout.strip().endswith("/bao"), found
 
 
 def test_a_plain_psql_after_dev_env_asks_for_no_password():
     """Issue 19, class 6: the deploy session's pgpass file serves psql too (-w: never prompt)."""
-    script = ('. local/dev-env.sh >/dev/null 2>&1 && test -z "${PGPASSWORD:-}" && '
-              'psql -w -At -c "SELECT current_user || \' \' || current_database()" && '
-              'psql -w -At "$PULUMI_BACKEND_URL" -c "SELECT current_user || \' \' || current_database()"')
+    script = (
+        '. local/dev-env.sh >/dev/null 2>&1 && test -z "${PGPASSWORD:-}" && '
+        "psql -w -At -c \"SELECT current_user || ' ' || current_database()\" && "
+        'psql -w -At "$PULUMI_BACKEND_URL" -c "SELECT current_user || \' \' || current_database()"'
+    )
     done = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     program, state_login = done.stdout.split("\n")[:2]
@@ -240,10 +283,21 @@ def test_the_dev_stack_follows_the_local_servers_ports(tmp_path):
     project = copy_program(tmp_path / "project", stack_files=("Pulumi.dev.yaml",))
     assert "55432" not in (project / "Pulumi.dev.yaml").read_text()
     env = {**os.environ, **file_backend(tmp_path / "state"), "PGPORT": "1"}
-    subprocess.run(["pulumi", "stack", "init", "dev", "--secrets-provider", TEST_SECRETS_PROVIDER], cwd=project,
-                   env=env, check=True, capture_output=True)
-    preview = subprocess.run(["pulumi", "preview", "--stack", "dev", "--non-interactive"], cwd=project,
-                             env=env, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        ["pulumi", "stack", "init", "dev", "--secrets-provider", TEST_SECRETS_PROVIDER],
+        cwd=project,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    preview = subprocess.run(
+        ["pulumi", "preview", "--stack", "dev", "--non-interactive"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     # The preflight reached Vault at VAULT_ADDR (no complaint about it) and PostgreSQL
     # at PGPORT, where nothing answers: refused, naming that port, before anything.
     output = preview.stdout + preview.stderr
@@ -273,18 +327,24 @@ def test_the_smoke_check_follows_the_stack_roles_each_by_its_access(new_stack: P
     """Issue 19, class 6: after a rename and a switch to `access: read`, `make up`'s
     smoke check checked `metrics-readwrite` (KeyError) and always tried an INSERT."""
     renamed, reader = f"w{new_stack.suffix}-writer", f"r{new_stack.suffix}-reader"
-    new_stack.set(roles=[new_stack.roles_config(name=renamed)[0],
-                         new_stack.roles_config(name=reader, access="read")[0]])
+    new_stack.set(
+        roles=[new_stack.roles_config(name=renamed)[0], new_stack.roles_config(name=reader, access="read")[0]]
+    )
     new_stack.stack.up()
     verify = subprocess.run(
         ["make", "--no-print-directory", "verify", f"STACK={new_stack.stack.name}", f"PROJECT={new_stack.project_dir}"],
-        cwd=REPO, env={**os.environ, **new_stack.stack.workspace.env_vars}, capture_output=True, text=True,
-        timeout=600)
+        cwd=REPO,
+        env={**os.environ, **new_stack.stack.workspace.env_vars},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-3000:]
     report = verify.stdout
     assert f"role {renamed} (readwrite)" in report and f"role {reader} (read)" in report, report
     sections = {part.split()[0]: part for part in ("\n" + report).split("\nrole ") if part.strip()}
     assert re.search(r"INSERT weekly_metrics_reporting\s+PASS", sections[renamed]), sections[renamed]
-    assert re.search(r"INSERT weekly_metrics_reporting denied\s+PASS.*permission denied", sections[reader]), \
-        sections[reader]
+    assert re.search(r"INSERT weekly_metrics_reporting denied\s+PASS.*permission denied", sections[reader]), sections[
+        reader
+    ]
     assert report.count("PASS") >= 12 and "FAIL" not in report and "smoke check: PASSED" in report

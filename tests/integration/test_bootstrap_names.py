@@ -48,14 +48,19 @@ def snapshot() -> dict[str, object]:
             return []
 
     with admin_connect() as admin:
-        roles = admin.execute("SELECT rolname, rolcanlogin, rolcreaterole, rolpassword IS NULL "
-                              "FROM pg_authid ORDER BY rolname").fetchall()
-        members = admin.execute("SELECT roleid::regrole::text, member::regrole::text, admin_option "
-                                "FROM pg_auth_members ORDER BY 1, 2").fetchall()
+        roles = admin.execute(
+            "SELECT rolname, rolcanlogin, rolcreaterole, rolpassword IS NULL FROM pg_authid ORDER BY rolname"
+        ).fetchall()
+        members = admin.execute(
+            "SELECT roleid::regrole::text, member::regrole::text, admin_option FROM pg_auth_members ORDER BY 1, 2"
+        ).fetchall()
     return {
         "policies": sorted(client.sys.list_acl_policies()["data"]["keys"]),
-        "policy texts": {name: client.sys.read_acl_policy(name)["data"]["policy"]
-                         for name in client.sys.list_acl_policies()["data"]["keys"] if name.startswith("pgcreds-")},
+        "policy texts": {
+            name: client.sys.read_acl_policy(name)["data"]["policy"]
+            for name in client.sys.list_acl_policies()["data"]["keys"]
+            if name.startswith("pgcreds-")
+        },
         "jwt roles": listed("auth/jwt/role"),
         "transit keys": listed("transit/keys"),
         "mounts": sorted(client.sys.list_mounted_secrets_engines()["data"]),
@@ -73,13 +78,25 @@ def test_a_bad_name_is_refused_before_anything_changes(what: str):
     for flag in ("--repository", "--app-database"):  # a bad one replaces the good one
         if flag in extra:
             index = arguments.index(flag)
-            del arguments[index:index + 2]
+            del arguments[index : index + 2]
     before = snapshot()
     result = subprocess.run(
-        [str(REPO / "venv/bin/python"), "-m", "deployer.bootstrap", *arguments, *extra, "--password-stdin",
-         "--pg-port", os.environ["PGPORT"]],
-        cwd=REPO, input=open(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]).read(), capture_output=True,
-        text=True, timeout=60)
+        [
+            str(REPO / "venv/bin/python"),
+            "-m",
+            "deployer.bootstrap",
+            *arguments,
+            *extra,
+            "--password-stdin",
+            "--pg-port",
+            os.environ["PGPORT"],
+        ],
+        cwd=REPO,
+        input=open(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]).read(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0, result.stderr
     flag = [part for part in extra if part.startswith("--")][-1]
     message = result.stderr.strip().splitlines()[-1]

@@ -42,21 +42,24 @@ def catalog(stack: ProgramStack) -> tuple[int, int, list[tuple[str, str]]]:
     with stack.server.connect(stack.database) as admin:
         roles = admin.execute("SELECT count(*) FROM pg_authid").fetchone()[0]
         members = admin.execute("SELECT count(*) FROM pg_auth_members").fetchone()[0]
-        acls = admin.execute("SELECT c.relname, c.relacl::text FROM pg_class c JOIN pg_namespace n "
-                             "ON n.oid = c.relnamespace WHERE n.nspname = 'public' ORDER BY 1").fetchall()
+        acls = admin.execute(
+            "SELECT c.relname, c.relacl::text FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = 'public' ORDER BY 1"
+        ).fetchall()
     return roles, members, acls
 
 
 def dynamic_roles(stack: ProgramStack) -> int:
     with stack.server.connect() as admin:
-        return admin.execute("SELECT count(*) FROM pg_roles WHERE rolname LIKE %s",
-                             (f"v-{stack.role_name}%",)).fetchone()[0]
+        return admin.execute(
+            "SELECT count(*) FROM pg_roles WHERE rolname LIKE %s", (f"v-{stack.role_name}%",)
+        ).fetchone()[0]
 
 
 def live_leases(stack: ProgramStack) -> int:
     try:
         return len(vault().sys.list_leases(prefix=f"{stack.mount}/creds/{stack.role_name}")["data"]["keys"])
-    except Exception:  # noqa: BLE001 - no lease (or no mount) any more: Vault answers 404
+    except Exception:
         return 0
 
 
@@ -76,17 +79,28 @@ def test_ten_thousand_credentials_then_destroy_with_five_thousand_live(new_stack
     before = catalog(new_stack)
 
     def source() -> CredentialSource:
-        return CredentialSource(os.environ["VAULT_ADDR"], role_id, secret_ids,
-                                f"{new_stack.mount}/creds/{new_stack.role_name}", login_path=paths["loginPath"],
-                                ca_cert=os.environ.get("VAULT_CACERT"), timeout=60)
+        return CredentialSource(
+            os.environ["VAULT_ADDR"],
+            role_id,
+            secret_ids,
+            f"{new_stack.mount}/creds/{new_stack.role_name}",
+            login_path=paths["loginPath"],
+            ca_cert=os.environ.get("VAULT_CACERT"),
+            timeout=60,
+        )
 
     def churn(index: int) -> float:
         started = time.monotonic()
         credentials = source()
         login = credentials.credential()
         if index % 100 == 0:  # one in a hundred logs in, as an application would
-            with psycopg.connect(host="127.0.0.1", port=new_stack.server.port, dbname=new_stack.database,
-                                 user=login.username, password=login.password) as conn:
+            with psycopg.connect(
+                host="127.0.0.1",
+                port=new_stack.server.port,
+                dbname=new_stack.database,
+                user=login.username,
+                password=login.password,
+            ) as conn:
                 conn.execute("SELECT count(*) FROM weekly_metrics_reporting").fetchone()
         credentials.close()  # the token is revoked, and the lease with it
         return time.monotonic() - started
@@ -97,9 +111,11 @@ def test_ten_thousand_credentials_then_destroy_with_five_thousand_live(new_stack
     issued = time.monotonic() - started
     settled = wait_for(lambda: catalog(new_stack)[0] == before[0], 300)
     after = catalog(new_stack)
-    print(f"\nchurn: {CHURN} credentials issued and revoked by {WORKERS} threads in {issued:.0f} s "
-          f"({CHURN / issued:.0f}/s; each {statistics.median(each) * 1000:.0f} ms median); catalog settled "
-          f"{settled:.1f} s later; pg_authid {before[0]} -> {after[0]}, pg_auth_members {before[1]} -> {after[1]}")
+    print(
+        f"\nchurn: {CHURN} credentials issued and revoked by {WORKERS} threads in {issued:.0f} s "
+        f"({CHURN / issued:.0f}/s; each {statistics.median(each) * 1000:.0f} ms median); catalog settled "
+        f"{settled:.1f} s later; pg_authid {before[0]} -> {after[0]}, pg_auth_members {before[1]} -> {after[1]}"
+    )
     assert after == before  # the same roles, memberships and ACLs, byte for byte
 
     started = time.monotonic()
@@ -111,6 +127,8 @@ def test_ten_thousand_credentials_then_destroy_with_five_thousand_live(new_stack
     started = time.monotonic()
     new_stack.stack.destroy()
     destroyed = time.monotonic() - started
-    print(f"destroy with {LIVE} live leases (issued in {issued_live:.0f} s): {destroyed:.1f} s; "
-          f"{dynamic_roles(new_stack)} dynamic roles and {live_leases(new_stack)} leases left")
+    print(
+        f"destroy with {LIVE} live leases (issued in {issued_live:.0f} s): {destroyed:.1f} s; "
+        f"{dynamic_roles(new_stack)} dynamic roles and {live_leases(new_stack)} leases left"
+    )
     assert dynamic_roles(new_stack) == 0 and live_leases(new_stack) == 0

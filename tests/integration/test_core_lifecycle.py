@@ -11,8 +11,8 @@ open session, then destroy."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
@@ -37,8 +37,14 @@ def server(request, tmp_path_factory) -> Iterator[tuple[PgServer, dict[str, str]
 
 
 def connect_as(stack: ProgramStack, secret: dict) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=stack.server.port, dbname=stack.database, autocommit=True,
-                           user=secret["data"]["username"], password=secret["data"]["password"])
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=stack.server.port,
+        dbname=stack.database,
+        autocommit=True,
+        user=secret["data"]["username"],
+        password=secret["data"]["password"],
+    )
 
 
 def refused(stack: ProgramStack, text: str, **settings) -> None:
@@ -70,35 +76,43 @@ def test_core_lifecycle(server, tmp_path: Path):
         # Rotate-root: the login's first password (in the state) no longer logs in.
         (login,) = stack.vault_logins()
         with pytest.raises(psycopg.OperationalError):
-            psycopg.connect(host="127.0.0.1", port=pg.port, dbname=stack.database, user=login,
-                            password=stack.vault_admin_password()).close()
+            psycopg.connect(
+                host="127.0.0.1", port=pg.port, dbname=stack.database, user=login, password=stack.vault_admin_password()
+            ).close()
 
         # 2. A second role, read-only, and a migration role, added by settings.
         reader, migrate = f"r{stack.suffix}-read", f"g{stack.suffix}-migrate"
-        stack.set(roles=stack.roles_config() + [{"name": reader, "tables": [WEEKLY], "access": "read",
-                                                  "defaultTtl": "10m", "maxTtl": "1h"},
-                                                 {"name": migrate, "access": "migrate", "defaultTtl": "10m",
-                                                  "maxTtl": "1h"}])
+        stack.set(
+            roles=stack.roles_config()
+            + [
+                {"name": reader, "tables": [WEEKLY], "access": "read", "defaultTtl": "10m", "maxTtl": "1h"},
+                {"name": migrate, "access": "migrate", "defaultTtl": "10m", "maxTtl": "1h"},
+            ]
+        )
         stack.stack.up()
         # A migration's table is the owner role's, and stays when the migration user goes.
         migration = vault().secrets.database.generate_credentials(migrate, mount_point=stack.mount)
         with connect_as(stack, migration) as session:
             session.execute("CREATE TABLE made_by_migration (id int GENERATED ALWAYS AS IDENTITY, note text)")
             session.execute("INSERT INTO made_by_migration (note) VALUES ('kept')")
-            owner = session.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'made_by_migration'"
-                                    ).fetchone()[0]
+            owner = session.execute(
+                "SELECT tableowner FROM pg_tables WHERE tablename = 'made_by_migration'"
+            ).fetchone()[0]
         assert owner == f"it_{stack.suffix}_owner"
         vault().sys.revoke_lease(migration["lease_id"])
         with pg.connect(stack.database) as superuser:
             assert superuser.execute("SELECT count(*) FROM made_by_migration").fetchone()[0] == 1
-            assert not superuser.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
-                                         (migration["data"]["username"],)).fetchone()
+            assert not superuser.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (migration["data"]["username"],)
+            ).fetchone()
         secret = vault().secrets.database.generate_credentials(reader, mount_point=stack.mount)
         with connect_as(stack, secret) as session:
             assert session.execute(f"SELECT count(*) FROM {WEEKLY}").fetchone()[0] == 3
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                session.execute(f"INSERT INTO {WEEKLY} (week_ending, product_downloads, github_stars, "
-                                "twitter_followers) VALUES (now(), 1, 1, 1)")
+                session.execute(
+                    f"INSERT INTO {WEEKLY} (week_ending, product_downloads, github_stars, "
+                    "twitter_followers) VALUES (now(), 1, 1, 1)"
+                )
         vault().sys.revoke_lease(secret["lease_id"])
 
         # 3. Settings that touch roles, refused at preview: a name PostgreSQL already has,
@@ -107,8 +121,11 @@ def test_core_lifecycle(server, tmp_path: Path):
         with pg.connect() as superuser:
             superuser.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(taken)))
         refused(stack, "that this stack did not create", roles=stack.roles_config(name=taken.replace("_", "-")))
-        refused(stack, "pgcreds:roles[0].usernameTemplate",
-                roles=stack.roles_config(usernameTemplate="x'{{ random 8 | truncate 63 }}"))
+        refused(
+            stack,
+            "pgcreds:roles[0].usernameTemplate",
+            roles=stack.roles_config(usernameTemplate="x'{{ random 8 | truncate 63 }}"),
+        )
 
         # 4. A privilege granted by hand: listed by the preview, revoked by up.
         group = stack.role_name.replace("-", "_")
@@ -123,8 +140,9 @@ def test_core_lifecycle(server, tmp_path: Path):
         assert set(stack.stack.preview().change_summary) == {"same"}
 
         # 5. Twenty leases, one with an open session, then destroy: nothing is left.
-        leases = [vault().secrets.database.generate_credentials(stack.role_name, mount_point=stack.mount)
-                  for _ in range(20)]
+        leases = [
+            vault().secrets.database.generate_credentials(stack.role_name, mount_point=stack.mount) for _ in range(20)
+        ]
         session = connect_as(stack, leases[0])
         stack.stack.destroy()
         with pytest.raises(psycopg.OperationalError):
@@ -132,8 +150,9 @@ def test_core_lifecycle(server, tmp_path: Path):
         session.close()
         users = [lease["data"]["username"] for lease in leases]
         with pg.connect() as superuser:
-            left = superuser.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) OR rolname LIKE %s",
-                                     (users, f"%{stack.suffix}%")).fetchall()
+            left = superuser.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) OR rolname LIKE %s", (users, f"%{stack.suffix}%")
+            ).fetchall()
             assert [name for (name,) in left] == [taken], left
             superuser.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(taken)))
         assert f"{stack.mount}/" not in vault().sys.list_mounted_secrets_engines()["data"]

@@ -14,8 +14,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 from urllib.parse import urlsplit
 
 import hvac
@@ -25,10 +25,10 @@ import pytest
 from psycopg import sql
 from pulumi import automation as auto
 
-from program_copy import copy_program
 from clients.state_blob import state_blob
 from clients.tls import vault_tls_verify
 from deployer.bootstrap import GITHUB_ISSUER
+from program_copy import copy_program
 from sourced_env import session_exports, sourced_env, superuser_password
 from stacks import DEPLOYER, REPO, ProgramStack, admin_connect, cleanup, deployer_password, make_stack, vault
 
@@ -38,6 +38,7 @@ CI_STACK, CI_MOUNT = "tests", "citest"  # the bootstrap's `--stack tests:citest`
 
 # --- helpers ------------------------------------------------------------------
 
+
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -46,13 +47,22 @@ def github_token(repository: str = REPOSITORY, ref: str = "refs/heads/main", aud
     """A token shaped like the one GitHub Actions issues to a job (RS256), signed by
     the local key that stands in for GitHub's issuer."""
     now = int(time.time())
-    claims = {"iss": GITHUB_ISSUER, "aud": audience, "sub": f"repo:{repository}:ref:{ref}",
-              "repository": repository, "ref": ref, "event_name": "push", "iat": now, "nbf": now - 5,
-              "exp": now + 600}
+    claims = {
+        "iss": GITHUB_ISSUER,
+        "aud": audience,
+        "sub": f"repo:{repository}:ref:{ref}",
+        "repository": repository,
+        "ref": ref,
+        "event_name": "push",
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + 600,
+    }
     signing_input = ".".join(b64url(json.dumps(part).encode()) for part in ({"alg": "RS256", "typ": "JWT"}, claims))
     key = Path(os.environ["PGCREDS_LOCAL_DIR"]) / "ci-oidc" / "issuer.key.pem"
-    signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key)], input=signing_input.encode(),
-                               capture_output=True, check=True).stdout
+    signature = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-sign", str(key)], input=signing_input.encode(), capture_output=True, check=True
+    ).stdout
     return f"{signing_input}.{b64url(signature)}"
 
 
@@ -102,14 +112,21 @@ def pg_stack(tmp_path: Path) -> Iterator[ProgramStack]:
     remove_postgres_stack(test_stack)
 
 
-def cli(test_stack: ProgramStack, *args: str, env: Optional[dict] = None, cwd: Optional[Path] = None
-        ) -> subprocess.CompletedProcess:
-    return subprocess.run(["pulumi", *args, "--stack", test_stack.stack.name, "--non-interactive"],
-                          cwd=cwd or test_stack.project_dir, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **test_stack.stack.workspace.env_vars, **(env or {})})
+def cli(
+    test_stack: ProgramStack, *args: str, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["pulumi", *args, "--stack", test_stack.stack.name, "--non-interactive"],
+        cwd=cwd or test_stack.project_dir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **test_stack.stack.workspace.env_vars, **(env or {})},
+    )
 
 
 # --- 1. the postgres:// backend: where the state is, and its locks --------------
+
 
 @pytest.mark.both_servers
 def test_state_is_in_the_state_database_with_no_secret_readable_without_vault(pg_stack: ProgramStack):
@@ -124,8 +141,9 @@ def test_state_is_in_the_state_database_with_no_secret_readable_without_vault(pg
     passfile = Path(os.environ["PGPASSFILE"])
     assert passfile.stat().st_mode & 0o777 == 0o600 and passfile.parent.stat().st_mode & 0o777 == 0o700
     with admin_connect() as admin:
-        valid_until = admin.execute("SELECT rolvaliduntil FROM pg_roles WHERE rolname = %s",
-                                    (state_user,)).fetchone()[0]
+        valid_until = admin.execute("SELECT rolvaliduntil FROM pg_roles WHERE rolname = %s", (state_user,)).fetchone()[
+            0
+        ]
     assert valid_until is not None  # the state login expires on its own
 
     stored = b"\n".join(data for _, data in state_rows(f"%{pg_stack.stack.name}%"))
@@ -148,7 +166,9 @@ def test_without_the_transit_key_export_and_preview_fail_naming_it(pg_stack: Pro
     for command in (("stack", "export", "--show-secrets"), ("preview",)):
         result = cli(pg_stack, *command, env={"VAULT_TOKEN": token, "BAO_TOKEN": token})
         assert result.returncode != 0, command
-        assert "transit/decrypt/pgcreds-tests" in result.stderr + result.stdout and "403" in result.stderr + result.stdout
+        assert (
+            "transit/decrypt/pgcreds-tests" in result.stderr + result.stdout and "403" in result.stderr + result.stdout
+        )
     root.auth.token.revoke(token)
 
 
@@ -159,8 +179,9 @@ def test_two_ups_from_two_clones_the_second_is_refused_by_the_lock(pg_stack: Pro
     shutil.copy(pg_stack.project_dir / f"Pulumi.{pg_stack.stack.name}.yaml", second_clone)
     env = {**os.environ, **pg_stack.stack.workspace.env_vars}
     command = ["pulumi", "up", "--yes", "--skip-preview", "--refresh", "--stack", pg_stack.stack.name]
-    first = subprocess.Popen(command, cwd=pg_stack.project_dir, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        command, cwd=pg_stack.project_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     wait_for(lambda: lock_rows(pg_stack.stack.name), what="the first up's lock")
     time.sleep(1)
     second = subprocess.run(command, cwd=second_clone, env=env, capture_output=True, text=True, timeout=300)
@@ -177,16 +198,31 @@ def test_two_ups_from_two_clones_the_second_is_refused_by_the_lock(pg_stack: Pro
 
 def test_a_killed_up_make_up_clears_the_stale_lock_never_a_live_one(pg_stack: ProgramStack):
     env = {**os.environ, **pg_stack.stack.workspace.env_vars}
-    process = subprocess.Popen(["pulumi", "up", "--yes", "--skip-preview", "--stack", pg_stack.stack.name],
-                               cwd=pg_stack.project_dir, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        ["pulumi", "up", "--yes", "--skip-preview", "--stack", pg_stack.stack.name],
+        cwd=pg_stack.project_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     created = 0
     for line in process.stdout:
         if "pulumi:pulumi:Stack" in line and lock_rows(pg_stack.stack.name):
             # A live lock: recover_stack leaves it alone.
-            recover = subprocess.run([str(REPO / "venv/bin/python"), str(REPO / "local/recover_stack.py"),
-                                      pg_stack.stack.name, str(pg_stack.project_dir)], env=env,
-                                     capture_output=True, text=True, timeout=120)
+            recover = subprocess.run(
+                [
+                    str(REPO / "venv/bin/python"),
+                    str(REPO / "local/recover_stack.py"),
+                    pg_stack.stack.name,
+                    str(pg_stack.project_dir),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert recover.returncode == 0 and "clearing the lock" not in recover.stderr, recover.stderr
             assert lock_rows(pg_stack.stack.name)
         created += " created" in line
@@ -197,8 +233,20 @@ def test_a_killed_up_make_up_clears_the_stale_lock_never_a_live_one(pg_stack: Pr
     assert lock_rows(pg_stack.stack.name), "a killed pulumi leaves its lock row behind"
 
     make = subprocess.run(
-        ["make", "--no-print-directory", "up", f"STACK={pg_stack.stack.name}", f"PROJECT={pg_stack.project_dir}",
-         f"SMOKE_ROLE={pg_stack.role_name}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        [
+            "make",
+            "--no-print-directory",
+            "up",
+            f"STACK={pg_stack.stack.name}",
+            f"PROJECT={pg_stack.project_dir}",
+            f"SMOKE_ROLE={pg_stack.role_name}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
     assert "no longer runs; clearing the lock" in make.stderr
     assert "smoke check: PASSED" in make.stdout
@@ -212,6 +260,7 @@ def test_a_killed_up_make_up_clears_the_stale_lock_never_a_live_one(pg_stack: Pr
 
 # --- 3. the program's PostgreSQL login: issued and rotated by Vault -------------
 
+
 @pytest.mark.both_servers
 def test_plain_destroy_works_after_vault_rotated_the_deployer_password(new_stack: ProgramStack):
     new_stack.stack.up()
@@ -220,13 +269,24 @@ def test_plain_destroy_works_after_vault_rotated_the_deployer_password(new_stack
     root.write("pgcreds-platform/rotate-role/deployer")
     try:
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-            psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=new_stack.database,
-                            user=DEPLOYER, password=old_password, connect_timeout=10).close()
+            psycopg.connect(
+                host="127.0.0.1",
+                port=int(os.environ["PGPORT"]),
+                dbname=new_stack.database,
+                user=DEPLOYER,
+                password=old_password,
+                connect_timeout=10,
+            ).close()
     finally:
         # The session of every later run of this test process reads the new password
         # (the same pgpass file, rewritten; a new state login with it).
-        renewed = subprocess.run([str(REPO / "venv/bin/python"), "-m", "deployer.session", "--renew"], cwd=REPO,
-                                 check=True, capture_output=True, text=True).stdout
+        renewed = subprocess.run(
+            [str(REPO / "venv/bin/python"), "-m", "deployer.session", "--renew"],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         os.environ.update(session_exports(renewed))
     assert deployer_password() != old_password
     # `pulumi destroy` without --run-program: the providers as the state recorded
@@ -234,12 +294,14 @@ def test_plain_destroy_works_after_vault_rotated_the_deployer_password(new_stack
     destroy = new_stack.run("destroy", "--yes", "--skip-preview", "--non-interactive")
     assert " deleted" in destroy and "error" not in destroy.lower()
     with admin_connect() as admin:
-        left = admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
-                             (new_stack.program_roles,)).fetchall()
+        left = admin.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (new_stack.program_roles,)
+        ).fetchall()
     assert left == [] and f"{new_stack.mount}/" not in root.sys.list_mounted_secrets_engines()["data"]
 
 
 # --- 4. CI's identity: GitHub's OIDC token through Vault's jwt auth -------------
+
 
 @pytest.mark.both_servers
 def test_jwt_roles_bind_the_repository_and_the_ref_and_preview_cannot_write():
@@ -253,7 +315,8 @@ def test_jwt_roles_bind_the_repository_and_the_ref_and_preview_cannot_write():
         writes = {
             "a state login that may write": lambda: preview.read("pgcreds-platform/creds/state-write"),
             "encrypt with the stack's key": lambda: preview.write(
-                f"transit/encrypt/pgcreds-{CI_STACK}", plaintext=base64.b64encode(b"x").decode()),
+                f"transit/encrypt/pgcreds-{CI_STACK}", plaintext=base64.b64encode(b"x").decode()
+            ),
             "rotate the deployer's password": lambda: preview.write("pgcreds-platform/rotate-role/deployer"),
             "a Vault connection": lambda: preview.write(f"{CI_MOUNT}/config/x", plugin_name="x"),
             "a policy": lambda: preview.sys.create_or_update_acl_policy(f"pgcreds-{CI_MOUNT}-x", 'path "x" {}'),
@@ -265,7 +328,9 @@ def test_jwt_roles_bind_the_repository_and_the_ref_and_preview_cannot_write():
                 attempt()
                 pytest.fail(f"the preview token could get {what}")
         assert sorted(deploy.auth.token.lookup_self()["data"]["policies"]) == ["default", f"pgcreds-deploy-{CI_STACK}"]
-        assert deploy.write(f"transit/encrypt/pgcreds-{CI_STACK}", plaintext=base64.b64encode(b"x").decode())["data"]["ciphertext"]
+        assert deploy.write(f"transit/encrypt/pgcreds-{CI_STACK}", plaintext=base64.b64encode(b"x").decode())["data"][
+            "ciphertext"
+        ]
         with pytest.raises(hvac.exceptions.Forbidden):
             deploy.write("transit/encrypt/pgcreds-dev", plaintext=base64.b64encode(b"x").decode())
     finally:
@@ -273,7 +338,10 @@ def test_jwt_roles_bind_the_repository_and_the_ref_and_preview_cannot_write():
         deploy.auth.token.revoke_self()
 
     refused = {
-        "a pull request's ref on the deploy role": (f"pgcreds-deploy-{CI_STACK}", github_token(ref="refs/pull/7/merge")),
+        "a pull request's ref on the deploy role": (
+            f"pgcreds-deploy-{CI_STACK}",
+            github_token(ref="refs/pull/7/merge"),
+        ),
         "another branch on the deploy role": (f"pgcreds-deploy-{CI_STACK}", github_token(ref="refs/heads/feature")),
         "another repository, deploy": (f"pgcreds-deploy-{CI_STACK}", github_token(repository="someone/fork")),
         "another repository, preview": (f"pgcreds-preview-{CI_STACK}", github_token(repository="someone/fork")),
@@ -291,6 +359,7 @@ def test_jwt_roles_bind_the_repository_and_the_ref_and_preview_cannot_write():
 
 # --- 5. the workflows' scripts, with only a workflow's environment --------------
 
+
 @pytest.fixture
 def ci_project(tmp_path: Path) -> Iterator[tuple[Path, dict, str]]:
     """The program as a workflow checks it out, configured as stack `tests` on the
@@ -300,32 +369,74 @@ def ci_project(tmp_path: Path) -> Iterator[tuple[Path, dict, str]]:
     database = f"ci_{suffix}"
     with admin_connect() as admin:
         admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), sql.Identifier(DEPLOYER)))
-    roles = [{"name": f"c{suffix}-readwrite", "tables": ["weekly_metrics_reporting"], "access": "readwrite",
-              "defaultTtl": "1h", "maxTtl": "24h"}]
+    roles = [
+        {
+            "name": f"c{suffix}-readwrite",
+            "tables": ["weekly_metrics_reporting"],
+            "access": "readwrite",
+            "defaultTtl": "1h",
+            "maxTtl": "24h",
+        }
+    ]
     # Not the dev environment: the policy pack and the settings want TLS, verified.
-    config = {"postgresPort": os.environ["PGPORT"], "postgresDatabase": database, "postgresAdminUser": DEPLOYER,
-              "postgresSslMode": "verify-full", "postgresSslRootCert": os.environ["PGCREDS_TEST_CA"],
-              "vaultAddress": os.environ["VAULT_ADDR"],
-              "vaultMountPath": CI_MOUNT, "tableOwnerRole": f"ci_{suffix}_owner",
-              "vaultAdminRole": f"ci_{suffix}_vault_admin", "sampleData": "true", "keepTablesOnDestroy": "false",
-              "roles": roles}
+    config = {
+        "postgresPort": os.environ["PGPORT"],
+        "postgresDatabase": database,
+        "postgresAdminUser": DEPLOYER,
+        "postgresSslMode": "verify-full",
+        "postgresSslRootCert": os.environ["PGCREDS_TEST_CA"],
+        "vaultAddress": os.environ["VAULT_ADDR"],
+        "vaultMountPath": CI_MOUNT,
+        "tableOwnerRole": f"ci_{suffix}_owner",
+        "vaultAdminRole": f"ci_{suffix}_vault_admin",
+        "sampleData": "true",
+        "keepTablesOnDestroy": "false",
+        "roles": roles,
+    }
     # As the repository would hold it: the settings and the stack's secrets provider.
-    (project / f"Pulumi.{CI_STACK}.yaml").write_text(json.dumps({
-        "secretsprovider": f"hashivault://pgcreds-{CI_STACK}",
-        "config": {f"pgcreds:{k}": v for k, v in config.items()}}))
+    (project / f"Pulumi.{CI_STACK}.yaml").write_text(
+        json.dumps(
+            {
+                "secretsprovider": f"hashivault://pgcreds-{CI_STACK}",
+                "config": {f"pgcreds:{k}": v for k, v in config.items()},
+            }
+        )
+    )
     toolchain = sourced_env("toolchain/env.sh")
     # What the workflow job has: the runner's PATH and CLI, and the job's variables.
-    base = {key: toolchain[key] for key in ("PATH", "HOME", "PULUMI_HOME", "PULUMI_SKIP_UPDATE_CHECK",
-                                             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION") if key in toolchain}
-    base.update(PGCREDS_STACK=CI_STACK, PULUMI_BACKEND_URL=os.environ["PULUMI_BACKEND_URL"],
-                VAULT_ADDR=os.environ["VAULT_ADDR"], VAULT_CACERT=os.environ["VAULT_CACERT"],
-                PGCREDS_PROJECT=str(project), PGCREDS_SESSION_DIR=str(tmp_path / "runner-temp"))
+    base = {
+        key: toolchain[key]
+        for key in (
+            "PATH",
+            "HOME",
+            "PULUMI_HOME",
+            "PULUMI_SKIP_UPDATE_CHECK",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION",
+        )
+        if key in toolchain
+    }
+    base.update(
+        PGCREDS_STACK=CI_STACK,
+        PULUMI_BACKEND_URL=os.environ["PULUMI_BACKEND_URL"],
+        VAULT_ADDR=os.environ["VAULT_ADDR"],
+        VAULT_CACERT=os.environ["VAULT_CACERT"],
+        PGCREDS_PROJECT=str(project),
+        PGCREDS_SESSION_DIR=str(tmp_path / "runner-temp"),
+    )
     yield project, base, roles[0]["name"]
     root_env = {**os.environ, "PGCREDS_STACK": CI_STACK, "PGCREDS_PROJECT": str(project)}
-    subprocess.run(["pulumi", "destroy", "--yes", "--skip-preview", "--stack", CI_STACK, "--non-interactive"],
-                   cwd=project, env=root_env, capture_output=True)
-    subprocess.run(["pulumi", "stack", "rm", "--yes", "--force", "--stack", CI_STACK, "--non-interactive"],
-                   cwd=project, env=root_env, capture_output=True)
+    subprocess.run(
+        ["pulumi", "destroy", "--yes", "--skip-preview", "--stack", CI_STACK, "--non-interactive"],
+        cwd=project,
+        env=root_env,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["pulumi", "stack", "rm", "--yes", "--force", "--stack", CI_STACK, "--non-interactive"],
+        cwd=project,
+        env=root_env,
+        capture_output=True,
+    )
     client = vault()
     if f"{CI_MOUNT}/" in client.sys.list_mounted_secrets_engines()["data"]:
         client.sys.disable_secrets_engine(CI_MOUNT)
@@ -339,8 +450,14 @@ def ci_project(tmp_path: Path) -> Iterator[tuple[Path, dict, str]]:
 
 def run_script(script: str, env: dict, role: str, **extra: str) -> subprocess.CompletedProcess:
     token = ci_login(role, github_token(ref="refs/heads/main" if "deploy" in role else "refs/pull/7/merge")).token
-    return subprocess.run([str(REPO / "ci" / script)], env={**env, "VAULT_TOKEN": token, **extra},
-                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(REPO / "ci" / script)],
+        env={**env, "VAULT_TOKEN": token, **extra},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_workflow_scripts_deploy_preview_and_refuse_a_concurrent_deploy(ci_project, tmp_path: Path):
@@ -356,8 +473,13 @@ def test_workflow_scripts_deploy_preview_and_refuse_a_concurrent_deploy(ci_proje
     assert vault().read(f"{CI_MOUNT}/roles/{role_name}")["data"]["default_ttl"] == 3600
 
     # A pull request changes the TTL: the preview shows it, with the policy pack, and changes nothing.
-    subprocess.run(["pulumi", "config", "set", "--path", "pgcreds:roles[0].defaultTtl", "2h", "--stack", CI_STACK],
-                   cwd=project, env=os.environ, check=True, capture_output=True)
+    subprocess.run(
+        ["pulumi", "config", "set", "--path", "pgcreds:roles[0].defaultTtl", "2h", "--stack", CI_STACK],
+        cwd=project,
+        env=os.environ,
+        check=True,
+        capture_output=True,
+    )
     comment = tmp_path / "comment.md"
     previewed = run_script("preview.sh", env, preview_role, PGCREDS_COMMENT_FILE=str(comment))
     assert previewed.returncode == 0, previewed.stdout[-3000:] + previewed.stderr[-3000:]
@@ -376,9 +498,14 @@ def test_workflow_scripts_deploy_preview_and_refuse_a_concurrent_deploy(ci_proje
     # Two merges at once: the second deploy is refused by the state backend's lock.
     second_checkout = copy_program(tmp_path / "second-checkout")
     shutil.copy(project / f"Pulumi.{CI_STACK}.yaml", second_checkout)
-    first = subprocess.Popen([str(REPO / "ci" / "deploy.sh")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, stdin=subprocess.DEVNULL, env={
-                                 **env, "VAULT_TOKEN": ci_login(deploy_role, github_token()).token})
+    first = subprocess.Popen(
+        [str(REPO / "ci" / "deploy.sh")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**env, "VAULT_TOKEN": ci_login(deploy_role, github_token()).token},
+    )
     wait_for(lambda: lock_rows(CI_STACK), what="the first deploy's lock")
     time.sleep(1)
     second = run_script("deploy.sh", {**env, "PGCREDS_PROJECT": str(second_checkout)}, deploy_role)
@@ -395,8 +522,13 @@ def test_workflow_scripts_deploy_preview_and_refuse_a_concurrent_deploy(ci_proje
 
 
 def test_the_workflow_scripts_name_a_missing_variable(tmp_path: Path):
-    result = subprocess.run([str(REPO / "ci" / "deploy.sh")], env={"PATH": os.environ["PATH"]},
-                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [str(REPO / "ci" / "deploy.sh")],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 2 and "PGCREDS_STACK is not set" in result.stderr
 
 
@@ -404,9 +536,10 @@ def fake_pulumi(folder: Path, behaviour: str) -> str:
     """A `pulumi` first on PATH that records that it ran, then exits 1 or sleeps."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / "pulumi"
-    script.write_text("#!/bin/bash\n"
-                      f"echo \"$PGUSER $PGPASSFILE\" > '{folder}/ran'\n"
-                      + ("exit 1\n" if behaviour == "fail" else "sleep 120\n"))
+    script.write_text(
+        "#!/bin/bash\n"
+        f"echo \"$PGUSER $PGPASSFILE\" > '{folder}/ran'\n" + ("exit 1\n" if behaviour == "fail" else "sleep 120\n")
+    )
     script.chmod(0o755)
     return str(folder)
 
@@ -420,9 +553,15 @@ def test_a_ci_job_leaves_no_session_behind_however_it_ends(ci_project, tmp_path:
     runner_temp = Path(env["PGCREDS_SESSION_DIR"])
     fake = fake_pulumi(tmp_path / "fake-bin", ending)
     client = ci_login(f"pgcreds-deploy-{CI_STACK}", github_token())
-    process = subprocess.Popen([str(REPO / "ci" / "deploy.sh")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, stdin=subprocess.DEVNULL, start_new_session=True,
-                               env={**env, "PATH": f"{fake}:{env['PATH']}", "VAULT_TOKEN": client.token})
+    process = subprocess.Popen(
+        [str(REPO / "ci" / "deploy.sh")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**env, "PATH": f"{fake}:{env['PATH']}", "VAULT_TOKEN": client.token},
+    )
     if ending == "TERM":
         wait_for(lambda: (Path(fake) / "ran").exists(), timeout=60, what="the job to reach pulumi")
         assert [p.name for p in runner_temp.iterdir()][0].startswith("pgcreds-job-")  # its session, while it runs
@@ -441,8 +580,14 @@ def test_a_ci_job_whose_session_cannot_open_stops_with_the_reason(ci_project, tm
     fake = fake_pulumi(tmp_path / "fake-bin", "fail")
     # A token of the default policy alone: it may not read the state login.
     token = vault().auth.token.create(policies=["default"], ttl="5m")["auth"]["client_token"]
-    result = subprocess.run([str(REPO / "ci" / "deploy.sh")], capture_output=True, text=True, timeout=120,
-                            stdin=subprocess.DEVNULL, env={**env, "PATH": f"{fake}:{env['PATH']}", "VAULT_TOKEN": token})
+    result = subprocess.run(
+        [str(REPO / "ci" / "deploy.sh")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env={**env, "PATH": f"{fake}:{env['PATH']}", "VAULT_TOKEN": token},
+    )
     assert result.returncode == 3, result.stderr
     assert "deploy session: Vault refused to read pgcreds-platform/creds/state-write" in result.stderr
     assert "::error::the deploy session could not be opened" in result.stderr

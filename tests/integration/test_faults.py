@@ -14,8 +14,8 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from pulumi import automation as auto
@@ -59,9 +59,14 @@ def run_up(stack: ProgramStack, stop_when: str, action) -> tuple[int, str]:
     contains `stop_when`, `action(process)` runs until it returns True. Returns
     the exit code and the output."""
     process = subprocess.Popen(
-        ["pulumi", "up", "--yes", "--skip-preview", "--stack", stack.stack.name], cwd=stack.project_dir,
-        env={**os.environ, **stack.stack.workspace.env_vars}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True)
+        ["pulumi", "up", "--yes", "--skip-preview", "--stack", stack.stack.name],
+        cwd=stack.project_dir,
+        env={**os.environ, **stack.stack.workspace.env_vars},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     output, acted = [], False
     for line in process.stdout:
         output.append(line)
@@ -71,11 +76,14 @@ def run_up(stack: ProgramStack, stop_when: str, action) -> tuple[int, str]:
 
 
 @pytest.mark.both_servers
-def test_a_vault_server_restart_between_up_and_issue_keeps_leases_revocable(deployed_stack: ProgramStack,
-                                                                      servers_restored):
+def test_a_vault_server_restart_between_up_and_issue_keeps_leases_revocable(
+    deployed_stack: ProgramStack, servers_restored
+):
     client = vault()
-    leases = [client.secrets.database.generate_credentials(deployed_stack.role_name, mount_point=deployed_stack.mount)
-              for _ in range(3)]
+    leases = [
+        client.secrets.database.generate_credentials(deployed_stack.role_name, mount_point=deployed_stack.mount)
+        for _ in range(3)
+    ]
     started = time.monotonic()
     server("vault-server.sh", "restart")
     print(f"\nOpenBao restart (stop, start, unseal): {time.monotonic() - started:.1f} s")
@@ -90,8 +98,9 @@ def test_a_vault_server_restart_between_up_and_issue_keeps_leases_revocable(depl
 
 
 @pytest.mark.both_servers
-def test_a_sealed_vault_server_fails_the_preview_fast_and_it_converges_once_unsealed(deployed_stack: ProgramStack,
-                                                                               servers_restored):
+def test_a_sealed_vault_server_fails_the_preview_fast_and_it_converges_once_unsealed(
+    deployed_stack: ProgramStack, servers_restored
+):
     rows = sample_rows(deployed_stack)
     server("vault-server.sh", "seal")
     started = time.monotonic()
@@ -124,7 +133,7 @@ def test_postgres_stopped_during_up_is_named_and_the_next_up_converges(new_stack
     # PostgreSQL server 127.0.0.1 …"), or, for a statement cut off, the provider's
     # "pq: terminating connection due to administrator command (57P01)" under the
     # postgresql resource that failed.
-    diagnostics = output[output.index("Diagnostics:"):]
+    diagnostics = output[output.index("Diagnostics:") :]
     assert re.search(r"PostgreSQL|postgresql:index:\w+ \(", diagnostics), diagnostics[-3000:]
     print("\n`pulumi up` with PostgreSQL stopped half-way says:\n" + diagnostics[:1200])
     server("postgres.sh", "start")
@@ -132,8 +141,12 @@ def test_postgres_stopped_during_up_is_named_and_the_next_up_converges(new_stack
     assert_converged(new_stack)
     assert sample_rows(new_stack) == 3
     with admin_connect() as admin:  # one of each, no duplicates
-        roles = [name for (name,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s",
-                                                   (f"%{new_stack.suffix}%",))]
+        roles = [
+            name
+            for (name,) in admin.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"%{new_stack.suffix}%",)
+            )
+        ]
     assert len(roles) == len(set(roles)) == 3, roles  # owner, Vault's login, the group
 
 
@@ -156,9 +169,20 @@ def test_up_killed_half_way_then_make_up_converges(new_stack: ProgramStack, serv
 
     # What an operator runs next: `make up`, unchanged, on this stack.
     make = subprocess.run(
-        ["make", "--no-print-directory", "up", f"STACK={new_stack.stack.name}", f"PROJECT={new_stack.project_dir}",
-         f"SMOKE_ROLE={new_stack.role_name}"], cwd=REPO, env={**os.environ, **new_stack.stack.workspace.env_vars},
-        capture_output=True, text=True, timeout=600)
+        [
+            "make",
+            "--no-print-directory",
+            "up",
+            f"STACK={new_stack.stack.name}",
+            f"PROJECT={new_stack.project_dir}",
+            f"SMOKE_ROLE={new_stack.role_name}",
+        ],
+        cwd=REPO,
+        env={**os.environ, **new_stack.stack.workspace.env_vars},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
     assert "no longer runs; clearing the lock" in make.stderr
     # Issue 19, class 6: what the killed run left running is ended (the run's own ones end with it).
@@ -166,7 +190,10 @@ def test_up_killed_half_way_then_make_up_converges(new_stack: ProgramStack, serv
     assert not leftover_plugins(new_stack.project_dir)
     if left:
         assert "plugin process(es) the interrupted run left running" in make.stderr
-    print("\n`make up` after the kill:\n" + "\n".join(l for l in make.stderr.splitlines() if "recover_stack" in l))
+    print(
+        "\n`make up` after the kill:\n"
+        + "\n".join(line for line in make.stderr.splitlines() if "recover_stack" in line)
+    )
     assert "smoke check: PASSED" in make.stdout
     assert not list(new_stack.state_dir.rglob(".pulumi/locks/**/*.json"))
     deployment = new_stack.stack.export_stack().deployment

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -29,9 +29,14 @@ def three_applications(tmp_path: Path) -> Iterator[SplitStacks]:
 def fleet(split: SplitStacks, *arguments: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, **split.platform.stack.workspace.env_vars}
     environment.pop("PGUSER", None)  # each stack's own login, from its stack file
-    return subprocess.run([str(REPO / "venv/bin/python"), "-m", "deployer.fleet", *arguments, "--cwd",
-                           str(split.platform.project_dir)], cwd=REPO, env=environment, capture_output=True,
-                          text=True, timeout=900)
+    return subprocess.run(
+        [str(REPO / "venv/bin/python"), "-m", "deployer.fleet", *arguments, "--cwd", str(split.platform.project_dir)],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def test_a_fleet_up_goes_on_past_a_failed_stack_and_says_why(three_applications: SplitStacks):

@@ -27,8 +27,11 @@ TABLES = ("weekly_metrics_reporting", "extra_items")
 
 
 def grant_names(stack: ProgramStack) -> set[str]:
-    return {r["urn"].split("::")[-1] for r in stack.stack.export_stack().deployment["resources"]
-            if r["type"] == "postgresql:index/grant:Grant"}
+    return {
+        r["urn"].split("::")[-1]
+        for r in stack.stack.export_stack().deployment["resources"]
+        if r["type"] == "postgresql:index/grant:Grant"
+    }
 
 
 class Queries(threading.Thread):
@@ -58,21 +61,29 @@ def test_an_upgraded_stack_keeps_every_privilege_while_its_grants_are_merged(tmp
         stack.set(roles=stack.roles_config(tables=list(TABLES)))
         stack.stack.up()
         group = stack.role_name.replace("-", "_")
-        per_table = {f"access-roles-{group}-{t}" for t in TABLES} | {f"access-roles-{group}-{t}-sequences" for t in TABLES}
+        per_table = {f"access-roles-{group}-{t}" for t in TABLES} | {
+            f"access-roles-{group}-{t}-sequences" for t in TABLES
+        }
         assert per_table <= grant_names(stack)
 
         secret = vault().secrets.database.generate_credentials(stack.role_name, mount_point=stack.mount)
-        conn = psycopg.connect(host="127.0.0.1", port=stack.server.port, dbname=stack.database, autocommit=True,
-                               user=secret["data"]["username"], password=secret["data"]["password"])
+        conn = psycopg.connect(
+            host="127.0.0.1",
+            port=stack.server.port,
+            dbname=stack.database,
+            autocommit=True,
+            user=secret["data"]["username"],
+            password=secret["data"]["password"],
+        )
         queries = Queries(conn)
         queries.start()
         try:
             replace_program(stack.project_dir)
-            stack.stack.up()   # the grants per role made; the per-table ones retained
+            stack.stack.up()  # the grants per role made; the per-table ones retained
             names = grant_names(stack)
             assert {f"access-roles-{group}-on-tables", f"access-roles-{group}-on-sequences"} <= names
             assert per_table <= names
-            stack.stack.up()   # the per-table ones forgotten, without a REVOKE
+            stack.stack.up()  # the per-table ones forgotten, without a REVOKE
             assert grant_names(stack) == {f"access-roles-{group}-on-tables", f"access-roles-{group}-on-sequences"}
             time.sleep(1)
         finally:
@@ -84,8 +95,9 @@ def test_an_upgraded_stack_keeps_every_privilege_while_its_grants_are_merged(tmp
         with stack.server.connect(stack.database) as superuser:
             for table in TABLES:
                 for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
-                    assert superuser.execute("SELECT has_table_privilege(%s, %s, %s)",
-                                             (group, table, privilege)).fetchone()[0], (table, privilege)
+                    assert superuser.execute(
+                        "SELECT has_table_privilege(%s, %s, %s)", (group, table, privilege)
+                    ).fetchone()[0], (table, privilege)
         # Nothing left to change, and the catalog is what the state says.
         changes = stack.stack.preview(refresh=True, expect_no_changes=True).change_summary
         assert set(changes) == {"same"}, changes
@@ -96,8 +108,10 @@ def test_an_upgraded_stack_keeps_every_privilege_while_its_grants_are_merged(tmp
         stack.set(roles=stack.roles_config(tables=["weekly_metrics_reporting"]))
         stack.stack.up()
         with stack.server.connect(stack.database) as superuser:
-            held = {t: superuser.execute("SELECT has_table_privilege(%s, %s, 'SELECT')", (group, t)).fetchone()[0]
-                    for t in TABLES}
+            held = {
+                t: superuser.execute("SELECT has_table_privilege(%s, %s, 'SELECT')", (group, t)).fetchone()[0]
+                for t in TABLES
+            }
         assert held == {"weekly_metrics_reporting": True, "extra_items": False}
     finally:
         cleanup(stack)

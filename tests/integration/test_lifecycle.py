@@ -43,11 +43,17 @@ def test_lifecycle(new_stack: ProgramStack):
 
     # The real providers, not look-alikes.
     types = new_stack.resource_types()
-    for expected in ("vault:index/mount:Mount", "vault:database/secretBackendConnection:SecretBackendConnection",
-                     "vault:database/secretBackendRole:SecretBackendRole", "postgresql:index/role:Role",
-                     "postgresql:index/grant:Grant", "postgresql:index/grantRole:GrantRole",
-                     "random:index/randomPassword:RandomPassword", "pulumi:providers:vault",
-                     "pulumi:providers:postgresql"):
+    for expected in (
+        "vault:index/mount:Mount",
+        "vault:database/secretBackendConnection:SecretBackendConnection",
+        "vault:database/secretBackendRole:SecretBackendRole",
+        "postgresql:index/role:Role",
+        "postgresql:index/grant:Grant",
+        "postgresql:index/grantRole:GrantRole",
+        "random:index/randomPassword:RandomPassword",
+        "pulumi:providers:vault",
+        "pulumi:providers:postgresql",
+    ):
         assert expected in types, (expected, types)
 
     # No secret in clear text in the stored state, the stack file or what `up` printed.
@@ -67,21 +73,25 @@ def test_lifecycle(new_stack: ProgramStack):
     assert summary.get("update") == 2 and set(summary) == {"same", "update"}, summary
     assert {(urn.split("::")[-1], op, tuple(diffs)) for urn, op, diffs in changing} == {
         (f"vault-database-secrets-role-{new_stack.role_name}", "update", ("defaultTtl",)),
-        (f"app-identities-{new_stack.role_name}", "update", ("tokenTtl",))}, changing
+        (f"app-identities-{new_stack.role_name}", "update", ("tokenTtl",)),
+    }, changing
     applied = stack.up()
     assert applied.summary.resource_changes.get("update") == 2
     role = vault().secrets.database.read_role(new_stack.role_name, mount_point=new_stack.mount)["data"]
     assert role["default_ttl"] == 7200
 
-    leases = [vault().secrets.database.generate_credentials(new_stack.role_name, mount_point=new_stack.mount)
-              for _ in range(5)]
+    leases = [
+        vault().secrets.database.generate_credentials(new_stack.role_name, mount_point=new_stack.mount)
+        for _ in range(5)
+    ]
     users = [lease["data"]["username"] for lease in leases]
     stack.destroy()
 
     with admin_connect(new_stack.database) as admin:
         tables = admin.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
-        roles = admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
-                              (users + new_stack.program_roles,)).fetchall()
+        roles = admin.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (users + new_stack.program_roles,)
+        ).fetchall()
     assert tables == [] and roles == []
     assert f"{new_stack.mount}/" not in vault().sys.list_mounted_secrets_engines()["data"]
 
@@ -93,21 +103,27 @@ def test_keep_tables_on_destroy_leaves_the_data(new_stack: ProgramStack):
     with admin_connect(new_stack.database) as admin:
         rows = admin.execute("SELECT count(*) FROM weekly_metrics_reporting").fetchone()[0]
         owner = admin.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'employee_salary'").fetchone()
-        roles = admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
-                              (new_stack.program_roles,)).fetchall()
+        roles = admin.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (new_stack.program_roles,)
+        ).fetchall()
     assert rows == 3 and owner == (DEPLOYER,) and roles == []
 
 
 def test_revocation_drops_a_connected_user_that_owns_objects(deployed_stack: ProgramStack):
-    secret = vault().secrets.database.generate_credentials(deployed_stack.role_name,
-                                                           mount_point=deployed_stack.mount)
+    secret = vault().secrets.database.generate_credentials(deployed_stack.role_name, mount_point=deployed_stack.mount)
     user, password = secret["data"]["username"], secret["data"]["password"]
     group = sql.Identifier(deployed_stack.role_name.replace("-", "_"))
     # The way a user comes to own objects: its group may create them.
     with admin_connect(deployed_stack.database) as admin:
         admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(group))
-    session = psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=deployed_stack.database,
-                              user=user, password=password, autocommit=True)
+    session = psycopg.connect(
+        host="127.0.0.1",
+        port=int(os.environ["PGPORT"]),
+        dbname=deployed_stack.database,
+        user=user,
+        password=password,
+        autocommit=True,
+    )
     session.execute("CREATE TABLE scratch_notes (note text)")
 
     vault().sys.revoke_lease(secret["lease_id"])
@@ -128,8 +144,7 @@ def test_revocation_drops_a_connected_user_that_owns_objects(deployed_stack: Pro
 
 
 def test_a_new_vault_address_updates_without_revoking_leases(deployed_stack: ProgramStack):
-    secret = vault().secrets.database.generate_credentials(deployed_stack.role_name,
-                                                           mount_point=deployed_stack.mount)
+    secret = vault().secrets.database.generate_credentials(deployed_stack.role_name, mount_point=deployed_stack.mount)
     same_vault = os.environ["VAULT_ADDR"].replace("127.0.0.1", "localhost")
     deployed_stack.set(vaultAddress=same_vault)
     try:
@@ -148,20 +163,38 @@ def test_a_new_vault_address_updates_without_revoking_leases(deployed_stack: Pro
 def test_read_role_with_its_own_username_template(new_stack: ProgramStack):
     reader = f"r{new_stack.suffix}-read"
     template = '{{ printf "rd_%s_%s" (random 10 | lowercase) (unix_time) | truncate 63 }}'
-    new_stack.set(roles=new_stack.roles_config() + [{
-        "name": reader, "tables": ["weekly_metrics_reporting"], "access": "read", "defaultTtl": "10m",
-        "maxTtl": "1h", "usernameTemplate": template}])
+    new_stack.set(
+        roles=new_stack.roles_config()
+        + [
+            {
+                "name": reader,
+                "tables": ["weekly_metrics_reporting"],
+                "access": "read",
+                "defaultTtl": "10m",
+                "maxTtl": "1h",
+                "usernameTemplate": template,
+            }
+        ]
+    )
     new_stack.stack.up()
     secret = vault().secrets.database.generate_credentials(reader, mount_point=new_stack.mount)
     user, password = secret["data"]["username"], secret["data"]["password"]
     assert re.match(r"^rd_[a-z0-9]{10}_\d+$", user), user
     assert secret["lease_duration"] == 600
-    with psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=new_stack.database,
-                         user=user, password=password, autocommit=True) as session:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=int(os.environ["PGPORT"]),
+        dbname=new_stack.database,
+        user=user,
+        password=password,
+        autocommit=True,
+    ) as session:
         assert session.execute("SELECT count(*) FROM weekly_metrics_reporting").fetchone()[0] == 3
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            session.execute("INSERT INTO weekly_metrics_reporting (week_ending, product_downloads, github_stars, "
-                            "twitter_followers) VALUES (now(), 1, 1, 1)")
+            session.execute(
+                "INSERT INTO weekly_metrics_reporting (week_ending, product_downloads, github_stars, "
+                "twitter_followers) VALUES (now(), 1, 1, 1)"
+            )
     vault().sys.revoke_lease(secret["lease_id"])
     with admin_connect(new_stack.database) as admin:
         assert admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (user,)).fetchone()[0] == 0
@@ -186,28 +219,49 @@ def test_destroy_revokes_every_lease_first(new_stack: ProgramStack):
     revokes them all through Vault (so the revocation statements run) before
     the roles, the connection and the mount go, and leaves nothing behind."""
     reader = f"r{new_stack.suffix}-read"
-    new_stack.set(roles=new_stack.roles_config() + [{
-        "name": reader, "tables": ["weekly_metrics_reporting"], "access": "read", "defaultTtl": "1h",
-        "maxTtl": "2h"}])
+    new_stack.set(
+        roles=new_stack.roles_config()
+        + [
+            {
+                "name": reader,
+                "tables": ["weekly_metrics_reporting"],
+                "access": "read",
+                "defaultTtl": "1h",
+                "maxTtl": "2h",
+            }
+        ]
+    )
     new_stack.stack.up()
     client = vault()
-    leases = [client.secrets.database.generate_credentials(role, mount_point=new_stack.mount)
-              for role in (new_stack.role_name, reader) for _ in range(10)]
+    leases = [
+        client.secrets.database.generate_credentials(role, mount_point=new_stack.mount)
+        for role in (new_stack.role_name, reader)
+        for _ in range(10)
+    ]
     users = [lease["data"]["username"] for lease in leases]
     owner = leases[0]["data"]
     with admin_connect(new_stack.database) as admin:
-        admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(
-            sql.Identifier(new_stack.role_name.replace("-", "_"))))
-    session = psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=new_stack.database,
-                              user=owner["username"], password=owner["password"], autocommit=True)
+        admin.execute(
+            sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(new_stack.role_name.replace("-", "_")))
+        )
+    session = psycopg.connect(
+        host="127.0.0.1",
+        port=int(os.environ["PGPORT"]),
+        dbname=new_stack.database,
+        user=owner["username"],
+        password=owner["password"],
+        autocommit=True,
+    )
     session.execute("CREATE TABLE scratch_notes (note text)")
 
     result = new_stack.stack.destroy()
     assert result.summary.result == "succeeded"
 
     with admin_connect(new_stack.database) as admin:
-        left = admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
-                             (users + new_stack.program_roles + [reader.replace("-", "_")],)).fetchall()
+        left = admin.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
+            (users + new_stack.program_roles + [reader.replace("-", "_")],),
+        ).fetchall()
     assert left == []
     with pytest.raises(psycopg.OperationalError):
         session.execute("SELECT 1")
@@ -219,8 +273,10 @@ def test_replacing_a_connection_or_a_role_revokes_its_leases_first(new_stack: Pr
     client = vault()
 
     def users_of(role: str, count: int) -> list[str]:
-        return [client.secrets.database.generate_credentials(role, mount_point=new_stack.mount)["data"]["username"]
-                for _ in range(count)]
+        return [
+            client.secrets.database.generate_credentials(role, mount_point=new_stack.mount)["data"]["username"]
+            for _ in range(count)
+        ]
 
     def existing(users: list[str]) -> list:
         with admin_connect(new_stack.database) as admin:
@@ -232,8 +288,10 @@ def test_replacing_a_connection_or_a_role_revokes_its_leases_first(new_stack: Pr
     changes = new_stack.stack.up().summary.resource_changes
     assert changes.get("replace", 0) >= 1, changes
     assert existing(before) == []
-    assert client.secrets.database.read_role(new_stack.role_name, mount_point=new_stack.mount)["data"]["db_name"] \
+    assert (
+        client.secrets.database.read_role(new_stack.role_name, mount_point=new_stack.mount)["data"]["db_name"]
         == "pg-second"
+    )
 
     # A renamed role: the new one is made, the old one's leases revoked before it goes.
     before = users_of(new_stack.role_name, 3)

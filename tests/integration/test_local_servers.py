@@ -64,8 +64,9 @@ def test_everyday_token_is_a_named_operator_token_and_a_revoked_one_is_made_agai
 
     # The user's slip, as they would type it.
     bao = str(Path(__file__).resolve().parents[2] / "venv/bin/bao")
-    subprocess.run([bao, "token", "revoke", "-self"], env={**os.environ, "VAULT_TOKEN": ""}, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [bao, "token", "revoke", "-self"], env={**os.environ, "VAULT_TOKEN": ""}, check=True, capture_output=True
+    )
     with pytest.raises(hvac.exceptions.Forbidden):
         vault().auth.token.lookup_self()
     root = hvac.Client(url=os.environ["VAULT_ADDR"], token=root_token, verify=os.environ["VAULT_CACERT"])

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from pulumi import automation as auto
@@ -21,21 +21,35 @@ MARK_QUERY = "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_auth
 
 
 def orphans(stack: ProgramStack, action: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(REPO / "venv/bin/python"), "-m", "deployer.orphans", action, "--stack",
-                           stack.stack.name, "--project-dir", str(stack.project_dir)], cwd=REPO,
-                          env={**os.environ, **stack.stack.workspace.env_vars}, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [
+            str(REPO / "venv/bin/python"),
+            "-m",
+            "deployer.orphans",
+            action,
+            "--stack",
+            stack.stack.name,
+            "--project-dir",
+            str(stack.project_dir),
+        ],
+        cwd=REPO,
+        env={**os.environ, **stack.stack.workspace.env_vars},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_lost_state_with_live_leases_is_cleared_and_made_again(new_stack: ProgramStack):
     name, mark = new_stack.stack.name, f"pg-dynamic-creds stack pgcreds/{new_stack.stack.name}"
     new_stack.stack.up()
     client = vault()
-    credentials = [client.read(f"{new_stack.mount}/creds/{new_stack.role_name}")["data"]["username"]
-                   for _ in range(2)]
+    credentials = [client.read(f"{new_stack.mount}/creds/{new_stack.role_name}")["data"]["username"] for _ in range(2)]
     with new_stack.server.connect(new_stack.database) as admin:
-        admin.execute("INSERT INTO weekly_metrics_reporting (week_ending, product_downloads, github_stars, "
-                      "twitter_followers) VALUES ('2026-11-29', 4242, 0, 0)")
+        admin.execute(
+            "INSERT INTO weekly_metrics_reporting (week_ending, product_downloads, github_stars, "
+            "twitter_followers) VALUES ('2026-11-29', 4242, 0, 0)"
+        )
         made = {role for (role,) in admin.execute(MARK_QUERY, (mark,))}
     assert made == set(new_stack.program_roles)
 
@@ -43,8 +57,9 @@ def test_a_lost_state_with_live_leases_is_cleared_and_made_again(new_stack: Prog
     new_stack.run("stack", "select", "--create", "--secrets-provider", "hashivault://pgcreds-tests")
     with pytest.raises(auto.CommandError) as refused:
         new_stack.stack.up()
-    assert f"was made by this stack (its comment: {mark!r}), but the stack's state does not record it" \
-        in str(refused.value)
+    assert f"was made by this stack (its comment: {mark!r}), but the stack's state does not record it" in str(
+        refused.value
+    )
     assert f"python -m deployer.orphans remove --stack {name}" in str(refused.value)
 
     listed = orphans(new_stack, "list")
@@ -58,10 +73,16 @@ def test_a_lost_state_with_live_leases_is_cleared_and_made_again(new_stack: Prog
     assert removed.returncode == 0, removed.stderr
     assert f"{new_stack.mount}/" not in client.sys.list_mounted_secrets_engines()["data"]
     assert f"{new_stack.mount}-approle/" not in client.sys.list_auth_methods()["data"]
-    assert not [p for p in client.sys.list_acl_policies()["data"]["keys"] if p.startswith(f"pgcreds-{new_stack.mount}-")]
+    assert not [
+        p for p in client.sys.list_acl_policies()["data"]["keys"] if p.startswith(f"pgcreds-{new_stack.mount}-")
+    ]
     with new_stack.server.connect(new_stack.database) as admin:
-        left = [role for (role,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)",
-                                                  (sorted(made) + credentials,))]
+        left = [
+            role
+            for (role,) in admin.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (sorted(made) + credentials,)
+            )
+        ]
         assert left == [], "roles left behind (the leases' credentials, or the stack's own)"
         assert admin.execute(KEPT_ROW).fetchone() == (1,)
 
@@ -76,8 +97,10 @@ def test_a_lost_state_with_live_leases_is_cleared_and_made_again(new_stack: Prog
 def test_orphans_refuses_a_stack_that_has_a_state(deployed_stack: ProgramStack):
     refused = orphans(deployed_stack, "remove")
     assert refused.returncode != 0
-    assert "has a state with resources in it: `pulumi destroy` removes what it made. Nothing was changed." \
+    assert (
+        "has a state with resources in it: `pulumi destroy` removes what it made. Nothing was changed."
         in refused.stderr
+    )
     assert f"{deployed_stack.mount}/" in vault().sys.list_mounted_secrets_engines()["data"]
 
 
@@ -95,7 +118,7 @@ def test_an_application_stacks_lost_state_is_cleared_inside_the_platforms_mount(
     """An application stack's Vault objects live in its platform's mount: its
     connection (which logs in as its marked login), its Vault role and its AppRole
     go, with the role's leases; the platform and its mount stay."""
-    (name, stack), = one_application.applications.items()
+    ((name, stack),) = one_application.applications.items()
     one_application.platform.stack.up()
     stack.stack.up()
     client = vault()
@@ -112,8 +135,12 @@ def test_an_application_stacks_lost_state_is_cleared_inside_the_platforms_mount(
     assert f"{stack.mount}/" in client.sys.list_mounted_secrets_engines()["data"]  # the platform's, kept
     assert (client.list(f"{stack.mount}/config") or {}).get("data", {}).get("keys", []) == []
     with stack.server.connect(stack.database) as admin:
-        left = [r for (r,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s OR rolname = %s",
-                                            (f"{name}\\_%", username))]
+        left = [
+            r
+            for (r,) in admin.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE %s OR rolname = %s", (f"{name}\\_%", username)
+            )
+        ]
     assert left == []
 
     assert stack.stack.up().summary.result == "succeeded"

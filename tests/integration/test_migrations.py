@@ -21,8 +21,14 @@ def credential(stack: ProgramStack, role: str) -> dict:
 
 
 def connect_as(stack: ProgramStack, secret: dict) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=stack.server.port, dbname=stack.database, autocommit=True,
-                           user=secret["data"]["username"], password=secret["data"]["password"])
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=stack.server.port,
+        dbname=stack.database,
+        autocommit=True,
+        user=secret["data"]["username"],
+        password=secret["data"]["password"],
+    )
 
 
 def test_a_migration_makes_a_table_that_no_role_uses_until_the_settings_name_it(new_stack: ProgramStack):
@@ -36,8 +42,7 @@ def test_a_migration_makes_a_table_that_no_role_uses_until_the_settings_name_it(
     # The migration, as a user of the migrate role: the table is the owner role's.
     migration = credential(new_stack, migrate)
     with connect_as(new_stack, migration) as session:
-        assert session.execute("SELECT current_user, session_user").fetchone() == (
-            owner, migration["data"]["username"])
+        assert session.execute("SELECT current_user, session_user").fetchone() == (owner, migration["data"]["username"])
         session.execute(f"CREATE TABLE {table} (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text)")
         session.execute(f"INSERT INTO {table} (note) VALUES ('first')")
         assert session.execute("SELECT tableowner FROM pg_tables WHERE tablename = %s", (table,)).fetchone() == (owner,)
@@ -49,22 +54,34 @@ def test_a_migration_makes_a_table_that_no_role_uses_until_the_settings_name_it(
     vault().sys.revoke_lease(reader["lease_id"])
     report = subprocess.run(
         ["make", "--no-print-directory", "drift", f"STACK={new_stack.stack.name}", f"PROJECT={new_stack.project_dir}"],
-        cwd=REPO, env={**os.environ, **new_stack.stack.workspace.env_vars}, capture_output=True, text=True,
-        timeout=600)
+        cwd=REPO,
+        env={**os.environ, **new_stack.stack.workspace.env_vars},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert f"- {table}: usable by no application role" in report.stdout, report.stdout + report.stderr
     assert "drift: none" in report.stdout, report.stdout  # listed, not counted as drift
-    print("\n`make drift` after a migration made a table:\n" + report.stdout[report.stdout.index("drift report"):])
+    print("\n`make drift` after a migration made a table:\n" + report.stdout[report.stdout.index("drift report") :])
 
     # A name that no table has is refused at preview, naming the setting.
-    new_stack.set(roles=[{**writer, "tables": ["weekly_metrics_reporting", "no_such_table"]},
-                         {"name": migrate, "access": "migrate"}])
+    new_stack.set(
+        roles=[
+            {**writer, "tables": ["weekly_metrics_reporting", "no_such_table"]},
+            {"name": migrate, "access": "migrate"},
+        ]
+    )
     with pytest.raises(auto.CommandError) as refused:
         new_stack.stack.preview()
     assert "names the table 'no_such_table', which neither tables.py nor the database has" in str(refused.value)
 
     # Named by the settings, and `up`: a fresh credential of the application's role can use it.
-    new_stack.set(roles=[{**writer, "tables": ["weekly_metrics_reporting", table]},
-                         {"name": migrate, "access": "migrate", "defaultTtl": "10m", "maxTtl": "1h"}])
+    new_stack.set(
+        roles=[
+            {**writer, "tables": ["weekly_metrics_reporting", table]},
+            {"name": migrate, "access": "migrate", "defaultTtl": "10m", "maxTtl": "1h"},
+        ]
+    )
     new_stack.stack.up()
     writer_secret = credential(new_stack, new_stack.role_name)
     with connect_as(new_stack, writer_secret) as session:
@@ -76,14 +93,22 @@ def test_a_migration_makes_a_table_that_no_role_uses_until_the_settings_name_it(
     # Revoking the migration user drops it, and leaves the table and its rows.
     vault().sys.revoke_lease(migration["lease_id"])
     with new_stack.server.connect(new_stack.database) as admin:
-        assert admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s",
-                             (migration["data"]["username"],)).fetchone()[0] == 0
+        assert (
+            admin.execute(
+                "SELECT count(*) FROM pg_roles WHERE rolname = %s", (migration["data"]["username"],)
+            ).fetchone()[0]
+            == 0
+        )
         assert admin.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 2
     # The smoke check checks each role by its access: the migrate role creates a table as the owner.
     verify = subprocess.run(
         ["make", "--no-print-directory", "verify", f"STACK={new_stack.stack.name}", f"PROJECT={new_stack.project_dir}"],
-        cwd=REPO, env={**os.environ, **new_stack.stack.workspace.env_vars}, capture_output=True, text=True,
-        timeout=600)
+        cwd=REPO,
+        env={**os.environ, **new_stack.stack.workspace.env_vars},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert verify.returncode == 0 and "CREATE TABLE (rolled back)" in verify.stdout, verify.stdout[-3000:]
 
 

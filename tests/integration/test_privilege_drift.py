@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import hvac.exceptions
 import psycopg
 import pytest
 from psycopg import sql
@@ -27,8 +28,14 @@ def credential(stack: ProgramStack) -> dict:
 
 
 def connect_as(stack: ProgramStack, secret: dict) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=stack.database,
-                           user=secret["data"]["username"], password=secret["data"]["password"], autocommit=True)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=int(os.environ["PGPORT"]),
+        dbname=stack.database,
+        user=secret["data"]["username"],
+        password=secret["data"]["password"],
+        autocommit=True,
+    )
 
 
 def reads_salaries(stack: ProgramStack) -> bool:
@@ -54,7 +61,12 @@ def pack_preview(stack: ProgramStack, tmp_path: Path) -> auto.PreviewResult:
 def drift(stack: ProgramStack) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["make", "--no-print-directory", "drift", f"STACK={stack.stack.name}", f"PROJECT={stack.project_dir}"],
-        cwd=REPO, env={**os.environ, **stack.stack.workspace.env_vars}, capture_output=True, text=True, timeout=600)
+        cwd=REPO,
+        env={**os.environ, **stack.stack.workspace.env_vars},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def hand_grants(stack: ProgramStack, group: str, bystander: str, outsider: str) -> None:
@@ -63,29 +75,43 @@ def hand_grants(stack: ProgramStack, group: str, bystander: str, outsider: str) 
         admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(bystander)))
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(outsider)))
         for statement in (
-                "GRANT SELECT ON employee_salary TO {group}",
-                "GRANT TRUNCATE ON weekly_metrics_reporting TO {group}",
-                "GRANT UPDATE (salary) ON employee_salary TO {group}",
-                "GRANT CREATE ON SCHEMA public TO {group}",
-                "GRANT TEMPORARY ON DATABASE {database} TO {group}",
-                "GRANT pg_read_all_data TO {group}",
-                "GRANT {group} TO {outsider}",
-                "ALTER ROLE {group} CREATEDB",
-                "GRANT SELECT ON employee_salary TO PUBLIC",
-                # Outside the stack: a role of someone else's, with the same grant; it stays.
-                "GRANT SELECT ON employee_salary TO {bystander}"):
-            admin.execute(sql.SQL(statement).format(group=sql.Identifier(group), outsider=sql.Identifier(outsider),
-                                                    bystander=sql.Identifier(bystander),
-                                                    database=sql.Identifier(stack.database)))
+            "GRANT SELECT ON employee_salary TO {group}",
+            "GRANT TRUNCATE ON weekly_metrics_reporting TO {group}",
+            "GRANT UPDATE (salary) ON employee_salary TO {group}",
+            "GRANT CREATE ON SCHEMA public TO {group}",
+            "GRANT TEMPORARY ON DATABASE {database} TO {group}",
+            "GRANT pg_read_all_data TO {group}",
+            "GRANT {group} TO {outsider}",
+            "ALTER ROLE {group} CREATEDB",
+            "GRANT SELECT ON employee_salary TO PUBLIC",
+            # Outside the stack: a role of someone else's, with the same grant; it stays.
+            "GRANT SELECT ON employee_salary TO {bystander}",
+        ):
+            admin.execute(
+                sql.SQL(statement).format(
+                    group=sql.Identifier(group),
+                    outsider=sql.Identifier(outsider),
+                    bystander=sql.Identifier(bystander),
+                    database=sql.Identifier(stack.database),
+                )
+            )
 
 
-EXPECTED = ("SELECT on table public.employee_salary", "TRUNCATE on table public.weekly_metrics_reporting",
-            "UPDATE on column public.employee_salary.salary", "CREATE on schema public", "TEMPORARY on database",
-            "member of pg_read_all_data", "role attribute CREATEDB", "PUBLIC: SELECT on table public.employee_salary")
+EXPECTED = (
+    "SELECT on table public.employee_salary",
+    "TRUNCATE on table public.weekly_metrics_reporting",
+    "UPDATE on column public.employee_salary.salary",
+    "CREATE on schema public",
+    "TEMPORARY on database",
+    "member of pg_read_all_data",
+    "role attribute CREATEDB",
+    "PUBLIC: SELECT on table public.employee_salary",
+)
 
 
-def test_hand_made_grants_are_listed_at_preview_revoked_by_up_and_reported_by_drift(new_stack: ProgramStack,
-                                                                                     tmp_path: Path):
+def test_hand_made_grants_are_listed_at_preview_revoked_by_up_and_reported_by_drift(
+    new_stack: ProgramStack, tmp_path: Path
+):
     new_stack.stack.up()
     group = new_stack.role_name.replace("-", "_")
     bystander, outsider = f"bystander_{new_stack.suffix}", f"outsider_{new_stack.suffix}"
@@ -119,9 +145,12 @@ def test_hand_made_grants_are_listed_at_preview_revoked_by_up_and_reported_by_dr
         # The application's lease and session kept what the settings give it.
         assert session.execute("SELECT count(*) FROM weekly_metrics_reporting").fetchone()[0] == 3
         with admin_connect(new_stack.database) as admin:
+
             def has(role: str, privilege: str) -> bool:
-                return admin.execute("SELECT has_table_privilege(%s, 'employee_salary', %s)",
-                                     (role, privilege)).fetchone()[0]
+                return admin.execute(
+                    "SELECT has_table_privilege(%s, 'employee_salary', %s)", (role, privilege)
+                ).fetchone()[0]
+
             assert not has(group, "SELECT") and not has(group, "UPDATE")
             assert has(bystander, "SELECT")  # not the stack's: untouched
             assert admin.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (outsider, group)).fetchone()[0] is False
@@ -144,7 +173,8 @@ def test_hand_made_grants_are_listed_at_preview_revoked_by_up_and_reported_by_dr
             admin.execute(f"REVOKE SELECT ON {SALARIES} FROM PUBLIC")
             for role in (bystander, outsider):
                 admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role))) if admin.execute(
-                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() else None
+                    "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)
+                ).fetchone() else None
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
@@ -178,7 +208,7 @@ def test_a_login_left_by_a_failed_revocation_is_reported_as_an_orphan(new_stack:
         admin.execute(sql.SQL("CREATE TABLE {} ()").format(sql.Identifier(blocker)))
         admin.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(blocker), sql.Identifier(user)))
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(hvac.exceptions.VaultError):
             vault().sys.revoke_lease(stuck["lease_id"])
         # What an operator then does: force, which forgets the lease whatever the error.
         vault().sys.revoke_force(stuck["lease_id"])

@@ -14,10 +14,22 @@ from stacks import REPO, ProgramStack, admin_connect
 
 def make_style_up(stack: ProgramStack) -> subprocess.CompletedProcess:
     """`pulumi up` as the Makefile runs it (local/pulumi_run.py)."""
-    return subprocess.run([str(REPO / "venv/bin/python"), str(REPO / "local/pulumi_run.py"), "up", "--yes",
-                           "--skip-preview", "--stack", stack.stack.name], cwd=stack.project_dir,
-                          env={**os.environ, **stack.stack.workspace.env_vars}, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [
+            str(REPO / "venv/bin/python"),
+            str(REPO / "local/pulumi_run.py"),
+            "up",
+            "--yes",
+            "--skip-preview",
+            "--stack",
+            stack.stack.name,
+        ],
+        cwd=stack.project_dir,
+        env={**os.environ, **stack.stack.workspace.env_vars},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_a_grant_only_a_superuser_may_revoke_ends_the_output_with_the_statement(new_stack: ProgramStack):
@@ -42,6 +54,6 @@ def test_a_bad_setting_ends_the_output_with_the_setting_and_the_fix(new_stack: P
     stopped = make_style_up(new_stack)
     assert stopped.returncode != 0
     tail = stopped.stdout.rstrip().splitlines()
-    end = tail[tail.index(next(line for line in tail if line.startswith("pulumi up stopped"))):]
+    end = tail[tail.index(next(line for line in tail if line.startswith("pulumi up stopped"))) :]
     assert any("pgcreds:postgresPort: must be a TCP port number (1-65535), not '99999'" in line for line in end), end
     assert not any("unhandled error" in line or "Traceback" in line for line in end), end

@@ -8,8 +8,8 @@ new role issues, and the next `up` is all `same`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
@@ -32,12 +32,18 @@ def one_application(tmp_path: Path) -> Iterator[SplitStacks]:
 def credential(stack, role: str) -> psycopg.Connection:
     app = app_login(vault(), stack.outputs()["appRoles"][role])
     secret = app.secrets.database.generate_credentials(role, mount_point=stack.mount)
-    return psycopg.connect(host="127.0.0.1", port=stack.server.port, dbname=stack.database, autocommit=True,
-                           user=secret["data"]["username"], password=secret["data"]["password"])
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=stack.server.port,
+        dbname=stack.database,
+        autocommit=True,
+        user=secret["data"]["username"],
+        password=secret["data"]["password"],
+    )
 
 
 def test_a_role_renamed_in_an_application_stack_goes_through_in_one_up(one_application: SplitStacks):
-    (name, stack), = one_application.applications.items()
+    ((name, stack),) = one_application.applications.items()
     one_application.platform.stack.up()
     stack.stack.up()
     old_credential = credential(stack, f"{name}-rw")  # a live lease of the old role
@@ -48,16 +54,22 @@ def test_a_role_renamed_in_an_application_stack_goes_through_in_one_up(one_appli
     assert set(stack.stack.up().summary.resource_changes) == {"same"}
 
     with stack.server.connect(stack.database) as superuser:
-        groups = {r for (r,) in superuser.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s",
-                                                  (f"{name}\\_%",))}
-        grantees = {r for (r,) in superuser.execute(
-            "SELECT DISTINCT grantee FROM information_schema.role_table_grants WHERE table_name = %s",
-            (f"{name}_items",))}
+        groups = {
+            r for (r,) in superuser.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"{name}\\_%",))
+        }
+        grantees = {
+            r
+            for (r,) in superuser.execute(
+                "SELECT DISTINCT grantee FROM information_schema.role_table_grants WHERE table_name = %s",
+                (f"{name}_items",),
+            )
+        }
     assert f"{name}_rw" not in groups and f"{name}_writer" in groups, groups
     assert f"{name}_rw" not in grantees
     client = vault()
     assert f"{name}-rw" not in (client.list(f"{stack.mount}/roles") or {}).get("data", {}).get("keys", [])
     assert f"{name}-rw" not in (client.list(f"{stack.mount}-approle/role") or {}).get("data", {}).get("keys", [])
     with credential(stack, f"{name}-writer") as new_credential:
-        assert new_credential.execute(sql.SQL("SELECT count(*) FROM {}").format(
-            sql.Identifier(f"{name}_items"))).fetchone() == (1,)
+        assert new_credential.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(f"{name}_items"))
+        ).fetchone() == (1,)

@@ -18,8 +18,15 @@ def other_role(stack: ProgramStack, **fields) -> dict:
 
 
 def connect(stack: ProgramStack, user: str, password: str) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=int(os.environ["PGPORT"]), dbname=stack.database, user=user,
-                           password=password, autocommit=True, connect_timeout=5)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=int(os.environ["PGPORT"]),
+        dbname=stack.database,
+        user=user,
+        password=password,
+        autocommit=True,
+        connect_timeout=5,
+    )
 
 
 def issue_and_use(stack: ProgramStack, role: str) -> str:
@@ -37,9 +44,14 @@ def existing_roles(names: list[str]) -> set[str]:
 
 def make_revoke(stack: ProgramStack, role: str) -> subprocess.CompletedProcess:
     """`make revoke` as an operator runs it, on this test stack's backend."""
-    return subprocess.run(["make", "--no-print-directory", "revoke", f"ROLE={role}", f"STACK={stack.stack.name}"],
-                          cwd=REPO, env={**os.environ, **stack.stack.workspace.env_vars},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["make", "--no-print-directory", "revoke", f"ROLE={role}", f"STACK={stack.stack.name}"],
+        cwd=REPO,
+        env={**os.environ, **stack.stack.workspace.env_vars},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.both_servers
@@ -96,8 +108,10 @@ def test_break_glass_revoke_one_role_then_lock_and_unlock_it(new_stack: ProgramS
     new_stack.set(roles=new_stack.roles_config() + [other_role(new_stack)])
     new_stack.stack.up()
     client = vault()
-    leases = [client.secrets.database.generate_credentials(new_stack.role_name, mount_point=new_stack.mount)
-              for _ in range(10)]
+    leases = [
+        client.secrets.database.generate_credentials(new_stack.role_name, mount_point=new_stack.mount)
+        for _ in range(10)
+    ]
     users = [lease["data"]["username"] for lease in leases]
     sessions = [connect(new_stack, lease["data"]["username"], lease["data"]["password"]) for lease in leases[:2]]
     kept = [issue_and_use(new_stack, reader) for _ in range(2)]

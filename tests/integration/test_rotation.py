@@ -35,9 +35,20 @@ def live_leases(stack: ProgramStack) -> int:
 def break_glass(stack: ProgramStack) -> None:
     """`make revoke ROLE=<the stack's role>`: every lease of the role revoked."""
     revoke = subprocess.run(
-        ["make", "--no-print-directory", "revoke", f"ROLE={stack.role_name}", f"STACK={stack.stack.name}",
-         f"PROJECT={stack.project_dir}"], cwd=REPO, env={**os.environ, **stack.stack.workspace.env_vars},
-        capture_output=True, text=True, timeout=120)
+        [
+            "make",
+            "--no-print-directory",
+            "revoke",
+            f"ROLE={stack.role_name}",
+            f"STACK={stack.stack.name}",
+            f"PROJECT={stack.project_dir}",
+        ],
+        cwd=REPO,
+        env={**os.environ, **stack.stack.workspace.env_vars},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert revoke.returncode == 0, revoke.stdout[-2000:] + revoke.stderr[-2000:]
 
 
@@ -52,15 +63,31 @@ def test_the_example_service_lives_through_rotation_and_break_glass(new_stack: P
     secret_file.write_text(operator.write_data(paths["secretIdPath"])["data"]["secret_id"])
     secret_file.chmod(0o600)
     stats_file = tmp_path / "stats.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "client"), "PGCREDS_ROLE_ID": role_id, "PGCREDS_SECRET_ID_FILE": str(secret_file),
-           "PGCREDS_CREDS_PATH": f"{new_stack.mount}/creds/{new_stack.role_name}",
-           "PGCREDS_LOGIN_PATH": paths["loginPath"],
-           "PGCREDS_CONNINFO": f"host=127.0.0.1 port={new_stack.server.port} dbname={new_stack.database} "
-                               "sslmode=disable"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "client"),
+        "PGCREDS_ROLE_ID": role_id,
+        "PGCREDS_SECRET_ID_FILE": str(secret_file),
+        "PGCREDS_CREDS_PATH": f"{new_stack.mount}/creds/{new_stack.role_name}",
+        "PGCREDS_LOGIN_PATH": paths["loginPath"],
+        "PGCREDS_CONNINFO": f"host=127.0.0.1 port={new_stack.server.port} dbname={new_stack.database} sslmode=disable",
+    }
     service = subprocess.Popen(
-        [sys.executable, str(REPO / "examples" / "metrics_app" / "app.py"), "--seconds", str(RUN_SECONDS),
-         "--workers", str(WORKERS), "--stats", str(stats_file)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            str(REPO / "examples" / "metrics_app" / "app.py"),
+            "--seconds",
+            str(RUN_SECONDS),
+            "--workers",
+            str(WORKERS),
+            "--stats",
+            str(stats_file),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     most_leases, samples, stop = [0], [], threading.Event()
 
@@ -85,33 +112,45 @@ def test_the_example_service_lives_through_rotation_and_break_glass(new_stack: P
     assert "password=" not in (err + out).lower() and secret_file.read_text() not in err + out
     assert "'password'" not in err + out
 
-    print(f"\nrotation proof ({time.monotonic() - started:.0f} s, {WORKERS} workers, leases 10 s / 30 s, "
-          f"break-glass at {REVOKE_AT} s): {stats['queries']} queries, {stats['failed']} failed, "
-          f"{stats['retried']} run again after the connection was lost, {stats['credentials_read']} credentials "
-          f"read, at most {most_leases[0]} live leases, longest gap between two successful queries "
-          f"{stats['longest_gap_seconds']} s, {len(stats['rows'])} rows written")
+    print(
+        f"\nrotation proof ({time.monotonic() - started:.0f} s, {WORKERS} workers, leases 10 s / 30 s, "
+        f"break-glass at {REVOKE_AT} s): {stats['queries']} queries, {stats['failed']} failed, "
+        f"{stats['retried']} run again after the connection was lost, {stats['credentials_read']} credentials "
+        f"read, at most {most_leases[0]} live leases, longest gap between two successful queries "
+        f"{stats['longest_gap_seconds']} s, {len(stats['rows'])} rows written"
+    )
     assert stats["failed"] == 0, stats["errors"]
     assert stats["queries"] > 2000 and len(stats["rows"]) > 1000
     assert most_leases[0] <= 2, samples
     # Rotations every ~20 s and one forced by the revocation: about five credentials in 80 s.
     assert 3 <= stats["credentials_read"] <= 10, stats
-    with psycopg.connect(host="127.0.0.1", port=new_stack.server.port, dbname=new_stack.database,
-                         user="postgres", password=new_stack.server.superuser_password_file.read_text().strip(),
-                         autocommit=True) as admin:
-        found = admin.execute("SELECT count(*) FROM weekly_metrics_reporting WHERE id = ANY(%s)",
-                              (stats["rows"],)).fetchone()[0]
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=new_stack.server.port,
+        dbname=new_stack.database,
+        user="postgres",
+        password=new_stack.server.superuser_password_file.read_text().strip(),
+        autocommit=True,
+    ) as admin:
+        found = admin.execute(
+            "SELECT count(*) FROM weekly_metrics_reporting WHERE id = ANY(%s)", (stats["rows"],)
+        ).fetchone()[0]
         assert found == len(stats["rows"])
         group = new_stack.role_name.replace("-", "_")
         # The service revoked its own lease on the way out; every earlier one ended or was revoked.
-        users = admin.execute("SELECT r.rolname FROM pg_roles r JOIN pg_auth_members m ON m.member = r.oid "
-                              "JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = %s AND r.rolcanlogin "
-                              "AND r.rolvaliduntil < 'infinity' AND r.rolname LIKE 'v-%%'", (group,)).fetchall()
+        users = admin.execute(
+            "SELECT r.rolname FROM pg_roles r JOIN pg_auth_members m ON m.member = r.oid "
+            "JOIN pg_roles g ON g.oid = m.roleid WHERE g.rolname = %s AND r.rolcanlogin "
+            "AND r.rolvaliduntil < 'infinity' AND r.rolname LIKE 'v-%%'",
+            (group,),
+        ).fetchall()
         assert users == [], users
     assert live_leases(new_stack) == 0
 
 
-def test_after_break_glass_a_used_up_secret_id_is_said_once_and_the_outage_is_measured(new_stack: ProgramStack,
-                                                                                       tmp_path: Path):
+def test_after_break_glass_a_used_up_secret_id_is_said_once_and_the_outage_is_measured(
+    new_stack: ProgramStack, tmp_path: Path
+):
     """Issue "No single mistake wedges a stack", class 9: with the default
     secretIdUses (1), the service's one login is spent; after `make revoke` it must
     log in again and cannot. It says what it needs (once, not a loop of "reading a
@@ -119,19 +158,33 @@ def test_after_break_glass_a_used_up_secret_id_is_said_once_and_the_outage_is_me
     new_stack.stack.up()  # the role's defaults: one login per secret-id
     paths = new_stack.outputs()["appRoles"][new_stack.role_name]
     operator = vault()
-    env = {**os.environ, "PYTHONPATH": str(REPO / "client"),
-           "PGCREDS_ROLE_ID": operator.read(paths["roleIdPath"])["data"]["role_id"],
-           "PGCREDS_SECRET_ID": operator.write_data(paths["secretIdPath"])["data"]["secret_id"],
-           "PGCREDS_CREDS_PATH": f"{new_stack.mount}/creds/{new_stack.role_name}",
-           "PGCREDS_LOGIN_PATH": paths["loginPath"],
-           "PGCREDS_CONNINFO": f"host=127.0.0.1 port={new_stack.server.port} dbname={new_stack.database} "
-                               "sslmode=disable"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO / "client"),
+        "PGCREDS_ROLE_ID": operator.read(paths["roleIdPath"])["data"]["role_id"],
+        "PGCREDS_SECRET_ID": operator.write_data(paths["secretIdPath"])["data"]["secret_id"],
+        "PGCREDS_CREDS_PATH": f"{new_stack.mount}/creds/{new_stack.role_name}",
+        "PGCREDS_LOGIN_PATH": paths["loginPath"],
+        "PGCREDS_CONNINFO": f"host=127.0.0.1 port={new_stack.server.port} dbname={new_stack.database} sslmode=disable",
+    }
     env.pop("PGCREDS_SECRET_ID_FILE", None)
     stats_file, seconds, revoke_at = tmp_path / "stats.json", 14, 4
     service = subprocess.Popen(
-        [sys.executable, str(REPO / "examples" / "metrics_app" / "app.py"), "--seconds", str(seconds),
-         "--workers", "2", "--stats", str(stats_file)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        [
+            sys.executable,
+            str(REPO / "examples" / "metrics_app" / "app.py"),
+            "--seconds",
+            str(seconds),
+            "--workers",
+            "2",
+            "--stats",
+            str(stats_file),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(revoke_at)
     break_glass(new_stack)
     out, err = service.communicate(timeout=seconds + 60)
@@ -144,8 +197,13 @@ def test_after_break_glass_a_used_up_secret_id_is_said_once_and_the_outage_is_me
     assert stats["longest_gap_seconds"] >= seconds - revoke_at - 4, stats
     # The way out it names: a new secret-id; the service runs again, and the stack is as it was.
     env["PGCREDS_SECRET_ID"] = operator.write_data(paths["secretIdPath"])["data"]["secret_id"]
-    again = subprocess.run([sys.executable, str(REPO / "examples" / "metrics_app" / "app.py"), "--seconds", "3",
-                            "--workers", "2"], env=env, capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "metrics_app" / "app.py"), "--seconds", "3", "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 0, again.stdout + again.stderr[-2000:]
     assert set(new_stack.stack.preview(refresh=True).change_summary) == {"same"}
     assert live_leases(new_stack) == 0

@@ -12,8 +12,8 @@ alter another application's group, which the test tries."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import hvac
 import hvac.exceptions
@@ -70,8 +70,11 @@ def preview_login(server, pgpass: Path) -> str:
     name, password = f"v-preview-{secrets.token_hex(4)}", secrets.token_urlsafe(24)
     with server.connect() as superuser:
         for statement in PREVIEW_USER_CREATION:
-            superuser.execute(statement.replace("{{name}}", name).replace("{{password}}", password)
-                              .replace("{{expiration}}", "infinity"))
+            superuser.execute(
+                statement.replace("{{name}}", name)
+                .replace("{{password}}", password)
+                .replace("{{expiration}}", "infinity")
+            )
     with pgpass.open("a") as out:
         out.write(f"127.0.0.1:{server.port}:*:{name}:{password}\n")
     return name
@@ -82,8 +85,14 @@ def issue_and_use(root: hvac.Client, stack: ProgramStack, application: str) -> p
     paths = stack.outputs()["appRoles"][f"{application}-rw"]
     app = app_login(root, paths)
     secret = app.secrets.database.generate_credentials(f"{application}-rw", mount_point=stack.mount)
-    conn = psycopg.connect(host="127.0.0.1", port=stack.server.port, dbname=stack.database, autocommit=True,
-                           user=secret["data"]["username"], password=secret["data"]["password"])
+    conn = psycopg.connect(
+        host="127.0.0.1",
+        port=stack.server.port,
+        dbname=stack.database,
+        autocommit=True,
+        user=secret["data"]["username"],
+        password=secret["data"]["password"],
+    )
     conn.execute(sql.SQL("INSERT INTO {} (value) VALUES (1)").format(sql.Identifier(f"{application}_items")))
     return conn
 
@@ -99,8 +108,12 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
     with platform.environment(VAULT_TOKEN=tokens[""], BAO_TOKEN=tokens[""]):
         platform.stack.up()
     made = {t for t in platform.resource_types() if not t.startswith(("pulumi:", "pgcreds:"))}
-    assert made == {"vault:index/mount:Mount", "vault:index/authBackend:AuthBackend", "vault:index/policy:Policy",
-                    "pulumi-python:dynamic/vault:PlatformInUse"}
+    assert made == {
+        "vault:index/mount:Mount",
+        "vault:index/authBackend:AuthBackend",
+        "vault:index/policy:Policy",
+        "pulumi-python:dynamic/vault:PlatformInUse",
+    }
     tokens.update({name: deploy_token(root, split, stack, name) for name, stack in split.applications.items()})
     for name, stack in split.applications.items():
         with stack.environment(VAULT_TOKEN=tokens[name], BAO_TOKEN=tokens[name]):
@@ -109,9 +122,12 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
     # Each application's tables are in its own schema, owned by its owner role, and
     # its credentials find them there (their search_path).
     with stack_a.server.connect(stack_a.database) as superuser:
-        placed = superuser.execute("SELECT n.nspname, pg_get_userbyid(n.nspowner), c.relname FROM pg_class c "
-                                   "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname LIKE %s "
-                                   "AND c.relkind = 'r' ORDER BY 3", ("%\\_items",)).fetchall()
+        placed = superuser.execute(
+            "SELECT n.nspname, pg_get_userbyid(n.nspowner), c.relname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname LIKE %s "
+            "AND c.relkind = 'r' ORDER BY 3",
+            ("%\\_items",),
+        ).fetchall()
     assert placed == [(a, f"{a}_owner", f"{a}_items"), (b, f"{b}_owner", f"{b}_items")], placed
 
     # Each issues working credentials, on its own table alone.
@@ -128,15 +144,18 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
     # A's deploy token may not touch B's Vault objects, the platform's, or policies.
     deployer_a = hvac.Client(url=root.url, token=tokens[a], verify=vault_tls_verify())
     refused = {
-        "B's Vault role": lambda: deployer_a.write(f"{stack_a.mount}/roles/{b}-rw", db_name=b,
-                                                   creation_statements=["SELECT 1"]),
+        "B's Vault role": lambda: deployer_a.write(
+            f"{stack_a.mount}/roles/{b}-rw", db_name=b, creation_statements=["SELECT 1"]
+        ),
         "B's connection": lambda: deployer_a.delete(f"{stack_a.mount}/config/{b}"),
         "B's leases": lambda: deployer_a.sys.revoke_prefix(f"{stack_a.mount}/creds/{b}-rw"),
         "B's AppRole": lambda: deployer_a.write(f"{stack_a.mount}-approle/role/{b}-rw", token_ttl=60),
         "an AppRole of its own with another policy": lambda: deployer_a.write(
-            f"{stack_a.mount}-approle/role/{a}-rw", token_policies=["root"]),
-        "a policy": lambda: deployer_a.sys.create_or_update_acl_policy(f"pgcreds-{stack_a.mount}-{a}-x",
-                                                                       'path "*" { capabilities = ["read"] }'),
+            f"{stack_a.mount}-approle/role/{a}-rw", token_policies=["root"]
+        ),
+        "a policy": lambda: deployer_a.sys.create_or_update_acl_policy(
+            f"pgcreds-{stack_a.mount}-{a}-x", 'path "*" { capabilities = ["read"] }'
+        ),
         "the platform's mount": lambda: deployer_a.sys.disable_secrets_engine(stack_a.mount),
     }
     for what, attempt in refused.items():
@@ -145,8 +164,14 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
             pytest.fail(f"A's deploy token could change {what}")
 
     # Each application deploys as its own PostgreSQL login, and A's may not touch B's objects.
-    deploy_a = psycopg.connect(host="127.0.0.1", port=stack_a.server.port, dbname=stack_a.database, autocommit=True,
-                               user=application_login(a), password=split.login_passwords[a])
+    deploy_a = psycopg.connect(
+        host="127.0.0.1",
+        port=stack_a.server.port,
+        dbname=stack_a.database,
+        autocommit=True,
+        user=application_login(a),
+        password=split.login_passwords[a],
+    )
     for what, statement in {
         "read B's table": sql.SQL("SELECT * FROM {}").format(sql.Identifier(b, f"{b}_items")),
         "create in B's schema": sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(b, "x")),
@@ -161,9 +186,13 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
             pytest.fail(f"A's deploy login could {what}")
     deploy_a.close()
     capabilities = hvac.Client(url=root.url, token=tokens[a], verify=vault_tls_verify()).write(
-        "sys/capabilities-self", paths=[f"pgcreds-platform/static-creds/deployer-{a}",
-                                        f"pgcreds-platform/static-creds/deployer-{b}",
-                                        "pgcreds-platform/static-creds/deployer"])
+        "sys/capabilities-self",
+        paths=[
+            f"pgcreds-platform/static-creds/deployer-{a}",
+            f"pgcreds-platform/static-creds/deployer-{b}",
+            "pgcreds-platform/static-creds/deployer",
+        ],
+    )
     assert capabilities[f"pgcreds-platform/static-creds/deployer-{a}"] == ["read"]
     assert capabilities[f"pgcreds-platform/static-creds/deployer-{b}"] == ["deny"]
     assert capabilities["pgcreds-platform/static-creds/deployer"] == ["deny"]
@@ -179,20 +208,31 @@ def test_platform_and_two_applications_each_alone_in_its_own_objects(split: Spli
     # PostgreSQL: A's Vault login holds ADMIN OPTION on A's roles alone, and may not alter B's.
     (login_a,) = stack_a.vault_logins()
     with stack_a.server.connect(stack_a.database) as superuser:
-        administered = [name for (name,) in superuser.execute(
-            "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-            "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s AND m.admin_option", (login_a,))]
+        administered = [
+            name
+            for (name,) in superuser.execute(
+                "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+                "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s AND m.admin_option",
+                (login_a,),
+            )
+        ]
         # (16+: and the users it made, which it administers from their creation)
         assert f"{a}_rw" in administered and all(
-            name == f"{a}_rw" or name.startswith(f"v-{a}-rw-") for name in administered), administered
+            name == f"{a}_rw" or name.startswith(f"v-{a}-rw-") for name in administered
+        ), administered
         superuser.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(login_a)))
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             superuser.execute(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 0").format(sql.Identifier(f"{b}_rw")))
 
     # The platform's destroy waits for its applications: refused, and nothing of it goes.
-    with pytest.raises(auto.CommandError) as failure, platform.environment(VAULT_TOKEN=tokens[""], BAO_TOKEN=tokens[""]):
+    with (
+        pytest.raises(auto.CommandError) as failure,
+        platform.environment(VAULT_TOKEN=tokens[""], BAO_TOKEN=tokens[""]),
+    ):
         platform.stack.destroy()
-    assert "still holds the connections" in str(failure.value) and "`pulumi destroy` those stacks first" in str(failure.value)
+    assert "still holds the connections" in str(failure.value) and "`pulumi destroy` those stacks first" in str(
+        failure.value
+    )
     assert f"{platform.mount}/" in root.sys.list_mounted_secrets_engines()["data"]
     issue_and_use(root, stack_b, b).close()
 

@@ -9,25 +9,26 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from pulumi import automation as auto
 
 from deployer.session import STATE_COMPRESSION
 from stacks import ProgramStack, admin_connect, cleanup, make_stack
 
 pytestmark = pytest.mark.both_servers  # and again on HashiCorp Vault (make test-vault)
-(SETTING, EXTENSION), = STATE_COMPRESSION.items()
+((SETTING, EXTENSION),) = STATE_COMPRESSION.items()
 PLAIN = {SETTING: ""}  # (an empty value is unset for the CLI)
 
 
 def stack_files(stack: ProgramStack) -> dict[str, int]:
     """The stack's file in the state table, by key (its `.bak` left out): bytes stored."""
     with admin_connect("pulumi_state") as admin:
-        rows = admin.execute("SELECT key, octet_length(data::text) FROM pulumi_state WHERE key LIKE %s "
-                             "AND key NOT LIKE '%%.bak'", (f"%.pulumi/stacks/%/{stack.stack.name}.json%",)).fetchall()
+        rows = admin.execute(
+            "SELECT key, octet_length(data::text) FROM pulumi_state WHERE key LIKE %s AND key NOT LIKE '%%.bak'",
+            (f"%.pulumi/stacks/%/{stack.stack.name}.json%",),
+        ).fetchall()
     return dict(rows)
 
 
@@ -43,12 +44,12 @@ def team_stack(tmp_path: Path) -> Iterator[ProgramStack]:
 def test_the_session_compresses_the_state_and_a_plain_cli_still_reads_and_writes_it(team_stack: ProgramStack):
     assert os.environ.get(SETTING) == "true", f"the deploy session exports {SETTING}=true"
     team_stack.stack.up()  # as before the session compressed anything
-    (plain_key, plain_size), = stack_files(team_stack).items()
+    ((plain_key, plain_size),) = stack_files(team_stack).items()
     assert plain_key.endswith(".json")
 
     with team_stack.environment(**{SETTING: "true"}):
         assert set(team_stack.stack.up().summary.resource_changes) == {"same"}
-    (compressed_key, compressed_size), = stack_files(team_stack).items()  # (the plain file is gone)
+    ((compressed_key, compressed_size),) = stack_files(team_stack).items()  # (the plain file is gone)
     assert compressed_key == plain_key + EXTENSION
     assert compressed_size * 3 < plain_size, (compressed_size, plain_size)
 

@@ -18,8 +18,9 @@ from stacks import REPO, vault
 def open_session(folder: Path, **extra: str) -> tuple[dict[str, str], str]:
     """`. local/dev-env.sh` with its own session folder: the environment and what it said."""
     env = {**os.environ, "PGCREDS_SESSION_DIR": str(folder), **extra}
-    done = subprocess.run(["bash", "-c", ". local/dev-env.sh >/dev/null && env -0"], cwd=REPO, env=env,
-                          capture_output=True, check=True)
+    done = subprocess.run(
+        ["bash", "-c", ". local/dev-env.sh >/dev/null && env -0"], cwd=REPO, env=env, capture_output=True, check=True
+    )
     values = dict(entry.decode().split("=", 1) for entry in done.stdout.split(b"\0") if b"=" in entry)
     return values, done.stderr.decode()
 
@@ -31,10 +32,17 @@ def state_user(env: dict[str, str]) -> str:
 def logs_in(env: dict[str, str]) -> bool:
     """Both of the session's logins work, as the CLI and the providers use them."""
     try:
-        subprocess.run(["psql", "-w", "-At", env["PULUMI_BACKEND_URL"], "-c", "SELECT 1"], env=env, check=True,
-                       capture_output=True)
-        psycopg.connect(host="127.0.0.1", port=int(env["PGPORT"]), dbname="postgres", user=env["PGUSER"],
-                        passfile=env["PGPASSFILE"], connect_timeout=10).close()
+        subprocess.run(
+            ["psql", "-w", "-At", env["PULUMI_BACKEND_URL"], "-c", "SELECT 1"], env=env, check=True, capture_output=True
+        )
+        psycopg.connect(
+            host="127.0.0.1",
+            port=int(env["PGPORT"]),
+            dbname="postgres",
+            user=env["PGUSER"],
+            passfile=env["PGPASSFILE"],
+            connect_timeout=10,
+        ).close()
         return True
     except (subprocess.CalledProcessError, psycopg.OperationalError):
         return False
@@ -73,8 +81,15 @@ def test_a_pgpassword_in_the_shell_is_unset_by_the_session(tmp_path: Path):
     assert logs_in(env)
     # And a run that gets one anyway is refused before anything, with the reason.
     check = subprocess.run(
-        [str(REPO / "venv/bin/python"), "-c",
-         "import os, settings; settings.parse_settings({'vaultAddress': 'https://127.0.0.1:1'}, lambda k: None, "
-         "os.environ, 'dev')"],
-        cwd=REPO, env={**env, "PGPASSWORD": "from-my-bashrc"}, capture_output=True, text=True)
+        [
+            str(REPO / "venv/bin/python"),
+            "-c",
+            "import os, settings; settings.parse_settings({'vaultAddress': 'https://127.0.0.1:1'}, lambda k: None, "
+            "os.environ, 'dev')",
+        ],
+        cwd=REPO,
+        env={**env, "PGPASSWORD": "from-my-bashrc"},
+        capture_output=True,
+        text=True,
+    )
     assert check.returncode != 0 and "PGPASSWORD is set beside the deploy session's PGPASSFILE" in check.stderr

@@ -9,8 +9,8 @@ import base64
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import hvac.exceptions
 import pytest
@@ -24,13 +24,31 @@ BOOTSTRAP = ["--pg-host", "127.0.0.1", "--repository", "local/pg-dynamic-creds",
 
 def bootstrap(stack: ProgramStack, backups: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(REPO / "venv/bin/python"), "-m", "deployer.bootstrap", *BOOTSTRAP, "--pg-port", os.environ["PGPORT"],
-         "--pg-sslmode", os.environ.get("PGCREDS_PG_SSLMODE", "verify-full"),
-         "--pg-sslrootcert", os.environ["PGCREDS_TEST_CA"], "--stack", f"{stack.stack.name}:{stack.mount}",
-         "--key-backup-dir", str(backups), "--password-stdin",
-         "--jwt-pubkey", str(Path(os.environ["PGCREDS_LOCAL_DIR"]) / "ci-oidc" / "issuer.pub.pem")],
-        cwd=REPO, input=Path(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]).read_text(), capture_output=True,
-        text=True, timeout=120)
+        [
+            str(REPO / "venv/bin/python"),
+            "-m",
+            "deployer.bootstrap",
+            *BOOTSTRAP,
+            "--pg-port",
+            os.environ["PGPORT"],
+            "--pg-sslmode",
+            os.environ.get("PGCREDS_PG_SSLMODE", "verify-full"),
+            "--pg-sslrootcert",
+            os.environ["PGCREDS_TEST_CA"],
+            "--stack",
+            f"{stack.stack.name}:{stack.mount}",
+            "--key-backup-dir",
+            str(backups),
+            "--password-stdin",
+            "--jwt-pubkey",
+            str(Path(os.environ["PGCREDS_LOCAL_DIR"]) / "ci-oidc" / "issuer.pub.pem"),
+        ],
+        cwd=REPO,
+        input=Path(os.environ["PGCREDS_SUPERUSER_PASSWORD_FILE"]).read_text(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -39,8 +57,12 @@ def keyed_stack(tmp_path: Path) -> Iterator[ProgramStack]:
     test_stack = make_stack(tmp_path, env={"PULUMI_BACKEND_URL": os.environ["PULUMI_BACKEND_URL"]})
     yield test_stack
     cleanup(test_stack)
-    subprocess.run(["pulumi", "stack", "rm", "--yes", "--force", "--stack", test_stack.stack.name], cwd=test_stack.project_dir,
-                   env={**os.environ, **test_stack.stack.workspace.env_vars}, capture_output=True)
+    subprocess.run(
+        ["pulumi", "stack", "rm", "--yes", "--force", "--stack", test_stack.stack.name],
+        cwd=test_stack.project_dir,
+        env={**os.environ, **test_stack.stack.workspace.env_vars},
+        capture_output=True,
+    )
     client, name = vault(), test_stack.stack.name
     for kind in ("deploy", "preview"):
         client.sys.delete_acl_policy(f"pgcreds-{kind}-{name}")
@@ -52,8 +74,9 @@ def keyed_stack(tmp_path: Path) -> Iterator[ProgramStack]:
         pass  # gone already
 
 
-def test_a_deleted_transit_key_is_refused_a_new_one_and_restored_from_its_backup(keyed_stack: ProgramStack,
-                                                                                  tmp_path: Path):
+def test_a_deleted_transit_key_is_refused_a_new_one_and_restored_from_its_backup(
+    keyed_stack: ProgramStack, tmp_path: Path
+):
     backups, name = tmp_path / "backups", keyed_stack.stack.name
     made = bootstrap(keyed_stack, backups)
     assert made.returncode == 0, made.stderr
@@ -76,8 +99,22 @@ def test_a_deleted_transit_key_is_refused_a_new_one_and_restored_from_its_backup
     with pytest.raises(hvac.exceptions.InvalidPath):
         client.secrets.transit.read_key(transit_key(name))
 
-    restored = subprocess.run([str(REPO / "venv/bin/python"), "-m", "deployer.keys", "restore", "--stack", name,
-                               "--backup-dir", str(backups)], cwd=REPO, capture_output=True, text=True, timeout=60)
+    restored = subprocess.run(
+        [
+            str(REPO / "venv/bin/python"),
+            "-m",
+            "deployer.keys",
+            "restore",
+            "--stack",
+            name,
+            "--backup-dir",
+            str(backups),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert restored.returncode == 0, restored.stderr
     assert set(keyed_stack.stack.up(refresh=True).summary.resource_changes) == {"same"}
     assert keyed_stack.smoke_check().passed
@@ -90,9 +127,13 @@ def foreign_encrypted_key(key: str = "pgcreds-dev") -> str:
 
 
 def recover(stack: ProgramStack) -> subprocess.CompletedProcess:
-    return subprocess.run([str(REPO / "venv/bin/python"), str(REPO / "local/recover_stack.py"), stack.stack.name,
-                           str(stack.project_dir)], env={**os.environ, **stack.stack.workspace.env_vars},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(REPO / "venv/bin/python"), str(REPO / "local/recover_stack.py"), stack.stack.name, str(stack.project_dir)],
+        env={**os.environ, **stack.stack.workspace.env_vars},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_a_stack_file_whose_encryptedkey_wiped_servers_made_is_put_right_by_make_up(new_stack: ProgramStack):
@@ -105,9 +146,13 @@ def test_a_stack_file_whose_encryptedkey_wiped_servers_made_is_put_right_by_make
     text = re.sub(r"^encryptedkey:.*\n", "", stack_file.read_text(), flags=re.MULTILINE)
     assert "secretsprovider: hashivault://pgcreds-tests" in text
     stack_file.write_text(text + f"encryptedkey: {foreign_encrypted_key()}\n")
-    as_before = subprocess.run(["pulumi", "stack", "init", name, "--non-interactive", "--secrets-provider",
-                                "hashivault://pgcreds-tests"], cwd=new_stack.project_dir,
-                               env={**os.environ, **new_stack.stack.workspace.env_vars}, capture_output=True, text=True)
+    as_before = subprocess.run(
+        ["pulumi", "stack", "init", name, "--non-interactive", "--secrets-provider", "hashivault://pgcreds-tests"],
+        cwd=new_stack.project_dir,
+        env={**os.environ, **new_stack.stack.workspace.env_vars},
+        capture_output=True,
+        text=True,
+    )
     assert "message authentication failed" in as_before.stdout + as_before.stderr  # what it did before
     fixed = recover(new_stack)
     assert fixed.returncode == 0, fixed.stderr
@@ -129,14 +174,17 @@ def test_with_a_state_here_the_line_takes_the_states_data_key_or_names_the_resto
     stack_file.write_text(text + f"encryptedkey: {foreign_encrypted_key()}\n")
     fixed = recover(new_stack)
     assert fixed.returncode == 0, fixed.stderr
-    assert "the stack's state here records its own, which this Vault decrypts: the line now holds that one" \
-        in fixed.stderr
+    assert (
+        "the stack's state here records its own, which this Vault decrypts: the line now holds that one" in fixed.stderr
+    )
     assert own_key in stack_file.read_text()
     assert set(new_stack.stack.preview().change_summary) == {"same"}
 
     # Named, not touched: a secrets provider whose key decrypts neither line.
-    stack_file.write_text(text.replace("hashivault://pgcreds-tests", "hashivault://pgcreds-dev")
-                          + f"encryptedkey: {foreign_encrypted_key(key='pgcreds-tests')}\n")
+    stack_file.write_text(
+        text.replace("hashivault://pgcreds-tests", "hashivault://pgcreds-dev")
+        + f"encryptedkey: {foreign_encrypted_key(key='pgcreds-tests')}\n"
+    )
     stopped = recover(new_stack)
     assert stopped.returncode != 0
     assert "cannot be decrypted with the transit key pgcreds-dev" in stopped.stderr

@@ -18,15 +18,19 @@ from stacks import ProgramStack, vault
 def deployer_policy(stack: ProgramStack) -> str:
     """What the bootstrap gives a stack's deploy role: the program's needs on the stack's
     mount, and the deploy session's (its transit key: the tests' one)."""
-    return "".join(policy_text(name, StackSpec("tests", stack.mount)) for name in ("deployer.hcl", "deploy-session.hcl"))
+    return "".join(
+        policy_text(name, StackSpec("tests", stack.mount)) for name in ("deployer.hcl", "deploy-session.hcl")
+    )
 
 
 def test_deployer_policy_and_application_identities(new_stack: ProgramStack):
     root = vault()
     policy = f"{new_stack.mount}-deployer"
     other_role = f"r{new_stack.suffix}-read"
-    new_stack.set(roles=new_stack.roles_config() + [
-        {"name": other_role, "tables": ["weekly_metrics_reporting"], "access": "read"}])
+    new_stack.set(
+        roles=new_stack.roles_config()
+        + [{"name": other_role, "tables": ["weekly_metrics_reporting"], "access": "read"}]
+    )
     root.sys.create_or_update_policy(policy, deployer_policy(new_stack))
     try:
         deployer_token = root.auth.token.create(policies=[policy], ttl="10m")["auth"]["client_token"]
@@ -43,7 +47,8 @@ def test_deployer_policy_and_application_identities(new_stack: ProgramStack):
 
         denied = {
             "another role's credentials": lambda: app.secrets.database.generate_credentials(
-                other_role, mount_point=new_stack.mount),
+                other_role, mount_point=new_stack.mount
+            ),
             "the connection": lambda: app.secrets.database.read_connection("postgresql", mount_point=new_stack.mount),
             "sys/mounts": lambda: app.sys.list_mounted_secrets_engines(),
             "its own policy": lambda: app.sys.read_acl_policy(paths["policy"]),

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import hvac.exceptions
 import pytest
-
-from preflight import vault_server
 from psycopg import sql
 
+from preflight import vault_server
 from stacks import ProgramStack, admin_connect, vault
 
 pytestmark = pytest.mark.both_servers  # and again on HashiCorp Vault (make test-vault)
@@ -48,18 +47,43 @@ def probe(mount: str, *, tls_ca: str, url_ca: str = "") -> str:
     exist: past the TLS handshake the server refuses the password, before it the
     certificate is the error. Returns Vault's error."""
     port = os.environ["PGPORT"]
-    url = (f"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{port}/postgres?sslmode=verify-full"
-           + (f"&sslrootcert={url_ca}" if url_ca else ""))
+    url = f"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{port}/postgres?sslmode=verify-full" + (
+        f"&sslrootcert={url_ca}" if url_ca else ""
+    )
     with pytest.raises(hvac.exceptions.VaultError) as refused:
-        vault().write(f"{mount}/config/probe", plugin_name="postgresql-database-plugin", connection_url=url,
-                      username="nobody_here", password="not-a-password", tls_ca=tls_ca, verify_connection=True)
+        vault().write(
+            f"{mount}/config/probe",
+            plugin_name="postgresql-database-plugin",
+            connection_url=url,
+            username="nobody_here",
+            password="not-a-password",
+            tls_ca=tls_ca,
+            verify_connection=True,
+        )
     return str(refused.value)
 
 
 def other_ca(folder: Path) -> str:
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
-                    "-keyout", str(folder / "other.key"), "-out", str(folder / "other.pem")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+            "-keyout",
+            str(folder / "other.key"),
+            "-out",
+            str(folder / "other.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return (folder / "other.pem").read_text()
 
 
@@ -102,9 +126,15 @@ def test_a_rotation_schedule_for_static_roles_on_vault_only(probe_mount: str):
     with admin_connect() as admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(login)))
     try:
-        client.write(f"{probe_mount}/config/pg", plugin_name="postgresql-database-plugin", allowed_roles="*",
-                     connection_url=f"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{os.environ['PGPORT']}"
-                                    "/postgres?sslmode=require", username="postgres", password=superuser_password)
+        client.write(
+            f"{probe_mount}/config/pg",
+            plugin_name="postgresql-database-plugin",
+            allowed_roles="*",
+            connection_url=f"postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{os.environ['PGPORT']}"
+            "/postgres?sslmode=require",
+            username="postgres",
+            password=superuser_password,
+        )
         scheduled = dict(db_name="pg", username=login, rotation_schedule="0 3 * * *", rotation_window=3600)
         if SERVER == "vault":
             client.write(f"{probe_mount}/static-roles/s", **scheduled)

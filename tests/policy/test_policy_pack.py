@@ -23,8 +23,13 @@ POLICY_PACK = str(REPO / "policy")
 
 @pytest.fixture(scope="module", autouse=True)
 def toolchain_on_path() -> None:
-    os.environ.update({key: value for key, value in sourced_env("toolchain/env.sh").items()
-                       if key == "PATH" or key.startswith("PULUMI_")})
+    os.environ.update(
+        {
+            key: value
+            for key, value in sourced_env("toolchain/env.sh").items()
+            if key == "PATH" or key.startswith("PULUMI_")
+        }
+    )
     assert shutil.which("pulumi")
 
 
@@ -32,12 +37,20 @@ def preview(tmp_path: Path, case: str, environment: str = "staging") -> auto.Pre
     program = tmp_path / "program"
     shutil.copytree(Path(__file__).parent / "program", program)
     (program / "Pulumi.yaml").write_text(
-        (program / "Pulumi.yaml").read_text().replace("../../../venv", str(REPO / "venv")))
-    stack = auto.create_stack(stack_name=environment, work_dir=str(program), opts=auto.LocalWorkspaceOptions(
-        secrets_provider=TEST_SECRETS_PROVIDER, env_vars={
-            **file_backend(tmp_path / "state"),
-            # the program and its dynamic providers import the project's own modules
-            "PYTHONPATH": str(REPO)}))
+        (program / "Pulumi.yaml").read_text().replace("../../../venv", str(REPO / "venv"))
+    )
+    stack = auto.create_stack(
+        stack_name=environment,
+        work_dir=str(program),
+        opts=auto.LocalWorkspaceOptions(
+            secrets_provider=TEST_SECRETS_PROVIDER,
+            env_vars={
+                **file_backend(tmp_path / "state"),
+                # the program and its dynamic providers import the project's own modules
+                "PYTHONPATH": str(REPO),
+            },
+        ),
+    )
     stack.set_config("policy-cases:case", auto.ConfigValue(case))
     return stack.preview(policy_packs=[POLICY_PACK])
 
@@ -89,15 +102,26 @@ def test_the_program_itself_keeps_every_guardrail(tmp_path: Path, stack_name: st
         subprocess.run([str(REPO / "local" / script), "start"], check=True, capture_output=True)
     servers = sourced_env("local/dev-env.sh")
     project = copy_program(tmp_path / "project", stack_files=("Pulumi.dev.yaml", "Pulumi.staging.yaml"))
-    stack = auto.create_stack(stack_name=stack_name, work_dir=str(project), opts=auto.LocalWorkspaceOptions(
-        secrets_provider=TEST_SECRETS_PROVIDER, env_vars={
-            **file_backend(tmp_path / "state"), "PGPASSFILE": servers["PGPASSFILE"]}))
+    stack = auto.create_stack(
+        stack_name=stack_name,
+        work_dir=str(project),
+        opts=auto.LocalWorkspaceOptions(
+            secrets_provider=TEST_SECRETS_PROVIDER,
+            env_vars={**file_backend(tmp_path / "state"), "PGPASSFILE": servers["PGPASSFILE"]},
+        ),
+    )
     suffix = secrets.token_hex(3)
     roles = json.loads(stack.get_config("pgcreds:roles").value)
-    local = {"postgresHost": "127.0.0.1", "postgresPort": servers["PGPORT"], "postgresDatabase": "postgres",
-             "postgresAdminUser": "pgcreds_deployer", "vaultAddress": servers["VAULT_ADDR"],
-             "tableOwnerRole": f"pc_{suffix}_owner", "vaultAdminRole": f"pc_{suffix}_vault_admin",
-             "roles": json.dumps([{**role, "name": f"pc{suffix}-{role['name']}"} for role in roles])}
+    local = {
+        "postgresHost": "127.0.0.1",
+        "postgresPort": servers["PGPORT"],
+        "postgresDatabase": "postgres",
+        "postgresAdminUser": "pgcreds_deployer",
+        "vaultAddress": servers["VAULT_ADDR"],
+        "tableOwnerRole": f"pc_{suffix}_owner",
+        "vaultAdminRole": f"pc_{suffix}_vault_admin",
+        "roles": json.dumps([{**role, "name": f"pc{suffix}-{role['name']}"} for role in roles]),
+    }
     if stack.get_all_config().get("pgcreds:postgresSslRootCert"):
         local["postgresSslRootCert"] = servers["PGCREDS_TEST_CA"]
     for key, value in local.items():

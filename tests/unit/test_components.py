@@ -46,22 +46,29 @@ from components.app_identities import AppIdentities, AppIdentitiesArgs  # noqa: 
 from components.app_role import AppRole  # noqa: E402
 from components.app_schema import AppSchema, AppSchemaArgs  # noqa: E402
 from components.existing_postgres import ExistingPostgres, ExistingPostgresArgs  # noqa: E402
+from components.vault_connections import plan_connections  # noqa: E402
 from components.vault_database_secrets import (  # noqa: E402
     REVOCATION_STATEMENTS,
     VaultDatabaseSecrets,
     VaultDatabaseSecretsArgs,
 )
-from components.vault_connections import plan_connections  # noqa: E402
 from tables import APP_TABLES  # noqa: E402
 
 METRICS = AppRole("metrics-readwrite", ("weekly_metrics_reporting",), "readwrite", 3600, 86400)
-REPORTS = AppRole("reports-read", ("weekly_metrics_reporting",), "read", 600, 3600,
-                  username_template="r-{{random 8}}{{ unix_time }} | truncate 63")
+REPORTS = AppRole(
+    "reports-read",
+    ("weekly_metrics_reporting",),
+    "read",
+    600,
+    3600,
+    username_template="r-{{random 8}}{{ unix_time }} | truncate 63",
+)
 
 
 def connections(*roles: AppRole, rotate_root: bool = False):
-    return plan_connections(roles, mount_path="database", connection_name="postgresql", admin_role="vault_admin",
-                            rotate_root=rotate_root)
+    return plan_connections(
+        roles, mount_path="database", connection_name="postgresql", admin_role="vault_admin", rotate_root=rotate_root
+    )
 
 
 def logins(plan) -> dict[str, VaultLogin]:
@@ -70,8 +77,15 @@ def logins(plan) -> dict[str, VaultLogin]:
 
 def secrets_args(pg, plan, rotate_root: bool = False) -> VaultDatabaseSecretsArgs:
     return VaultDatabaseSecretsArgs(
-        endpoint=pg, vault_provider=vault_provider(), vault_address="http://127.0.0.1:8200", mount_path="database",
-        connections=plan, logins=logins(plan), rotate_root=rotate_root, owner_role="app_owner")
+        endpoint=pg,
+        vault_provider=vault_provider(),
+        vault_address="http://127.0.0.1:8200",
+        mount_path="database",
+        connections=plan,
+        logins=logins(plan),
+        rotate_root=rotate_root,
+        owner_role="app_owner",
+    )
 
 
 def vault_provider():
@@ -79,8 +93,9 @@ def vault_provider():
 
 
 def endpoint():
-    return ExistingPostgres("pg", ExistingPostgresArgs(
-        host="db.internal", port=5432, database="app", admin_user="admin", sslmode="require")).endpoint
+    return ExistingPostgres(
+        "pg", ExistingPostgresArgs(host="db.internal", port=5432, database="app", admin_user="admin", sslmode="require")
+    ).endpoint
 
 
 @pulumi.runtime.test
@@ -94,6 +109,7 @@ def test_existing_postgres_records_no_admin_password(mocks):
         connection_is_secret, connection = args
         assert connection_is_secret and "password" not in connection and "user" not in connection
         assert connection["sslmode"] == "require"
+
     return Output.all(pg.admin_connection().is_secret(), pg.admin_connection()).apply(check)
 
 
@@ -102,6 +118,7 @@ def test_existing_postgres_provider_has_no_password_and_no_login_name(mocks):
     def check(_):
         (provider,) = [r for r in mocks.resources.values() if r.typ == "pulumi:providers:postgresql"]
         assert "password" not in provider.inputs and "username" not in provider.inputs
+
     return endpoint().provider.urn.apply(check)
 
 
@@ -110,20 +127,29 @@ def test_vault_connection_url_carries_no_password(mocks):
     def check(url):
         assert url == "postgresql://{{username}}:{{password}}@db.internal:5432/app?sslmode=require"
         assert "admin-secret" not in url
+
     return endpoint().vault_connection_url().apply(check)
 
 
 def test_app_schema_tables_owner_and_sample_rows_on_dev_only(mocks):
     @pulumi.runtime.test
     def program():
-        AppSchema("dev", AppSchemaArgs(endpoint(), APP_TABLES, "app_owner", sample_data=True,
-                                       keep_tables_on_destroy=False))
-        AppSchema("prod", AppSchemaArgs(endpoint(), APP_TABLES, "app_owner_p", sample_data=False,
-                                        keep_tables_on_destroy=True))
+        AppSchema(
+            "dev", AppSchemaArgs(endpoint(), APP_TABLES, "app_owner", sample_data=True, keep_tables_on_destroy=False)
+        )
+        AppSchema(
+            "prod", AppSchemaArgs(endpoint(), APP_TABLES, "app_owner_p", sample_data=False, keep_tables_on_destroy=True)
+        )
+
     program()
     names = set(mocks.resources)
-    assert {"dev-owner", "dev-weekly_metrics_reporting", "dev-employee_salary",
-            "dev-weekly_metrics_reporting-sample-rows", "dev-employee_salary-sample-rows"} <= names
+    assert {
+        "dev-owner",
+        "dev-weekly_metrics_reporting",
+        "dev-employee_salary",
+        "dev-weekly_metrics_reporting-sample-rows",
+        "dev-employee_salary-sample-rows",
+    } <= names
     assert not any(n.startswith("prod-") and n.endswith("sample-rows") for n in names)
     table = mocks.resources["dev-weekly_metrics_reporting"].inputs
     assert table["owner"] == "app_owner" and table["keep_on_destroy"] is False
@@ -136,6 +162,7 @@ def test_postgres_provider_logs_in_as_the_session_without_assuming_a_superuser(m
     @pulumi.runtime.test
     def program():
         endpoint()
+
     program()
     provider = mocks.resources["pg-admin"]
     assert provider.typ == "pulumi:providers:postgresql"
@@ -151,11 +178,22 @@ def test_access_roles_groups_grants_and_vault_admin(mocks):
     def program():
         pg = endpoint()
         schema = AppSchema("s", AppSchemaArgs(pg, APP_TABLES, "app_owner", False, True))
-        access = AccessRoles("a", AccessRolesArgs(pg, (METRICS, REPORTS), schema.tables, schema.sequences,
-                                                  connections(METRICS, REPORTS), schema.owner_role))
+        access = AccessRoles(
+            "a",
+            AccessRolesArgs(
+                pg,
+                (METRICS, REPORTS),
+                schema.tables,
+                schema.sequences,
+                connections(METRICS, REPORTS),
+                schema.owner_role,
+            ),
+        )
         login = access.vault_logins["vault_admin"]
         return Output.all(login.password.is_secret(), login.username).apply(
-            lambda args: exported.update(secret=args[0], username=args[1]))
+            lambda args: exported.update(secret=args[0], username=args[1])
+        )
+
     program()
     assert exported == {"secret": True, "username": "vault_admin"}
     r = mocks.resources
@@ -190,8 +228,18 @@ def test_a_migrate_role_gets_no_grant_of_its_own_only_the_owner_membership(mocks
     def program():
         pg = endpoint()
         schema = AppSchema("s", AppSchemaArgs(pg, APP_TABLES, "app_owner", False, True))
-        AccessRoles("a", AccessRolesArgs(pg, (METRICS, migrate), schema.tables, schema.sequences,
-                                         connections(METRICS, migrate), schema.owner_role))
+        AccessRoles(
+            "a",
+            AccessRolesArgs(
+                pg,
+                (METRICS, migrate),
+                schema.tables,
+                schema.sequences,
+                connections(METRICS, migrate),
+                schema.owner_role,
+            ),
+        )
+
     program()
     r = mocks.resources
     # A grant with no objects would cover (or revoke on) every table of the schema,
@@ -205,13 +253,29 @@ def test_grants_per_table_left_by_an_earlier_version_are_declared_once_more_to_b
     def program():
         pg = endpoint()
         schema = AppSchema("s", AppSchemaArgs(pg, APP_TABLES, "app_owner", False, True))
-        AccessRoles("a", AccessRolesArgs(pg, (METRICS,), schema.tables, schema.sequences, connections(METRICS),
-                                         schema.owner_role, per_table_grants_in_state=True))
+        AccessRoles(
+            "a",
+            AccessRolesArgs(
+                pg,
+                (METRICS,),
+                schema.tables,
+                schema.sequences,
+                connections(METRICS),
+                schema.owner_role,
+                per_table_grants_in_state=True,
+            ),
+        )
+
     program()
     r = mocks.resources
     old = r["a-metrics_readwrite-weekly_metrics_reporting"].inputs
-    assert old["objects"] == ["weekly_metrics_reporting"] and old["privileges"] == r["a-metrics_readwrite-on-tables"].inputs["privileges"]
-    assert r["a-metrics_readwrite-weekly_metrics_reporting-sequences"].inputs["objects"] == ["weekly_metrics_reporting_id_seq"]
+    assert (
+        old["objects"] == ["weekly_metrics_reporting"]
+        and old["privileges"] == r["a-metrics_readwrite-on-tables"].inputs["privileges"]
+    )
+    assert r["a-metrics_readwrite-weekly_metrics_reporting-sequences"].inputs["objects"] == [
+        "weekly_metrics_reporting_id_seq"
+    ]
 
 
 def test_with_rotate_root_each_connection_has_its_own_login_and_only_its_groups(mocks):
@@ -223,11 +287,16 @@ def test_with_rotate_root_each_connection_has_its_own_login_and_only_its_groups(
     def program():
         pg = endpoint()
         schema = AppSchema("s", AppSchemaArgs(pg, APP_TABLES, "app_owner", False, True))
-        AccessRoles("a", AccessRolesArgs(pg, (METRICS, REPORTS), schema.tables, schema.sequences, plan,
-                                         schema.owner_role))
+        AccessRoles(
+            "a", AccessRolesArgs(pg, (METRICS, REPORTS), schema.tables, schema.sequences, plan, schema.owner_role)
+        )
+
     program()
-    memberships = {(a.inputs["role"], a.inputs["grantRole"]) for a in mocks.resources.values()
-                   if a.typ == "postgresql:index/grantRole:GrantRole"}
+    memberships = {
+        (a.inputs["role"], a.inputs["grantRole"])
+        for a in mocks.resources.values()
+        if a.typ == "postgresql:index/grantRole:GrantRole"
+    }
     assert memberships == {(metrics_login, "metrics_readwrite"), (reports_login, "reports_read")}
 
 
@@ -235,6 +304,7 @@ def test_vault_database_secrets_mount_connections_and_roles(mocks):
     @pulumi.runtime.test
     def program():
         VaultDatabaseSecrets("v", secrets_args(endpoint(), connections(METRICS, REPORTS)))
+
     program()
     r = mocks.resources
     assert r["v-mount"].inputs["path"] == "database" and r["v-mount"].inputs["type"] == "database"
@@ -267,6 +337,7 @@ def test_rotate_root_sends_the_first_password_write_only_then_rotates(mocks):
     @pulumi.runtime.test
     def program():
         VaultDatabaseSecrets("v", secrets_args(endpoint(), plan, rotate_root=True))
+
     program()
     r = mocks.resources
     pg = unwrap_secret(r["v-connection"].inputs["postgresql"])
@@ -280,6 +351,7 @@ def test_rotate_root_sends_the_first_password_write_only_then_rotates(mocks):
 
 def test_password_version_changes_with_the_server_or_the_login_only():
     from components.vault_database_secrets import password_version
+
     first = password_version("db:5432/app", "vault_admin_abc123")
     assert first == password_version("db:5432/app", "vault_admin_abc123")
     assert first != password_version("other:5432/app", "vault_admin_abc123")
@@ -288,12 +360,14 @@ def test_password_version_changes_with_the_server_or_the_login_only():
 
 def test_a_locked_role_keeps_its_vault_role_but_leaves_allowed_roles(mocks):
     from dataclasses import replace
+
     locked = replace(METRICS, locked=True)
     other = AppRole("metrics-read", ("weekly_metrics_reporting",), "read", 600, 3600)
 
     @pulumi.runtime.test
     def program():
         VaultDatabaseSecrets("v", secrets_args(endpoint(), connections(locked, other)))
+
     program()
     r = mocks.resources
     assert r["v-connection"].inputs["allowedRoles"] == ["metrics-read"]
@@ -305,8 +379,8 @@ def test_app_identities_one_approle_and_one_least_privilege_policy_per_role(mock
 
     @pulumi.runtime.test
     def program():
-        AppIdentities("apps", AppIdentitiesArgs(vault_provider(), "database-approle", "database",
-                                                (METRICS, REPORTS)))
+        AppIdentities("apps", AppIdentitiesArgs(vault_provider(), "database-approle", "database", (METRICS, REPORTS)))
+
     program()
     r = mocks.resources
     assert r["apps-approle"].inputs["type"] == "approle"
@@ -324,6 +398,7 @@ def test_app_identities_one_approle_and_one_least_privilege_policy_per_role(mock
 
 def test_auth_path_check_refuses_another_auth_method():
     from components.app_identities import AuthPathTaken, checked_auth_path
+
     table = json.dumps({"token/": {"type": "token"}, "ldap/": {"type": "ldap"}, "apps/": {"type": "approle"}})
     assert checked_auth_path(table, "apps") == "apps" and checked_auth_path(table, "new") == "new"
     with pytest.raises(AuthPathTaken, match="'ldap' auth method at 'auth/ldap'.*pgcreds:vaultAppRolePath"):
@@ -332,7 +407,14 @@ def test_auth_path_check_refuses_another_auth_method():
 
 def test_revocation_ends_sessions_reassigns_and_drops():
     (statement,) = REVOCATION_STATEMENTS
-    for step in ("pg_advisory_xact_lock", "pg_terminate_backend", "REASSIGN OWNED BY", "DROP OWNED BY", "DROP ROLE", "IF EXISTS"):
+    for step in (
+        "pg_advisory_xact_lock",
+        "pg_terminate_backend",
+        "REASSIGN OWNED BY",
+        "DROP OWNED BY",
+        "DROP ROLE",
+        "IF EXISTS",
+    ):
         assert step in statement
     assert statement.startswith("DO $$") and statement.rstrip().endswith("$$;")
 
@@ -346,18 +428,35 @@ def test_aiven_service_feeds_the_provider_connection_and_vault(mocks):
         def new_resource(self, args):
             name, outputs = super().new_resource(args)
             if args.typ == "aiven:index/pg:Pg":
-                outputs.update(serviceHost="pg-x.aivencloud.com", servicePort=12691, serviceUsername="avnadmin",
-                               servicePassword="avnadmin-secret", pg={"dbname": "defaultdb"})
+                outputs.update(
+                    serviceHost="pg-x.aivencloud.com",
+                    servicePort=12691,
+                    serviceUsername="avnadmin",
+                    servicePassword="avnadmin-secret",
+                    pg={"dbname": "defaultdb"},
+                )
             return name, outputs
 
         def call(self, args):
             if args.token == "aiven:index/getProject:getProject":
                 return {"project": args.args["project"], "caCert": "-----BEGIN CERTIFICATE-----"}
             if args.token == "aiven:index/getServicePlanList:getServicePlanList":
-                return {"project": args.args["project"], "serviceType": "pg",
-                        "servicePlans": [{"servicePlan": p, "serviceType": "pg", "isClusterPlan": False,
-                                          "maxMemoryPercent": 75, "nodeCount": 1, "primaryCount": 1,
-                                          "shardCount": 0} for p in ("hobbyist", "startup-4")]}
+                return {
+                    "project": args.args["project"],
+                    "serviceType": "pg",
+                    "servicePlans": [
+                        {
+                            "servicePlan": p,
+                            "serviceType": "pg",
+                            "isClusterPlan": False,
+                            "maxMemoryPercent": 75,
+                            "nodeCount": 1,
+                            "primaryCount": 1,
+                            "shardCount": 0,
+                        }
+                        for p in ("hobbyist", "startup-4")
+                    ],
+                }
             return {}
 
     aiven_mocks = AivenMocks()
@@ -365,14 +464,28 @@ def test_aiven_service_feeds_the_provider_connection_and_vault(mocks):
 
     @pulumi.runtime.test
     def program():
-        aiven = AivenPostgres("aiven", AivenPostgresArgs(
-            project="p", cloud="google-europe-west1", plan="startup-4", maintenance={"dow": "sunday", "time": "03:00:00"},
-            service_name="pg-x", pg_version="16", termination_protection=True, token=Output.secret("tok")))
+        aiven = AivenPostgres(
+            "aiven",
+            AivenPostgresArgs(
+                project="p",
+                cloud="google-europe-west1",
+                plan="startup-4",
+                maintenance={"dow": "sunday", "time": "03:00:00"},
+                service_name="pg-x",
+                pg_version="16",
+                termination_protection=True,
+                token=Output.secret("tok"),
+            ),
+        )
         pg = aiven.endpoint
         VaultDatabaseSecrets("v", secrets_args(pg, connections(METRICS)))
-        return Output.all(pg.admin_connection(), pg.admin_connection().is_secret(), pg.admin_password.is_secret(),
-                          pg.vault_connection_url()).apply(lambda a: seen.update(
-                              connection=a[0], connection_secret=a[1], password_secret=a[2], url=a[3]))
+        return Output.all(
+            pg.admin_connection(),
+            pg.admin_connection().is_secret(),
+            pg.admin_password.is_secret(),
+            pg.vault_connection_url(),
+        ).apply(lambda a: seen.update(connection=a[0], connection_secret=a[1], password_secret=a[2], url=a[3]))
+
     program()
 
     service = aiven_mocks.resources["aiven-service"]
@@ -398,6 +511,7 @@ def test_aiven_plan_check_names_the_setting_and_the_plans_offered():
     from types import SimpleNamespace
 
     from components.aiven_postgres import UnknownPlan, checked_plan
+
     offered = [SimpleNamespace(service_plan=p) for p in ("startup-4", "hobbyist")]
     assert checked_plan(offered, "startup-4", "p") == "startup-4"
     with pytest.raises(UnknownPlan, match="pgcreds:aivenPlan: 'startup-999'.*hobbyist, startup-4"):
@@ -406,6 +520,7 @@ def test_aiven_plan_check_names_the_setting_and_the_plans_offered():
 
 def test_mount_path_check_allows_a_free_path_or_a_database_engine_only():
     from components.vault_database_secrets import MountPathTaken, checked_mount_path
+
     table = json.dumps({"database/": {"type": "database"}, "secret/": {"type": "kv"}})
     assert checked_mount_path(table, "database") == "database"
     assert checked_mount_path(table, "new-path") == "new-path"
@@ -415,6 +530,7 @@ def test_mount_path_check_allows_a_free_path_or_a_database_engine_only():
 
 def test_vault_identity_is_the_identity_mount_uuid():
     from components.vault_database_secrets import vault_identity
+
     table = {"identity/": {"uuid": "id-1"}, "sys/": {"uuid": "sys-1"}, "cubbyhole/": {"uuid": "local"}}
     assert vault_identity(json.dumps(table)) == "id-1"
     assert vault_identity(json.dumps({"sys/": {"uuid": "sys-1"}})) == "sys-1"
@@ -422,6 +538,7 @@ def test_vault_identity_is_the_identity_mount_uuid():
 
 def test_lease_revoker_refuses_another_vault_and_accepts_the_same_one():
     from providers.vault import _LeaseRevokerProvider
+
     olds = {"address": "http://a:8200", "vault_id": "id-1", "mount": "database", "role": "r", "connection": "c"}
     same = _LeaseRevokerProvider().check(olds, {**olds, "address": "http://b:8200"})
     assert same.failures == []
@@ -432,9 +549,11 @@ def test_lease_revoker_refuses_another_vault_and_accepts_the_same_one():
 
 def test_termination_guard_refuses_its_delete_only_while_protected():
     from providers.aiven import TerminationProtected, _TerminationGuardProvider
+
     guard = _TerminationGuardProvider()
     with pytest.raises(TerminationProtected, match="pgcreds:aivenTerminationProtection false.*pulumi up"):
         guard.delete("g", {"service_name": "pg-x", "protected": True})
     guard.delete("g", {"service_name": "pg-x", "protected": False})
-    assert guard.diff("g", {"service_name": "pg-x", "protected": True},
-                      {"service_name": "pg-x", "protected": False}).changes
+    assert guard.diff(
+        "g", {"service_name": "pg-x", "protected": True}, {"service_name": "pg-x", "protected": False}
+    ).changes

@@ -8,7 +8,7 @@ import datetime
 from clients.privilege_audit import Declared
 from drift import orphans
 
-NOW = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)
 
 
 def at(minutes: float) -> datetime.datetime:
@@ -34,9 +34,14 @@ def test_a_user_whose_validity_passed_long_ago_is_an_orphan_whatever_the_leases(
 
 def test_a_planned_change_allows_what_either_the_old_or_the_new_settings_grant():
     def declared(privileges: list[str], tables: list[str]) -> Declared:
-        return Declared(database="d", schema="public", groups={"g": {"tables": {t: privileges for t in tables},
-                                                                     "sequences": {}}},
-                        user_prefixes={"g": "v-g-"}, vault_logins=["vault_1"], admin_user="admin")
+        return Declared(
+            database="d",
+            schema="public",
+            groups={"g": {"tables": {t: privileges for t in tables}, "sequences": {}}},
+            user_prefixes={"g": "v-g-"},
+            vault_logins=["vault_1"],
+            admin_user="admin",
+        )
 
     both = declared(["SELECT"], ["t"]).union(declared(["SELECT", "INSERT"], ["t", "u"]))
     assert both.groups["g"]["tables"] == {"t": ["INSERT", "SELECT"], "u": ["INSERT", "SELECT"]}

@@ -13,8 +13,13 @@ EPHEMERAL = range(32768, 61000)
 
 def ports(local_dir: Path, version: str = "15", **extra: str) -> tuple[int, int]:
     env = {"PATH": "/usr/bin:/bin", "PGCREDS_LOCAL_DIR": str(local_dir), "PGCREDS_PG_VERSION": version, **extra}
-    out = subprocess.run(["bash", "-c", f"source '{REPO}/local/common.sh'; echo $PGCREDS_PG_PORT $PGCREDS_BAO_PORT"],
-                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        ["bash", "-c", f"source '{REPO}/local/common.sh'; echo $PGCREDS_PG_PORT $PGCREDS_BAO_PORT"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return int(out[0]), int(out[1])
 
 
@@ -29,8 +34,9 @@ def test_new_servers_get_ports_outside_the_ephemeral_range(tmp_path: Path):
 def test_a_folder_holds_one_kind_of_vault_server(tmp_path: Path):
     (tmp_path / "openbao").mkdir()
     env = {"PATH": "/usr/bin:/bin", "PGCREDS_LOCAL_DIR": str(tmp_path), "PGCREDS_VAULT_SERVER": "vault"}
-    refused = subprocess.run(["bash", "-c", f"source '{REPO}/local/common.sh'"], env=env, capture_output=True,
-                             text=True)
+    refused = subprocess.run(
+        ["bash", "-c", f"source '{REPO}/local/common.sh'"], env=env, capture_output=True, text=True
+    )
     assert refused.returncode == 2
     assert f"PGCREDS_LOCAL_DIR={tmp_path} holds the servers of PGCREDS_VAULT_SERVER=openbao" in refused.stderr
 

@@ -5,9 +5,9 @@ bundles' MANIFEST.tsv."""
 import re
 import subprocess
 import tomllib
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,8 +19,12 @@ def pins() -> dict[str, str]:
 
 def pinned(file: str) -> dict[str, str]:
     """name -> version of every `name[extras]==version` line of a requirements file."""
-    return {name.lower(): version for name, version
-            in re.findall(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", (REPO / file).read_text(), flags=re.M)}
+    return {
+        name.lower(): version
+        for name, version in re.findall(
+            r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", (REPO / file).read_text(), flags=re.M
+        )
+    }
 
 
 def requirement(name: str, file: str) -> str:
@@ -87,13 +91,20 @@ def test_every_dependency_is_pinned_and_the_lock_holds_those_pins():
     assert len(declared(runtime)) == len(runtime) and len(declared(dev)) == len(dev), "every dependency is pinned (==)"
     locked = {p["name"]: p.get("version") for p in tomllib.loads((REPO / "uv.lock").read_text())["package"]}
     for name, version in {**declared(runtime), **declared(dev)}.items():
-        assert locked.get(name) == version, f"uv.lock has {name} {locked.get(name)}, pyproject.toml {version}: run `uv lock`"
+        assert locked.get(name) == version, (
+            f"uv.lock has {name} {locked.get(name)}, pyproject.toml {version}: run `uv lock`"
+        )
 
 
 def test_requirements_txt_is_the_runtime_exported_from_the_lock():
     export = re.search(r"^REQUIREMENTS_EXPORT := (.+)$", (REPO / "Makefile").read_text(), flags=re.M).group(1)
-    exported = subprocess.run([str(REPO / "venv" / "bin" / "uv"), "export", *export.split()], cwd=REPO,
-                              capture_output=True, text=True, check=True).stdout
+    exported = subprocess.run(
+        [str(REPO / "venv" / "bin" / "uv"), "export", *export.split()],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert exported == (REPO / "requirements.txt").read_text(), "requirements.txt is stale: run `make requirements`"
     assert pinned("requirements.txt").items() >= declared(project()["project"]["dependencies"]).items()
     assert "pytest" not in pinned("requirements.txt")  # the runtime only
@@ -108,12 +119,12 @@ def test_no_committed_stack_file_carries_an_encryptedkey():
     """A stack file's `encryptedkey:` is the data key as one machine's Vault encrypted
     it: Pulumi writes it on the first run, and committed it would be every other
     checkout's (recover_stack's) problem."""
-    staged = subprocess.run(["git", "ls-files", "Pulumi.*.yaml"], cwd=REPO, capture_output=True, text=True,
-                            check=True).stdout.split()
+    staged = subprocess.run(
+        ["git", "ls-files", "Pulumi.*.yaml"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert staged
     for name in staged:
-        text = subprocess.run(["git", "show", f":{name}"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout
+        text = subprocess.run(["git", "show", f":{name}"], cwd=REPO, capture_output=True, text=True, check=True).stdout
         assert not re.search(r"^encryptedkey:", text, re.MULTILINE), name
 
 
@@ -123,11 +134,18 @@ def test_the_vault_server_bundle_is_checked_against_its_pinned_sha256(tmp_path: 
     bundle_dir = tmp_path / "bundle"
     bundle_dir.mkdir()
     (bundle_dir / "vault_1.21.4_linux_amd64_noui.tar.xz").write_bytes(b"not the pinned bundle")
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
-           "PGCREDS_VAULT_BUNDLE_DIR": str(bundle_dir)}
-    refused = subprocess.run(["bash", str(REPO / "toolchain" / "vault-server.sh")], env=env, capture_output=True,
-                             text=True)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "PGCREDS_VAULT_BUNDLE_DIR": str(bundle_dir),
+    }
+    refused = subprocess.run(
+        ["bash", str(REPO / "toolchain" / "vault-server.sh")], env=env, capture_output=True, text=True
+    )
     assert refused.returncode == 1
-    assert "vault_1.21.4_linux_amd64_noui.tar.xz has sha256 " in refused.stderr and "not the pinned 939f021d" \
-        in refused.stderr
+    assert (
+        "vault_1.21.4_linux_amd64_noui.tar.xz has sha256 " in refused.stderr
+        and "not the pinned 939f021d" in refused.stderr
+    )
     assert not list((tmp_path / "cache").rglob("vault"))  # nothing unpacked

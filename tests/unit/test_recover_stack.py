@@ -15,9 +15,9 @@ def test_an_empty_metadata_sidecar_left_by_a_kill_is_removed_and_nothing_else(tm
     stacks = tmp_path / ".pulumi" / "stacks" / "pgcreds"
     stacks.mkdir(parents=True)
     (stacks / "dev.json").write_text('{"version": 3}')
-    (stacks / "dev.json.attrs").write_text("")                       # truncated, never written
+    (stacks / "dev.json.attrs").write_text("")  # truncated, never written
     (stacks / "dev.json.bak.attrs").write_text('{"user.cache_control": ""}')
-    (stacks / "other.json.attrs").write_text("")                     # another stack's: not ours to touch
+    (stacks / "other.json.attrs").write_text("")  # another stack's: not ours to touch
     removed = recover_stack.remove_empty_attributes(f"file://{tmp_path}", "pgcreds", "dev")
     assert removed == [stacks / "dev.json.attrs"]
     assert sorted(p.name for p in stacks.iterdir()) == ["dev.json", "dev.json.bak.attrs", "other.json.attrs"]

@@ -17,8 +17,18 @@ def parse(raw=None, environ=ENV, stack="dev", secret=lambda key: None, in_clear=
 
 
 def role(**fields):
-    return {"roles": [{"name": "metrics-readwrite", "tables": ["weekly_metrics_reporting"], "access": "readwrite",
-                       "defaultTtl": "1h", "maxTtl": "24h", **fields}]}
+    return {
+        "roles": [
+            {
+                "name": "metrics-readwrite",
+                "tables": ["weekly_metrics_reporting"],
+                "access": "readwrite",
+                "defaultTtl": "1h",
+                "maxTtl": "24h",
+                **fields,
+            }
+        ]
+    }
 
 
 def error_of(raw=None, **kwargs) -> str:
@@ -30,8 +40,11 @@ def error_of(raw=None, **kwargs) -> str:
 def test_defaults_give_the_metrics_readwrite_role():
     settings = parse()
     (only,) = settings.roles
-    assert (only.name, only.group_role, only.tables) == ("metrics-readwrite", "metrics_readwrite",
-                                                          ("weekly_metrics_reporting",))
+    assert (only.name, only.group_role, only.tables) == (
+        "metrics-readwrite",
+        "metrics_readwrite",
+        ("weekly_metrics_reporting",),
+    )
     assert (only.default_ttl_seconds, only.max_ttl_seconds) == (3600, 86400)
     assert only.table_privileges == ("SELECT", "INSERT", "UPDATE", "DELETE")
     assert settings.vault.mount_path == "database" and settings.vault.connection_name == "postgresql"
@@ -39,13 +52,19 @@ def test_defaults_give_the_metrics_readwrite_role():
 
 
 def test_roles_given_as_json_text_are_parsed():
-    settings = parse({"roles": '[{"name": "reports-read", "tables": ["weekly_metrics_reporting"], '
-                               '"access": "read", "defaultTtl": "30m", "maxTtl": "2h"}]'})
+    settings = parse(
+        {
+            "roles": '[{"name": "reports-read", "tables": ["weekly_metrics_reporting"], '
+            '"access": "read", "defaultTtl": "30m", "maxTtl": "2h"}]'
+        }
+    )
     assert settings.roles[0].table_privileges == ("SELECT",) and settings.roles[0].sequence_privileges == ()
 
 
-@pytest.mark.parametrize("text,seconds", [("1h", 3600), ("90m", 5400), ("1h30m", 5400), ("3600s", 3600),
-                                          ("3600", 3600), ("1d", 86400), (7200, 7200)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [("1h", 3600), ("90m", 5400), ("1h30m", 5400), ("3600s", 3600), ("3600", 3600), ("1d", 86400), (7200, 7200)],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -95,7 +114,8 @@ def test_a_migrate_role_names_no_tables():
     (only,) = parse({"roles": [{"name": "app-migrate", "access": "migrate"}]}).roles
     assert only.acts_as_owner and only.tables == () and only.table_privileges == ()
     assert "pgcreds:roles[0].tables: a migrate role names no tables" in error_of(
-        {"roles": [{"name": "app-migrate", "access": "migrate", "tables": ["weekly_metrics_reporting"]}]})
+        {"roles": [{"name": "app-migrate", "access": "migrate", "tables": ["weekly_metrics_reporting"]}]}
+    )
 
 
 @pytest.mark.parametrize("name", ['x"; DROP TABLE employee_salary; --', "Metrics", "-x", "a--b", "x" * 49, ""])
@@ -179,8 +199,12 @@ def test_duplicate_group_role():
     assert "used twice" in error_of({"roles": roles})
 
 
-AIVEN = {"postgresMode": "aiven", "aivenProject": "my-project", "aivenCloud": "google-europe-west1",
-         "aivenPlan": "startup-4"}
+AIVEN = {
+    "postgresMode": "aiven",
+    "aivenProject": "my-project",
+    "aivenCloud": "google-europe-west1",
+    "aivenPlan": "startup-4",
+}
 AIVEN_ENV = {"VAULT_TOKEN": "t", "AIVEN_TOKEN": "a"}
 
 
@@ -196,8 +220,12 @@ def test_aiven_mode_defaults():
 
 def test_aiven_termination_protection_off_by_default_on_dev_only():
     assert parse(AIVEN, environ=AIVEN_ENV, stack="dev").postgres.termination_protection is False
-    assert parse({**AIVEN, "aivenTerminationProtection": "false"}, environ=AIVEN_ENV,
-                 stack="prod").postgres.termination_protection is False
+    assert (
+        parse(
+            {**AIVEN, "aivenTerminationProtection": "false"}, environ=AIVEN_ENV, stack="prod"
+        ).postgres.termination_protection
+        is False
+    )
 
 
 def test_aiven_missing_project():
@@ -222,15 +250,17 @@ def test_aiven_unknown_plan_format(plan):
 
 
 def test_aiven_sslmode_disable_outside_dev():
-    assert "pgcreds:postgresSslMode" in error_of({**AIVEN, "postgresSslMode": "disable"}, environ=AIVEN_ENV,
-                                                 stack="prod")
+    assert "pgcreds:postgresSslMode" in error_of(
+        {**AIVEN, "postgresSslMode": "disable"}, environ=AIVEN_ENV, stack="prod"
+    )
 
 
 def test_aiven_half_a_maintenance_window():
     assert "pgcreds:aivenMaintenanceTime" in error_of({**AIVEN, "aivenMaintenanceDow": "sunday"}, environ=AIVEN_ENV)
     assert "pgcreds:aivenMaintenanceDow" in error_of({**AIVEN, "aivenMaintenanceTime": "03:00:00"}, environ=AIVEN_ENV)
-    assert "pgcreds:aivenMaintenanceTime" in error_of({**AIVEN, "aivenMaintenanceDow": "sunday",
-                                                        "aivenMaintenanceTime": "3am"}, environ=AIVEN_ENV)
+    assert "pgcreds:aivenMaintenanceTime" in error_of(
+        {**AIVEN, "aivenMaintenanceDow": "sunday", "aivenMaintenanceTime": "3am"}, environ=AIVEN_ENV
+    )
 
 
 @pytest.mark.parametrize("path", ["sys", "sys/x", "cubbyhole", "auth/x", "identity", "SYS"])
@@ -274,13 +304,16 @@ def test_ttls_over_24h_are_refused(field, ttl):
     assert f"pgcreds:roles[0].{field}" in message and "longer than 24h" in message
 
 
-@pytest.mark.parametrize("template", [
-    "{{ printf \"rd_%s\" (random 8) }} | truncate 63",   # truncate outside the braces
-    "{{ printf \"rd_%s\" (random 8) | truncate 63",      # never closed
-    "{{ {{ random 8 }} | truncate 63 }}",                  # nested
-    "rd_static | truncate 63",                             # no action at all
-    42,
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{{ printf "rd_%s" (random 8) }} | truncate 63',  # truncate outside the braces
+        '{{ printf "rd_%s" (random 8) | truncate 63',  # never closed
+        "{{ {{ random 8 }} | truncate 63 }}",  # nested
+        "rd_static | truncate 63",  # no action at all
+        42,
+    ],
+)
 def test_bad_username_templates_are_refused(template):
     assert "pgcreds:roles[0].usernameTemplate" in error_of(role(usernameTemplate=template))
 
@@ -301,15 +334,19 @@ def test_rotate_root_and_application_identity_defaults():
 
 
 def test_without_rotate_root_every_connection_logs_in_as_vault_admin():
-    template = "{{ printf \"r_%s\" (random 8) | truncate 63 }}"
-    raw = {"vaultRotateRoot": "false", "roles": [
-        role()["roles"][0], {**role()["roles"][0], "name": "reports-read", "usernameTemplate": template}]}
+    template = '{{ printf "r_%s" (random 8) | truncate 63 }}'
+    raw = {
+        "vaultRotateRoot": "false",
+        "roles": [role()["roles"][0], {**role()["roles"][0], "name": "reports-read", "usernameTemplate": template}],
+    }
     assert {c.login for c in parse(raw).vault.connections} == {"vault_admin"}
 
 
 def test_a_new_mount_path_or_connection_name_is_a_new_rotated_login():
-    logins = {parse({"vaultMountPath": path, "vaultConnectionName": name}).vault.connections[0].login
-              for path, name in (("database", "postgresql"), ("db2", "postgresql"), ("database", "pg2"))}
+    logins = {
+        parse({"vaultMountPath": path, "vaultConnectionName": name}).vault.connections[0].login
+        for path, name in (("database", "postgresql"), ("db2", "postgresql"), ("database", "pg2"))
+    }
     assert len(logins) == 3
 
 
@@ -319,9 +356,16 @@ def test_locked_roles_leave_allowed_roles():
     assert "pgcreds:roles[0].locked" in error_of(role(locked="yes"))
 
 
-@pytest.mark.parametrize("fields,key", [({"secretIdUses": 0}, "secretIdUses"), ({"secretIdUses": "1"}, "secretIdUses"),
-                                        ({"secretIdUses": 1000}, "secretIdUses"), ({"secretIdTtl": "2d"}, "secretIdTtl"),
-                                        ({"secretIdTtl": "soon"}, "secretIdTtl")])
+@pytest.mark.parametrize(
+    "fields,key",
+    [
+        ({"secretIdUses": 0}, "secretIdUses"),
+        ({"secretIdUses": "1"}, "secretIdUses"),
+        ({"secretIdUses": 1000}, "secretIdUses"),
+        ({"secretIdTtl": "2d"}, "secretIdTtl"),
+        ({"secretIdTtl": "soon"}, "secretIdTtl"),
+    ],
+)
 def test_secret_id_bounds(fields, key):
     assert f"pgcreds:roles[0].{key}" in error_of(role(**fields))
 
@@ -341,23 +385,50 @@ def test_aiven_api_url_is_no_longer_a_setting():
 
 # A value every string setting may hold, to which a control character is then appended.
 PLAIN_VALUES = {
-    "aivenApiUrl": "x", "aivenProject": "my-project", "aivenCloud": "google-europe-west1", "aivenPlan": "startup-4",
-    "aivenServiceName": "pg-x", "aivenPgVersion": "16", "aivenMaintenanceDow": "sunday",
-    "aivenMaintenanceTime": "03:00:00", "aivenTerminationProtection": "true", "environment": "dev",
-    "postgresMode": "existing", "postgresHost": "db.internal", "postgresPort": "5432", "postgresDatabase": "app",
-    "postgresAdminUser": "pgcreds_deployer", "postgresSslMode": "require", "postgresSslRootCert": "/etc/ca.pem",
-    "vaultAddress": "https://vault.internal:8200", "vaultMountPath": "database", "vaultConnectionName": "postgresql",
-    "vaultRotateRoot": "true", "vaultAppRolePath": "database-approle", "tableOwnerRole": "app_owner",
-    "vaultAdminRole": "vault_admin", "sampleData": "false", "keepTablesOnDestroy": "true", "stackKind": "all",
-    "platformStack": "platform", "application": "billing",
+    "aivenApiUrl": "x",
+    "aivenProject": "my-project",
+    "aivenCloud": "google-europe-west1",
+    "aivenPlan": "startup-4",
+    "aivenServiceName": "pg-x",
+    "aivenPgVersion": "16",
+    "aivenMaintenanceDow": "sunday",
+    "aivenMaintenanceTime": "03:00:00",
+    "aivenTerminationProtection": "true",
+    "environment": "dev",
+    "postgresMode": "existing",
+    "postgresHost": "db.internal",
+    "postgresPort": "5432",
+    "postgresDatabase": "app",
+    "postgresAdminUser": "pgcreds_deployer",
+    "postgresSslMode": "require",
+    "postgresSslRootCert": "/etc/ca.pem",
+    "vaultAddress": "https://vault.internal:8200",
+    "vaultMountPath": "database",
+    "vaultConnectionName": "postgresql",
+    "vaultRotateRoot": "true",
+    "vaultAppRolePath": "database-approle",
+    "tableOwnerRole": "app_owner",
+    "vaultAdminRole": "vault_admin",
+    "sampleData": "false",
+    "keepTablesOnDestroy": "true",
+    "stackKind": "all",
+    "platformStack": "platform",
+    "application": "billing",
 }
-ROLE_FIELDS = {"name": "metrics-readwrite", "access": "readwrite", "defaultTtl": "1h", "maxTtl": "24h",
-               "usernameTemplate": '{{ printf "app_%s" (random 8) | truncate 63 }}', "secretIdTtl": "1h"}
+ROLE_FIELDS = {
+    "name": "metrics-readwrite",
+    "access": "readwrite",
+    "defaultTtl": "1h",
+    "maxTtl": "24h",
+    "usernameTemplate": '{{ printf "app_%s" (random 8) | truncate 63 }}',
+    "secretIdTtl": "1h",
+}
 CONTROL_CHARACTERS = {"newline": "\n", "NUL": "\0", "tab": "\t"}
 
 
 def test_every_string_setting_is_listed():
     from settings import KEYS
+
     assert set(PLAIN_VALUES) == set(KEYS) - {"roles"}
 
 
@@ -385,31 +456,41 @@ def test_a_trailing_newline_no_longer_passes_a_name_pattern():
 
 def test_aiven_token_stored_in_clear_is_refused():
     token = Output.secret("in-clear")
-    message = error_of(AIVEN, environ={"VAULT_TOKEN": "t"}, secret=lambda key: token if key == "aivenToken" else None,
-                       in_clear=lambda key: key == "aivenToken")
+    message = error_of(
+        AIVEN,
+        environ={"VAULT_TOKEN": "t"},
+        secret=lambda key: token if key == "aivenToken" else None,
+        in_clear=lambda key: key == "aivenToken",
+    )
     assert "pgcreds:aivenToken: is stored in clear text" in message and "--secret" in message
 
 
-@pytest.mark.parametrize("template", [
-    'x"; DROP TABLE weekly_metrics_reporting; --{{ random 8 | truncate 63 }}',
-    "{{ printf \"a'b_%s\" (random 8) | truncate 63 }}",
-    '{{ printf "v_%s" .DisplayName | truncate 63 }}',
-    '{{ random 8 | base64 | truncate 63 }}',
-    '{{ random 8 | replace "a" "$$" | truncate 63 }}',
-    '{{ printf "%q" (random 8) | truncate 63 }}',
-    '{{ define "x" }}{{ end }}{{ random 8 | truncate 63 }}',
-    '{{ timestamp "2006-01-02 15:04" | truncate 63 }}',
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        'x"; DROP TABLE weekly_metrics_reporting; --{{ random 8 | truncate 63 }}',
+        '{{ printf "a\'b_%s" (random 8) | truncate 63 }}',
+        '{{ printf "v_%s" .DisplayName | truncate 63 }}',
+        "{{ random 8 | base64 | truncate 63 }}",
+        '{{ random 8 | replace "a" "$$" | truncate 63 }}',
+        '{{ printf "%q" (random 8) | truncate 63 }}',
+        '{{ define "x" }}{{ end }}{{ random 8 | truncate 63 }}',
+        '{{ timestamp "2006-01-02 15:04" | truncate 63 }}',
+    ],
+)
 def test_a_username_template_that_could_make_an_unsafe_name_is_refused(template):
     message = error_of(role(usernameTemplate=template))
     assert "pgcreds:roles[0].usernameTemplate" in message
 
 
-@pytest.mark.parametrize("template", [
-    '{{ printf "rd_%s_%s" (random 10 | lowercase) (unix_time) | truncate 63 }}',
-    'app-{{ .RoleName | truncate 20 }}-{{ uuid | truncate 63 }}',
-    '{{ printf "m_%s_%s" (timestamp "20060102150405") (random 8) | sha256 | truncate 63 }}',
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        '{{ printf "rd_%s_%s" (random 10 | lowercase) (unix_time) | truncate 63 }}',
+        "app-{{ .RoleName | truncate 20 }}-{{ uuid | truncate 63 }}",
+        '{{ printf "m_%s_%s" (timestamp "20060102150405") (random 8) | sha256 | truncate 63 }}',
+    ],
+)
 def test_a_username_template_that_makes_safe_names_is_accepted(template):
     roles = parse(role(usernameTemplate=template)).roles
     assert roles[0].username_template == template
@@ -417,8 +498,10 @@ def test_a_username_template_that_makes_safe_names_is_accepted(template):
 
 def test_the_project_declares_the_same_default_roles_as_the_settings():
     """Pulumi.yaml's default lets a new stack preview with no setting; it is the settings' default."""
-    import yaml
     from pathlib import Path
+
+    import yaml
+
     from settings import DEFAULT_ROLES
 
     project = yaml.safe_load((Path(__file__).resolve().parents[2] / "Pulumi.yaml").read_text())
@@ -427,11 +510,26 @@ def test_the_project_declares_the_same_default_roles_as_the_settings():
 
 # --- the split layout: a platform stack, and one stack per application --------
 
+
 def application(**raw):
-    roles = [{"name": "billing-rw", "tables": ["billing_invoices"], "access": "readwrite", "defaultTtl": "1h",
-              "maxTtl": "24h"}]
-    return {"stackKind": "application", "platformStack": "platform", "application": "billing",
-            "tableOwnerRole": "billing_owner", "vaultAdminRole": "billing_vault_admin", "roles": roles, **raw}
+    roles = [
+        {
+            "name": "billing-rw",
+            "tables": ["billing_invoices"],
+            "access": "readwrite",
+            "defaultTtl": "1h",
+            "maxTtl": "24h",
+        }
+    ]
+    return {
+        "stackKind": "application",
+        "platformStack": "platform",
+        "application": "billing",
+        "tableOwnerRole": "billing_owner",
+        "vaultAdminRole": "billing_vault_admin",
+        "roles": roles,
+        **raw,
+    }
 
 
 def test_the_default_stack_holds_the_whole_graph():
@@ -455,20 +553,47 @@ def test_an_application_stack_names_its_connection_after_itself_and_makes_only_i
     assert settings.tables == ()  # billing_invoices is not in tables.py: it must exist (PgExistingTable)
 
 
-@pytest.mark.parametrize("raw, setting, words", [
-    ({"roles": [{"name": "metrics-readwrite", "tables": ["billing_invoices"], "access": "read",
-                 "defaultTtl": "1h", "maxTtl": "24h"}]},
-     "roles[0].name", "is not a name of the application 'billing': in its stack every role is named billing-"),
-    ({"roles": [{"name": "billing-rw", "tables": ["weekly_metrics_reporting"], "access": "read",
-                 "defaultTtl": "1h", "maxTtl": "24h"}]},
-     "roles[0].tables", "'weekly_metrics_reporting' is not a table of the application 'billing'"),
-    ({"tableOwnerRole": "app_owner"}, "tableOwnerRole", "set it to billing_app_owner"),
-    ({"vaultAdminRole": "vault_admin"}, "vaultAdminRole", "set it to billing_vault_admin"),
-    ({"application": "bill-ing"}, "application", "is not an application name"),
-    ({"application": ""}, "application", "is not an application name"),
-    ({"platformStack": ""}, "platformStack", "does not name a stack"),
-    ({"postgresMode": "aiven"}, "postgresMode", "is the platform stack's choice"),
-])
+@pytest.mark.parametrize(
+    "raw, setting, words",
+    [
+        (
+            {
+                "roles": [
+                    {
+                        "name": "metrics-readwrite",
+                        "tables": ["billing_invoices"],
+                        "access": "read",
+                        "defaultTtl": "1h",
+                        "maxTtl": "24h",
+                    }
+                ]
+            },
+            "roles[0].name",
+            "is not a name of the application 'billing': in its stack every role is named billing-",
+        ),
+        (
+            {
+                "roles": [
+                    {
+                        "name": "billing-rw",
+                        "tables": ["weekly_metrics_reporting"],
+                        "access": "read",
+                        "defaultTtl": "1h",
+                        "maxTtl": "24h",
+                    }
+                ]
+            },
+            "roles[0].tables",
+            "'weekly_metrics_reporting' is not a table of the application 'billing'",
+        ),
+        ({"tableOwnerRole": "app_owner"}, "tableOwnerRole", "set it to billing_app_owner"),
+        ({"vaultAdminRole": "vault_admin"}, "vaultAdminRole", "set it to billing_vault_admin"),
+        ({"application": "bill-ing"}, "application", "is not an application name"),
+        ({"application": ""}, "application", "is not an application name"),
+        ({"platformStack": ""}, "platformStack", "does not name a stack"),
+        ({"postgresMode": "aiven"}, "postgresMode", "is the platform stack's choice"),
+    ],
+)
 def test_an_application_stack_refuses_names_that_are_not_its_own(raw, setting, words):
     message = error_of(application(**raw))
     assert f"pgcreds:{setting}" in message or f"{setting}:" in message
@@ -484,12 +609,15 @@ def test_an_unknown_stack_kind_is_refused():
     assert "stackKind: must be one of all, platform, application" in error_of({"stackKind": "apps"})
 
 
-@pytest.mark.parametrize("previous, per_table", [
-    (None, False),                                                       # a new stack
-    ({}, False),
-    ({"groupRoles": {"metrics-readwrite": "metrics_readwrite"}}, True),  # made by a version that granted per table
-    ({"groupRoles": {}, "grantLayout": "per-role"}, False),
-])
+@pytest.mark.parametrize(
+    "previous, per_table",
+    [
+        (None, False),  # a new stack
+        ({}, False),
+        ({"groupRoles": {"metrics-readwrite": "metrics_readwrite"}}, True),  # made by a version that granted per table
+        ({"groupRoles": {}, "grantLayout": "per-role"}, False),
+    ],
+)
 def test_grants_per_table_in_state_are_told_from_the_last_update_outputs(previous, per_table):
     settings = parse_settings({**BASE, **role()}, lambda key: None, ENV, "dev", previous_outputs=previous)
     assert settings.per_table_grants_in_state is per_table
@@ -497,11 +625,15 @@ def test_grants_per_table_in_state_are_told_from_the_last_update_outputs(previou
 
 @pytest.mark.parametrize("stack", ["platform", "billing", "staging", "dev"])
 def test_the_example_stack_files_hold_valid_settings(stack):
-    import yaml
     from pathlib import Path
+
+    import yaml
+
     config = yaml.safe_load((Path(__file__).resolve().parents[2] / f"Pulumi.{stack}.yaml").read_text())["config"]
-    raw = {key.split(":", 1)[1]: value if isinstance(value, (str, list)) else json.dumps(value)
-           for key, value in config.items()}
+    raw = {
+        key.split(":", 1)[1]: value if isinstance(value, (str, list)) else json.dumps(value)
+        for key, value in config.items()
+    }
     raw = {key: json.dumps(value) if isinstance(value, list) else value for key, value in raw.items()}
     # The deploy session of the stack logs in as its admin (PGUSER).
     session = {**ENV, "VAULT_ADDR": "https://127.0.0.1:8200", "PGUSER": raw.get("postgresAdminUser", "postgres")}
@@ -511,15 +643,19 @@ def test_the_example_stack_files_hold_valid_settings(stack):
 
 def test_a_last_update_whose_outputs_cannot_be_read_is_taken_to_hold_grants_per_table(monkeypatch):
     import pulumi
+
     import settings as settings_module
+
     calls = []
 
     def failing(token, args):
         calls.append(token)
         raise Exception("failed to load checkpoint: EOF")
+
     monkeypatch.setattr(pulumi.runtime, "invoke", failing)
     monkeypatch.setattr(settings_module.time, "sleep", lambda seconds: None)
     previous = settings_module.previous_outputs()
     assert calls == ["pulumi:pulumi:readStackOutputs"] * settings_module.PREVIOUS_OUTPUTS_ATTEMPTS
-    assert parse_settings({**BASE, **role()}, lambda key: None, ENV, "dev",
-                          previous_outputs=previous).per_table_grants_in_state
+    assert parse_settings(
+        {**BASE, **role()}, lambda key: None, ENV, "dev", previous_outputs=previous
+    ).per_table_grants_in_state

@@ -24,7 +24,7 @@ def test_plain_and_gzip_blobs_read_back_the_same():
 
 def test_a_zstd_blob_without_the_package_names_what_is_missing():
     try:
-        import zstandard  # noqa: F401
+        import zstandard
     except ImportError:
         with pytest.raises(RuntimeError, match="needs the zstandard package"):
             state_blob(stored(ZSTD_MAGIC + b"\x00" * 8))

@@ -13,38 +13,74 @@ from components.vault_database_secrets import REVOCATION_STATEMENTS
 case = pulumi.Config().require("case")
 GOOD_URL = "postgresql://{{username}}:{{password}}@db.internal:5432/app?sslmode=require"
 # A preview of new resources needs no server: no child token, no version check.
-VAULT = vault.Provider("vault", address="http://127.0.0.1:1", token="preview-only", skip_child_token=True,
-                       skip_get_vault_version=True)
+VAULT = vault.Provider(
+    "vault", address="http://127.0.0.1:1", token="preview-only", skip_child_token=True, skip_get_vault_version=True
+)
 
 
 def role(max_ttl=86400, default_ttl=3600, creation="VALID UNTIL '{{expiration}}' "):
     vault.database.SecretBackendRole(
-        "role", backend="database", name="metrics-readwrite", db_name="postgresql",
-        creation_statements=[f'CREATE ROLE "{{{{name}}}}" WITH LOGIN PASSWORD \'{{{{password}}}}\' '
-                             f'{creation}IN ROLE "metrics_readwrite";'],
-        revocation_statements=REVOCATION_STATEMENTS, default_ttl=default_ttl, max_ttl=max_ttl,
-        opts=pulumi.ResourceOptions(provider=VAULT))
+        "role",
+        backend="database",
+        name="metrics-readwrite",
+        db_name="postgresql",
+        creation_statements=[
+            f"CREATE ROLE \"{{{{name}}}}\" WITH LOGIN PASSWORD '{{{{password}}}}' "
+            f'{creation}IN ROLE "metrics_readwrite";'
+        ],
+        revocation_statements=REVOCATION_STATEMENTS,
+        default_ttl=default_ttl,
+        max_ttl=max_ttl,
+        opts=pulumi.ResourceOptions(provider=VAULT),
+    )
 
 
 def connection(url=GOOD_URL):
     vault.database.SecretBackendConnection(
-        "connection", backend="database", name="postgresql", allowed_roles=["metrics-readwrite"],
+        "connection",
+        backend="database",
+        name="postgresql",
+        allowed_roles=["metrics-readwrite"],
         postgresql=vault.database.SecretBackendConnectionPostgresqlArgs(
-            connection_url=url, username="vault_admin", password=pulumi.Output.secret("x")),
-        opts=pulumi.ResourceOptions(provider=VAULT))
+            connection_url=url, username="vault_admin", password=pulumi.Output.secret("x")
+        ),
+        opts=pulumi.ResourceOptions(provider=VAULT),
+    )
 
 
 def grant(objects=("weekly_metrics_reporting",), sslmode="require"):
-    server = postgresql.Provider("postgres", host="db.internal", port=5432, database="app", username="admin",
-                                 password=pulumi.Output.secret("x"), sslmode=sslmode, superuser=False)
-    postgresql.Grant("grant", database="app", role="metrics_readwrite", schema="public", object_type="table",
-                     objects=list(objects), privileges=["SELECT"], opts=pulumi.ResourceOptions(provider=server))
+    server = postgresql.Provider(
+        "postgres",
+        host="db.internal",
+        port=5432,
+        database="app",
+        username="admin",
+        password=pulumi.Output.secret("x"),
+        sslmode=sslmode,
+        superuser=False,
+    )
+    postgresql.Grant(
+        "grant",
+        database="app",
+        role="metrics_readwrite",
+        schema="public",
+        object_type="table",
+        objects=list(objects),
+        privileges=["SELECT"],
+        opts=pulumi.ResourceOptions(provider=server),
+    )
 
 
 def aiven(termination_protection=True):
-    aiven_provider.Pg("service", project="p", cloud_name="google-europe-west1", plan="startup-4",
-                      service_name="pg-metrics", termination_protection=termination_protection,
-                      opts=pulumi.ResourceOptions(provider=aiven_provider.Provider("aiven", api_token="preview-only")))
+    aiven_provider.Pg(
+        "service",
+        project="p",
+        cloud_name="google-europe-west1",
+        plan="startup-4",
+        service_name="pg-metrics",
+        termination_protection=termination_protection,
+        opts=pulumi.ResourceOptions(provider=aiven_provider.Provider("aiven", api_token="preview-only")),
+    )
 
 
 if case == "compliant":
