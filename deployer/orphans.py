@@ -23,7 +23,10 @@ a stack made again from its settings is the state a reviewer can trust. Live
 credentials are revoked with the leases, so applications log in again.
 
 Runs in the deploy session (`. local/dev-env.sh`): VAULT_ADDR and VAULT_TOKEN,
-and PostgreSQL as PGUSER with PGPASSFILE; the server comes from the stack's settings.
+and PostgreSQL as PGUSER with PGPASSFILE; the server comes from the stack's settings
+(an application stack's: its platform stack's outputs). For an application stack
+the token must also list the platform mount's connections and roles (the
+platform deployer's, or an operator's), and PGUSER be its deploy login.
 """
 
 from __future__ import annotations
@@ -142,6 +145,11 @@ def listed(client: hvac.Client, path: str) -> list[str]:
         return list((client.list(path) or {}).get("data", {}).get("keys", []))
     except hvac.exceptions.InvalidPath:
         return []
+    except hvac.exceptions.Forbidden:
+        raise SystemExit(
+            f"orphans: VAULT_TOKEN may not list {path}: an application stack's objects are found among its "
+            "platform's, so this needs the platform deployer's token or an operator's. Nothing was changed."
+        ) from None
 
 
 def find(client: hvac.Client, conn: psycopg.Connection, mark: str, mount_path: str, approle_path: str) -> Orphans:
