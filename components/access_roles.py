@@ -111,6 +111,7 @@ class AccessRoles(pulumi.ComponentResource):
         self.grants = []
         previous_usage: pulumi.Resource | None = None
         tables: dict[str, pulumi.Resource] = dict(args.tables)
+        groups: list[postgresql.Role] = []
         for role in args.roles:
             group = args.endpoint.claimed_role(
                 f"{name}-{role.group_role}",
@@ -124,6 +125,7 @@ class AccessRoles(pulumi.ComponentResource):
                 ),
             )
             previous_role = group
+            groups.append(group)
             if role.acts_as_owner:
                 # What its users create (their sessions SET ROLE to the owner) is the owner's.
                 self.grants.append(
@@ -248,6 +250,7 @@ class AccessRoles(pulumi.ComponentResource):
             opts=ResourceOptions(parent=self, depends_on=self.grants + ([previous_role] if previous_role else [])),
         )
 
+        args.endpoint.mark(name, parent=self, roles=[*logins.values(), *groups])
         self.register_outputs(
             {
                 "vault_logins": {login: v.username for login, v in self.vault_logins.items()},

@@ -43,6 +43,7 @@ class AppSchema(pulumi.ComponentResource):
         owner = args.endpoint.claimed_role(
             f"{name}-owner", parent=self, name=args.owner_role, setting="pgcreds:tableOwnerRole", login=False
         )
+        args.endpoint.mark(name, parent=self, roles=[owner])
         self.owner_role = owner.name
         self.schema = args.schema
         self.made: list[pulumi.Resource] = [owner]

@@ -86,9 +86,9 @@ class PgEndpoint:
         """A `postgresql.Role` on this endpoint, made after a claim on its name
         (`PgRoleClaim`, checked at preview): never a role this stack did not create.
         `setting` names the stack setting that chose the name, for the error; pass
-        `claim` if it was made beforehand."""
+        `claim` if it was made beforehand. The component then marks its roles (`mark`)."""
         claim = claim or self.claim(resource_name, parent=parent, name=name, setting=setting)
-        role = postgresql.Role(
+        return postgresql.Role(
             resource_name,
             name=name,
             **role_args,
@@ -96,14 +96,18 @@ class PgEndpoint:
                 ResourceOptions.merge(self.resource_options(parent), opts), ResourceOptions(depends_on=[claim])
             ),
         )
-        PgRoleMark(
-            f"{resource_name}-mark",
-            name=role.name,
-            mark=this_stack_mark(),
-            connection=self.admin_connection(),
-            opts=ResourceOptions(parent=parent, depends_on=[role]),
-        )
-        return role
+
+    def mark(self, resource_name: str, *, parent: pulumi.Resource, roles: list[postgresql.Role]) -> None:
+        """The stack's mark on the roles a component made (`claimed_role`), in their
+        comments: one resource for them all, made once they exist."""
+        if roles:
+            PgRoleMark(
+                f"{resource_name}-marks",
+                names=Output.all(*[role.name for role in roles]).apply(sorted),
+                mark=this_stack_mark(),
+                connection=self.admin_connection(),
+                opts=ResourceOptions(parent=parent, depends_on=roles),
+            )
 
     def admin_connection(self, schema: str = "public") -> Output[dict]:
         """The `connection` input of the table and row dynamic resources (a secret):

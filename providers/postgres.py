@@ -154,26 +154,28 @@ class PgRoleClaim(Resource, module="postgresql", name="RoleClaim"):
 
 
 class _RoleMarkProvider(ResourceProvider):
-    """Writes the stack's mark into a role's comment, once the role exists. It
-    outlives the state: after a lost state the claims and `deployer.orphans` know
-    the role as this stack's. Nothing to delete: the comment goes with the role."""
+    """Writes the stack's mark into the comment of the roles it made, once they
+    exist. It outlives the state: after a lost state the claims and
+    `deployer.orphans` know the roles as this stack's. Nothing to delete: a
+    comment goes with its role."""
 
     def _write(self, props: dict) -> None:
         with pg.connect(props["connection"]) as conn:
-            conn.execute(
-                pg.sql.SQL("COMMENT ON ROLE {} IS {}").format(
-                    pg.sql.Identifier(props["name"]), pg.sql.Literal(props["mark"])
+            for name in props["names"]:
+                conn.execute(
+                    pg.sql.SQL("COMMENT ON ROLE {} IS {}").format(
+                        pg.sql.Identifier(name), pg.sql.Literal(props["mark"])
+                    )
                 )
-            )
 
     def create(self, props: dict) -> CreateResult:
         self._write(props)
-        return CreateResult(props["name"], dict(props))
+        return CreateResult(props["mark"], dict(props))
 
     def diff(self, _id: str, olds: dict, news: dict) -> DiffResult:
         return DiffResult(
-            changes=bool(changed(olds, news, ("name", "mark")) or _updated(olds, news, ())),
-            replaces=replaced_keys(olds, news, ("name",)),
+            changes=bool(changed(olds, news, ("names", "mark")) or _updated(olds, news, ())),
+            replaces=replaced_keys(olds, news, ()),
         )
 
     def update(self, _id: str, _olds: dict, news: dict) -> UpdateResult:
@@ -182,19 +184,20 @@ class _RoleMarkProvider(ResourceProvider):
 
 
 class PgRoleMark(Resource, module="postgresql", name="RoleMark"):
-    """The stack's mark (`stack_mark`) as the comment of a role it made."""
+    """The stack's mark (`stack_mark`) as the comment of the roles it made: one
+    resource for a component's roles, made after them."""
 
     def __init__(
         self,
         resource_name: str,
         *,
-        name: Input[str],
+        names: Input[list[str]],
         mark: str,
         connection: Input[dict],
         opts: ResourceOptions | None = None,
     ):
         super().__init__(
-            _RoleMarkProvider(), resource_name, {"name": name, "mark": mark, "connection": connection}, opts
+            _RoleMarkProvider(), resource_name, {"names": names, "mark": mark, "connection": connection}, opts
         )
 
 
