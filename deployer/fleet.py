@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from clients.pulumi_output import summary
+from deployer.session import session_exports
 
 REPO = Path(__file__).resolve().parents[1]
 # A line of the `Resources:` block: `+ 3 created`, `~ 1 to update`, `12 unchanged`.
@@ -99,12 +99,7 @@ def session_environment(application: str, read_only: bool) -> dict[str, str]:
     )
     if opened.returncode != 0:
         raise RuntimeError(opened.stderr.strip().splitlines()[-1] if opened.stderr.strip() else "no session")
-    exported = {}
-    for line in opened.stdout.splitlines():
-        if line.startswith("export "):
-            name, _, value = line.removeprefix("export ").partition("=")
-            exported[name] = shlex.split(value)[0] if value else ""
-    return exported
+    return session_exports(opened.stdout)
 
 
 def stack_environment(project_dir: Path, stack: str, read_only: bool) -> dict[str, str]:

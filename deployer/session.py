@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -264,6 +265,17 @@ def end_session() -> None:
         vault_client().auth.token.revoke_self()
     except (hvac.exceptions.VaultError, OSError) as error:  # already revoked or expired: nothing left to end
         print(f"deploy session: the job's token was not revoked ({error})", file=sys.stderr)
+
+
+def session_exports(printed: str) -> dict[str, str]:
+    """The variables this command's output exports, as a shell's `eval` would set
+    them (values may be quoted): for callers that run it as a subprocess."""
+    exported = {}
+    for line in printed.splitlines():
+        if line.startswith("export "):
+            name, _, value = line.removeprefix("export ").partition("=")
+            exported[name] = shlex.split(value)[0] if value else ""
+    return exported
 
 
 def main(argv: list[str]) -> int:

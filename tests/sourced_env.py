@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import functools
 import os
-import shlex
 import subprocess
 from pathlib import Path
+
+from deployer.session import session_exports  # noqa: F401 - the tests' and the bench's name for it
 
 REPO = Path(__file__).resolve().parents[1]
 # Every test stack's secrets are encrypted by the local OpenBao's transit key for
@@ -47,14 +48,3 @@ def file_backend(state: Path) -> dict[str, str]:
     state.mkdir(mode=0o700, parents=True, exist_ok=True)
     state.chmod(0o700)
     return {"PULUMI_BACKEND_URL": f"file://{state}", **_local_vault()}
-
-
-def session_exports(printed: str) -> dict[str, str]:
-    """The variables a deploy session's output (`python -m deployer.session`) exports,
-    as a shell's `eval` would set them (values may be quoted)."""
-    exported = {}
-    for line in printed.splitlines():
-        if line.startswith("export "):
-            name, _, value = line.removeprefix("export ").partition("=")
-            exported[name] = shlex.split(value)[0] if value else ""
-    return exported

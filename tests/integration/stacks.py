@@ -381,6 +381,20 @@ def make_split(
     return SplitStacks(platform, applications, passwords)
 
 
+@contextlib.contextmanager
+def split_on_postgres18(tmp_path: Path, count: int) -> Iterator[SplitStacks]:
+    """`make_split` on PostgreSQL 18 (a deploy login acts on the roles it made through
+    ADMIN OPTION alone there), cleaned up after."""
+    (tmp_path / "session").mkdir()
+    (tmp_path / "split").mkdir()
+    server, env, _ = server_with_deployer("18", tmp_path / "session")
+    organisation = make_split(tmp_path / "split", count, env=env, server=server)
+    try:
+        yield organisation
+    finally:
+        cleanup_split(organisation)
+
+
 def application_logins(server: PgServer, database: str, names: list[str], pgpass: Path) -> dict[str, str]:
     """Each application's deploy login on `server`, made as the bootstrap makes it
     (here the Vault platform connection serves the default server, so the password

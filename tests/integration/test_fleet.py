@@ -13,17 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from stacks import REPO, SplitStacks, application_roles, cleanup_split, make_split, server_with_deployer
+from stacks import REPO, SplitStacks, application_roles, split_on_postgres18
 
 
 @pytest.fixture
 def three_applications(tmp_path: Path) -> Iterator[SplitStacks]:
-    (tmp_path / "session").mkdir()
-    (tmp_path / "split").mkdir()
-    server, env, _ = server_with_deployer("18", tmp_path / "session")
-    organisation = make_split(tmp_path / "split", 3, env=env, server=server)
-    yield organisation
-    cleanup_split(organisation)
+    with split_on_postgres18(tmp_path, 3) as organisation:
+        yield organisation
 
 
 def fleet(split: SplitStacks, *arguments: str) -> subprocess.CompletedProcess:

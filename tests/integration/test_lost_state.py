@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pulumi import automation as auto
 
-from stacks import REPO, ProgramStack, SplitStacks, cleanup_split, make_split, server_with_deployer, vault
+from stacks import REPO, ProgramStack, SplitStacks, split_on_postgres18, vault
 
 KEPT_ROW = "SELECT count(*) FROM weekly_metrics_reporting WHERE product_downloads = 4242"
 MARK_QUERY = "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = %s"
@@ -106,12 +106,8 @@ def test_orphans_refuses_a_stack_that_has_a_state(deployed_stack: ProgramStack):
 
 @pytest.fixture
 def one_application(tmp_path: Path) -> Iterator[SplitStacks]:
-    (tmp_path / "session").mkdir()
-    (tmp_path / "split").mkdir()
-    server, env, _ = server_with_deployer("18", tmp_path / "session")
-    organisation = make_split(tmp_path / "split", 1, env=env, server=server)
-    yield organisation
-    cleanup_split(organisation)
+    with split_on_postgres18(tmp_path, 1) as organisation:
+        yield organisation
 
 
 def test_an_application_stacks_lost_state_is_cleared_inside_the_platforms_mount(one_application: SplitStacks):

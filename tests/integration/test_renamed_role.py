@@ -16,17 +16,13 @@ import pytest
 from psycopg import sql
 
 from smoke_check import app_login
-from stacks import SplitStacks, application_roles, cleanup_split, make_split, server_with_deployer, vault
+from stacks import SplitStacks, application_roles, split_on_postgres18, vault
 
 
 @pytest.fixture
 def one_application(tmp_path: Path) -> Iterator[SplitStacks]:
-    (tmp_path / "session").mkdir()
-    (tmp_path / "split").mkdir()
-    server, env, _ = server_with_deployer("18", tmp_path / "session")
-    organisation = make_split(tmp_path / "split", 1, env=env, server=server)
-    yield organisation
-    cleanup_split(organisation)
+    with split_on_postgres18(tmp_path, 1) as organisation:
+        yield organisation
 
 
 def credential(stack, role: str) -> psycopg.Connection:
