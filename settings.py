@@ -627,18 +627,23 @@ def _parse_aiven(
                 "in UTC such as 03:00:00 (and aivenMaintenanceDow)",
             )
         maintenance = {"dow": dow, "time": at}
-    token = secret("aivenToken")
-    if token is not None and in_clear("aivenToken"):
+    # The long-lived API token lives in Vault alone; each run's deploy session mints a
+    # short-lived one from it and exports it (AIVEN_TOKEN), so no stack records one.
+    if secret("aivenToken") is not None:
         problems.add(
             "aivenToken",
-            "is stored in clear text in the stack file: set it again with `pulumi config "
-            f"set --secret {NAMESPACE}:aivenToken <token>` (or export {AIVEN_TOKEN_ENV} instead), and "
-            "revoke the token that was written in clear",
+            "is no longer read: a stack's settings (and so its state) must not hold the long-lived Aiven "
+            'token. Move it into Vault once: `make bootstrap BOOTSTRAP_ARGS="… --aiven-token-file <file>"` '
+            "(it writes pgcreds-aiven/api, which only the deploy policies may read; each run's deploy "
+            f"session mints a 10-minute token from it), then `pulumi config rm {NAMESPACE}:aivenToken`"
+            + (" and revoke the token that was written in clear" if in_clear("aivenToken") else ""),
         )
-    if token is None and not environ.get(AIVEN_TOKEN_ENV):
+    elif not environ.get(AIVEN_TOKEN_ENV):
         problems.add(
             "aivenToken",
-            f"is required: `pulumi config set --secret {NAMESPACE}:aivenToken <token>` or export {AIVEN_TOKEN_ENV}",
+            f"no Aiven API token: {AIVEN_TOKEN_ENV} is exported by the deploy session of a stack in aiven mode "
+            '(ci/common.sh, or `eval "$(python -m deployer.session --aiven)"`) from the token the bootstrap '
+            "put in Vault (--aiven-token-file)",
         )
     return AivenPostgresArgs(
         project=project,
@@ -647,7 +652,6 @@ def _parse_aiven(
         service_name=service_name,
         pg_version=pg_version,
         maintenance=maintenance,
-        token=token,
         sslmode=sslmode,
         termination_protection=boolean("aivenTerminationProtection", environment != "dev"),
     )

@@ -8,6 +8,7 @@
 #   PGCREDS_PROJECT      optional: the program's folder (default: the checkout)
 #   PGCREDS_APPLICATION  optional: an application stack's pgcreds:application (default: its stack
 #                        file's); the job then deploys as that application's own login (pgcreds_deploy_<application>)
+#   PGCREDS_AIVEN        optional: true for a stack in aiven mode (default: its stack file's postgresMode)
 # Usage: source ci/common.sh [--read-only]
 set -euo pipefail
 PGCREDS_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,6 +30,13 @@ if [[ -z "${PGCREDS_APPLICATION:-}" && -f "$PGCREDS_PROJECT/Pulumi.$PGCREDS_STAC
     "$PGCREDS_PROJECT/Pulumi.$PGCREDS_STACK.yaml" | head -n 1)
 fi
 export PGCREDS_APPLICATION=${PGCREDS_APPLICATION:-}
+# A stack in aiven mode: its deploy session mints the run's Aiven API token from the
+# long-lived one in Vault (never a repository secret), and revokes it at the job's end.
+if [[ -z "${PGCREDS_AIVEN:-}" && -f "$PGCREDS_PROJECT/Pulumi.$PGCREDS_STACK.yaml" ]] &&
+   grep -Eq '^ *pgcreds:postgresMode: *"?aiven"? *$' "$PGCREDS_PROJECT/Pulumi.$PGCREDS_STACK.yaml"; then
+  PGCREDS_AIVEN=true
+fi
+export PGCREDS_AIVEN=${PGCREDS_AIVEN:-false}
 # The language host runs `uv` from the virtualenv (make venv), and the stack's
 # secrets are decrypted by Vault transit: never a passphrase.
 export PATH="$PGCREDS_REPO/venv/bin:$PATH"
@@ -48,6 +56,7 @@ pgcreds_end_job() {
   local code=$?
   trap - EXIT INT TERM HUP
   rm -rf "$PGCREDS_SESSION_DIR"
+  # (the run's Aiven token, from the environment, is revoked with the Vault token)
   [[ -n "${PGCREDS_KEEP_TOKEN:-}" ]] || (cd "$PGCREDS_REPO" && venv/bin/python -m deployer.session --end) || true
   exit "$code"
 }

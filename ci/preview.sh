@@ -4,8 +4,18 @@
 # login may only SELECT; the Vault token can only read). The diff goes to the
 # log and, as the pull request's comment, to $PGCREDS_COMMENT_FILE
 # (default preview-<stack>.md). Exits as the preview did.
-source "$(dirname "$0")/common.sh" --read-only
 comment=${PGCREDS_COMMENT_FILE:-preview-$PGCREDS_STACK.md}
+# A stack in aiven mode is not previewed on a pull request: Aiven gives whoever may
+# read the service its admin's password, and the pull request's code would hold
+# that token (README, "Aiven for PostgreSQL"). An operator previews it instead.
+if grep -Eq '^ *pgcreds:postgresMode: *"?aiven"? *$' "${PGCREDS_PROJECT:-$(dirname "$0")/..}/Pulumi.${PGCREDS_STACK:-}.yaml" 2>/dev/null ||
+   [[ "${PGCREDS_AIVEN:-}" == true ]]; then
+  reason="stack \`${PGCREDS_STACK:-}\` is in aiven mode: a pull request's preview gets no Aiven token (one that may read the service may read its admin's password), so an operator previews it (README, Aiven for PostgreSQL)"
+  echo "::warning::not previewed: $reason"
+  echo "#### \`pulumi preview\` of stack \`${PGCREDS_STACK:-}\`: not run. The $reason." > "$comment"
+  exit 0
+fi
+source "$(dirname "$0")/common.sh" --read-only
 # In the job's session folder, which common.sh removes when the job ends (a trap
 # of this script's own would replace that one).
 log="$PGCREDS_SESSION_DIR/preview.log"

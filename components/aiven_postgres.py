@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
-from pulumi import Input, Output, ResourceOptions
+from pulumi import Output, ResourceOptions
 
 from components.pg_endpoint import PgEndpoint, admin_provider, register_endpoint_outputs
 from providers.aiven import TerminationGuard
@@ -34,8 +34,6 @@ class AivenPostgresArgs:
     """Refuse to delete the service (on by default outside dev)."""
     maintenance: dict[str, str] | None = None
     """{"dow": "sunday", "time": "04:00:00"}, or None for Aiven's choice."""
-    token: Input[str] | None = None
-    """API token as a secret; None lets the provider read AIVEN_TOKEN (then it is in no state)."""
     sslmode: str = "verify-full"
     """sslmode of Pulumi's connections; verify-full checks the server against the project CA."""
 
@@ -69,11 +67,9 @@ class AivenPostgres(pulumi.ComponentResource):
 
         super().__init__("pgcreds:postgres:AivenPostgres", name, None, opts)
         self.name, self.args = name, args
-        provider = aiven.Provider(
-            f"{name}-aiven",
-            api_token=Output.secret(args.token) if args.token else None,
-            opts=ResourceOptions(parent=self),
-        )
+        # The API token is never an input: the provider reads AIVEN_TOKEN, the run's
+        # short-lived token that the deploy session minted, so no state records it.
+        provider = aiven.Provider(f"{name}-aiven", opts=ResourceOptions(parent=self))
         ask_aiven = pulumi.InvokeOutputOptions(provider=provider, parent=self)
         project = aiven.get_project_output(project=args.project, opts=ask_aiven)
         plans = aiven.get_service_plan_list_output(project=args.project, service_type="pg", opts=ask_aiven)

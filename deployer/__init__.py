@@ -16,6 +16,10 @@ PLATFORM_MOUNT = "pgcreds-platform"
 PLATFORM_CONNECTION = "postgres-admin"
 TRANSIT_MOUNT = "transit"
 JWT_MOUNT = "jwt"
+# A KV (version 2) engine with the Aiven API's long-lived token (`<mount>/api`: token,
+# api_url), which only the deploy policies may read: each run mints a short one from it.
+AIVEN_MOUNT = "pgcreds-aiven"
+AIVEN_SECRET = "api"
 # PostgreSQL: the deployer's login (rotated by Vault), the login Vault uses to manage
 # it and the state users, and the state database with its owner and group roles.
 DEPLOYER_ROLE = "deployer"  # <mount>/static-creds/deployer
@@ -33,7 +37,7 @@ STATE_READERS = "pulumi_state_readers"
 
 # Mounts a stack's deploy policy must never be able to mount over or unmount.
 RESERVED_MOUNTS = frozenset(
-    {PLATFORM_MOUNT, TRANSIT_MOUNT, JWT_MOUNT, "sys", "auth", "identity", "cubbyhole", "secret", "kv"}
+    {PLATFORM_MOUNT, TRANSIT_MOUNT, JWT_MOUNT, AIVEN_MOUNT, "sys", "auth", "identity", "cubbyhole", "secret", "kv"}
 )
 
 

@@ -21,7 +21,10 @@ What it makes:
   `pgcreds_vault_platform`, its password rotated at once so that only Vault knows
   it; the static role `deployer`; the dynamic roles `state-write`, `state-read`),
   the `transit` engine with one key per stack, the deploy and preview policies of
-  each stack, and the `jwt` auth method with a deploy and a preview role per stack.
+  each stack, and the `jwt` auth method with a deploy and a preview role per stack;
+  with --aiven-token-file, the Aiven API's long-lived token in the KV engine
+  `pgcreds-aiven` (`api`), which only the deploy policies of stacks that are not
+  application stacks may read.
 """
 
 from __future__ import annotations
@@ -39,10 +42,13 @@ import hvac.exceptions
 import psycopg
 from psycopg import sql
 
+from clients import aiven_api
 from clients.names import APPLICATION_NAME, MOUNT_NAME, STACK_NAME
 from clients.state_blob import state_blob
 from clients.tls import operator_token, vault_tls_verify
 from deployer import (
+    AIVEN_MOUNT,
+    AIVEN_SECRET,
     DEPLOYER_ROLE,
     JWT_MOUNT,
     PLATFORM_CONNECTION,
@@ -455,8 +461,12 @@ def platform_decrypt(spec: StackSpec) -> str:
 
 def deploy_policy_text(spec: StackSpec) -> str:
     """What a stack's deployer may do: all of the program's objects, or (an
-    application stack) its application's alone; and its deploy session."""
-    program = policy_text("application.hcl" if spec.application else "deployer.hcl", spec)
+    application stack) its application's alone; and its deploy session, which for
+    a stack that may make an Aiven service reads the Aiven API's token."""
+    if spec.application:
+        program = policy_text("application.hcl", spec)
+    else:
+        program = policy_text("deployer.hcl", spec) + policy_text("aiven.hcl", spec)
     return program + policy_text("deploy-session.hcl", spec) + platform_decrypt(spec)
 
 
@@ -518,6 +528,42 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
         f"pgcreds-deploy-<stack> (repository {args.repository}, ref {args.deploy_ref}) and pgcreds-preview-<stack> "
         "are in place"
     )
+
+
+def read_aiven_token(args: argparse.Namespace) -> str:
+    """The Aiven API token from --aiven-token-file, checked with Aiven before anything
+    changes ("" without the option)."""
+    if not args.aiven_token_file:
+        return ""
+    try:
+        token = Path(args.aiven_token_file).read_text().strip()
+    except OSError as error:
+        raise BadArgument("--aiven-token-file", args.aiven_token_file, f"cannot be read ({error.strerror})") from None
+    if not token:
+        raise BadArgument("--aiven-token-file", args.aiven_token_file, "is empty")
+    try:
+        aiven_api.check_token(args.aiven_api_url, token)
+    except aiven_api.AivenApiError as error:
+        raise SystemExit(f"bootstrap: --aiven-token-file: {error}. Nothing was changed.") from None
+    return token
+
+
+def bootstrap_aiven_token(args: argparse.Namespace, client: hvac.Client, token: str) -> None:
+    """The long-lived token goes into Vault, and nowhere else: the deploy session of
+    each run mints a short-lived one from it (`deployer.session --aiven`)."""
+    mounts = client.sys.list_mounted_secrets_engines()["data"]
+    if f"{AIVEN_MOUNT}/" not in mounts:
+        client.sys.enable_secrets_engine(
+            "kv",
+            path=AIVEN_MOUNT,
+            options={"version": "2"},
+            description="pg-dynamic-creds: the Aiven API's long-lived token (deploy sessions mint from it)",
+        )
+        say(f"Vault kv engine mounted at {AIVEN_MOUNT}/")
+    client.secrets.kv.v2.create_or_update_secret(
+        path=AIVEN_SECRET, secret={"token": token, "api_url": args.aiven_api_url}, mount_point=AIVEN_MOUNT
+    )
+    say(f"the Aiven API token is in Vault at {AIVEN_MOUNT}/{AIVEN_SECRET} ({args.aiven_api_url}); delete its file")
 
 
 def check_keys(args: argparse.Namespace, client: hvac.Client, password: str) -> None:
@@ -608,6 +654,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("PGCREDS_KEY_BACKUP_DIR", ""),
         help="write each stack's transit key backup here (mode 0600; as secret as the keys)",
     )
+    parser.add_argument(
+        "--aiven-token-file",
+        default="",
+        help="a file holding the Aiven API token: it is stored in Vault (pgcreds-aiven/api) for the "
+        "deploy sessions to mint each run's short-lived token from",
+    )
+    parser.add_argument(
+        "--aiven-api-url",
+        default=os.environ.get("AIVEN_WEB_URL") or aiven_api.DEFAULT_API_URL,
+        help="the Aiven API (default: AIVEN_WEB_URL, then https://api.aiven.io)",
+    )
     parser.add_argument("--password-stdin", action="store_true")
     return parser.parse_args(argv)
 
@@ -617,10 +674,13 @@ def main(argv: list[str]) -> int:
     check_arguments(args)  # before anything is read or changed
     admin_password = read_admin_password(args.password_stdin)
     client = vault_client(args)  # checked before anything is changed
+    aiven_token = read_aiven_token(args)
     check_keys(args, client, admin_password)
     bootstrap_postgres(args, admin_password)
     bootstrap_vault_database(args, client, admin_password)
     bootstrap_vault_identities(args, client)
+    if aiven_token:
+        bootstrap_aiven_token(args, client, aiven_token)
     say("done: the admin password is no longer needed to deploy")
     return 0
 

@@ -18,6 +18,11 @@ Reads VAULT_ADDR, VAULT_TOKEN (VAULT_CACERT) and PULUMI_BACKEND_URL, a
   with --read-only, a preview login issued for this run
   (`pgcreds-platform/creds/preview`), which may read the catalogs and nothing else:
   a pull request's code runs with it.
+With --aiven (a stack in aiven mode; PGCREDS_AIVEN=true), a deploy session also
+mints the run's Aiven API token from the long-lived one that only its policy may
+read (`pgcreds-aiven/api`): a user access token that dies 10 minutes after its
+last use (Aiven's shortest), described with the run, in a file of the session
+folder that AIVEN_TOKEN is read from; `--end` revokes it. A preview gets none.
 Both passwords go into a pgpass file (mode 0600, in a folder of mode 0700) named
 by PGPASSFILE. PGCREDS_SESSION_KIND says which kind of session it is. Prints only
 `export` lines, never a password. A session whose logins live on for another 45
@@ -39,9 +44,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
+from clients import aiven_api
 from clients.names import APPLICATION_NAME
 from clients.tls import operator_token, vault_ca_problem, vault_tls_verify
 from deployer import (
+    AIVEN_MOUNT,
+    AIVEN_SECRET,
     PLATFORM_MOUNT,
     PREVIEW_ROLE,
     STATE_READ_ROLE,
@@ -166,7 +174,21 @@ def preview_login(client: hvac.Client) -> tuple[str, str, int]:
     return issued["data"]["username"], issued["data"]["password"], int(time.time()) + int(issued["lease_duration"])
 
 
-def open_session(read_only: bool, renew: bool = False, application: str = "") -> dict:
+def open_session(read_only: bool, renew: bool = False, application: str = "", aiven: bool = False) -> dict:
+    if aiven and read_only:
+        raise SessionError(
+            "a preview gets no Aiven token (--aiven with --read-only): a token that may read the service "
+            "may read its admin's password (the aiven provider reads it on every refresh), and a pull "
+            "request's preview runs the pull request's own code. Preview a stack in aiven mode from main, "
+            'or as an operator (README, "Aiven for PostgreSQL")'
+        )
+    session = database_session(read_only, renew, application)
+    if aiven:
+        session["aiven"] = mint_aiven_token(vault_client(), Path(session["passfile"]).parent)
+    return session
+
+
+def database_session(read_only: bool, renew: bool = False, application: str = "") -> dict:
     # Checked here, first: the CLI's secrets provider would only name the path.
     problem = vault_ca_problem()
     if problem:
@@ -220,6 +242,44 @@ def open_session(read_only: bool, renew: bool = False, application: str = "") ->
     return {**known, "passfile": str(passfile), "backend_url": backend_url(url, known["state_user"])}
 
 
+# What the run's Aiven token is exported as, and what `--end` revokes it with.
+AIVEN_EXPORTS = ("AIVEN_TOKEN", "AIVEN_WEB_URL", "PGCREDS_AIVEN_TOKEN_PREFIX")
+
+
+def run_description() -> str:
+    """Who minted a token, for Aiven's token list: the CI run, or the person's machine."""
+    if os.environ.get("GITHUB_RUN_ID"):
+        where = (
+            f"{os.environ.get('GITHUB_REPOSITORY', '?')} run {os.environ['GITHUB_RUN_ID']} "
+            f"({os.environ.get('GITHUB_WORKFLOW', '?')}, {os.environ.get('GITHUB_REF', '?')})"
+        )
+    else:
+        where = f"{os.environ.get('USER') or os.getuid()}@{os.uname().nodename}"
+    stack = os.environ.get("PGCREDS_STACK", "")
+    return f"pg-dynamic-creds deploy session{f' of stack {stack}' if stack else ''}: {where}"
+
+
+def mint_aiven_token(client: hvac.Client, folder: Path) -> dict[str, str]:
+    """The run's own Aiven token, minted from the long-lived one in Vault, in a file of
+    the session folder (0600): what to export."""
+    stored = read(client, f"{AIVEN_MOUNT}/data/{AIVEN_SECRET}")["data"]["data"]
+    api_url = stored.get("api_url") or aiven_api.DEFAULT_API_URL
+    try:
+        minted = aiven_api.mint_token(api_url, stored["token"], run_description())
+    except aiven_api.AivenApiError as error:
+        raise SessionError(
+            f"the run's Aiven token could not be minted from {AIVEN_MOUNT}/{AIVEN_SECRET}: {error}. "
+            'If the long-lived token was revoked, store a new one: make bootstrap BOOTSTRAP_ARGS="… '
+            '--aiven-token-file <file>"'
+        ) from None
+    token_file = folder / "aiven-token"
+    fd = os.open(token_file.with_suffix(".new"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(minted.full_token)
+    os.replace(token_file.with_suffix(".new"), token_file)
+    return {"token_file": str(token_file), "api_url": api_url, "prefix": minted.prefix}
+
+
 def session_problem(known: dict, passfile: Path, url: str, host: str, port: int, database: str) -> str:
     """Why a cached session can no longer be used, or "": its logins are tried once
     each, on the state database's server (`host`, `port`, `database`, as
@@ -254,11 +314,18 @@ def session_problem(known: dict, passfile: Path, url: str, host: str, port: int,
 
 
 def end_session() -> None:
-    """The end of a CI job: the job's token is revoked, and with it every lease it
-    read (the state login is dropped from PostgreSQL at once); the session's files
-    are removed by the caller (ci/common.sh removes the job's folder)."""
+    """The end of a CI job: the run's Aiven token is revoked (with itself), the job's
+    Vault token is revoked, and with it every lease it read (the state login is
+    dropped from PostgreSQL at once); the session's files are removed by the caller
+    (ci/common.sh removes the job's folder)."""
     import hvac.exceptions
 
+    token, api_url, prefix = (os.environ.get(name, "") for name in AIVEN_EXPORTS)
+    if token and prefix:
+        try:
+            aiven_api.revoke_token(api_url or aiven_api.DEFAULT_API_URL, token, prefix)
+        except aiven_api.AivenApiError as error:  # expired already: nothing left to revoke
+            print(f"deploy session: the run's Aiven token was not revoked ({error})", file=sys.stderr)
     if not (os.environ.get("VAULT_ADDR") and operator_token()):
         return
     try:
@@ -275,7 +342,16 @@ def session_exports(printed: str) -> dict[str, str]:
         if line.startswith("export "):
             name, _, value = line.removeprefix("export ").partition("=")
             exported[name] = shlex.split(value)[0] if value else ""
+            if exported[name].startswith(READ_FILE[0]) and exported[name].endswith(READ_FILE[1]):
+                # (a secret the shell reads from the session's file: so must the caller)
+                path = exported[name][len(READ_FILE[0]) : -len(READ_FILE[1])]
+                exported[name] = Path(shlex.split(path)[0]).read_text()
     return exported
+
+
+# A secret's export reads it from its file when the shell evaluates the line, so the
+# printed text never holds it: export NAME="$(cat 'file')".
+READ_FILE = ("$(cat ", ")")
 
 
 def main(argv: list[str]) -> int:
@@ -293,6 +369,12 @@ def main(argv: list[str]) -> int:
         "(pgcreds_deploy_<application>), not the deployer's (default: PGCREDS_APPLICATION)",
     )
     parser.add_argument(
+        "--aiven",
+        action="store_true",
+        default=os.environ.get("PGCREDS_AIVEN", "") == "true",
+        help="a stack in aiven mode: mint the run's Aiven API token (default: PGCREDS_AIVEN=true)",
+    )
+    parser.add_argument(
         "--end", action="store_true", help="CI, at the job's end: revoke the job's Vault token and the logins it read"
     )
     args = parser.parse_args(argv)
@@ -300,7 +382,7 @@ def main(argv: list[str]) -> int:
         end_session()
         return 0
     password_in_shell = bool(os.environ.pop("PGPASSWORD", None))  # (not for this process's own check either)
-    session = open_session(args.read_only, args.renew, args.application)
+    session = open_session(args.read_only, args.renew, args.application, args.aiven)
     if password_in_shell:
         # libpq prefers PGPASSWORD to PGPASSFILE: every login would try that password.
         print(
@@ -315,6 +397,12 @@ def main(argv: list[str]) -> int:
     print(f"export PGCREDS_SESSION_KIND={session['kind']}")
     for setting, value in STATE_SETTINGS.items():
         print(f"export {setting}={value}")
+    if "aiven" in session:
+        aiven = session["aiven"]
+        token_name, url_name, prefix_name = AIVEN_EXPORTS
+        print(f'export {token_name}="{READ_FILE[0]}{shlex.quote(aiven["token_file"])}{READ_FILE[1]}"')
+        print(f"export {url_name}={shlex.quote(aiven['api_url'])}")
+        print(f"export {prefix_name}={shlex.quote(aiven['prefix'])}")
     print(
         f"# state login valid until {time.strftime('%Y-%m-%d %H:%M', time.localtime(session['state_expires']))}, "
         f"program login until {time.strftime('%Y-%m-%d %H:%M', time.localtime(session['program_expires']))}"

@@ -2,7 +2,10 @@
 for one Aiven for PostgreSQL service: the project and its CA, service plans,
 create, read (REBUILDING, then RUNNING with a backup), update (plan,
 maintenance window, user config, termination protection, power), delete, tags
-and static IPs. Answers and errors have the real API's JSON shapes.
+and static IPs; a service user's credential reset; and the user access tokens a
+deploy session mints from the long-lived one (create with a max age of 600 s to
+ten years, optionally extended by use; list; revoke), refused once expired or
+revoked. Answers and errors have the real API's JSON shapes.
 
 Each service is a real database on the local PostgreSQL server, which serves TLS
 with the test CA, owned by a non-superuser admin with CREATEROLE (like
@@ -32,6 +35,11 @@ REBUILD_SECONDS = 1.0
 PLANS = {"hobbyist": 8192, "startup-4": 81920, "startup-8": 178176, "business-4": 81920, "business-8": 178176}
 CLOUDS = ("google-europe-west1", "aws-eu-west-1", "azure-germany-westcentral")
 PROTECTED = "Service is protected against termination and shutdown. Remove termination protection first."
+# A user access token's `max_age_seconds`, as the API bounds it (the aiven plugin's
+# schema for tokens: "Value must be between `600` and `315360000`").
+TOKEN_MAX_AGE_RANGE = (600, 315360000)
+# How many characters of a token its `token_prefix` shows.
+TOKEN_PREFIX_LENGTH = 10
 
 
 def error(status: HTTPStatus, message: str, code: str = "") -> tuple[int, dict]:
@@ -59,6 +67,37 @@ class Service:
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
+@dataclass
+class AccessToken:
+    """A user access token minted through `POST /v1/access_token`."""
+
+    full_token: str
+    description: str
+    max_age_seconds: int | None
+    extend_when_used: bool
+    scopes: list[str] | None
+    created: float
+    last_used: float
+    revoked: bool = False
+
+    @property
+    def prefix(self) -> str:
+        return self.full_token[:TOKEN_PREFIX_LENGTH]
+
+    def expires(self) -> float | None:
+        if self.max_age_seconds is None:
+            return None
+        return (self.last_used if self.extend_when_used else self.created) + self.max_age_seconds
+
+    def live(self, now: float) -> bool:
+        expires = self.expires()
+        return not self.revoked and (expires is None or now < expires)
+
+
+def iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 class AivenStandIn:
     """Serves one project on 127.0.0.1 (port chosen by the kernel) until `stop()`."""
 
@@ -79,7 +118,13 @@ class AivenStandIn:
         """(method, path) of every request, in order."""
         self.bodies: list[tuple[str, str, Any]] = []
         """(method, path, body) of every request that had a body."""
+        self.authorized: list[tuple[str, str, str]] = []
+        """(method, path, "long-lived" or "minted") of every request a token was accepted for."""
         self.unknown: list[str] = []
+        self.access_tokens: dict[str, AccessToken] = {}
+        """Minted tokens by their full text (the constructor's `token` is long-lived)."""
+        self.clock_offset = 0.0
+        """Seconds added to the wall clock: a test moves time on to expire tokens."""
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -96,6 +141,19 @@ class AivenStandIn:
     def calls(self, method: str | None = None, pattern: str = "") -> list[tuple[str, str]]:
         """The requests so far whose method is `method` and path contains `pattern`."""
         return [(m, p) for m, p in self.requests if (method is None or m == method) and pattern in p]
+
+    def calls_by(self, kind: str) -> list[tuple[str, str]]:
+        """The requests made with the long-lived token ("long-lived") or a minted one
+        ("minted"), minting itself left out."""
+        return [(m, p) for m, p, k in self.authorized if k == kind and p != "/v1/access_token"]
+
+    def now(self) -> float:
+        return time.time() + self.clock_offset
+
+    def token_used(self, full_token: str) -> bool:
+        """Whether a request with this token would be served now."""
+        minted = self.access_tokens.get(full_token)
+        return full_token == self.token or (minted is not None and minted.live(self.now()))
 
     # --- answers --------------------------------------------------------------
 
@@ -193,6 +251,79 @@ class AivenStandIn:
             "metadata": {"pg_version": service.user_config.get("pg_version")},
         }
 
+    def _token_json(self, token: AccessToken, include_full: bool = False) -> dict[str, Any]:
+        expires = token.expires()
+        answer = {
+            "create_time": iso(token.created),
+            "created_manually": False,
+            "currently_active": token.live(self.now()),
+            "description": token.description,
+            "expiry_time": iso(expires) if expires is not None else None,
+            "extend_when_used": token.extend_when_used,
+            "last_ip": "127.0.0.1",
+            "last_used_time": iso(token.last_used),
+            "last_user_agent": None,
+            "last_user_agent_human_readable": None,
+            "max_age_seconds": token.max_age_seconds,
+            "scopes": token.scopes,
+            "token_prefix": token.prefix,
+        }
+        if include_full:
+            answer["full_token"] = token.full_token
+        return answer
+
+    def create_token(self, body: dict[str, Any]) -> tuple[int, dict]:
+        """`POST /v1/access_token` (AccessTokenCreate): description, max_age_seconds,
+        extend_when_used, scopes; the answer is the only place the full token appears."""
+        max_age = body.get("max_age_seconds")
+        low, high = TOKEN_MAX_AGE_RANGE
+        if max_age is not None and not (isinstance(max_age, int) and low <= max_age <= high):
+            return error(HTTPStatus.BAD_REQUEST, f"max_age_seconds must be between {low} and {high}")
+        if not isinstance(body.get("description", ""), str):
+            return error(HTTPStatus.BAD_REQUEST, "Invalid description")
+        scopes = body.get("scopes")
+        if scopes is not None and not (isinstance(scopes, list) and all(isinstance(x, str) for x in scopes)):
+            return error(HTTPStatus.BAD_REQUEST, "Invalid scopes")
+        now = self.now()
+        token = AccessToken(
+            full_token=secrets.token_urlsafe(48),
+            description=body.get("description") or "",
+            max_age_seconds=max_age,
+            extend_when_used=bool(body.get("extend_when_used")),
+            scopes=scopes,
+            created=now,
+            last_used=now,
+        )
+        self.access_tokens[token.full_token] = token
+        return HTTPStatus.OK, self._token_json(token, include_full=True)
+
+    def revoke_token(self, prefix: str) -> tuple[int, dict]:
+        """`DELETE /v1/access_token/{token_prefix}` (AccessTokenRevoke)."""
+        found = [t for t in self.access_tokens.values() if t.prefix == prefix and not t.revoked]
+        if not found:
+            return error(HTTPStatus.NOT_FOUND, "Access token not found", "access_token_not_found")
+        for token in found:
+            token.revoked = True
+        return HTTPStatus.OK, {"message": "Access token revoked"}
+
+    def reset_credentials(self, service: Service, username: str, body: dict[str, Any]) -> tuple[int, dict]:
+        """`PUT /v1/project/{p}/service/{s}/user/{u}` (ServiceUserCredentialsModify)
+        with `operation: reset-credentials`: a new password (`new_password`, or a
+        random one), in force on the server at once; the answer is the service."""
+        if username != service.admin_user:
+            return error(HTTPStatus.NOT_FOUND, f"Service user {username} does not exist", "service_user_not_found")
+        if body.get("operation") != "reset-credentials":
+            return error(HTTPStatus.BAD_REQUEST, f"Unsupported operation {body.get('operation')!r}")
+        password = body.get("new_password") or secrets.token_urlsafe(18)
+        if len(password) < 8:
+            return error(HTTPStatus.BAD_REQUEST, "Password must be at least 8 characters long")
+        with self.superuser() as admin:
+            admin.execute(
+                sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(sql.Identifier(username), sql.Literal(password))
+            )
+        service.admin_password = password
+        return HTTPStatus.OK, {"message": "Service user credentials reset", "service": self._service_json(service)}
+
     def create(self, body: dict[str, Any]) -> tuple[int, dict]:
         name, plan, cloud = body.get("service_name", ""), body.get("plan", ""), body.get("cloud") or CLOUDS[0]
         if body.get("service_type") != "pg" or not re.match(r"^[a-z][a-z0-9-]{0,62}$", name):
@@ -270,9 +401,24 @@ class AivenStandIn:
         self.requests.append((method, path))
         if body is not None:
             self.bodies.append((method, path, body))
-        if headers.get("Authorization") not in (f"aivenv1 {self.token}", f"Bearer {self.token}"):
-            return error(HTTPStatus.FORBIDDEN, "Invalid token")
+        scheme, _, presented = (headers.get("Authorization") or "").partition(" ")
+        with self.lock:
+            if scheme not in ("aivenv1", "Bearer") or not self.token_used(presented):
+                return error(HTTPStatus.FORBIDDEN, "Invalid token")
+            minted = self.access_tokens.get(presented)
+            if minted is not None:
+                minted.last_used = self.now()
+            self.authorized.append((method, path, "minted" if minted else "long-lived"))
         parts = path.strip("/").split("/")
+        if parts[:2] == ["v1", "access_token"]:
+            with self.lock:
+                if len(parts) == 2 and method == "POST":
+                    return self.create_token(body or {})
+                if len(parts) == 2 and method == "GET":
+                    return HTTPStatus.OK, {"tokens": [self._token_json(t) for t in self.access_tokens.values()]}
+                if len(parts) == 3 and method == "DELETE":
+                    return self.revoke_token(parts[2])
+            return self._unknown(method, path)
         if parts[:2] == ["v1", "project"] and len(parts) == 2 and method == "GET":
             return HTTPStatus.OK, {"projects": [self._project_json()], "project_membership": {self.project: "admin"}}
         if parts[:2] != ["v1", "project"] or len(parts) < 3:
@@ -312,6 +458,8 @@ class AivenStandIn:
                     return self.update(service, body or {})
                 if method == "DELETE":
                     return self.delete(service)
+            if rest[2:3] == ["user"] and len(rest) == 4 and method == "PUT":
+                return self.reset_credentials(service, rest[3], body or {})
             if rest[2:] == ["tags"]:
                 if method == "GET":
                     return HTTPStatus.OK, {"tags": service.tags}

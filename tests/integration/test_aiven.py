@@ -19,6 +19,7 @@ import pytest
 from pulumi import automation as auto
 
 from aiven_standin.server import AivenStandIn
+from clients import aiven_api
 from stacks import ProgramStack, admin_connect, cleanup, make_stack, vault
 
 PROJECT = "pgcreds-test"
@@ -76,11 +77,24 @@ def stand_in() -> Iterator[AivenStandIn]:
 
 
 @pytest.fixture(scope="module")
-def aiven_stack(tmp_path_factory: pytest.TempPathFactory, stand_in: AivenStandIn) -> Iterator[ProgramStack]:
-    """The token is a secret setting here (AIVEN_TOKEN is the other way, below)."""
-    test_stack = make_stack(tmp_path_factory.mktemp("aiven"), env={"AIVEN_WEB_URL": stand_in.url, "AIVEN_TOKEN": ""})
+def minted(stand_in: AivenStandIn) -> Iterator[aiven_api.MintedToken]:
+    """The stack's runs use a short-lived token minted from the long-lived one, as a
+    deploy session mints it (test_aiven_deploy_path runs the session itself)."""
+    token = aiven_api.mint_token(stand_in.url, stand_in.token, "test_aiven")
+    yield token
+    aiven_api.revoke_token(stand_in.url, token.full_token, token.prefix)
+    with pytest.raises(aiven_api.AivenApiError, match="Invalid token"):
+        aiven_api.check_token(stand_in.url, token.full_token)
+
+
+@pytest.fixture(scope="module")
+def aiven_stack(
+    tmp_path_factory: pytest.TempPathFactory, stand_in: AivenStandIn, minted: aiven_api.MintedToken
+) -> Iterator[ProgramStack]:
+    test_stack = make_stack(
+        tmp_path_factory.mktemp("aiven"), env={"AIVEN_WEB_URL": stand_in.url, "AIVEN_TOKEN": minted.full_token}
+    )
     test_stack.set(**aiven_settings(test_stack))
-    test_stack.stack.set_config("pgcreds:aivenToken", auto.ConfigValue(stand_in.token, secret=True))
     yield test_stack
     cleanup(test_stack)
 
@@ -116,8 +130,11 @@ def test_1_up_from_empty_then_smoke_check_over_verify_full(aiven_stack: ProgramS
     assert [connection["connection_details"]["username"]] == aiven_stack.vault_logins()
     assert "sslmode=require" in connection["connection_details"]["connection_url"]
     state = aiven_stack.raw_state()
-    assert service.admin_password not in state and stand_in.token not in state
-    assert stand_in.token not in (aiven_stack.project_dir / f"Pulumi.{aiven_stack.stack.name}.yaml").read_text()
+    stack_file = (aiven_stack.project_dir / f"Pulumi.{aiven_stack.stack.name}.yaml").read_text()
+    for secret in (service.admin_password, stand_in.token, *stand_in.access_tokens):
+        assert secret not in state and secret not in stack_file
+    # Every call of the plugin used the run's minted token, never the long-lived one.
+    assert stand_in.calls_by("long-lived") == []
 
 
 def test_2_no_op_preview(aiven_stack: ProgramStack, stand_in: AivenStandIn):
@@ -222,19 +239,26 @@ def test_6_destroy_once_the_setting_is_off_leaves_nothing(aiven_stack: ProgramSt
         ({"aivenPlan": "startup-999"}, "pgcreds:aivenPlan"),
         ({"aivenCloud": "Google Europe"}, "pgcreds:aivenCloud"),
         ({"aivenMaintenanceTime": "25:00:00"}, "pgcreds:aivenMaintenanceTime"),
-        ({"aivenToken": None}, "pgcreds:aivenToken"),
+        ({"AIVEN_TOKEN": ""}, "pgcreds:aivenToken: no Aiven API token"),
+        ({"aivenToken": "secret"}, "pgcreds:aivenToken: is no longer read"),
     ],
 )
 def test_bad_aiven_settings_fail_at_preview_and_create_nothing(tmp_path: Path, overrides: dict, setting: str):
     server = start_stand_in()
-    test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": ""})
+    token = overrides.pop("AIVEN_TOKEN", server.token)
+    test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": token})
     try:
-        test_stack.set(**aiven_settings(test_stack, **{k: v for k, v in overrides.items() if v}))
-        if "aivenToken" not in overrides:
+        if overrides.pop("aivenToken", None):
+            # A long-lived token in the stack's settings (and state) is refused, with the way into Vault.
             test_stack.stack.set_config("pgcreds:aivenToken", auto.ConfigValue(server.token, secret=True))
+        test_stack.set(**aiven_settings(test_stack, **overrides))
         with pytest.raises(auto.CommandError) as failed:
             test_stack.stack.preview()
         assert setting in str(failed.value)
+        if "no longer read" in setting:
+            assert "--aiven-token-file" in str(failed.value) and "pulumi config rm pgcreds:aivenToken" in str(
+                failed.value
+            )
         assert not server.calls("POST") and not server.calls("PUT") and server.services == {}
     finally:
         cleanup(test_stack)

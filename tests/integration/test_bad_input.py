@@ -93,7 +93,7 @@ CASES = {
             "aivenPlan": "startup-4",
             "aivenToken": "in-clear",
         },
-        "pgcreds:aivenToken: is stored in clear text",
+        "pgcreds:aivenToken: is no longer read",
     ),
     # Names that can never be this program's.
     "mount path sys": (lambda s: {"vaultMountPath": "sys"}, "pgcreds:vaultMountPath"),

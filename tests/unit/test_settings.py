@@ -214,7 +214,7 @@ def test_aiven_mode_defaults():
     # The admin password comes from the service: none is asked for in aiven mode.
     assert isinstance(aiven, AivenPostgresArgs)
     assert aiven.termination_protection is True and aiven.service_name == "pgcreds-prod"
-    assert aiven.pg_version == "16" and aiven.token is None
+    assert aiven.pg_version == "16" and not hasattr(aiven, "token")
     assert aiven.sslmode == "verify-full"
 
 
@@ -235,13 +235,16 @@ def test_aiven_missing_project():
 
 def test_aiven_missing_token():
     message = error_of(AIVEN, environ={"VAULT_TOKEN": "t"})
-    assert "pgcreds:aivenToken: is required" in message and "AIVEN_TOKEN" in message
+    assert "pgcreds:aivenToken: no Aiven API token" in message and "AIVEN_TOKEN" in message
+    assert "deployer.session --aiven" in message
 
 
-def test_aiven_token_from_config_secret():
+def test_aiven_token_in_the_settings_is_refused_with_the_way_into_vault():
     token = Output.secret("from-config")
-    settings = parse(AIVEN, environ={"VAULT_TOKEN": "t"}, secret=lambda key: token if key == "aivenToken" else None)
-    assert settings.postgres.token is token
+    message = error_of(AIVEN, environ=AIVEN_ENV, secret=lambda key: token if key == "aivenToken" else None)
+    assert "pgcreds:aivenToken: is no longer read" in message
+    assert "--aiven-token-file" in message and "pulumi config rm pgcreds:aivenToken" in message
+    assert "written in clear" not in message
 
 
 @pytest.mark.parametrize("plan", ["large", "startup", "startup-x", "Startup-4", "startup_4"])
@@ -462,7 +465,9 @@ def test_aiven_token_stored_in_clear_is_refused():
         secret=lambda key: token if key == "aivenToken" else None,
         in_clear=lambda key: key == "aivenToken",
     )
-    assert "pgcreds:aivenToken: is stored in clear text" in message and "--secret" in message
+    assert (
+        "pgcreds:aivenToken: is no longer read" in message and "revoke the token that was written in clear" in message
+    )
 
 
 @pytest.mark.parametrize(
