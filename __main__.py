@@ -139,6 +139,7 @@ pulumi.export(
         "sslrootcert": endpoint.sslrootcert,
         "sslrootcert_pem": endpoint.sslrootcert_pem,
         "vaultSslmode": endpoint.vault_sslmode,
+        "vaultSslRootCert": endpoint.vault_sslrootcert,
         "adminUser": endpoint.admin_user,
     },
 )

@@ -207,9 +207,42 @@ def refusal(error: Exception) -> str:
     return text[start:].split("\n")[0].strip() if start >= 0 else text.split(". Check that")[0]
 
 
+def check_vault_verifies(settings: Settings, server: VaultServer) -> None:
+    """Outside dev, Vault's connection to an Aiven service verifies the server
+    (verify-full against the project's CA). HashiCorp Vault takes the CA in the
+    connection; OpenBao ignores that, and reads it only from a file on its own host,
+    which this program cannot place there: the operator does, and names it."""
+    postgres = settings.postgres
+    if (
+        not isinstance(postgres, AivenPostgresArgs)
+        or postgres.sslmode not in ("verify-ca", "verify-full")
+        or postgres.vault_sslrootcert
+        or server.verifies_tls_ca
+        or server.kind == "unknown"  # (unreachable: the provider's error names the address)
+    ):
+        return
+    fix = (
+        f"put the project's CA on Vault's host (`avn project ca-get --project {postgres.project} "
+        f"--target-filepath /etc/openbao/aiven-{postgres.project}-ca.pem`) and set pgcreds:vaultSslRootCert to "
+        "that path"
+    )
+    if settings.environment == "dev":
+        pulumi.log.warn(
+            f"pgcreds:vaultSslRootCert is not set: on OpenBao, Vault's connection to the Aiven service uses "
+            f"sslmode=require (encrypted, the server not verified), which only dev allows. To verify it, {fix}."
+        )
+        return
+    raise LoginRefused(
+        f"pgcreds:vaultSslRootCert: {server.kind} {server.version} takes the CA of a PostgreSQL connection only "
+        "as a file on its own host (it ignores `tls_ca`), so its connection to the Aiven service would not "
+        f"verify the server, which only dev allows. {fix[0].upper()}{fix[1:]}. Nothing was changed."
+    )
+
+
 def check_logins(settings: Settings) -> VaultServer:
     """Every login, once, before any resource is registered; which Vault server it is."""
     dry_run = pulumi.runtime.is_dry_run()
     server = check_vault(settings, dry_run)
+    check_vault_verifies(settings, server)
     check_postgres(settings)
     return server

@@ -6,6 +6,7 @@ are reported together, before any resource is registered.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -305,6 +306,15 @@ def parse_settings(
             f"'disable' sends passwords in clear text and is allowed on the dev "
             f"environment only (this is {environment!r}); use require or verify-full",
         )
+    # The CA as a file on Vault's host, for a Vault that reads it only from a file
+    # (OpenBao): it goes in the connection URL, so a plain absolute path only.
+    vault_sslrootcert = text("vaultSslRootCert", "")
+    if vault_sslrootcert and not re.fullmatch(r"/[A-Za-z0-9._/-]{1,255}", vault_sslrootcert):
+        problems.add(
+            "vaultSslRootCert",
+            f"{vault_sslrootcert!r} must be an absolute path on Vault's host, of letters, digits, '.', '_', "
+            "'-' and '/' (it goes into Vault's connection URL)",
+        )
     # The admin's password is never a setting: a deploy session (deployer/session.py)
     # hands over the login Vault issues in a pgpass file, which every driver reads.
     if secret("postgresAdminPassword") is not None or raw.get("postgresAdminPassword") is not None:
@@ -424,6 +434,17 @@ def parse_settings(
 
     if problems.messages:
         raise SettingsError("invalid stack settings (nothing was changed):\n  - " + "\n  - ".join(problems.messages))
+    connections = plan_connections(
+        roles,
+        mount_path=mount_path,
+        connection_name=connection_name,
+        admin_role=vault_admin_role,
+        rotate_root=rotate_root,
+    )
+    if aiven is not None:  # (its messages name Vault's connections to the service)
+        aiven = dataclasses.replace(
+            aiven, vault_connections=", ".join(f"{mount_path}/config/{plan.name}" for plan in connections)
+        )
     return Settings(
         environment=environment,
         postgres=aiven
@@ -434,6 +455,7 @@ def parse_settings(
             admin_user=admin_user,
             sslmode=sslmode,
             sslrootcert=raw.get("postgresSslRootCert") or None,
+            vault_sslrootcert=vault_sslrootcert or None,
         ),
         vault=VaultSettings(
             address=vault_address.rstrip("/"),
@@ -441,13 +463,7 @@ def parse_settings(
             connection_name=connection_name,
             rotate_root=rotate_root,
             approle_path=approle_path,
-            connections=plan_connections(
-                roles,
-                mount_path=mount_path,
-                connection_name=connection_name,
-                admin_role=vault_admin_role,
-                rotate_root=rotate_root,
-            ),
+            connections=connections,
         ),
         roles=roles,
         sample_data=boolean("sampleData", False),
@@ -653,6 +669,7 @@ def _parse_aiven(
         pg_version=pg_version,
         maintenance=maintenance,
         sslmode=sslmode,
+        vault_sslrootcert=text("vaultSslRootCert", "") or None,
         termination_protection=boolean("aivenTerminationProtection", environment != "dev"),
     )
 
@@ -829,6 +846,7 @@ KEYS = (
     "postgresAdminUser",
     "postgresSslMode",
     "postgresSslRootCert",
+    "vaultSslRootCert",
     "vaultAddress",
     "vaultMountPath",
     "vaultConnectionName",

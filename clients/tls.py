@@ -40,3 +40,28 @@ def vault_tls_verify() -> str | bool:
     """What every hvac client verifies Vault's certificate with: the CA file in
     VAULT_CACERT (read now, not when hvac was imported), else the system's CAs."""
     return os.environ.get("VAULT_CACERT") or True
+
+
+def server_certificate_problem(host: str, port: int, ca_pem: str, timeout: float = 5) -> str:
+    """Why a PostgreSQL server's certificate fails verify-full against `ca_pem` for
+    `host` (libpq's and Vault's check), or "" if it passes or the server cannot be
+    reached (the providers then say so). PostgreSQL starts TLS inside its own
+    protocol: an SSLRequest first, answered `S`."""
+    import socket
+    import ssl
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            raw.sendall((8).to_bytes(4, "big") + (80877103).to_bytes(4, "big"))
+            if raw.recv(1) != b"S":
+                return f"the server at {host}:{port} does not offer TLS"
+            try:
+                context = ssl.create_default_context(cadata=ca_pem)
+            except ssl.SSLError as unreadable:
+                return f"the CA is not a PEM certificate ({unreadable.reason or unreadable})"
+            with context.wrap_socket(raw, server_hostname=host):
+                return ""
+    except ssl.SSLCertVerificationError as refused:
+        return refused.verify_message or str(refused)
+    except (OSError, ssl.SSLError):
+        return ""

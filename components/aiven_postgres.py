@@ -1,9 +1,10 @@
 """AivenPostgres: an Aiven for PostgreSQL service (`aiven.Pg`), as a PgEndpoint.
 
 Pulumi's own connections verify the server against the Aiven project's CA
-(sslmode=verify-full with the CA from `aiven.get_project`). Vault's connection
-uses sslmode=require: encrypted, but Vault's PostgreSQL plugin takes a CA only
-as a file on the Vault server, which this program cannot place there.
+(sslmode=verify-full with the CA from `aiven.get_project`), and so does Vault's:
+HashiCorp Vault takes that CA in the connection (`tls_ca`); OpenBao only as a file
+on its own host, named by pgcreds:vaultSslRootCert (without it, on dev alone, Vault
+connects with sslmode=require).
 """
 
 from __future__ import annotations
@@ -36,6 +37,34 @@ class AivenPostgresArgs:
     """{"dow": "sunday", "time": "04:00:00"}, or None for Aiven's choice."""
     sslmode: str = "verify-full"
     """sslmode of Pulumi's connections; verify-full checks the server against the project CA."""
+    vault_sslrootcert: str | None = None
+    """The project CA's path on Vault's host, for a Vault that reads it only from a file (OpenBao)."""
+    vault_connections: str = ""
+    """Vault's connections to the service (`<mount>/config/<name>`), for messages."""
+
+
+class ServerNotVerified(pulumi.RunError):
+    """The service's certificate fails verify-full against the project's CA (no traceback)."""
+
+
+def verified_host(host: str, port: int, ca_pem: str, args: AivenPostgresArgs) -> str:
+    """The service's host, once its certificate passes verify-full against the
+    project's CA for that host name: the check Pulumi's connections and Vault's make.
+    Everything on the server waits for it, so a failure changes nothing there, and
+    names the connection and the CA where Vault's own refusal (`x509: …`) would not."""
+    from clients.tls import server_certificate_problem
+
+    problem = server_certificate_problem(host, int(port), ca_pem) if args.sslmode == "verify-full" else ""
+    if problem:
+        vault = f"Vault's connection {args.vault_connections}" if args.vault_connections else "Vault's connection"
+        raise ServerNotVerified(
+            f"the Aiven service {args.service_name!r} at {host}:{port} presents a certificate that verify-full "
+            f"refuses against the CA of the Aiven project {args.project!r} (aiven.get_project ca_cert"
+            f"{'; on Vault: ' + args.vault_sslrootcert if args.vault_sslrootcert else ''}): {problem.rstrip('.')}. "
+            f"{vault} and Pulumi's own connections verify the service with it and would be refused. "
+            "Nothing on the server was changed."
+        )
+    return host
 
 
 class UnknownPlan(pulumi.RunError):
@@ -87,7 +116,9 @@ class AivenPostgres(pulumi.ComponentResource):
             opts=ResourceOptions(parent=self, provider=provider),
         )
         login = dict(
-            host=self.service.service_host,
+            host=Output.all(self.service.service_host, self.service.service_port, project.ca_cert).apply(
+                lambda parts: verified_host(*parts, args)
+            ),
             port=self.service.service_port,
             database=self.service.pg.apply(lambda pg: pg.dbname),
             admin_user=self.service.service_username,
@@ -98,7 +129,11 @@ class AivenPostgres(pulumi.ComponentResource):
         self.endpoint = PgEndpoint(
             **login,
             provider=admin_provider(f"{name}-admin", **login, parent=self),
-            vault_sslmode="require" if args.sslmode in ("require", "verify-ca", "verify-full") else args.sslmode,
+            # (a Vault that takes the CA in the connection verifies anyway: `ca_in_connection`)
+            vault_sslmode="require"
+            if args.sslmode in ("verify-ca", "verify-full") and not args.vault_sslrootcert
+            else None,
+            vault_sslrootcert=args.vault_sslrootcert,
         )
         register_endpoint_outputs(self, self.endpoint)
 

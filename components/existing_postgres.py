@@ -25,6 +25,8 @@ class ExistingPostgresArgs:
     """libpq sslmode."""
     sslrootcert: str | None = None
     """CA certificate file for verify-ca / verify-full."""
+    vault_sslrootcert: str | None = None
+    """The CA file's path on Vault's host, where it differs from `sslrootcert` (OpenBao)."""
 
 
 class ExistingPostgres(pulumi.ComponentResource):
@@ -44,5 +46,9 @@ class ExistingPostgres(pulumi.ComponentResource):
             sslmode=args.sslmode,
             sslrootcert=args.sslrootcert,
         )
-        self.endpoint = PgEndpoint(**login, provider=admin_provider(f"{name}-admin", **login, parent=self))
+        self.endpoint = PgEndpoint(
+            **login,
+            provider=admin_provider(f"{name}-admin", **login, parent=self),
+            vault_sslrootcert=args.vault_sslrootcert,
+        )
         register_endpoint_outputs(self, self.endpoint)

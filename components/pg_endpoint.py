@@ -45,7 +45,10 @@ class PgEndpoint:
     sslrootcert_pem: Input[str] | None = None
     """The CA certificate itself, as PEM text (a managed service's CA); used instead of `sslrootcert`."""
     vault_sslmode: Input[str] | None = None
-    """sslmode of Vault's own connection, when it must differ (Vault cannot be handed a CA as text)."""
+    """sslmode of Vault's own connection, when it must differ (an OpenBao without the CA as a file)."""
+    vault_sslrootcert: Input[str] | None = None
+    """The CA file's path on Vault's host (pgcreds:vaultSslRootCert), for a Vault that
+    takes the CA only in the URL (OpenBao); default: `sslrootcert`'s path."""
 
     def resource_options(self, parent: pulumi.Resource) -> ResourceOptions:
         """Options for every `pulumi_postgresql` resource on this endpoint. A move to
@@ -134,20 +137,27 @@ class PgEndpoint:
         so the URL keeps the endpoint's sslmode and names no file; otherwise a CA
         file path, when given, must exist on the Vault server too."""
 
-        def url(host: str, port: int, database: str, vault_sslmode: str | None) -> str:
+        def url(host: str, port: int, database: str, vault_sslmode: str | None, vault_ca: str | None) -> str:
             if ca_in_connection:
                 vault_sslmode = None
-            ca = (
-                f"&sslrootcert={self.sslrootcert}"
-                if self.sslrootcert and not vault_sslmode and not ca_in_connection
-                else ""
-            )
+            ca_path = vault_ca or self.sslrootcert
+            ca = f"&sslrootcert={ca_path}" if ca_path and not vault_sslmode and not ca_in_connection else ""
             return (
                 f"postgresql://{{{{username}}}}:{{{{password}}}}@{host}:{port}/{database}"
                 f"?sslmode={vault_sslmode or self.sslmode}{ca}"
             )
 
-        return Output.all(self.host, self.port, self.database, self.vault_sslmode).apply(lambda parts: url(*parts))
+        return Output.all(self.host, self.port, self.database, self.vault_sslmode, self.vault_sslrootcert).apply(
+            lambda parts: url(*parts)
+        )
+
+    def vault_verifies(self, ca_in_connection: bool) -> Output[bool]:
+        """Whether Vault's connection verifies the server's certificate (verify-ca/-full)."""
+        if ca_in_connection:
+            return Output.from_input(self.sslmode in ("verify-ca", "verify-full"))
+        return Output.from_input(self.vault_sslmode).apply(
+            lambda mode: (mode or self.sslmode) in ("verify-ca", "verify-full")
+        )
 
     def vault_tls_ca(self) -> Output[str] | None:
         """The CA that signed the server's certificate, as PEM text, for a Vault that

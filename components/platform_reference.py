@@ -115,6 +115,7 @@ class PlatformReference(pulumi.ComponentResource):
             **login,
             provider=admin_provider(f"{name}-admin", **login, parent=self),
             vault_sslmode=postgres.apply(lambda values: values.get("vaultSslmode")),
+            vault_sslrootcert=postgres.apply(lambda values: values.get("vaultSslRootCert")),
         )
         self.mount_path = outputs["vaultMountPath"]
         self.approle_path = outputs["vaultAppRolePath"]

@@ -15,6 +15,7 @@ import pulumi
 import pulumi_vault as vault
 from pulumi import Input, Output, ResourceOptions
 
+from clients.tls import server_certificate_problem
 from components.access_roles import VaultLogin
 from components.app_role import AppRole
 from components.pg_endpoint import PgEndpoint, this_stack_mark
@@ -119,6 +120,28 @@ def checked_mount_path(mounts_json: str, path: str) -> str:
     return path
 
 
+class ServerNotVerified(pulumi.RunError):
+    """The server's certificate fails the check Vault's connection will make (no traceback)."""
+
+
+def verified_url(
+    url: str, host: str, port: int, ca_pem: str | None, verifies: bool, connections: str, ca_source: str
+) -> str:
+    """`url`, once the server's certificate passes the check Vault will make with it
+    (verify-full against the CA): otherwise the run stops here, before Vault's
+    connection is written, naming the connection and the CA. Vault's own refusal
+    would come later and name neither (`x509: certificate is valid for …`)."""
+    problem = server_certificate_problem(host, int(port), ca_pem) if verifies and ca_pem else ""
+    if problem:
+        raise ServerNotVerified(
+            f"Vault's connection {connections} verifies the server (sslmode=verify-full) against {ca_source}, "
+            f"and the certificate that {host}:{port} presents is refused: {problem}. Vault would refuse to connect: "
+            "the host must be a name the certificate holds, and the CA the one that signed it. The connection "
+            "was not written."
+        )
+    return url
+
+
 def password_version(server: str, login: str) -> int:
     """The write-only password is sent again only when this number changes: when
     the login is new on a server (a move to another server re-creates it there
@@ -160,8 +183,24 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                 description=f"Short-lived PostgreSQL credentials ({this_stack_mark()})",
                 opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"])),
             ).path
-        tls_ca = args.endpoint.vault_tls_ca() if args.ca_in_connection else None
-        connection_url = args.endpoint.vault_connection_url(ca_in_connection=tls_ca is not None)
+        ca_pem = args.endpoint.vault_tls_ca()
+        tls_ca = ca_pem if args.ca_in_connection else None
+        endpoint = args.endpoint
+        connection_url = Output.all(
+            endpoint.vault_connection_url(ca_in_connection=tls_ca is not None),
+            endpoint.host,
+            endpoint.port,
+            ca_pem,
+            endpoint.vault_verifies(tls_ca is not None),
+            Output.concat(mount_path, "/config/", "|".join(plan.name for plan in args.connections)),
+            Output.from_input(endpoint.vault_sslrootcert).apply(
+                lambda path: (
+                    "the CA in the connection's tls_ca"
+                    if tls_ca is not None
+                    else f"the CA file {path or endpoint.sslrootcert} on Vault's host"
+                )
+            ),
+        ).apply(lambda parts: verified_url(*parts))
         server = Output.format("{0}:{1}/{2}", args.endpoint.host, args.endpoint.port, args.endpoint.database)
 
         for plan in args.connections:

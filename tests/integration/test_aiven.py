@@ -9,8 +9,11 @@ life by the tests of this module, in order."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +29,13 @@ PROJECT = "pgcreds-test"
 SERVICE = "aiven-postgres-service"
 
 
-def start_stand_in() -> AivenStandIn:
+def start_stand_in(pg_host: str = "127.0.0.1", pg_port: int = 0) -> AivenStandIn:
+    """A stand-in whose services report `pg_host`:`pg_port` (default: the local server)."""
     return AivenStandIn(
         PROJECT,
         token=secrets.token_urlsafe(16),
-        pg_host="127.0.0.1",
-        pg_port=int(os.environ["PGPORT"]),
+        pg_host=pg_host,
+        pg_port=pg_port or int(os.environ["PGPORT"]),
         ca_pem=Path(os.environ["PGCREDS_TEST_CA"]).read_text(),
         superuser=admin_connect,
     ).start()
@@ -94,7 +98,8 @@ def aiven_stack(
     test_stack = make_stack(
         tmp_path_factory.mktemp("aiven"), env={"AIVEN_WEB_URL": stand_in.url, "AIVEN_TOKEN": minted.full_token}
     )
-    test_stack.set(**aiven_settings(test_stack))
+    # Vault's connection verifies the service: the project's CA is a file on Vault's host (OpenBao).
+    test_stack.set(**aiven_settings(test_stack), vaultSslRootCert=os.environ["PGCREDS_TEST_CA"])
     yield test_stack
     cleanup(test_stack)
 
@@ -128,7 +133,8 @@ def test_1_up_from_empty_then_smoke_check_over_verify_full(aiven_stack: ProgramS
     # Vault logs in as its own login over TLS, never as the service's admin.
     connection = vault().secrets.database.read_connection("postgresql", mount_point=aiven_stack.mount)["data"]
     assert [connection["connection_details"]["username"]] == aiven_stack.vault_logins()
-    assert "sslmode=require" in connection["connection_details"]["connection_url"]
+    url = connection["connection_details"]["connection_url"]
+    assert url.endswith(f"sslmode=verify-full&sslrootcert={os.environ['PGCREDS_TEST_CA']}"), url
     state = aiven_stack.raw_state()
     stack_file = (aiven_stack.project_dir / f"Pulumi.{aiven_stack.stack.name}.yaml").read_text()
     for secret in (service.admin_password, stand_in.token, *stand_in.access_tokens):
@@ -326,3 +332,65 @@ def test_api_errors_reach_the_user_in_aivens_words(tmp_path: Path, fault: str, a
     finally:
         cleanup(test_stack)
         stop_stand_in(server)
+
+
+@contextlib.contextmanager
+def forwarder(listen_host: str, to_port: int) -> Iterator[int]:
+    """Connections to `listen_host`:<the port it yields> are passed on to the local
+    server: the same server, reached by a name its certificate does not hold."""
+    listener = socket.create_server((listen_host, 0))
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                server = socket.create_connection(("127.0.0.1", to_port))
+                for a, b in ((client, server), (server, client)):
+                    threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+@pytest.mark.both_servers
+def test_a_server_certificate_for_another_host_name_is_refused_at_up(tmp_path: Path):
+    """The service answers at 127.0.0.2, a name its certificate (127.0.0.1, localhost)
+    does not hold: `up` creates the service, then stops before anything on it, naming
+    Vault's connection and the CA."""
+    with forwarder("127.0.0.2", int(os.environ["PGPORT"])) as port:
+        server = start_stand_in(pg_host="127.0.0.2", pg_port=port)
+        token = aiven_api.mint_token(server.url, server.token, "tls test")
+        test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": token.full_token})
+        try:
+            test_stack.set(**aiven_settings(test_stack), vaultSslRootCert=os.environ["PGCREDS_TEST_CA"])
+            with pytest.raises(auto.CommandError) as refused:
+                test_stack.stack.up()
+            message = str(refused.value)
+            print("\n`pulumi up` against a certificate for another host:\n" + message[message.find("error:") :][:700])
+            assert f"at 127.0.0.2:{port} presents a certificate that verify-full refuses" in message
+            assert f"the CA of the Aiven project {PROJECT!r}" in message and os.environ["PGCREDS_TEST_CA"] in message
+            assert f"Vault's connection {test_stack.mount}/config/" in message
+            assert "Hostname mismatch" in message or "not valid for" in message
+            # Nothing on the server but the service itself: no role of the stack, no Vault connection.
+            (service,) = server.services.values()
+            with admin_connect() as admin:
+                made = admin.execute(
+                    "SELECT rolname FROM pg_roles WHERE rolname LIKE %s AND rolname <> %s",
+                    (f"%{test_stack.suffix}%", service.admin_user),
+                ).fetchall()
+            assert made == []
+            assert not any("secretBackendConnection" in kind for kind in test_stack.resource_types())
+        finally:
+            cleanup(test_stack)
+            stop_stand_in(server)

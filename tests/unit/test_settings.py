@@ -405,6 +405,7 @@ PLAIN_VALUES = {
     "postgresAdminUser": "pgcreds_deployer",
     "postgresSslMode": "require",
     "postgresSslRootCert": "/etc/ca.pem",
+    "vaultSslRootCert": "/etc/openbao/ca.pem",
     "vaultAddress": "https://vault.internal:8200",
     "vaultMountPath": "database",
     "vaultConnectionName": "postgresql",
@@ -664,3 +665,16 @@ def test_a_last_update_whose_outputs_cannot_be_read_is_taken_to_hold_grants_per_
     assert parse_settings(
         {**BASE, **role()}, lambda key: None, ENV, "dev", previous_outputs=previous
     ).per_table_grants_in_state
+
+
+@pytest.mark.parametrize("path", ["etc/ca.pem", "/etc/ca.pem&sslmode=disable", "/etc/my ca.pem", "/etc/ca?.pem"])
+def test_vault_ca_path_must_be_a_plain_absolute_path(path):
+    message = error_of({"vaultSslRootCert": path})
+    assert "pgcreds:vaultSslRootCert" in message and "absolute path on Vault's host" in message
+
+
+def test_vault_ca_path_reaches_the_aiven_and_existing_endpoints():
+    assert parse({**AIVEN, "vaultSslRootCert": "/etc/a.pem"}, environ=AIVEN_ENV).postgres.vault_sslrootcert == (
+        "/etc/a.pem"
+    )
+    assert parse({"vaultSslRootCert": "/etc/b.pem"}).postgres.vault_sslrootcert == "/etc/b.pem"
