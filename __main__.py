@@ -143,6 +143,18 @@ pulumi.export(
         "adminUser": endpoint.admin_user,
     },
 )
+if isinstance(postgres, AivenPostgres):
+    # What the one-time service bootstrap reads (deployer.aiven_service), as the operator:
+    # the admin login, a secret here, whose password the bootstrap then has Aiven reset.
+    pulumi.export(
+        "aivenService",
+        {
+            "project": postgres.args.project,
+            "serviceName": postgres.args.service_name,
+            "adminUser": endpoint.admin_user,
+            "adminPassword": endpoint.admin_password,
+        },
+    )
 pulumi.export("vaultAddress", settings.vault.address)
 pulumi.export("vaultMountPath", vault_secrets.mount_path)
 if settings.layout.kind == "platform":

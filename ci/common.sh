@@ -33,7 +33,7 @@ export PGCREDS_APPLICATION=${PGCREDS_APPLICATION:-}
 # A stack in aiven mode: its deploy session mints the run's Aiven API token from the
 # long-lived one in Vault (never a repository secret), and revokes it at the job's end.
 if [[ -z "${PGCREDS_AIVEN:-}" && -f "$PGCREDS_PROJECT/Pulumi.$PGCREDS_STACK.yaml" ]] &&
-   grep -Eq '^ *pgcreds:postgresMode: *"?aiven"? *$' "$PGCREDS_PROJECT/Pulumi.$PGCREDS_STACK.yaml"; then
+   grep -Eq '^ *"?pgcreds:postgresMode"?: *"?aiven"?,? *$' "$PGCREDS_PROJECT/Pulumi.$PGCREDS_STACK.yaml"; then
   PGCREDS_AIVEN=true
 fi
 export PGCREDS_AIVEN=${PGCREDS_AIVEN:-false}

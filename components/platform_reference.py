@@ -16,6 +16,7 @@ from typing import Any
 import pulumi
 from pulumi import Output, ResourceOptions
 
+from clients.tls import ca_file
 from components.pg_endpoint import PgEndpoint, admin_provider, register_endpoint_outputs
 
 
@@ -64,8 +65,10 @@ def checked(outputs: dict[str, Any], args: PlatformReferenceArgs, stack: str) ->
                 "it). Nothing was changed."
             )
     postgres = outputs["postgres"]
+    # A managed service's CA comes with its outputs (an Aiven platform); a server's is this stack's file.
+    rootcert = ca_file(postgres["sslrootcert_pem"]) if postgres.get("sslrootcert_pem") else args.sslrootcert
     args.check_login(
-        postgres["host"], int(postgres["port"]), postgres["database"], args.admin_user, args.sslmode, args.sslrootcert
+        postgres["host"], int(postgres["port"]), postgres["database"], args.admin_user, args.sslmode, rootcert
     )
     return outputs
 

@@ -433,6 +433,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             )
         if spec.platform and not spec.application:
             raise BadArgument("--stack", text(value), "a platform stack is named for an application stack only")
+    if args.aiven_platform_stack and not STACK_NAME.fullmatch(args.aiven_platform_stack):
+        raise BadArgument("--aiven-platform-stack", text(args.aiven_platform_stack), "must be a stack name")
     if not REPOSITORY.fullmatch(args.repository):
         raise BadArgument("--repository", text(args.repository), "must be the GitHub repository as owner/name")
     if not GIT_REF.fullmatch(args.deploy_ref) or ".." in args.deploy_ref:
@@ -629,7 +631,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--stack",
         action="append",
-        required=True,
+        default=[],
         help="NAME[:MOUNT[:APPLICATION]]: a stack, its pgcreds:vaultMountPath if not `database`, and "
         "an application stack's pgcreds:application (its deploy policy then covers that "
         "application alone); repeatable",
@@ -665,13 +667,50 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=os.environ.get("AIVEN_WEB_URL") or aiven_api.DEFAULT_API_URL,
         help="the Aiven API (default: AIVEN_WEB_URL, then https://api.aiven.io)",
     )
+    parser.add_argument(
+        "--aiven-platform-stack",
+        default="",
+        help="bootstrap the Aiven service this platform stack made, from its outputs (no admin password on "
+        "stdin): Vault's login and the --stack application stacks' deploy logins there; then Aiven resets "
+        "the service admin's password",
+    )
+    parser.add_argument("--project-dir", default=str(REPO), help="the program's folder (its stacks' settings)")
     parser.add_argument("--password-stdin", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.stack and not args.aiven_platform_stack:
+        parser.error("the following arguments are required: --stack")
+    return args
+
+
+def main_aiven_service(args: argparse.Namespace) -> int:
+    """--aiven-platform-stack: the service's logins, the application stacks' Vault
+    identities, and the admin's password reset (deployer.aiven_service)."""
+    from deployer.aiven_service import bootstrap_service
+
+    for spec in map(StackSpec.parse, args.stack):
+        if spec.platform != args.aiven_platform_stack:
+            raise BadArgument(
+                "--stack",
+                f"{spec.stack}:{spec.mount}:{spec.application}:{spec.platform}",
+                f"with --aiven-platform-stack, every --stack is an application stack of that platform "
+                f"(NAME:MOUNT:APPLICATION:{args.aiven_platform_stack})",
+            )
+    client = vault_client(args)
+    aiven_token = read_aiven_token(args)
+    if aiven_token:
+        bootstrap_aiven_token(args, client, aiven_token)
+    service = bootstrap_service(args, client, applications_of(args))
+    if args.stack:
+        bootstrap_vault_identities(args, client)
+    say(f"done: the Aiven service {service.name} needs its admin's password no more")
+    return 0
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     check_arguments(args)  # before anything is read or changed
+    if args.aiven_platform_stack:
+        return main_aiven_service(args)
     admin_password = read_admin_password(args.password_stdin)
     client = vault_client(args)  # checked before anything is changed
     aiven_token = read_aiven_token(args)

@@ -179,7 +179,6 @@ def aiven_ci_project(tmp_path: Path, stand_in: AivenStandIn) -> Iterator[tuple[P
         "aivenPlan": "startup-4",
         "aivenServiceName": f"pg-ci-{suffix}",
         "aivenPgVersion": "16",
-        "aivenTerminationProtection": "false",
         "vaultAddress": os.environ["VAULT_ADDR"],
         "vaultMountPath": CI_MOUNT,
         "tableOwnerRole": f"ci_{suffix}_owner",
@@ -195,13 +194,10 @@ def aiven_ci_project(tmp_path: Path, stand_in: AivenStandIn) -> Iterator[tuple[P
             }
         ],
     }
+    # As the repository holds it: YAML, one setting per line (JSON values are YAML too).
     (project / f"Pulumi.{CI_STACK}.yaml").write_text(
-        json.dumps(
-            {
-                "secretsprovider": f"hashivault://pgcreds-{CI_STACK}",
-                "config": {f"pgcreds:{key}": value for key, value in config.items()},
-            }
-        )
+        f"secretsprovider: hashivault://pgcreds-{CI_STACK}\nconfig:\n"
+        + "".join(f"  pgcreds:{key}: {json.dumps(value)}\n" for key, value in config.items())
     )
     toolchain = sourced_env("toolchain/env.sh")
     env = {
@@ -217,14 +213,16 @@ def aiven_ci_project(tmp_path: Path, stand_in: AivenStandIn) -> Iterator[tuple[P
         PGCREDS_SESSION_DIR=str(tmp_path / "runner-temp"),
     )
     yield project, env
-    root_env = {**os.environ, "PGCREDS_STACK": CI_STACK, "AIVEN_WEB_URL": stand_in.url, "AIVEN_TOKEN": stand_in.token}
-    for command in (["destroy", "--yes", "--skip-preview"], ["stack", "rm", "--yes", "--force"]):
-        subprocess.run(
-            ["pulumi", *command, "--stack", CI_STACK, "--non-interactive"],
-            cwd=project,
-            env=root_env,
-            capture_output=True,
-        )
+    # The service is protected (outside dev): its state goes, and the stand-in deletes the service.
+    subprocess.run(
+        ["pulumi", "stack", "rm", "--yes", "--force", "--stack", CI_STACK, "--non-interactive"],
+        cwd=project,
+        env={**os.environ, "PGCREDS_STACK": CI_STACK},
+        capture_output=True,
+    )
+    for service in list(stand_in.services.values()):
+        service.termination_protection = False
+        stand_in.delete(service)
     client = vault()
     if f"{CI_MOUNT}/" in client.sys.list_mounted_secrets_engines()["data"]:
         client.sys.disable_secrets_engine(CI_MOUNT)
@@ -240,7 +238,7 @@ def test_a_ci_run_deploys_with_its_own_token_and_leaves_none_behind(
 ):
     project, env = aiven_ci_project
     runner_temp = Path(env["PGCREDS_SESSION_DIR"])
-    before = set(stand_in.access_tokens)
+    before, calls_before = set(stand_in.access_tokens), len(stand_in.authorized)
     deployed = run_script("deploy.sh", env, f"pgcreds-deploy-{CI_STACK}")
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     (service,) = stand_in.services.values()
@@ -250,7 +248,9 @@ def test_a_ci_run_deploys_with_its_own_token_and_leaves_none_behind(
     with pytest.raises(aiven_api.AivenApiError, match="Invalid token"):
         aiven_api.check_token(stand_in.url, minted[0].full_token)
     # Every call the plugin made used the run's token; the long-lived one only minted it.
-    assert stand_in.calls_by("long-lived") == [] and stand_in.calls_by("minted")
+    run_calls = stand_in.authorized[calls_before:]
+    assert [c for c in run_calls if c[2] == "long-lived" and c[1] != "/v1/access_token"] == [], run_calls
+    assert any(kind == "minted" for _, _, kind in run_calls)
 
     # A pull request's preview is not run, and says why; no token is minted for it.
     comment = tmp_path / "comment.md"
@@ -258,15 +258,17 @@ def test_a_ci_run_deploys_with_its_own_token_and_leaves_none_behind(
     assert previewed.returncode == 0 and "not previewed" in previewed.stdout, previewed.stderr
     assert "gets no Aiven token" in comment.read_text()
 
-    destroyed = run_script("destroy.sh", env, f"pgcreds-deploy-{CI_STACK}")
-    assert destroyed.returncode == 0, destroyed.stdout[-3000:] + destroyed.stderr[-3000:]
-    assert stand_in.services == {} and stand_in.unknown == []
+    # The next merge's deploy (termination protection is on, as the policy pack wants
+    # outside dev: CI never destroys the service) mints a token of its own.
+    again = run_script("deploy.sh", env, f"pgcreds-deploy-{CI_STACK}")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert stand_in.services == {service.name: service} and stand_in.unknown == []
     minted = [stand_in.access_tokens[t] for t in set(stand_in.access_tokens) - before]
     assert len(minted) == 2 and all(token.revoked for token in minted)
 
     # No token in the runs' logs, the checkout or the runner's temporary folder.
     secrets = [stand_in.token, *(token.full_token for token in minted), service.admin_password]
-    logs = "".join(run.stdout + run.stderr for run in (deployed, previewed, destroyed))
+    logs = "".join(run.stdout + run.stderr for run in (deployed, previewed, again))
     assert not [secret for secret in secrets if secret in logs]
     assert list(runner_temp.iterdir()) == []
     for path in project.rglob("*"):
