@@ -104,4 +104,8 @@ def ensure_member(cur: psycopg.Cursor | psycopg.Connection, role: str) -> bool:
             sql.Identifier(role), sql.SQL(" WITH SET TRUE" if set_option else "")
         )
     )
+    # The session worked out its search_path before it could use the role's schema
+    # (any earlier query does), and keeps that until the setting is assigned again:
+    # otherwise `CREATE TABLE` there fails with "no schema has been selected".
+    cur.execute("SELECT set_config('search_path', current_setting('search_path'), false)")
     return True
