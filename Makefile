@@ -60,15 +60,15 @@ down: ## stop the local PostgreSQL and Vault servers (of PGCREDS_VAULT_SERVER's 
 test: venv toolchain servers ## every test: unit (mocks), integration and policy (real engine), workflows (actionlint), and test-vault beside them
 	mkdir -p .local && status=0; \
 	  $(MAKE) --no-print-directory test-vault > .local/test-vault.log 2>&1 & vault_run=$$!; \
-	  $(DEV_ENV) && $(PYTHON) -m pytest tests client/tests -m "not long" --durations=15 || status=$$?; \
+	  $(DEV_ENV) && $(PYTHON) -m pytest tests client/tests -m "not long and not vault_half" --durations=15 || status=$$?; \
 	  wait $$vault_run || status=$$?; \
 	  echo "=== make test-vault (HashiCorp Vault), run beside the above: .local/test-vault.log ==="; \
 	  cat .local/test-vault.log; exit $$status
 
-test-vault: venv toolchain ## the tests marked both_servers again, on HashiCorp Vault (a set of local servers of its own)
+test-vault: venv toolchain ## the tests marked both_servers again, and those marked vault_half, on HashiCorp Vault (a set of local servers of its own)
 	PGCREDS_VAULT_SERVER=vault $(MAKE) --no-print-directory servers
 	export PGCREDS_VAULT_SERVER=vault && $(DEV_ENV) && \
-	  $(PYTHON) -m pytest tests -m both_servers --durations=10 --basetemp=/tmp/pgcreds-test-vault
+	  $(PYTHON) -m pytest tests -m "both_servers or vault_half" --durations=10 --basetemp=/tmp/pgcreds-test-vault
 
 test-long: venv toolchain servers ## the long tests (credential churn: 10,000 credentials, destroy with 5,000 leases), with their figures
 	$(DEV_ENV) && $(PYTHON) -m pytest tests -m long -s --durations=5

@@ -363,7 +363,7 @@ def forwarder(listen_host: str, to_port: int) -> Iterator[int]:
         listener.close()
 
 
-@pytest.mark.both_servers
+@pytest.mark.vault_half  # (the check is the program's, before Vault's own: the same on both)
 def test_a_server_certificate_for_another_host_name_is_refused_at_up(tmp_path: Path):
     """The service answers at 127.0.0.2, a name its certificate (127.0.0.1, localhost)
     does not hold: `up` creates the service, then stops before anything on it, naming

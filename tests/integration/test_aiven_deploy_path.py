@@ -27,6 +27,10 @@ from program_copy import copy_program
 from sourced_env import session_exports, sourced_env, superuser_password
 from stacks import REPO, admin_connect, vault
 
+# In the HashiCorp Vault half (`make test-vault`, beside the main run): the token path
+# is Vault's KV and Aiven's API, the same on both servers.
+pytestmark = pytest.mark.vault_half
+
 
 def bootstrap(*extra: str) -> subprocess.CompletedProcess:
     """The bootstrap as local/bootstrap.sh runs it (the local servers' stacks), with more options."""
