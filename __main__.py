@@ -4,6 +4,7 @@ import gc
 
 import pulumi
 import pulumi_vault as vault
+from pulumi import Output
 
 from components.access_roles import AccessRoles, AccessRolesArgs
 from components.aiven_postgres import AivenPostgres, AivenPostgresArgs
@@ -151,8 +152,9 @@ if isinstance(postgres, AivenPostgres):
         {
             "project": postgres.args.project,
             "serviceName": postgres.args.service_name,
-            "adminUser": endpoint.admin_user,
-            "adminPassword": endpoint.admin_password,
+            "adminUser": postgres.service.service_username,
+            "adminPassword": Output.secret(postgres.service.service_password),
+            "deployLogin": endpoint.admin_user,
         },
     )
 pulumi.export("vaultAddress", settings.vault.address)

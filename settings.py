@@ -330,21 +330,25 @@ def parse_settings(
             f"{ADMIN_PASSWORD_ENV} is set: a static admin password is not "
             "taken; unset it and let the deploy session hand over Vault's login (PGPASSFILE)",
         )
-    if mode == "existing" and not (environ.get("PGPASSFILE") or environ.get("PGPASSWORD")):
+    # Who logs in: the session's login (PGUSER, PGPASSFILE) on an existing server, and on
+    # an Aiven service once `make bootstrap --aiven-stack` handed it over (the setting
+    # names the deploy login there); a first-day Aiven stack logs in as the service's admin.
+    session_login = mode == "existing" or (mode == "aiven" and bool(raw.get("postgresAdminUser")))
+    if session_login and not (environ.get("PGPASSFILE") or environ.get("PGPASSWORD")):
         problems.add(
             "postgresAdminUser",
             f"no login for {admin_user!r}: open a deploy session first "
             '(`. local/dev-env.sh` here, `eval "$(python -m deployer.session)"` in CI), which puts '
             "Vault's short-lived login in the file PGPASSFILE names",
         )
-    elif mode == "existing" and environ.get("PGPASSFILE") and environ.get("PGPASSWORD"):
+    elif session_login and environ.get("PGPASSFILE") and environ.get("PGPASSWORD"):
         problems.add(
             "postgresAdminUser",
             "PGPASSWORD is set beside the deploy session's PGPASSFILE: libpq prefers "
             "it, so every login would try that password. `unset PGPASSWORD` (sourcing "
             "local/dev-env.sh again does it)",
         )
-    elif mode == "existing":
+    elif session_login:
         _check_session_login(environ, admin_user, problems)
     aiven = (
         _parse_aiven(text, boolean, secret, in_clear, environ, stack, environment, sslmode, problems)
@@ -670,6 +674,7 @@ def _parse_aiven(
         maintenance=maintenance,
         sslmode=sslmode,
         vault_sslrootcert=text("vaultSslRootCert", "") or None,
+        deploy_login=text("postgresAdminUser", "") or None,
         termination_protection=boolean("aivenTerminationProtection", environment != "dev"),
     )
 

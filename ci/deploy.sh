@@ -6,11 +6,11 @@
 source "$(dirname "$0")/common.sh"
 pulumi_stack stack select --create --secrets-provider "$PGCREDS_SECRETS_PROVIDER"
 pulumi_stack up --yes --skip-preview --diff --refresh --policy-pack "$PGCREDS_REPO/policy"
-# An Aiven platform: the up may have read the service admin's current password into
-# the state (Aiven returns it with the service); Aiven resets it, so the state's copy
-# opens nothing (deployer/aiven_service.py).
-if [[ "$PGCREDS_AIVEN" == true ]] &&
-   grep -Eq '^ *"?pgcreds:stackKind"?: *"?platform"?,? *$' "$PGCREDS_PROJECT/Pulumi.$PGCREDS_STACK.yaml"; then
-  (cd "$PGCREDS_REPO" && venv/bin/python -m deployer.aiven_service --platform-stack "$PGCREDS_STACK" \
+# A stack in aiven mode: the up may have read the service admin's current password
+# into the state (Aiven returns it with the service); unless the stack still deploys
+# as that admin (a first-day stack), Aiven resets it, so the state's copy opens
+# nothing (deployer/aiven_service.py).
+if [[ "$PGCREDS_AIVEN" == true ]]; then
+  (cd "$PGCREDS_REPO" && venv/bin/python -m deployer.aiven_service --stack "$PGCREDS_STACK" \
      --project-dir "$PGCREDS_PROJECT")
 fi

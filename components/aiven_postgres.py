@@ -41,6 +41,10 @@ class AivenPostgresArgs:
     """The project CA's path on Vault's host, for a Vault that reads it only from a file (OpenBao)."""
     vault_connections: str = ""
     """Vault's connections to the service (`<mount>/config/<name>`), for messages."""
+    deploy_login: str | None = None
+    """The login the program deploys as once `make bootstrap --aiven-stack` handed the
+    service over (the deploy session's PGUSER and PGPASSFILE); None: the service's
+    admin, whose password is a secret output of the service (a first-day stack)."""
 
 
 class ServerNotVerified(pulumi.RunError):
@@ -121,8 +125,8 @@ class AivenPostgres(pulumi.ComponentResource):
             ),
             port=self.service.service_port,
             database=self.service.pg.apply(lambda pg: pg.dbname),
-            admin_user=self.service.service_username,
-            admin_password=Output.secret(self.service.service_password),
+            admin_user=args.deploy_login or self.service.service_username,
+            admin_password=None if args.deploy_login else Output.secret(self.service.service_password),
             sslmode=args.sslmode,
             sslrootcert_pem=project.ca_cert,
         )

@@ -52,6 +52,12 @@ def deployer_role(application: str = "") -> str:
     return f"{DEPLOYER_ROLE}-{application}" if application else DEPLOYER_ROLE
 
 
+def stack_deployer_role(stack: str) -> str:
+    """The static role of a single stack's deploy login on the Aiven service it made,
+    once `make bootstrap --aiven-stack` handed the service over."""
+    return f"{DEPLOYER_ROLE}-stack-{stack}"
+
+
 def deploy_login(application: str = "") -> str:
     """The PostgreSQL login a stack deploys as: the deployer's, or its application's own."""
     return application_login(application) if application else DEPLOYER_LOGIN

@@ -41,7 +41,18 @@ from psycopg import sql
 
 from clients import aiven_api
 from clients.tls import ca_file
-from deployer import AIVEN_MOUNT, AIVEN_SECRET, PLATFORM_LOGIN, PLATFORM_MOUNT, deploy_login, deployer_role
+from deployer import (
+    AIVEN_MOUNT,
+    AIVEN_SECRET,
+    DEPLOYER_LOGIN,
+    PLATFORM_LOGIN,
+    PLATFORM_MOUNT,
+    deploy_login,
+    deployer_role,
+    stack_deployer_role,
+)
+from deployer.orphans import project_name
+from providers._shared import stack_mark
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,6 +70,8 @@ class AivenService:
     vault_ca_path: str
     admin_user: str
     admin_password: str
+    deploy_login: str
+    """Whom the stack's program deploys as: the admin itself on a first-day stack."""
 
     @property
     def connection(self) -> str:
@@ -84,9 +97,9 @@ def say(message: str) -> None:
     print(f"bootstrap: {message}", file=sys.stderr)
 
 
-def platform_service(stack: str, project_dir: Path) -> AivenService:
-    """The service from the platform stack's outputs (`pulumi stack output`, as the
-    operator: the state's reader and the stack key's decrypter)."""
+def stack_service(stack: str, project_dir: Path, kind: str = "platform") -> AivenService:
+    """The service from the outputs of a stack of `kind` in aiven mode (`pulumi stack
+    output`, as the operator: the state's reader and the stack key's decrypter)."""
     shown = subprocess.run(
         ["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", stack, "--non-interactive"],
         cwd=project_dir,
@@ -95,16 +108,17 @@ def platform_service(stack: str, project_dir: Path) -> AivenService:
     )
     if shown.returncode != 0:
         raise SystemExit(
-            f"bootstrap: --aiven-platform-stack {stack}: its outputs cannot be read ({shown.stderr.strip()[-400:]}). "
+            f"bootstrap: the stack {stack}: its outputs cannot be read ({shown.stderr.strip()[-400:]}). "
             "Run this in the platform's deploy session, after its first `pulumi up`. Nothing was changed."
         )
     outputs = json.loads(shown.stdout or "{}")
     service, postgres = outputs.get("aivenService"), outputs.get("postgres") or {}
-    if outputs.get("stackKind") != "platform" or not service:
+    if outputs.get("stackKind") != kind or not service:
         raise SystemExit(
-            f"bootstrap: --aiven-platform-stack {stack} is not a platform stack in aiven mode that was deployed "
-            "(no aivenService output): set pgcreds:stackKind platform and pgcreds:postgresMode aiven, and "
-            "`pulumi up` it first. Nothing was changed."
+            f"bootstrap: the stack {stack} is not a deployed stack in aiven mode of pgcreds:stackKind {kind} "
+            "(no aivenService output): set pgcreds:postgresMode aiven"
+            + (" and pgcreds:stackKind platform" if kind == "platform" else "")
+            + ", and `pulumi up` it first. Nothing was changed."
         )
     return AivenService(
         project=service["project"],
@@ -116,6 +130,7 @@ def platform_service(stack: str, project_dir: Path) -> AivenService:
         vault_ca_path=postgres.get("vaultSslRootCert") or "",
         admin_user=service["adminUser"],
         admin_password=service["adminPassword"],
+        deploy_login=service.get("deployLogin") or service["adminUser"],
     )
 
 
@@ -136,8 +151,11 @@ def aiven_token(client: hvac.Client) -> tuple[str, str]:
     return os.environ.get("AIVEN_WEB_URL") or aiven_api.DEFAULT_API_URL, os.environ["AIVEN_TOKEN"]
 
 
-def service_postgres(service: AivenService, applications: list[str]) -> None:
-    """Vault's login and each application's deploy login on the service, made as its admin."""
+def service_postgres(service: AivenService, logins: list[str], mark: str = "") -> None:
+    """Vault's login and the deploy logins on the service, made as its admin; with
+    `mark` (a single stack handed over), the deploy login also gets every role that
+    carries the stack's mark in its comment, WITH ADMIN OPTION, so that it manages
+    what the admin made as the program did (PostgreSQL 16+: only so)."""
     from deployer.bootstrap import ensure_deploy_login, ensure_role, grant_admin_option, grant_schema_rights
 
     try:
@@ -156,18 +174,66 @@ def service_postgres(service: AivenService, applications: list[str]) -> None:
             + "Nothing was changed."
         ) from None
     with admin:
-        logins = [deploy_login(application) for application in applications]
         for login in logins:
             ensure_deploy_login(admin, login, [service.database])
             grant_schema_rights(admin, login)
+        marked = [
+            name
+            for (name,) in admin.execute(
+                "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = %s", (mark,)
+            )
+        ]
+        for role in marked if mark else []:
+            for login in logins:
+                admin.execute(
+                    sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(sql.Identifier(role), sql.Identifier(login))
+                )
+        if marked:
+            say(f"{', '.join(logins)} now hold{'s' if len(logins) == 1 else ''} the stack's {len(marked)} roles")
+            for login in logins:
+                regrant_schema_privileges(admin, login, marked)
         ensure_role(admin, PLATFORM_LOGIN, "LOGIN CREATEROLE NOSUPERUSER NOCREATEDB NOREPLICATION")
         if admin.info.server_version >= 160000:
             for login in logins:
                 grant_admin_option(admin, login, PLATFORM_LOGIN)
 
 
-def service_vault(service: AivenService, applications: list[str], client: hvac.Client, rotation: int) -> None:
-    """Vault's connection to the service and the deploy logins' static roles."""
+def regrant_schema_privileges(admin: psycopg.Connection, login: str, marked: list[str]) -> None:
+    """What the admin granted the stack's roles on schemas they do not own (CREATE on
+    `public`, for the table owner), granted again by `login` and revoked as the admin:
+    the deploy login can then revoke it, and so drop those roles (`DROP OWNED` revokes
+    only what its caller may; a grant of the admin's would keep the role alive)."""
+    held = admin.execute(
+        "SELECT n.nspname, r.rolname, a.privilege_type FROM pg_namespace n "
+        "CROSS JOIN LATERAL aclexplode(n.nspacl) a JOIN pg_roles r ON r.oid = a.grantee "
+        "WHERE r.rolname = ANY(%s) AND a.grantor <> (SELECT oid FROM pg_roles WHERE rolname = %s) "
+        "AND pg_get_userbyid(n.nspowner) <> ALL(%s)",
+        (marked, login, marked),
+    ).fetchall()
+    if not held:
+        return
+    with admin.transaction():
+        admin.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(login)))
+        admin.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(login)))
+        for schema, role, privilege in held:
+            admin.execute(
+                sql.SQL("GRANT {} ON SCHEMA {} TO {}").format(
+                    sql.SQL(privilege), sql.Identifier(schema), sql.Identifier(role)
+                )
+            )
+        admin.execute("RESET ROLE")
+        for schema, role, privilege in held:
+            admin.execute(
+                sql.SQL("REVOKE {} ON SCHEMA {} FROM {}").format(
+                    sql.SQL(privilege), sql.Identifier(schema), sql.Identifier(role)
+                )
+            )
+        admin.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(sql.Identifier(login)))
+    say(f"{login} granted again what the admin had granted the stack's roles on schemas ({len(held)})")
+
+
+def service_vault(service: AivenService, static_roles: dict[str, str], client: hvac.Client, rotation: int) -> None:
+    """Vault's connection to the service and the deploy logins' static roles (role: login)."""
     from preflight import vault_server
 
     verifies_tls_ca = vault_server(client.sys.read_health_status(method="GET")).verifies_tls_ca
@@ -183,7 +249,7 @@ def service_vault(service: AivenService, applications: list[str], client: hvac.C
         f"postgresql://{{{{username}}}}:{{{{password}}}}@{service.host}:{service.port}/{service.database}"
         f"?sslmode=verify-full{ca}"
     )
-    roles = [deployer_role(application) for application in applications]
+    roles = sorted(static_roles)
     try:
         current = client.secrets.database.read_connection(service.connection, mount_point=PLATFORM_MOUNT)["data"]
         roles = sorted({*(current.get("allowed_roles") or []), *roles})
@@ -209,14 +275,14 @@ def service_vault(service: AivenService, applications: list[str], client: hvac.C
     )
     client.secrets.database.rotate_root_credentials(service.connection, mount_point=PLATFORM_MOUNT)
     say(f"Vault connection {PLATFORM_MOUNT}/config/{service.connection} made (verify-full), its password rotated")
-    for application in applications:
+    for role, login in static_roles.items():
         client.write(
-            f"{PLATFORM_MOUNT}/static-roles/{deployer_role(application)}",
+            f"{PLATFORM_MOUNT}/static-roles/{role}",
             db_name=service.connection,
-            username=deploy_login(application),
+            username=login,
             rotation_period=rotation,
         )
-        say(f"static role {PLATFORM_MOUNT}/static-roles/{deployer_role(application)} on the service")
+        say(f"static role {PLATFORM_MOUNT}/static-roles/{role} ({login}) on the service")
 
 
 def reset_admin(service: AivenService, client: hvac.Client) -> None:
@@ -241,24 +307,65 @@ def reset_admin(service: AivenService, client: hvac.Client) -> None:
 
 
 def bootstrap_service(args: argparse.Namespace, client: hvac.Client, applications: list[str]) -> AivenService:
-    service = platform_service(args.aiven_platform_stack, Path(args.project_dir))
-    service_postgres(service, applications)
-    service_vault(service, applications, client, args.deployer_rotation_seconds)
+    """A platform's service: the applications' deploy logins there, then the reset."""
+    service = stack_service(args.aiven_platform_stack, Path(args.project_dir))
+    service_postgres(service, [deploy_login(application) for application in applications])
+    roles = {deployer_role(application): deploy_login(application) for application in applications}
+    service_vault(service, roles, client, args.deployer_rotation_seconds)
+    reset_admin(service, client)
+    return service
+
+
+def hand_over_stack(args: argparse.Namespace, client: hvac.Client) -> AivenService:
+    """A first-day single stack's service, handed over to a deploy login of its own:
+    `pgcreds_deployer` there (static role `deployer-stack-<stack>`), which gets the
+    roles the program made as the admin; the stack's `postgresAdminUser` then names
+    it, so the next `up` logs in as the deploy session's login; then the reset."""
+    stack, project_dir = args.aiven_stack, Path(args.project_dir)
+    service = stack_service(stack, project_dir, kind="all")
+    if service.deploy_login != service.admin_user:
+        say(f"the stack {stack} already deploys as {service.deploy_login} on its service: only the reset is left")
+    else:
+        service_postgres(service, [DEPLOYER_LOGIN], mark=stack_mark(project_name(project_dir), stack))
+        service_vault(service, {stack_deployer_role(stack): DEPLOYER_LOGIN}, client, args.deployer_rotation_seconds)
+        configured = subprocess.run(
+            ["pulumi", "config", "set", "pgcreds:postgresAdminUser", DEPLOYER_LOGIN, "--stack", stack],
+            cwd=project_dir,
+            capture_output=True,
+            text=True,
+        )
+        if configured.returncode != 0:
+            raise SystemExit(f"bootstrap: pgcreds:postgresAdminUser was not set: {configured.stderr.strip()}")
+        say(
+            f"pgcreds:postgresAdminUser is {DEPLOYER_LOGIN} in Pulumi.{stack}.yaml (commit it): the next `pulumi up`, "
+            "in the stack's deploy session (--aiven, PGCREDS_STACK), logs in as it"
+        )
     reset_admin(service, client)
     return service
 
 
 def main(argv: list[str]) -> int:
-    """`python -m deployer.aiven_service --platform-stack NAME`: the reset alone, which
-    a deploy of an Aiven platform runs after its `pulumi up` (ci/deploy.sh)."""
+    """`python -m deployer.aiven_service --stack NAME`: the reset alone, which a deploy
+    of a stack in aiven mode runs after its `pulumi up` (ci/deploy.sh); nothing for a
+    first-day stack, which still deploys as the admin."""
     from clients.tls import operator_token, vault_tls_verify
 
-    parser = argparse.ArgumentParser(description="Have Aiven reset the platform service admin's password.")
-    parser.add_argument("--platform-stack", required=True)
+    parser = argparse.ArgumentParser(description="Have Aiven reset the stack's service admin's password.")
+    parser.add_argument("--stack", required=True, help="a platform stack, or a single stack handed over")
     parser.add_argument("--project-dir", default=str(REPO))
     args = parser.parse_args(argv)
     client = hvac.Client(url=os.environ.get("VAULT_ADDR", ""), token=operator_token(), verify=vault_tls_verify())
-    reset_admin(platform_service(args.platform_stack, Path(args.project_dir)), client)
+    shown = subprocess.run(
+        ["pulumi", "stack", "output", "stackKind", "--stack", args.stack, "--non-interactive"],
+        cwd=args.project_dir,
+        capture_output=True,
+        text=True,
+    )
+    service = stack_service(args.stack, Path(args.project_dir), kind=shown.stdout.strip() or "platform")
+    if service.deploy_login == service.admin_user:
+        say(f"the stack {args.stack} deploys as {service.admin_user} (a first-day stack): its password is not reset")
+        return 0
+    reset_admin(service, client)
     return 0
 
 

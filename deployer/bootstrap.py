@@ -146,9 +146,16 @@ def pg_connect(args: argparse.Namespace, password: str, database: str) -> psycop
         ) from None
 
 
+# Attributes only a superuser may name in ALTER ROLE (even to turn them off); a role
+# made by a non-superuser admin (Aiven's avnadmin) cannot hold them anyway.
+SUPERUSER_ATTRIBUTES = ("NOSUPERUSER", "NOREPLICATION", "NOBYPASSRLS")
+
+
 def ensure_role(admin: psycopg.Connection, name: str, attributes: str) -> None:
     exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
     verb = "ALTER" if exists else "CREATE"
+    if exists and not admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
+        attributes = " ".join(word for word in attributes.split() if word not in SUPERUSER_ATTRIBUTES)
     admin.execute(sql.SQL(f"{verb} ROLE {{}} WITH {attributes}").format(sql.Identifier(name)))
     if not exists:
         say(f"PostgreSQL role {name} created ({attributes})")
@@ -374,6 +381,7 @@ def policy_text(name: str, spec: StackSpec) -> str:
     text = text.replace("pgcreds-STACK", transit_key(spec.stack)).replace(
         "DEPLOYER_ROLE", deployer_role(spec.application)
     )
+    text = text.replace("STACKNAME", spec.stack)
     text = text.replace("APPLICATION", spec.application) if spec.application else text
     return text.replace("database", spec.mount) if spec.mount != "database" else text
 
@@ -433,8 +441,9 @@ def check_arguments(args: argparse.Namespace) -> None:
             )
         if spec.platform and not spec.application:
             raise BadArgument("--stack", text(value), "a platform stack is named for an application stack only")
-    if args.aiven_platform_stack and not STACK_NAME.fullmatch(args.aiven_platform_stack):
-        raise BadArgument("--aiven-platform-stack", text(args.aiven_platform_stack), "must be a stack name")
+    for option, value in (("--aiven-platform-stack", args.aiven_platform_stack), ("--aiven-stack", args.aiven_stack)):
+        if value and not STACK_NAME.fullmatch(value):
+            raise BadArgument(option, text(value), "must be a stack name")
     if not REPOSITORY.fullmatch(args.repository):
         raise BadArgument("--repository", text(args.repository), "must be the GitHub repository as owner/name")
     if not GIT_REF.fullmatch(args.deploy_ref) or ".." in args.deploy_ref:
@@ -674,10 +683,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "stdin): Vault's login and the --stack application stacks' deploy logins there; then Aiven resets "
         "the service admin's password",
     )
+    parser.add_argument(
+        "--aiven-stack",
+        default="",
+        help="hand the Aiven service a single (first-day) stack made over to a deploy login of its own there "
+        "(pgcreds_deployer, static role deployer-stack-<stack>), set its postgresAdminUser, then have Aiven "
+        "reset the admin's password",
+    )
     parser.add_argument("--project-dir", default=str(REPO), help="the program's folder (its stacks' settings)")
     parser.add_argument("--password-stdin", action="store_true")
     args = parser.parse_args(argv)
-    if not args.stack and not args.aiven_platform_stack:
+    if not args.stack and not args.aiven_platform_stack and not args.aiven_stack:
         parser.error("the following arguments are required: --stack")
     return args
 
@@ -706,11 +722,29 @@ def main_aiven_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def main_aiven_stack(args: argparse.Namespace) -> int:
+    """--aiven-stack: a first-day single stack's service handed over (deployer.aiven_service),
+    and the stack's policies written again (they name its deploy login's static role)."""
+    from deployer.aiven_service import hand_over_stack
+
+    client = vault_client(args)
+    aiven_token = read_aiven_token(args)
+    if aiven_token:
+        bootstrap_aiven_token(args, client, aiven_token)
+    service = hand_over_stack(args, client)
+    args.stack = args.stack or [args.aiven_stack]
+    bootstrap_vault_identities(args, client)
+    say(f"done: the stack {args.aiven_stack} deploys on {service.name} without its admin's password")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     check_arguments(args)  # before anything is read or changed
     if args.aiven_platform_stack:
         return main_aiven_service(args)
+    if args.aiven_stack:
+        return main_aiven_stack(args)
     admin_password = read_admin_password(args.password_stdin)
     client = vault_client(args)  # checked before anything is changed
     aiven_token = read_aiven_token(args)

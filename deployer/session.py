@@ -56,6 +56,7 @@ from deployer import (
     STATE_WRITE_ROLE,
     deploy_login,
     deployer_role,
+    stack_deployer_role,
 )
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def vault_client() -> hvac.Client:
     return hvac.Client(url=address, token=token, verify=vault_tls_verify())
 
 
-def session_dir(read_only: bool, application: str = "") -> Path:
+def session_dir(read_only: bool, application: str = "", aiven_stack: str = "") -> Path:
     """One folder per Vault, token, kind of session and deploy login; private to this user."""
     key = "|".join(
         (
@@ -133,6 +134,7 @@ def session_dir(read_only: bool, application: str = "") -> Path:
             backend_url(os.environ.get("PULUMI_BACKEND_URL", "")),
             str(read_only),
             application,
+            *([aiven_stack] if aiven_stack else []),
         )
     )
     base = Path(os.environ.get("PGCREDS_SESSION_DIR") or os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
@@ -156,10 +158,16 @@ def read(client: hvac.Client, path: str) -> dict:
         raise SessionError(f"Vault has no {path}: run the one-time `make bootstrap` against this Vault") from None
 
 
-def deployer_login(client: hvac.Client, may_rotate: bool, application: str = "") -> tuple[str, str, int]:
+def deployer_login(
+    client: hvac.Client, may_rotate: bool, application: str = "", aiven_stack: str = ""
+) -> tuple[str, str, int]:
     """The stack's deploy login (the deployer's, or an application stack's own), its
-    password and when Vault will rotate it next (epoch seconds)."""
+    password and when Vault will rotate it next (epoch seconds). A single stack on an
+    Aiven service that `make bootstrap --aiven-stack` handed over deploys as the
+    deployer's login there (`static-creds/deployer-stack-<stack>`)."""
     role = deployer_role(application)
+    if aiven_stack and not application and own_deployer_on_service(client, aiven_stack):
+        role = stack_deployer_role(aiven_stack)
     path = f"{PLATFORM_MOUNT}/static-creds/{role}"
     data = read(client, path)["data"]
     if may_rotate and int(data["ttl"]) < ROTATE_MARGIN_SECONDS:
@@ -168,13 +176,26 @@ def deployer_login(client: hvac.Client, may_rotate: bool, application: str = "")
     return deploy_login(application), data["password"], int(time.time()) + int(data["ttl"])
 
 
+def own_deployer_on_service(client: hvac.Client, stack: str) -> bool:
+    """Whether the stack's Aiven service has a deploy login of its own (its static role
+    exists, and this token may read it)."""
+    import hvac.exceptions
+
+    try:
+        return bool(client.read(f"{PLATFORM_MOUNT}/static-creds/{stack_deployer_role(stack)}"))
+    except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
+        return False
+
+
 def preview_login(client: hvac.Client) -> tuple[str, str, int]:
     """A login for this preview alone: it may read PostgreSQL's catalogs, nothing else."""
     issued = read(client, f"{PLATFORM_MOUNT}/creds/{PREVIEW_ROLE}")
     return issued["data"]["username"], issued["data"]["password"], int(time.time()) + int(issued["lease_duration"])
 
 
-def open_session(read_only: bool, renew: bool = False, application: str = "", aiven: bool = False) -> dict:
+def open_session(
+    read_only: bool, renew: bool = False, application: str = "", aiven: bool = False, stack: str = ""
+) -> dict:
     if aiven and read_only:
         raise SessionError(
             "a preview gets no Aiven token (--aiven with --read-only): a token that may read the service "
@@ -182,13 +203,13 @@ def open_session(read_only: bool, renew: bool = False, application: str = "", ai
             "request's preview runs the pull request's own code. Preview a stack in aiven mode from main, "
             'or as an operator (README, "Aiven for PostgreSQL")'
         )
-    session = database_session(read_only, renew, application)
+    session = database_session(read_only, renew, application, stack if aiven else "")
     if aiven:
         session["aiven"] = mint_aiven_token(vault_client(), Path(session["passfile"]).parent)
     return session
 
 
-def database_session(read_only: bool, renew: bool = False, application: str = "") -> dict:
+def database_session(read_only: bool, renew: bool = False, application: str = "", aiven_stack: str = "") -> dict:
     # Checked here, first: the CLI's secrets provider would only name the path.
     problem = vault_ca_problem()
     if problem:
@@ -200,7 +221,7 @@ def database_session(read_only: bool, renew: bool = False, application: str = ""
             f"the application {application!r} (--application or PGCREDS_APPLICATION) must be "
             "lower-case letters and digits, as the stack's pgcreds:application"
         )
-    folder = session_dir(read_only, application)
+    folder = session_dir(read_only, application, aiven_stack)
     passfile, record = folder / "pgpass", folder / "session.json"
     now = int(time.time())
     if record.exists() and passfile.exists() and not renew:
@@ -214,7 +235,9 @@ def database_session(read_only: bool, renew: bool = False, application: str = ""
     state_path = f"{PLATFORM_MOUNT}/creds/{STATE_READ_ROLE if read_only else STATE_WRITE_ROLE}"
     state = read(client, state_path)
     program_user, program_password, program_expires = (
-        preview_login(client) if read_only else deployer_login(client, may_rotate=True, application=application)
+        preview_login(client)
+        if read_only
+        else deployer_login(client, may_rotate=True, application=application, aiven_stack=aiven_stack)
     )
     program_role = "" if read_only else deployer_role(application)
     lines = [
@@ -375,6 +398,12 @@ def main(argv: list[str]) -> int:
         help="a stack in aiven mode: mint the run's Aiven API token (default: PGCREDS_AIVEN=true)",
     )
     parser.add_argument(
+        "--stack",
+        default=os.environ.get("PGCREDS_STACK", ""),
+        help="with --aiven: the stack, whose own deploy login on its service is used once "
+        "`make bootstrap --aiven-stack` made it (default: PGCREDS_STACK)",
+    )
+    parser.add_argument(
         "--end", action="store_true", help="CI, at the job's end: revoke the job's Vault token and the logins it read"
     )
     args = parser.parse_args(argv)
@@ -382,7 +411,7 @@ def main(argv: list[str]) -> int:
         end_session()
         return 0
     password_in_shell = bool(os.environ.pop("PGPASSWORD", None))  # (not for this process's own check either)
-    session = open_session(args.read_only, args.renew, args.application, args.aiven)
+    session = open_session(args.read_only, args.renew, args.application, args.aiven, args.stack)
     if password_in_shell:
         # libpq prefers PGPASSWORD to PGPASSFILE: every login would try that password.
         print(

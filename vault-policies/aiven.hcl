@@ -5,3 +5,11 @@
 path "pgcreds-aiven/data/api" {
   capabilities = ["read"]
 }
+# A single stack in aiven mode, once `make bootstrap --aiven-stack` handed its service
+# over: its own deploy login there (pgcreds_deployer on the service).
+path "pgcreds-platform/static-creds/deployer-stack-STACKNAME" {
+  capabilities = ["read"]
+}
+path "pgcreds-platform/rotate-role/deployer-stack-STACKNAME" {
+  capabilities = ["update"]
+}

@@ -48,6 +48,14 @@ def stop_stand_in(server: AivenStandIn) -> None:
     server.stop()
 
 
+def to_aiven(stack: ProgramStack, **overrides: str) -> None:
+    """The stack in aiven mode, first-day: no postgresAdminUser, so the program logs in
+    as the service's admin (a stack `make bootstrap --aiven-stack` handed over names
+    its deploy login there)."""
+    stack.set(**aiven_settings(stack, **overrides))
+    stack.stack.remove_config("pgcreds:postgresAdminUser")
+
+
 def aiven_settings(stack: ProgramStack, **overrides: str) -> dict[str, str]:
     return {
         "postgresMode": "aiven",
@@ -99,7 +107,7 @@ def aiven_stack(
         tmp_path_factory.mktemp("aiven"), env={"AIVEN_WEB_URL": stand_in.url, "AIVEN_TOKEN": minted.full_token}
     )
     # Vault's connection verifies the service: the project's CA is a file on Vault's host (OpenBao).
-    test_stack.set(**aiven_settings(test_stack), vaultSslRootCert=os.environ["PGCREDS_TEST_CA"])
+    to_aiven(test_stack, vaultSslRootCert=os.environ["PGCREDS_TEST_CA"])
     yield test_stack
     cleanup(test_stack)
 
@@ -257,7 +265,7 @@ def test_bad_aiven_settings_fail_at_preview_and_create_nothing(tmp_path: Path, o
         if overrides.pop("aivenToken", None):
             # A long-lived token in the stack's settings (and state) is refused, with the way into Vault.
             test_stack.stack.set_config("pgcreds:aivenToken", auto.ConfigValue(server.token, secret=True))
-        test_stack.set(**aiven_settings(test_stack, **overrides))
+        to_aiven(test_stack, **overrides)
         with pytest.raises(auto.CommandError) as failed:
             test_stack.stack.preview()
         assert setting in str(failed.value)
@@ -277,7 +285,7 @@ def test_aiven_token_from_the_environment_is_in_no_state(tmp_path: Path):
     server = start_stand_in()
     test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": server.token})
     try:
-        test_stack.set(**aiven_settings(test_stack))
+        to_aiven(test_stack)
         assert test_stack.stack.preview().change_summary.get("create", 0) > 10
         assert server.calls("GET", "/service-types/pg/plans") and server.unknown == []
         assert server.token not in (test_stack.project_dir / f"Pulumi.{test_stack.stack.name}.yaml").read_text()
@@ -292,7 +300,7 @@ def test_switching_to_aiven_shows_the_replacement(new_stack: ProgramStack):
         new_stack.set(sampleData="false")
         new_stack.stack.up()
         new_stack.stack.workspace.env_vars.update(AIVEN_WEB_URL=server.url, AIVEN_TOKEN=server.token)
-        new_stack.set(**aiven_settings(new_stack))
+        to_aiven(new_stack)
         events: list = []
         summary = new_stack.stack.preview(on_event=events.append).change_summary
         steps = steps_of(events)
@@ -322,9 +330,7 @@ def test_api_errors_reach_the_user_in_aivens_words(tmp_path: Path, fault: str, a
         tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": "wrong-token" if fault == "token" else server.token}
     )
     try:
-        test_stack.set(
-            **aiven_settings(test_stack, **({"aivenProject": "no-such-project"} if fault == "project" else {}))
-        )
+        to_aiven(test_stack, **({"aivenProject": "no-such-project"} if fault == "project" else {}))
         with pytest.raises(auto.CommandError) as failed:
             test_stack.stack.preview()
         assert answer in str(failed.value)
@@ -373,7 +379,7 @@ def test_a_server_certificate_for_another_host_name_is_refused_at_up(tmp_path: P
         token = aiven_api.mint_token(server.url, server.token, "tls test")
         test_stack = make_stack(tmp_path, env={"AIVEN_WEB_URL": server.url, "AIVEN_TOKEN": token.full_token})
         try:
-            test_stack.set(**aiven_settings(test_stack), vaultSslRootCert=os.environ["PGCREDS_TEST_CA"])
+            to_aiven(test_stack, vaultSslRootCert=os.environ["PGCREDS_TEST_CA"])
             with pytest.raises(auto.CommandError) as refused:
                 test_stack.stack.up()
             message = str(refused.value)
