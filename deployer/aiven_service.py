@@ -222,13 +222,14 @@ def regrant_schema_privileges(admin: psycopg.Connection, login: str, marked: lis
                 )
             )
         admin.execute("RESET ROLE")
+        # (no longer a member of the login first: the revoke must be the admin's own)
+        admin.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(sql.Identifier(login)))
         for schema, role, privilege in held:
             admin.execute(
                 sql.SQL("REVOKE {} ON SCHEMA {} FROM {}").format(
                     sql.SQL(privilege), sql.Identifier(schema), sql.Identifier(role)
                 )
             )
-        admin.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(sql.Identifier(login)))
     say(f"{login} granted again what the admin had granted the stack's roles on schemas ({len(held)})")
 
 
