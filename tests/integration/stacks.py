@@ -24,6 +24,7 @@ import pytest
 from psycopg import sql
 from pulumi import automation as auto
 
+from aiven_standin.server import AivenStandIn
 from clients.tls import vault_tls_verify
 from deployer import DEPLOYER_LOGIN, DEPLOYER_ROLE, PLATFORM_MOUNT, application_login, transit_key
 from deployer.bootstrap import ensure_deploy_login, grant_schema_rights
@@ -475,3 +476,58 @@ def deployed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Program
     test_stack.stack.up()
     yield test_stack
     cleanup(test_stack)
+
+
+# --- Aiven: the stand-in of its API (tests/aiven_standin) and stacks in aiven mode ---
+
+PROJECT = "pgcreds-test"
+
+
+def start_stand_in(pg_host: str = "127.0.0.1", pg_port: int = 0) -> AivenStandIn:
+    """A stand-in whose services report `pg_host`:`pg_port` (default: the local server)."""
+    return AivenStandIn(
+        PROJECT,
+        token=secrets.token_urlsafe(16),
+        pg_host=pg_host,
+        pg_port=pg_port or int(os.environ["PGPORT"]),
+        ca_pem=Path(os.environ["PGCREDS_TEST_CA"]).read_text(),
+        superuser=admin_connect,
+    ).start()
+
+
+def stop_stand_in(server: AivenStandIn) -> None:
+    for service in list(server.services.values()):
+        service.termination_protection = False
+        server.delete(service)
+    server.stop()
+
+
+def to_aiven(stack: ProgramStack, **overrides: str) -> None:
+    """The stack in aiven mode, first-day: no postgresAdminUser, so the program logs in
+    as the service's admin (a stack `make bootstrap --aiven-stack` handed over names
+    its deploy login there)."""
+    stack.set(**aiven_settings(stack, **overrides))
+    stack.stack.remove_config("pgcreds:postgresAdminUser")
+
+
+def aiven_settings(stack: ProgramStack, **overrides: str) -> dict[str, str]:
+    return {
+        "postgresMode": "aiven",
+        "postgresSslMode": "verify-full",
+        "aivenProject": PROJECT,
+        "aivenCloud": "google-europe-west1",
+        "aivenPlan": "startup-4",
+        "aivenServiceName": f"pg-{stack.suffix}",
+        "aivenPgVersion": "16",
+        "aivenMaintenanceDow": "sunday",
+        "aivenMaintenanceTime": "03:00:00",
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="module")
+def stand_in() -> Iterator[AivenStandIn]:
+    """A module's Aiven stand-in, its services on the local server."""
+    server = start_stand_in()
+    yield server
+    stop_stand_in(server)

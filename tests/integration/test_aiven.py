@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import socket
 import threading
 import time
@@ -23,52 +22,19 @@ from pulumi import automation as auto
 
 from aiven_standin.server import AivenStandIn
 from clients import aiven_api
-from stacks import ProgramStack, admin_connect, cleanup, make_stack, vault
+from stacks import (
+    PROJECT,
+    ProgramStack,
+    admin_connect,
+    cleanup,
+    make_stack,
+    start_stand_in,
+    stop_stand_in,
+    to_aiven,
+    vault,
+)
 
-PROJECT = "pgcreds-test"
 SERVICE = "aiven-postgres-service"
-
-
-def start_stand_in(pg_host: str = "127.0.0.1", pg_port: int = 0) -> AivenStandIn:
-    """A stand-in whose services report `pg_host`:`pg_port` (default: the local server)."""
-    return AivenStandIn(
-        PROJECT,
-        token=secrets.token_urlsafe(16),
-        pg_host=pg_host,
-        pg_port=pg_port or int(os.environ["PGPORT"]),
-        ca_pem=Path(os.environ["PGCREDS_TEST_CA"]).read_text(),
-        superuser=admin_connect,
-    ).start()
-
-
-def stop_stand_in(server: AivenStandIn) -> None:
-    for service in list(server.services.values()):
-        service.termination_protection = False
-        server.delete(service)
-    server.stop()
-
-
-def to_aiven(stack: ProgramStack, **overrides: str) -> None:
-    """The stack in aiven mode, first-day: no postgresAdminUser, so the program logs in
-    as the service's admin (a stack `make bootstrap --aiven-stack` handed over names
-    its deploy login there)."""
-    stack.set(**aiven_settings(stack, **overrides))
-    stack.stack.remove_config("pgcreds:postgresAdminUser")
-
-
-def aiven_settings(stack: ProgramStack, **overrides: str) -> dict[str, str]:
-    return {
-        "postgresMode": "aiven",
-        "postgresSslMode": "verify-full",
-        "aivenProject": PROJECT,
-        "aivenCloud": "google-europe-west1",
-        "aivenPlan": "startup-4",
-        "aivenServiceName": f"pg-{stack.suffix}",
-        "aivenPgVersion": "16",
-        "aivenMaintenanceDow": "sunday",
-        "aivenMaintenanceTime": "03:00:00",
-        **overrides,
-    }
 
 
 def steps_of(events: list) -> dict[str, set[str]]:
@@ -79,13 +45,6 @@ def steps_of(events: list) -> dict[str, set[str]]:
             step = event.resource_pre_event.metadata
             steps.setdefault(step.urn.split("::")[-1], set()).add(str(step.op.value))
     return steps
-
-
-@pytest.fixture(scope="module")
-def stand_in() -> Iterator[AivenStandIn]:
-    server = start_stand_in()
-    yield server
-    stop_stand_in(server)
 
 
 @pytest.fixture(scope="module")

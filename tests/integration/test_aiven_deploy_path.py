@@ -16,16 +16,23 @@ from pathlib import Path
 import hvac.exceptions
 import pytest
 from psycopg import sql
-from test_aiven import PROJECT, start_stand_in, stop_stand_in
-from test_deploy_path import CI_MOUNT, CI_STACK, ci_login, github_token, run_script
+from test_deploy_path import (
+    CI_MOUNT,
+    CI_STACK,
+    ci_login,
+    github_token,
+    remove_ci_mount,
+    run_script,
+    workflow_env,
+)
 
 from aiven_standin.server import AivenStandIn
 from clients import aiven_api
 from clients.tls import vault_tls_verify
 from deployer import AIVEN_MOUNT, AIVEN_SECRET
 from program_copy import copy_program
-from sourced_env import session_exports, sourced_env, superuser_password
-from stacks import REPO, admin_connect, vault
+from sourced_env import session_exports, superuser_password
+from stacks import PROJECT, REPO, admin_connect, vault
 
 # In the HashiCorp Vault half (`make test-vault`, beside the main run): the token path
 # is Vault's KV and Aiven's API, the same on both servers.
@@ -61,13 +68,6 @@ def stored_token() -> dict | None:
         )["data"]["data"]
     except hvac.exceptions.InvalidPath:
         return None
-
-
-@pytest.fixture(scope="module")
-def stand_in() -> Iterator[AivenStandIn]:
-    server = start_stand_in()
-    yield server
-    stop_stand_in(server)
 
 
 @pytest.fixture(scope="module")
@@ -203,19 +203,8 @@ def aiven_ci_project(tmp_path: Path, stand_in: AivenStandIn) -> Iterator[tuple[P
         f"secretsprovider: hashivault://pgcreds-{CI_STACK}\nconfig:\n"
         + "".join(f"  pgcreds:{key}: {json.dumps(value)}\n" for key, value in config.items())
     )
-    toolchain = sourced_env("toolchain/env.sh")
-    env = {
-        key: toolchain[key] for key in ("PATH", "HOME", "PULUMI_HOME", "PULUMI_SKIP_UPDATE_CHECK") if key in toolchain
-    }
     # Only a workflow's variables: no AIVEN_TOKEN, no AIVEN_WEB_URL (the session exports both).
-    env.update(
-        PGCREDS_STACK=CI_STACK,
-        PULUMI_BACKEND_URL=os.environ["PULUMI_BACKEND_URL"],
-        VAULT_ADDR=os.environ["VAULT_ADDR"],
-        VAULT_CACERT=os.environ["VAULT_CACERT"],
-        PGCREDS_PROJECT=str(project),
-        PGCREDS_SESSION_DIR=str(tmp_path / "runner-temp"),
-    )
+    env = workflow_env(project, tmp_path)
     yield project, env
     # The service is protected (outside dev): its state goes, and the stand-in deletes the service.
     subprocess.run(
@@ -227,11 +216,7 @@ def aiven_ci_project(tmp_path: Path, stand_in: AivenStandIn) -> Iterator[tuple[P
     for service in list(stand_in.services.values()):
         service.termination_protection = False
         stand_in.delete(service)
-    client = vault()
-    if f"{CI_MOUNT}/" in client.sys.list_mounted_secrets_engines()["data"]:
-        client.sys.disable_secrets_engine(CI_MOUNT)
-    if f"{CI_MOUNT}-approle/" in client.sys.list_auth_methods()["data"]:
-        client.sys.disable_auth_method(f"{CI_MOUNT}-approle")
+    remove_ci_mount()
     with admin_connect() as admin:
         for (role,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"%{suffix}%",)).fetchall():
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

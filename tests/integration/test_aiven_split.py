@@ -23,12 +23,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 from pulumi import automation as auto
-from test_aiven import PROJECT, aiven_settings, stop_stand_in
 
 from aiven_standin.server import AivenStandIn
 from clients import aiven_api
-from clients.tls import ca_file
 from deployer import (
     AIVEN_MOUNT,
     AIVEN_SECRET,
@@ -42,7 +41,7 @@ from deployer import (
 from deployer.bootstrap import bootstrap_aiven_token
 from program_copy import add_tables, copy_program
 from sourced_env import file_backend
-from stacks import REPO, PgServer, ProgramStack, application_roles, vault
+from stacks import PROJECT, REPO, PgServer, ProgramStack, aiven_settings, application_roles, stop_stand_in, vault
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +109,22 @@ def refused_login(server: PgServer, ca_path: Path, database: str, user: str, pas
             sslmode="verify-full",
             sslrootcert=str(ca_path),
         ).close()
+
+
+def credential_reads(server: PgServer, ca_path: Path, database: str, role: str, mount: str, table: str) -> int:
+    """A credential Vault issues for `role` logs in to the service, verified against the
+    project's CA, and reads `table`: its row count."""
+    issued = vault().secrets.database.generate_credentials(role, mount_point=mount)["data"]
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=server.port,
+        dbname=database,
+        user=issued["username"],
+        password=issued["password"],
+        sslmode="verify-full",
+        sslrootcert=str(ca_path),
+    ) as credential:
+        return credential.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
 
 
 def workspace_stack(name: str, project_dir: Path, env: dict[str, str]) -> auto.Stack:
@@ -208,17 +223,7 @@ def test_an_aiven_platform_and_an_application_on_vault_issued_logins_alone(
         assert len(stand_in.requests) == calls_before  # an application stack never calls Aiven
 
         # A credential Vault issues logs in to the service, verified against the project's CA.
-        issued = vault().secrets.database.generate_credentials(roles[0]["name"], mount_point=mount)["data"]
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=server.port,
-            dbname=service.database,
-            user=issued["username"],
-            password=issued["password"],
-            sslmode="verify-full",
-            sslrootcert=ca_file(ca_path.read_text()),
-        ) as credential:
-            assert credential.execute(f"SELECT count(*) FROM {application}_items").fetchone() is not None
+        credential_reads(server, ca_path, service.database, roles[0]["name"], mount, f"{application}_items")
 
         app.destroy()
         platform.destroy()
@@ -302,17 +307,7 @@ def test_a_first_day_stack_is_handed_over_by_one_command(aiven: tuple[PgServer, 
         ids_after = {r["urn"]: r.get("id") for r in stack.export_stack().deployment["resources"]}
         assert ids_after == ids_before  # the same objects, none made again
         assert set(stack.preview().change_summary) == {"same"}
-        issued = vault().secrets.database.generate_credentials(program.role_name, mount_point=mount)["data"]
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=server.port,
-            dbname=service.database,
-            user=issued["username"],
-            password=issued["password"],
-            sslmode="verify-full",
-            sslrootcert=str(ca_path),
-        ) as credential:
-            assert credential.execute("SELECT count(*) FROM weekly_metrics_reporting").fetchone()[0] > 0
+        assert credential_reads(server, ca_path, service.database, program.role_name, mount, "weekly_metrics_reporting")
 
         # Destroyed by the deploy login: what the admin made goes too.
         stack.destroy()

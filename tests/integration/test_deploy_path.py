@@ -402,27 +402,7 @@ def ci_project(tmp_path: Path) -> Iterator[tuple[Path, dict, str]]:
             }
         )
     )
-    toolchain = sourced_env("toolchain/env.sh")
-    # What the workflow job has: the runner's PATH and CLI, and the job's variables.
-    base = {
-        key: toolchain[key]
-        for key in (
-            "PATH",
-            "HOME",
-            "PULUMI_HOME",
-            "PULUMI_SKIP_UPDATE_CHECK",
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION",
-        )
-        if key in toolchain
-    }
-    base.update(
-        PGCREDS_STACK=CI_STACK,
-        PULUMI_BACKEND_URL=os.environ["PULUMI_BACKEND_URL"],
-        VAULT_ADDR=os.environ["VAULT_ADDR"],
-        VAULT_CACERT=os.environ["VAULT_CACERT"],
-        PGCREDS_PROJECT=str(project),
-        PGCREDS_SESSION_DIR=str(tmp_path / "runner-temp"),
-    )
+    base = workflow_env(project, tmp_path)
     yield project, base, roles[0]["name"]
     root_env = {**os.environ, "PGCREDS_STACK": CI_STACK, "PGCREDS_PROJECT": str(project)}
     subprocess.run(
@@ -437,15 +417,36 @@ def ci_project(tmp_path: Path) -> Iterator[tuple[Path, dict, str]]:
         env=root_env,
         capture_output=True,
     )
+    remove_ci_mount()
+    with admin_connect() as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+        for (role,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"%{suffix}%",)).fetchall():
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def workflow_env(project: Path, tmp_path: Path) -> dict[str, str]:
+    """What a workflow job has: the runner's PATH and CLI, and the job's variables for
+    stack `tests` checked out at `project` (no token yet: `run_script` logs in)."""
+    toolchain = sourced_env("toolchain/env.sh")
+    keep = ("PATH", "HOME", "PULUMI_HOME", "PULUMI_SKIP_UPDATE_CHECK", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION")
+    return {
+        **{key: toolchain[key] for key in keep if key in toolchain},
+        "PGCREDS_STACK": CI_STACK,
+        "PULUMI_BACKEND_URL": os.environ["PULUMI_BACKEND_URL"],
+        "VAULT_ADDR": os.environ["VAULT_ADDR"],
+        "VAULT_CACERT": os.environ["VAULT_CACERT"],
+        "PGCREDS_PROJECT": str(project),
+        "PGCREDS_SESSION_DIR": str(tmp_path / "runner-temp"),
+    }
+
+
+def remove_ci_mount() -> None:
+    """Stack `tests`' mount and AppRole method, whatever a test left."""
     client = vault()
     if f"{CI_MOUNT}/" in client.sys.list_mounted_secrets_engines()["data"]:
         client.sys.disable_secrets_engine(CI_MOUNT)
     if f"{CI_MOUNT}-approle/" in client.sys.list_auth_methods()["data"]:
         client.sys.disable_auth_method(f"{CI_MOUNT}-approle")
-    with admin_connect() as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
-        for (role,) in admin.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (f"%{suffix}%",)).fetchall():
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 def run_script(script: str, env: dict, role: str, **extra: str) -> subprocess.CompletedProcess:
