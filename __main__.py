@@ -10,7 +10,7 @@ from components.access_roles import AccessRoles, AccessRolesArgs
 from components.aiven_postgres import AivenPostgres, AivenPostgresArgs
 from components.app_identities import AppIdentities, AppIdentitiesArgs
 from components.app_schema import AppSchema, AppSchemaArgs
-from components.existing_postgres import ExistingPostgres
+from components.existing_postgres import ExistingPostgres, ExistingPostgresArgs
 from components.platform_reference import PlatformReference, PlatformReferenceArgs
 from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs
 from preflight import check_logins, check_postgres_login
@@ -33,11 +33,12 @@ vault_provider = vault.Provider(
 # stack), or an application stack's platform stack's, read through a StackReference.
 platform: PlatformReference | None = None
 postgres: AivenPostgres | ExistingPostgres | None = None
-if settings.layout.kind == "application":
+if settings.layout.kind == "application" and isinstance(settings.postgres, ExistingPostgresArgs):
+    # (an application stack's own login and TLS settings; the server is its platform's)
     platform = PlatformReference(
         "platform",
         PlatformReferenceArgs(
-            stack=settings.layout.platform_stack,
+            stack=settings.layout.platform_stack or "",
             admin_user=settings.postgres.admin_user,
             sslmode=settings.postgres.sslmode,
             sslrootcert=settings.postgres.sslrootcert,
@@ -164,7 +165,7 @@ if settings.layout.kind == "platform":
     pulumi.export("vaultAppRolePath", apps.auth_path)
     pulumi.export("vaultId", vault_secrets.vault_id)
     pulumi.export("vaultApplicationsPolicy", apps.applications_policy)
-else:
+elif access is not None:  # (every stack but a platform has its roles)
     pulumi.export("credentialPaths", vault_secrets.credential_paths)
     pulumi.export("grantLayout", GRANT_LAYOUT)
     pulumi.export("groupRoles", {role.name: role.group_role for role in settings.roles})

@@ -32,12 +32,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import hvac
 import hvac.exceptions
 
-from clients.postgres import PostgresUnreachable, connect
+from clients.postgres import PostgresUnreachable, connect, scalar
 from clients.privilege_audit import Declared, Finding, audit, login_users
 from clients.tls import operator_token, vault_tls_verify
 
@@ -139,7 +140,7 @@ def unnamed_tables(conn, declared: Declared) -> list[str]:
 
 
 def report(
-    findings: list[Finding], orphan_users: list[str], refreshed: tuple[bool, str], unnamed: list[str] = ()
+    findings: list[Finding], orphan_users: list[str], refreshed: tuple[bool, str], unnamed: Sequence[str] = ()
 ) -> str:
     out = ["drift report", "", f"1. privileges beyond the settings: {len(findings) or 'none'}"]
     for finding in findings:
@@ -189,7 +190,7 @@ def main() -> int:
             findings = audit(conn, declared)
             users = login_users(conn, declared.user_prefixes.values(), declared.groups)
             unnamed = unnamed_tables(conn, declared)
-            now = conn.execute("SELECT now()").fetchone()[0]
+            now = scalar(conn, "SELECT now()")
     except PostgresUnreachable as error:
         print(f"drift: {error}", file=sys.stderr)
         return 2

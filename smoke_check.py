@@ -24,7 +24,7 @@ import hvac
 import psycopg
 from psycopg import sql
 
-from clients.postgres import connect
+from clients.postgres import connect, scalar
 from clients.tls import operator_token, vault_tls_verify
 from tables import APP_TABLES
 
@@ -93,9 +93,7 @@ def _migration_check(report: SmokeReport, session: psycopg.Connection, owner: st
     try:
         with session.transaction(force_rollback=True):
             session.execute("CREATE TABLE pgcreds_smoke_check (id int GENERATED ALWAYS AS IDENTITY)")
-            made_by = session.execute(
-                "SELECT tableowner FROM pg_tables WHERE tablename = 'pgcreds_smoke_check'"
-            ).fetchone()[0]
+            made_by = scalar(session, "SELECT tableowner FROM pg_tables WHERE tablename = 'pgcreds_smoke_check'")
         report.record("CREATE TABLE (rolled back)", made_by == owner, f"owned by {made_by} (expected {owner})")
     except psycopg.Error as error:
         report.record("CREATE TABLE (rolled back)", False, str(error).strip())
@@ -114,7 +112,7 @@ def _use_and_revoke(
 ) -> bool:
     """The checks with the issued credential; True once its lease is revoked."""
     revoked = False
-    session = _connect(postgres, report.username, secret["data"]["password"])
+    session = _connect(postgres, secret["data"]["username"], secret["data"]["password"])
     for readable_table in tables:
         rows = session.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(readable_table))).fetchall()
         if expect_sample_rows and readable_table == "weekly_metrics_reporting":
@@ -227,7 +225,7 @@ def run_smoke_check(
     try:
         # As the stack's admin: its password from the deploy session (PGPASSFILE) unless given.
         with _connect(postgres, postgres.get("adminUser", "postgres"), admin_password) as admin:
-            left = admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (report.username,)).fetchone()[0]
+            left = scalar(admin, "SELECT count(*) FROM pg_roles WHERE rolname = %s", (report.username,))
         report.record("role dropped", left == 0, "no such role in pg_roles" if left == 0 else "role still exists")
     except psycopg.OperationalError as error:
         report.record("role dropped", False, f"cannot look: {str(error).strip()}")

@@ -89,6 +89,14 @@ def connect(connection: dict[str, Any]) -> psycopg.Connection:
         ) from None
 
 
+def scalar(cur: psycopg.Cursor | psycopg.Connection, query: str, params: tuple = ()) -> Any:
+    """The one value a query of one row answers (an aggregate, a function's result)."""
+    row = cur.execute(query, params).fetchone()
+    if row is None:
+        raise LookupError(f"no row for: {query}")
+    return row[0]
+
+
 def ensure_member(cur: psycopg.Cursor | psycopg.Connection, role: str) -> bool:
     """Makes the admin able to act as `role` (SET ROLE, ALTER … OWNER TO it);
     True if it granted itself that now. A superuser can already; a CREATEROLE
@@ -97,7 +105,7 @@ def ensure_member(cur: psycopg.Cursor | psycopg.Connection, role: str) -> bool:
     membership does not include SET (createrole_self_grant is empty by default),
     so the grant asks for it."""
     set_option = cur.connection.info.server_version >= 160000  # a Connection is its own `connection`
-    if cur.execute("SELECT pg_has_role(current_user, %s, %s)", (role, "SET" if set_option else "MEMBER")).fetchone()[0]:
+    if scalar(cur, "SELECT pg_has_role(current_user, %s, %s)", (role, "SET" if set_option else "MEMBER")):
         return False
     cur.execute(
         sql.SQL("GRANT {} TO CURRENT_USER{}").format(

@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from clients.postgres import ensure_member
+from clients.postgres import ensure_member, scalar
 
 # relkind -> the word GRANT uses for it
 RELATION_KINDS = {"r": "TABLE", "p": "TABLE", "v": "TABLE", "m": "TABLE", "f": "TABLE", "S": "SEQUENCE"}
@@ -432,7 +432,7 @@ def take_back(conn: psycopg.Connection, findings: Iterable[Finding]) -> list[Fin
     returns those that could not run. A REVOKE the admin may not make is a
     warning, not an error, in PostgreSQL: the caller audits again to be sure."""
     failed = []
-    superuser = bool(conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0])
+    superuser = bool(scalar(conn, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"))
     for finding in findings:
         if not finding.statement:
             failed.append(finding)
@@ -449,7 +449,7 @@ def take_back(conn: psycopg.Connection, findings: Iterable[Finding]) -> list[Fin
                         conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(owner)))
                 conn.execute(finding.statement)
                 conn.execute("RESET ROLE")
-                if granted:
+                if granted and owner:
                     conn.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(sql.Identifier(owner)))
         except psycopg.Error:
             failed.append(finding)

@@ -55,9 +55,9 @@ def reason(error: list[str]) -> list[str]:
     if error[0].startswith("Traceback"):
         for index in range(len(error) - 1, 0, -1):
             line = error[index]
-            if not line.startswith(" ") and EXCEPTION_LINE.match(line):
-                message = EXCEPTION_LINE.match(line).group(2)
-                return [message, *error[index + 1 :]]
+            matched = EXCEPTION_LINE.match(line) if not line.startswith(" ") else None
+            if matched:
+                return [matched.group(2), *error[index + 1 :]]
         return error[-1:]
     if any(error[0].startswith(generic) for generic in GENERIC):
         return []

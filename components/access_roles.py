@@ -110,7 +110,7 @@ class AccessRoles(pulumi.ComponentResource):
 
         self.grants = []
         previous_usage: pulumi.Resource | None = None
-        tables: dict[str, pulumi.Resource] = dict(args.tables)
+        tables: dict[str, PgTable | PgExistingTable] = dict(args.tables)
         groups: list[postgresql.Role] = []
         for role in args.roles:
             group = args.endpoint.claimed_role(
@@ -121,7 +121,8 @@ class AccessRoles(pulumi.ComponentResource):
                 login=False,
                 # A migrate group's membership of the owner is its GrantRole below.
                 opts=ResourceOptions(
-                    depends_on=[previous_role], ignore_changes=["roles"] if role.acts_as_owner else None
+                    depends_on=[previous_role] if previous_role else [],
+                    ignore_changes=["roles"] if role.acts_as_owner else None,
                 ),
             )
             previous_role = group
@@ -264,7 +265,7 @@ class AccessRoles(pulumi.ComponentResource):
         args: AccessRolesArgs,
         role: AppRole,
         group: postgresql.Role,
-        tables: Mapping[str, pulumi.Resource],
+        tables: Mapping[str, PgTable | PgExistingTable],
         retained_after,
     ) -> list[pulumi.Resource]:
         """Earlier versions made a grant per table (and per table's sequences), whose

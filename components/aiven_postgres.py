@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pulumi
 from pulumi import Output, ResourceOptions
 
-from components.pg_endpoint import PgEndpoint, admin_provider, register_endpoint_outputs
+from components.pg_endpoint import PgEndpoint, PgLogin, admin_provider, register_endpoint_outputs
 from providers.aiven import TerminationGuard
 
 
@@ -89,8 +90,8 @@ def checked_plan(plans: list, plan: str, project: str) -> str:
 
 class AivenPostgres(pulumi.ComponentResource):
     endpoint: PgEndpoint
-    service: pulumi.CustomResource
-    """The `aiven.Pg` service."""
+    service: Any
+    """The `aiven.Pg` service (pulumi_aiven is imported only in aiven mode: see __init__)."""
     args: AivenPostgresArgs
 
     def __init__(self, name: str, args: AivenPostgresArgs, opts: ResourceOptions | None = None):
@@ -119,20 +120,20 @@ class AivenPostgres(pulumi.ComponentResource):
             pg_user_config=aiven.PgPgUserConfigArgs(pg_version=args.pg_version),
             opts=ResourceOptions(parent=self, provider=provider),
         )
-        login = dict(
+        login = PgLogin(
             host=Output.all(self.service.service_host, self.service.service_port, project.ca_cert).apply(
-                lambda parts: verified_host(*parts, args)
+                lambda parts: verified_host(parts[0], parts[1], parts[2], args)
             ),
             port=self.service.service_port,
-            database=self.service.pg.apply(lambda pg: pg.dbname),
+            database=self.service.pg.apply(lambda pg: cast(str, pg.dbname)),
             admin_user=args.deploy_login or self.service.service_username,
             admin_password=None if args.deploy_login else Output.secret(self.service.service_password),
             sslmode=args.sslmode,
             sslrootcert_pem=project.ca_cert,
         )
-        self.endpoint = PgEndpoint(
-            **login,
-            provider=admin_provider(f"{name}-admin", **login, parent=self),
+        self.endpoint = PgEndpoint.of(
+            login,
+            admin_provider(f"{name}-admin", login, parent=self),
             # (a Vault that takes the CA in the connection verifies anyway: `ca_in_connection`)
             vault_sslmode="require"
             if args.sslmode in ("verify-ca", "verify-full") and not args.vault_sslrootcert

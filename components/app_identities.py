@@ -8,6 +8,7 @@ application stack makes only its AppRoles, in the platform's method, with that p
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -139,8 +140,8 @@ class AppIdentities(pulumi.ComponentResource):
             else:
                 policy_name_of_role = vault.Policy(
                     f"{name}-policy-{role.name}",
-                    name=Output.from_input(args.mount_path).apply(lambda mount, r=role.name: policy_name(mount, r)),
-                    policy=Output.from_input(args.mount_path).apply(lambda mount, r=role.name: creds_policy(mount, r)),
+                    name=Output.from_input(args.mount_path).apply(functools.partial(policy_name, role=role.name)),
+                    policy=Output.from_input(args.mount_path).apply(functools.partial(creds_policy, role=role.name)),
                     opts=in_vault,
                 ).name
             # The token lives as long as a credential would: its leases are revoked with it.

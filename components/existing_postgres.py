@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi import ResourceOptions
 
-from components.pg_endpoint import PgEndpoint, admin_provider, register_endpoint_outputs
+from components.pg_endpoint import PgEndpoint, PgLogin, admin_provider, register_endpoint_outputs
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ExistingPostgres(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ExistingPostgresArgs, opts: ResourceOptions | None = None):
         super().__init__("pgcreds:postgres:ExistingPostgres", name, None, opts)
-        login = dict(
+        login = PgLogin(
             host=args.host,
             port=args.port,
             database=args.database,
@@ -46,9 +46,7 @@ class ExistingPostgres(pulumi.ComponentResource):
             sslmode=args.sslmode,
             sslrootcert=args.sslrootcert,
         )
-        self.endpoint = PgEndpoint(
-            **login,
-            provider=admin_provider(f"{name}-admin", **login, parent=self),
-            vault_sslrootcert=args.vault_sslrootcert,
+        self.endpoint = PgEndpoint.of(
+            login, admin_provider(f"{name}-admin", login, parent=self), vault_sslrootcert=args.vault_sslrootcert
         )
         register_endpoint_outputs(self, self.endpoint)

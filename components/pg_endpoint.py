@@ -8,6 +8,7 @@ whether it came from an existing server or a managed service.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pulumi
 import pulumi_postgresql as postgresql
@@ -19,6 +20,23 @@ from providers.postgres import PgRoleClaim, PgRoleMark
 
 # The provider's default is 180 s: an unreachable server would stall `up` for minutes.
 CONNECT_TIMEOUT_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class PgLogin:
+    """Where a server is and how the program logs in there: what an endpoint component
+    works out (from settings, a service or a platform's outputs) and hands to both
+    `admin_provider` and `PgEndpoint.of`."""
+
+    host: Input[str]
+    port: Input[int]
+    database: Input[str]
+    admin_user: Input[str]
+    admin_password: Output[str] | None
+    """None: the deploy session's login (PGUSER, PGPASSFILE), recorded nowhere."""
+    sslmode: str
+    sslrootcert: str | None = None
+    sslrootcert_pem: Input[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,29 @@ class PgEndpoint:
     vault_sslrootcert: Input[str] | None = None
     """The CA file's path on Vault's host (pgcreds:vaultSslRootCert), for a Vault that
     takes the CA only in the URL (OpenBao); default: `sslrootcert`'s path."""
+
+    @classmethod
+    def of(
+        cls,
+        login: PgLogin,
+        provider: postgresql.Provider,
+        vault_sslmode: Input[str] | None = None,
+        vault_sslrootcert: Input[str] | None = None,
+    ) -> PgEndpoint:
+        """The endpoint of a login, with its provider (`admin_provider`) and Vault's own TLS."""
+        return cls(
+            host=login.host,
+            port=login.port,
+            database=login.database,
+            admin_user=login.admin_user,
+            admin_password=login.admin_password,
+            provider=provider,
+            sslmode=login.sslmode,
+            sslrootcert=login.sslrootcert,
+            sslrootcert_pem=login.sslrootcert_pem,
+            vault_sslmode=vault_sslmode,
+            vault_sslrootcert=vault_sslrootcert,
+        )
 
     def resource_options(self, parent: pulumi.Resource) -> ResourceOptions:
         """Options for every `pulumi_postgresql` resource on this endpoint. A move to
@@ -177,39 +218,34 @@ def this_stack_mark() -> str:
     return stack_mark(pulumi.get_project(), pulumi.get_stack())
 
 
-def admin_provider(
-    name: str,
-    *,
-    host: Input[str],
-    port: Input[int],
-    database: Input[str],
-    admin_user: Input[str],
-    admin_password: Output[str] | None,
-    sslmode: str,
-    sslrootcert: str | None = None,
-    sslrootcert_pem: Input[str] | None = None,
-    parent: pulumi.Resource | None = None,
-) -> postgresql.Provider:
+def admin_provider(name: str, login: PgLogin, parent: pulumi.Resource | None = None) -> postgresql.Provider:
     """The `postgresql.Provider` for an endpoint. `superuser=False`: the admin
     need not be a superuser (Aiven's avnadmin is not), and the provider then
     takes role membership where it needs it, which also works for a superuser."""
-    rootcert: Input[str] | None = sslrootcert
-    if sslrootcert_pem is not None:  # (an application stack's platform may give none: then `sslrootcert`)
-        rootcert = Output.from_input(sslrootcert_pem).apply(lambda pem: ca_file(pem) if pem else sslrootcert)
+    rootcert: Input[str] | None = login.sslrootcert
+    if login.sslrootcert_pem is not None:  # (an application stack's platform may give none: then `sslrootcert`)
+        path = login.sslrootcert
+        rootcert = cast(
+            "Output[str]", Output.from_input(login.sslrootcert_pem).apply(lambda pem: ca_file(pem) if pem else path)
+        )
     # Without a password the provider logs in as PGUSER (its default), which the
     # state then does not record: a refresh, which configures providers from the
     # state, and a preview both log in as the session's own login.
-    login = dict(username=admin_user, password=Output.secret(admin_password)) if admin_password is not None else {}
+    credentials: dict[str, Any] = (
+        {"username": login.admin_user, "password": Output.secret(login.admin_password)}
+        if login.admin_password is not None
+        else {}
+    )
     return postgresql.Provider(
         name,
-        host=host,
-        port=port,
-        database=database,
-        sslmode=sslmode,
+        host=login.host,
+        port=login.port,
+        database=login.database,
+        sslmode=login.sslmode,
         sslrootcert=rootcert,
         superuser=False,
         connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        **login,
+        **credentials,
         opts=ResourceOptions(parent=parent),
     )
 

@@ -17,7 +17,7 @@ import pulumi
 from pulumi import Output, ResourceOptions
 
 from clients.tls import ca_file
-from components.pg_endpoint import PgEndpoint, admin_provider, register_endpoint_outputs
+from components.pg_endpoint import PgEndpoint, PgLogin, admin_provider, register_endpoint_outputs
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class PlatformReference(pulumi.ComponentResource):
             }
         ).apply(lambda values: checked(values, args, stack))
         postgres = outputs["postgres"]
-        login = dict(
+        login = PgLogin(
             host=postgres["host"],
             port=postgres["port"].apply(int),
             database=postgres["database"],
@@ -114,9 +114,9 @@ class PlatformReference(pulumi.ComponentResource):
             # (a key the platform left empty is not in its outputs at all)
             sslrootcert_pem=postgres.apply(lambda values: values.get("sslrootcert_pem")),
         )
-        self.endpoint = PgEndpoint(
-            **login,
-            provider=admin_provider(f"{name}-admin", **login, parent=self),
+        self.endpoint = PgEndpoint.of(
+            login,
+            admin_provider(f"{name}-admin", login, parent=self),
             vault_sslmode=postgres.apply(lambda values: values.get("vaultSslmode")),
             vault_sslrootcert=postgres.apply(lambda values: values.get("vaultSslRootCert")),
         )

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pulumi
 import pulumi_vault as vault
@@ -142,6 +143,11 @@ def verified_url(
     return url
 
 
+def versions_of(login: str) -> Callable[[str], int]:
+    """`password_version` of `login`, for the server an Output holds."""
+    return lambda server: password_version(server, login)
+
+
 def password_version(server: str, login: str) -> int:
     """The write-only password is sent again only when this number changes: when
     the login is new on a server (a move to another server re-creates it there
@@ -167,7 +173,8 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
         # Read Vault's mount table first: a path that holds another engine stops the
         # preview, and the mount waits for the check, so nothing changes before it.
         if args.platform_mount is not None:
-            mount_path, vault_id = Output.from_input(args.platform_mount), Output.from_input(args.platform_vault_id)
+            mount_path = Output.from_input(args.platform_mount)
+            vault_id = cast("Output[str]", Output.from_input(args.platform_vault_id))
         else:
             mounts = vault.generic.get_secret_output(
                 path="sys/mounts", opts=pulumi.InvokeOutputOptions(provider=args.vault_provider, parent=self)
@@ -208,9 +215,9 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
             suffix = "" if plan.username_template is None else f"-{plan.roles[0].name}"
             made_after = list(args.depends_on)
             if args.rotate_root:
-                version = server.apply(lambda where, who=plan.login: password_version(where, who))
+                version = server.apply(versions_of(plan.login))
                 # Write-only: never in state, sent on create and when `version` changes.
-                password = dict(password_wo=Output.secret(login.password), password_wo_version=version)
+                password: dict[str, Any] = dict(password_wo=Output.secret(login.password), password_wo_version=version)
                 # A connection made again (deleted behind Pulumi's back) needs the login's
                 # first password back, since only the lost connection knew the rotated one.
                 first_password = FirstLoginPassword(
@@ -227,6 +234,7 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                 made_after = [first_password]
             else:
                 password = dict(password=Output.secret(login.password))
+            tls_ca_input: dict[str, Any] = {"tls_ca": tls_ca} if tls_ca is not None else {}
             connection = vault.database.SecretBackendConnection(
                 f"{name}-connection{suffix}",
                 backend=mount_path,
@@ -240,7 +248,7 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
                     # Vault sends PostgreSQL a SCRAM verifier, never the clear password.
                     password_authentication="scram-sha-256",
                     **password,
-                    **({"tls_ca": tls_ca} if tls_ca is not None else {}),
+                    **tls_ca_input,
                 ),
                 opts=ResourceOptions.merge(renamed_is_new, ResourceOptions(depends_on=made_after)),
             )

@@ -44,6 +44,7 @@ from psycopg import sql
 
 from clients import aiven_api
 from clients.names import APPLICATION_NAME, MOUNT_NAME, STACK_NAME
+from clients.postgres import scalar
 from clients.state_blob import state_blob
 from clients.tls import operator_token, vault_tls_verify
 from deployer import (
@@ -154,7 +155,7 @@ SUPERUSER_ATTRIBUTES = ("NOSUPERUSER", "NOREPLICATION", "NOBYPASSRLS")
 def ensure_role(admin: psycopg.Connection, name: str, attributes: str) -> None:
     exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
     verb = "ALTER" if exists else "CREATE"
-    if exists and not admin.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
+    if exists and not scalar(admin, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
         attributes = " ".join(word for word in attributes.split() if word not in SUPERUSER_ATTRIBUTES)
     admin.execute(sql.SQL(f"{verb} ROLE {{}} WITH {attributes}").format(sql.Identifier(name)))
     if not exists:
@@ -320,7 +321,7 @@ def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admi
     else:  # a connection of an earlier bootstrap: the roles it may serve now, its own kept
         client.write(
             f"{PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION}",
-            allowed_roles=sorted({*(current.get("allowed_roles") or []), *allowed_roles}),
+            allowed_roles=sorted({*((current or {}).get("allowed_roles") or []), *allowed_roles}),
         )
     for application in ("", *applications_of(args)):
         client.write(

@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from clients import aiven_api
@@ -314,7 +314,7 @@ def session_problem(known: dict, passfile: Path, url: str, host: str, port: int,
     import psycopg  # only for a cached session (0.1 s to import)
 
     query = dict(parse_qsl(urlsplit(url).query))
-    server = dict(
+    server: dict[str, Any] = dict(
         host=host,
         port=port,
         passfile=str(passfile),

@@ -56,6 +56,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -167,7 +168,7 @@ def postgres_locks(backend_url: str, project: str, stack: str) -> list[tuple[str
     from psycopg import sql
 
     parts = urlsplit(backend_url)
-    query = dict(parse_qsl(parts.query))
+    query: dict[str, Any] = dict(parse_qsl(parts.query))
     table = query.pop("table", "pulumi_state")
     with psycopg.connect(
         host=parts.hostname,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Sequence
+from types import ModuleType
 
 from pulumi.dynamic import ReadResult
 from pulumi.runtime.rpc import UNKNOWN
@@ -19,7 +20,8 @@ class lazy_module:
     (importlib's LazyLoader is not, in Python 3.11)."""
 
     def __init__(self, name: str):
-        self._name, self._module, self._lock = name, None, threading.Lock()
+        self._name, self._lock = name, threading.Lock()
+        self._module: ModuleType | None = None
 
     def __getattr__(self, attribute: str):
         if self._module is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from clients.postgres import PostgresUnreachable, connect, ensure_member  # noqa: F401 - the providers' entry points
+from clients.postgres import PostgresUnreachable, connect, ensure_member, scalar  # noqa: F401 - the providers' entry points
 
 
 def take_turns(cur: psycopg.Cursor, topic: str) -> None:
@@ -26,8 +26,8 @@ def give_table(cur: psycopg.Cursor, table: str, owner: str) -> None:
     member of the new owner, and the owner needs CREATE on the schema."""
     take_turns(cur, "table owner grants")
     ensure_member(cur, owner)
-    schema = cur.execute("SELECT current_schema()").fetchone()[0]
-    if not cur.execute("SELECT has_schema_privilege(%s, %s, 'CREATE')", (owner, schema)).fetchone()[0]:
+    schema = scalar(cur, "SELECT current_schema()")
+    if not scalar(cur, "SELECT has_schema_privilege(%s, %s, 'CREATE')", (owner, schema)):
         cur.execute(sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(sql.Identifier(schema), sql.Identifier(owner)))
     cur.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(table), sql.Identifier(owner)))
 
@@ -35,10 +35,10 @@ def give_table(cur: psycopg.Cursor, table: str, owner: str) -> None:
 def session_schema(cur: psycopg.Cursor) -> str:
     """The schema the program's tables are in: an application stack's own (the
     session's search_path, see `clients.postgres`), or the first one in the path."""
-    schema = cur.execute("SELECT current_setting('search_path')").fetchone()[0]
+    schema = scalar(cur, "SELECT current_setting('search_path')")
     if schema.isalnum() and schema.islower():
         return schema
-    return cur.execute("SELECT coalesce(current_schema(), 'public')").fetchone()[0]
+    return scalar(cur, "SELECT coalesce(current_schema(), 'public')")
 
 
 # By name in the catalog, not by the search_path: a login without USAGE on the
@@ -79,4 +79,5 @@ def row_count(cur: psycopg.Cursor, table: str) -> int:
             "SELECT coalesce(max(n_live_tup), 0) FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
             (session_schema(cur), table),
         )
-    return int(cur.fetchone()[0])
+    row = cur.fetchone()
+    return int(row[0]) if row else 0

@@ -1,4 +1,4 @@
-"""The checks a well-kept library runs: ruff's lint rules and its formatter,
+"""The checks a well-kept library runs: ruff's lint rules and its formatter, and mypy,
 configured in pyproject.toml, clean on the whole repository (`make test` runs this)."""
 
 from __future__ import annotations
@@ -21,3 +21,11 @@ def test_ruff_finds_nothing():
 def test_every_file_is_formatted():
     formatted = subprocess.run([str(RUFF), "format", "--check", "."], cwd=REPO, capture_output=True, text=True)
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
+
+
+def test_mypy_finds_nothing():
+    """The type checker, configured in pyproject.toml ([tool.mypy]: the program and its packages)."""
+    checked = subprocess.run(
+        [str(Path(sys.executable).parent / "mypy"), "--no-error-summary"], cwd=REPO, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
