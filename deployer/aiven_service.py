@@ -19,7 +19,7 @@ Last, Aiven resets the admin's password (a service user credential reset): the
 copy in the platform's state, which the platform's readers can decrypt, no longer
 opens the service. Every platform `pulumi up` may read the new one into the state
 (Aiven returns it with the service), so a deploy of the platform ends with the
-reset again (`python -m deployer.aiven_service --platform-stack NAME`, which
+reset again (`python -m deployer.aiven_service --stack NAME`, which
 ci/deploy.sh runs).
 """
 
