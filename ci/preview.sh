@@ -7,10 +7,10 @@
 comment=${PGCREDS_COMMENT_FILE:-preview-$PGCREDS_STACK.md}
 # A stack in aiven mode is not previewed on a pull request: Aiven gives whoever may
 # read the service its admin's password, and the pull request's code would hold
-# that token (README, "Aiven for PostgreSQL"). An operator previews it instead.
+# that token (docs/aiven.md). An operator previews it instead.
 if grep -Eq '^ *"?pgcreds:postgresMode"?: *"?aiven"?,? *$' "${PGCREDS_PROJECT:-$(dirname "$0")/..}/Pulumi.${PGCREDS_STACK:-}.yaml" 2>/dev/null ||
    [[ "${PGCREDS_AIVEN:-}" == true ]]; then
-  reason="stack \`${PGCREDS_STACK:-}\` is in aiven mode: a pull request's preview gets no Aiven token (one that may read the service may read its admin's password), so an operator previews it (README, Aiven for PostgreSQL)"
+  reason="stack \`${PGCREDS_STACK:-}\` is in aiven mode: a pull request's preview gets no Aiven token (one that may read the service may read its admin's password), so an operator previews it (docs/aiven.md)"
   echo "::warning::not previewed: $reason"
   echo "#### \`pulumi preview\` of stack \`${PGCREDS_STACK:-}\`: not run. The $reason." > "$comment"
   exit 0

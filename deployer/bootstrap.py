@@ -604,7 +604,7 @@ def check_keys(args: argparse.Namespace, client: hvac.Client, password: str) -> 
                     f"bootstrap: the transit key {transit_key(stack)} is gone, but the state database holds the "
                     f"stack {stack!r} ({found[0]}), whose secrets it encrypted: a new key under the old name would "
                     "not decrypt them. Restore the key from its backup: python -m deployer.keys restore --stack "
-                    f"{stack} --backup-dir <the bootstrap's --key-backup-dir> (README, \"When something is "
+                    f"{stack} --backup-dir <the bootstrap's --key-backup-dir> (docs/operations.md, \"When something is "
                     'stuck"). Nothing was changed.'
                 )
 

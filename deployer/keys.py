@@ -61,7 +61,7 @@ def restore(client: hvac.Client, stack: str, folder: Path) -> None:
     if not source.is_file():
         raise SystemExit(
             f"keys: no backup of {transit_key(stack)} in {folder} (the bootstrap writes one with "
-            "--key-backup-dir). Without it the stack's secrets cannot be read again: see README, "
+            "--key-backup-dir). Without it the stack's secrets cannot be read again: see docs/operations.md, "
             '"When something is stuck". Nothing was changed.'
         )
     if key_exists(client, stack):

@@ -201,7 +201,7 @@ def open_session(
             "a preview gets no Aiven token (--aiven with --read-only): a token that may read the service "
             "may read its admin's password (the aiven provider reads it on every refresh), and a pull "
             "request's preview runs the pull request's own code. Preview a stack in aiven mode from main, "
-            'or as an operator (README, "Aiven for PostgreSQL")'
+            "or as an operator (docs/aiven.md)"
         )
     session = database_session(read_only, renew, application, stack if aiven else "")
     if aiven:
