@@ -1,12 +1,11 @@
 """The few Aiven REST API calls the deploy path makes itself, outside Pulumi: a
 run's short-lived token minted from the long-lived one and revoked at the run's
-end, the service admin's credential reset, the project's CA. The aiven provider
+end, a check of a token, the service admin's credential reset. The aiven provider
 makes every other call. Plain HTTP with the standard library: these are four
 requests, and the deploy session must start fast.
 
 Request and answer shapes are Aiven's (`AccessTokenCreate`, `AccessTokenRevoke`,
-`ServiceUserCredentialsModify`, `ProjectKmsGetCA`), as `tests/aiven_standin`
-implements them.
+`ServiceUserCredentialsModify`), as `tests/aiven_standin` implements them.
 """
 
 from __future__ import annotations
@@ -35,7 +34,11 @@ class AivenApiError(Exception):
 class MintedToken:
     full_token: str
     prefix: str
-    expiry_time: str | None
+
+
+def stored_token(secret: dict) -> tuple[str, str]:
+    """(API address, token) of the long-lived token as Vault's KV secret holds it."""
+    return secret.get("api_url") or DEFAULT_API_URL, secret["token"]
 
 
 def _call(api_url: str, token: str, method: str, path: str, body: dict | None = None) -> dict:
@@ -68,7 +71,7 @@ def mint_token(api_url: str, token: str, description: str, max_age_seconds: int 
         "/v1/access_token",
         {"description": description, "max_age_seconds": max_age_seconds, "extend_when_used": True},
     )
-    return MintedToken(answer["full_token"], answer["token_prefix"], answer.get("expiry_time"))
+    return MintedToken(answer["full_token"], answer["token_prefix"])
 
 
 def revoke_token(api_url: str, token: str, prefix: str) -> None:

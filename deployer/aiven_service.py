@@ -97,9 +97,9 @@ def say(message: str) -> None:
     print(f"bootstrap: {message}", file=sys.stderr)
 
 
-def stack_service(stack: str, project_dir: Path, kind: str = "platform") -> AivenService:
-    """The service from the outputs of a stack of `kind` in aiven mode (`pulumi stack
-    output`, as the operator: the state's reader and the stack key's decrypter)."""
+def stack_service(stack: str, project_dir: Path, kinds: tuple[str, ...] = ("platform",)) -> AivenService:
+    """The service from the outputs of a stack of one of `kinds` in aiven mode (`pulumi
+    stack output`, as the operator: the state's reader and the stack key's decrypter)."""
     shown = subprocess.run(
         ["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", stack, "--non-interactive"],
         cwd=project_dir,
@@ -113,11 +113,11 @@ def stack_service(stack: str, project_dir: Path, kind: str = "platform") -> Aive
         )
     outputs = json.loads(shown.stdout or "{}")
     service, postgres = outputs.get("aivenService"), outputs.get("postgres") or {}
-    if outputs.get("stackKind") != kind or not service:
+    if outputs.get("stackKind") not in kinds or not service:
         raise SystemExit(
-            f"bootstrap: the stack {stack} is not a deployed stack in aiven mode of pgcreds:stackKind {kind} "
-            "(no aivenService output): set pgcreds:postgresMode aiven"
-            + (" and pgcreds:stackKind platform" if kind == "platform" else "")
+            f"bootstrap: the stack {stack} is not a deployed stack in aiven mode of pgcreds:stackKind "
+            f"{' or '.join(kinds)} (no aivenService output): set pgcreds:postgresMode aiven"
+            + (" and pgcreds:stackKind platform" if kinds == ("platform",) else "")
             + ", and `pulumi up` it first. Nothing was changed."
         )
     return AivenService(
@@ -137,12 +137,11 @@ def stack_service(stack: str, project_dir: Path, kind: str = "platform") -> Aive
 def aiven_token(client: hvac.Client) -> tuple[str, str]:
     """(API address, token): the long-lived one in Vault, else AIVEN_TOKEN (the run's)."""
     try:
-        stored = client.secrets.kv.v2.read_secret_version(
-            path=AIVEN_SECRET, mount_point=AIVEN_MOUNT, raise_on_deleted_version=True
-        )["data"]["data"]
-        return stored.get("api_url") or aiven_api.DEFAULT_API_URL, stored["token"]
+        stored = client.read(f"{AIVEN_MOUNT}/data/{AIVEN_SECRET}")
     except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
-        pass
+        stored = None
+    if stored:
+        return aiven_api.stored_token(stored["data"]["data"])
     if not os.environ.get("AIVEN_TOKEN"):
         raise SystemExit(
             f"bootstrap: no Aiven API token: neither {AIVEN_MOUNT}/{AIVEN_SECRET} in Vault (--aiven-token-file) "
@@ -177,13 +176,17 @@ def service_postgres(service: AivenService, logins: list[str], mark: str = "") -
         for login in logins:
             ensure_deploy_login(admin, login, [service.database])
             grant_schema_rights(admin, login)
-        marked = [
-            name
-            for (name,) in admin.execute(
-                "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = %s", (mark,)
-            )
-        ]
-        for role in marked if mark else []:
+        marked = (
+            [
+                name
+                for (name,) in admin.execute(
+                    "SELECT rolname FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = %s", (mark,)
+                )
+            ]
+            if mark
+            else []
+        )
+        for role in marked:
             for login in logins:
                 admin.execute(
                     sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(sql.Identifier(role), sql.Identifier(login))
@@ -235,6 +238,7 @@ def regrant_schema_privileges(admin: psycopg.Connection, login: str, marked: lis
 
 def service_vault(service: AivenService, static_roles: dict[str, str], client: hvac.Client, rotation: int) -> None:
     """Vault's connection to the service and the deploy logins' static roles (role: login)."""
+    from deployer.bootstrap import write_platform_connection
     from preflight import vault_server
 
     verifies_tls_ca = vault_server(client.sys.read_health_status(method="GET")).verifies_tls_ca
@@ -262,19 +266,9 @@ def service_vault(service: AivenService, static_roles: dict[str, str], client: h
         admin.execute(
             sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(sql.Identifier(PLATFORM_LOGIN), sql.Literal(password))
         )
-    client.secrets.database.configure(
-        service.connection,
-        "postgresql-database-plugin",
-        mount_point=PLATFORM_MOUNT,
-        connection_url=url,
-        username=PLATFORM_LOGIN,
-        password=password,
-        password_authentication="scram-sha-256",
-        allowed_roles=roles,
-        verify_connection=True,
-        **({"tls_ca": service.ca_pem} if verifies_tls_ca else {}),
+    write_platform_connection(
+        client, service.connection, url, password, roles, tls_ca=service.ca_pem if verifies_tls_ca else None
     )
-    client.secrets.database.rotate_root_credentials(service.connection, mount_point=PLATFORM_MOUNT)
     say(f"Vault connection {PLATFORM_MOUNT}/config/{service.connection} made (verify-full), its password rotated")
     for role, login in static_roles.items():
         client.write(
@@ -323,7 +317,7 @@ def hand_over_stack(args: argparse.Namespace, client: hvac.Client) -> AivenServi
     roles the program made as the admin; the stack's `postgresAdminUser` then names
     it, so the next `up` logs in as the deploy session's login; then the reset."""
     stack, project_dir = args.aiven_stack, Path(args.project_dir)
-    service = stack_service(stack, project_dir, kind="all")
+    service = stack_service(stack, project_dir, kinds=("all",))
     if service.deploy_login != service.admin_user:
         say(f"the stack {stack} already deploys as {service.deploy_login} on its service: only the reset is left")
     else:
@@ -356,13 +350,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--project-dir", default=str(REPO))
     args = parser.parse_args(argv)
     client = hvac.Client(url=os.environ.get("VAULT_ADDR", ""), token=operator_token(), verify=vault_tls_verify())
-    shown = subprocess.run(
-        ["pulumi", "stack", "output", "stackKind", "--stack", args.stack, "--non-interactive"],
-        cwd=args.project_dir,
-        capture_output=True,
-        text=True,
-    )
-    service = stack_service(args.stack, Path(args.project_dir), kind=shown.stdout.strip() or "platform")
+    service = stack_service(args.stack, Path(args.project_dir), kinds=("platform", "all"))
     if service.deploy_login == service.admin_user:
         say(f"the stack {args.stack} deploys as {service.admin_user} (a first-day stack): its password is not reset")
         return 0

@@ -285,6 +285,26 @@ def platform_connection(client: hvac.Client) -> dict | None:
         return None
 
 
+def write_platform_connection(
+    client: hvac.Client, name: str, url: str, password: str, allowed_roles: list[str], tls_ca: str | None = None
+) -> None:
+    """A connection of the platform engine, as `pgcreds_vault_platform` with the password
+    just set for it, which Vault then rotates: from here on only Vault knows it."""
+    client.secrets.database.configure(
+        name,
+        "postgresql-database-plugin",
+        mount_point=PLATFORM_MOUNT,
+        connection_url=url,
+        username=PLATFORM_LOGIN,
+        password=password,
+        password_authentication="scram-sha-256",
+        allowed_roles=allowed_roles,
+        verify_connection=True,
+        **({"tls_ca": tls_ca} if tls_ca is not None else {}),
+    )
+    client.secrets.database.rotate_root_credentials(name, mount_point=PLATFORM_MOUNT)
+
+
 def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admin_password: str) -> None:
     ensure_mount(client, PLATFORM_MOUNT, "database", "pg-dynamic-creds: the deployer's own PostgreSQL logins")
     ca = f"&sslrootcert={args.pg_sslrootcert}" if args.pg_sslrootcert and args.pg_sslmode != "disable" else ""
@@ -301,19 +321,7 @@ def bootstrap_vault_database(args: argparse.Namespace, client: hvac.Client, admi
         # Known here only until Vault's rotate-root below replaces it.
         platform_password = secrets.token_urlsafe(30)
         set_password(args, admin_password, PLATFORM_LOGIN, platform_password)
-        client.secrets.database.configure(
-            PLATFORM_CONNECTION,
-            "postgresql-database-plugin",
-            mount_point=PLATFORM_MOUNT,
-            connection_url=wanted_url,
-            username=PLATFORM_LOGIN,
-            password=platform_password,
-            password_authentication="scram-sha-256",
-            allowed_roles=allowed_roles,
-            verify_connection=True,
-        )
-        # From here on only Vault knows the platform login's password.
-        client.secrets.database.rotate_root_credentials(PLATFORM_CONNECTION, mount_point=PLATFORM_MOUNT)
+        write_platform_connection(client, PLATFORM_CONNECTION, wanted_url, platform_password, allowed_roles)
         say(
             f"Vault connection {PLATFORM_MOUNT}/config/{PLATFORM_CONNECTION} made (as {PLATFORM_LOGIN}) for "
             f"{args.pg_host}:{args.pg_port}, its password rotated"

@@ -109,6 +109,15 @@ def backend_url(url: str, user: str = "") -> str:
     return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}@{netloc}" if user else netloc))
 
 
+def write_private(path: Path, text: str) -> None:
+    """`text` into `path`, mode 0600, replaced whole (a reader never sees half of it)."""
+    temporary = path.with_suffix(".new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(temporary, path)
+
+
 def pgpass_field(value: str) -> str:
     return value.replace("\\", "\\\\").replace(":", "\\:")
 
@@ -166,25 +175,28 @@ def deployer_login(
     Aiven service that `make bootstrap --aiven-stack` handed over deploys as the
     deployer's login there (`static-creds/deployer-stack-<stack>`)."""
     role = deployer_role(application)
-    if aiven_stack and not application and own_deployer_on_service(client, aiven_stack):
+    data = own_deployer_on_service(client, aiven_stack) if aiven_stack and not application else None
+    if data is not None:
         role = stack_deployer_role(aiven_stack)
     path = f"{PLATFORM_MOUNT}/static-creds/{role}"
-    data = read(client, path)["data"]
+    if data is None:
+        data = read(client, path)["data"]
     if may_rotate and int(data["ttl"]) < ROTATE_MARGIN_SECONDS:
         client.write(f"{PLATFORM_MOUNT}/rotate-role/{role}")
         data = read(client, path)["data"]
     return deploy_login(application), data["password"], int(time.time()) + int(data["ttl"])
 
 
-def own_deployer_on_service(client: hvac.Client, stack: str) -> bool:
-    """Whether the stack's Aiven service has a deploy login of its own (its static role
-    exists, and this token may read it)."""
+def own_deployer_on_service(client: hvac.Client, stack: str) -> dict | None:
+    """The credentials of the stack's own deploy login on its Aiven service (its static
+    role), or None where there is none or this token may not read it."""
     import hvac.exceptions
 
     try:
-        return bool(client.read(f"{PLATFORM_MOUNT}/static-creds/{stack_deployer_role(stack)}"))
+        answer = client.read(f"{PLATFORM_MOUNT}/static-creds/{stack_deployer_role(stack)}")
     except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden):
-        return False
+        return None
+    return answer["data"] if answer else None
 
 
 def preview_login(client: hvac.Client) -> tuple[str, str, int]:
@@ -246,11 +258,7 @@ def database_session(read_only: bool, renew: bool = False, application: str = ""
         # The program's login, wherever its stacks' servers are.
         ":".join(("*", "*", "*", pgpass_field(program_user), pgpass_field(program_password))),
     ]
-    temporary = passfile.with_suffix(".new")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write("\n".join(lines) + "\n")
-    os.replace(temporary, passfile)
+    write_private(passfile, "\n".join(lines) + "\n")
     known = {
         "state_user": state["data"]["username"],
         "state_expires": now + int(state["lease_duration"]),
@@ -285,10 +293,9 @@ def run_description() -> str:
 def mint_aiven_token(client: hvac.Client, folder: Path) -> dict[str, str]:
     """The run's own Aiven token, minted from the long-lived one in Vault, in a file of
     the session folder (0600): what to export."""
-    stored = read(client, f"{AIVEN_MOUNT}/data/{AIVEN_SECRET}")["data"]["data"]
-    api_url = stored.get("api_url") or aiven_api.DEFAULT_API_URL
+    api_url, token = aiven_api.stored_token(read(client, f"{AIVEN_MOUNT}/data/{AIVEN_SECRET}")["data"]["data"])
     try:
-        minted = aiven_api.mint_token(api_url, stored["token"], run_description())
+        minted = aiven_api.mint_token(api_url, token, run_description())
     except aiven_api.AivenApiError as error:
         raise SessionError(
             f"the run's Aiven token could not be minted from {AIVEN_MOUNT}/{AIVEN_SECRET}: {error}. "
@@ -296,10 +303,7 @@ def mint_aiven_token(client: hvac.Client, folder: Path) -> dict[str, str]:
             '--aiven-token-file <file>"'
         ) from None
     token_file = folder / "aiven-token"
-    fd = os.open(token_file.with_suffix(".new"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(minted.full_token)
-    os.replace(token_file.with_suffix(".new"), token_file)
+    write_private(token_file, minted.full_token)
     return {"token_file": str(token_file), "api_url": api_url, "prefix": minted.prefix}
 
 
