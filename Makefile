@@ -50,6 +50,10 @@ fleet: venv toolchain servers ## many application stacks at once: ACTION=up|prev
 	@[[ -n "$(STACKS)" ]] || { echo 'usage: make fleet ACTION=up|preview STACKS="billing reporting …" (or STACKS=--all) [PARALLEL=4]' >&2; exit 2; }
 	$(DEV_ENV) && $(PYTHON) -m deployer.fleet $(or $(ACTION),preview) $(STACKS) --parallel $(or $(PARALLEL),4)
 
+vault-cluster: venv ## a 3-node OpenBao raft cluster with TLS (local/vault-cluster.sh; ACTION=start|stop|status|leader|kill-leader), for failover
+	local/vault-cluster.sh $(or $(ACTION),start)
+	@[[ "$(or $(ACTION),start)" != start ]] || echo 'its addresses and root token: eval "$$(local/vault-cluster.sh env)"'
+
 down: ## stop the local PostgreSQL and Vault servers (of PGCREDS_VAULT_SERVER's set)
 	local/vault-server.sh stop
 	PGCREDS_PG_VERSION=15 local/postgres.sh stop

@@ -6,6 +6,7 @@ rows = pool.run(lambda conn: conn.execute("SELECT count(*) FROM weekly_metrics_r
 """
 
 from pgcreds_client.credentials import Credential, CredentialSource, LoginRefused
+from pgcreds_client.failover import VaultAddresses
 from pgcreds_client.pool import RotatingPool, connect_pool
 
-__all__ = ["Credential", "CredentialSource", "LoginRefused", "RotatingPool", "connect_pool"]
+__all__ = ["Credential", "CredentialSource", "LoginRefused", "RotatingPool", "VaultAddresses", "connect_pool"]

@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 
 import hvac
 import hvac.exceptions
+import requests
+
+from pgcreds_client.failover import FailoverAdapter, VaultAddresses
 
 log = logging.getLogger("pgcreds_client")
 
@@ -59,11 +62,16 @@ class CredentialSource:
     still has that long, for the pool to move its connections), or when it was
     revoked. `secret_id` is a secret-id that allows more than one login
     (secretIdUses), or a callable that returns a fresh one for each login (a
-    launcher's file, a response-wrapped token …)."""
+    launcher's file, a response-wrapped token …).
+
+    `vault_addr` is one address (a single server, or a load balancer in front of
+    a cluster) or several nodes of one cluster (a list, or comma-separated): a
+    request moves on to the next node when one is down or has no active node,
+    for up to `failover_seconds` (see failover.py)."""
 
     def __init__(
         self,
-        vault_addr: str,
+        vault_addr: str | list[str],
         role_id: str,
         secret_id: SecretIdSource,
         creds_path: str,
@@ -72,9 +80,11 @@ class CredentialSource:
         ca_cert: str | None = None,
         on_rotate: Callable[[Credential], None] | None = None,
         timeout: float = 10.0,
+        failover_seconds: float = 30.0,
         client_factory: Callable[..., hvac.Client] | None = None,
     ):
-        self._addr, self._verify, self._timeout = vault_addr, ca_cert or True, timeout
+        self.addresses = VaultAddresses(vault_addr, failover_seconds)
+        self._verify, self._timeout = ca_cert or True, timeout
         self._role_id, self._secret_id = role_id, secret_id
         self._creds_path, self._login_path = creds_path.strip("/"), login_path.strip("/")
         self._on_rotate = on_rotate
@@ -84,6 +94,8 @@ class CredentialSource:
         self._current: tuple[Credential, hvac.Client] | None = None
         self._old: list[tuple[Credential, hvac.Client]] = []
         self.credentials_read = 0
+        self.read_failures = 0
+        """Logins or credential reads that failed (Vault unreachable past the failover time, or refused)."""
         self._read_at = float("-inf")
         self._thread: threading.Thread | None = None
         self._client_factory = client_factory or hvac.Client
@@ -152,7 +164,12 @@ class CredentialSource:
 
     def _login(self) -> hvac.Client:
         secret_id = self._secret_id() if callable(self._secret_id) else self._secret_id
-        client = self._client_factory(url=self._addr, verify=self._verify, timeout=self._timeout)
+        client = self._client_factory(
+            url=self.addresses.current,
+            verify=self._verify,
+            timeout=self._timeout,
+            adapter=lambda **kwargs: FailoverAdapter(self.addresses, **kwargs),
+        )
         try:
             answer = client.adapter.post(
                 f"/v1/{self._login_path}", json={"role_id": self._role_id, "secret_id": secret_id}
@@ -173,8 +190,12 @@ class CredentialSource:
         return client
 
     def _read(self) -> tuple[Credential, hvac.Client]:
-        client = self._login()
-        secret = client.read(self._creds_path)
+        try:
+            client = self._login()
+            secret = client.read(self._creds_path)
+        except Exception:
+            self.read_failures += 1
+            raise
         seconds = int(secret["lease_duration"])
         credential = Credential(
             secret["data"]["username"],
@@ -246,5 +267,14 @@ class CredentialSource:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(timeout=self.tick())
+            try:
+                seconds = self.tick()
+            except (hvac.exceptions.VaultError, requests.RequestException) as error:
+                # Vault out of reach past the failover time: the credential in use still
+                # works until its lease ends; the renewal is tried again shortly.
+                log.warning(
+                    "renewal failed, trying again in 1 s: %s", str(error).splitlines()[0] if str(error) else error
+                )
+                seconds = 1.0
+            self._wake.wait(timeout=seconds)
             self._wake.clear()

@@ -92,7 +92,7 @@ class RotatingPool:
 
 
 def connect_pool(
-    vault_addr: str,
+    vault_addr: str | list[str],
     role_id: str,
     secret_id: Any,
     creds_path: str,
@@ -102,7 +102,8 @@ def connect_pool(
     ca_cert: str | None = None,
     **pool_kwargs: Any,
 ) -> RotatingPool:
-    """A started CredentialSource and its RotatingPool, wired together."""
+    """A started CredentialSource and its RotatingPool, wired together. `vault_addr`:
+    one address, or the nodes of a cluster (a list or comma-separated; see failover.py)."""
     holder: dict[str, RotatingPool] = {}
     source = CredentialSource(
         vault_addr,

@@ -4,7 +4,8 @@ RotatingPool, while Vault's credentials rotate under them.
 
     PYTHONPATH=client PGCREDS_ROLE_ID=… PGCREDS_SECRET_ID_FILE=… venv/bin/python examples/metrics_app/app.py --seconds 150
 
-Environment: VAULT_ADDR (and VAULT_CACERT), PGCREDS_ROLE_ID, PGCREDS_SECRET_ID or
+Environment: VAULT_ADDR, or PGCREDS_VAULT_ADDRS (every node of a cluster,
+comma-separated: the client moves on when one fails), and VAULT_CACERT; PGCREDS_ROLE_ID, PGCREDS_SECRET_ID or
 PGCREDS_SECRET_ID_FILE (read again at each login, so a launcher can replace
 it), PGCREDS_CREDS_PATH (database/creds/metrics-readwrite), PGCREDS_LOGIN_PATH
 (auth/database-approle/login) and PGCREDS_CONNINFO (host, port, dbname, sslmode:
@@ -89,7 +90,7 @@ def main() -> int:
     secret_file = os.environ.get("PGCREDS_SECRET_ID_FILE")
     secret_id = (lambda: Path(secret_file).read_text().strip()) if secret_file else os.environ["PGCREDS_SECRET_ID"]
     pool = connect_pool(
-        os.environ["VAULT_ADDR"],
+        os.environ.get("PGCREDS_VAULT_ADDRS") or os.environ["VAULT_ADDR"],
         os.environ["PGCREDS_ROLE_ID"],
         secret_id,
         os.environ.get("PGCREDS_CREDS_PATH", "database/creds/metrics-readwrite"),
@@ -114,6 +115,8 @@ def main() -> int:
         "failed": stats.failed,
         "retried": pool.retried,
         "credentials_read": pool.source.credentials_read,
+        "credential_reads_failed": pool.source.read_failures,
+        "vault_failovers": pool.source.addresses.failovers,
         "longest_gap_seconds": round(longest_gap, 3),
         "rows": stats.rows,
         "errors": stats.errors[:20],
