@@ -42,6 +42,9 @@ destroy: venv toolchain servers ## pulumi destroy on the dev stack, honouring th
 	$(DEV_ENV) && $(PYTHON) local/recover_stack.py $(STACK) $(PROJECT) && \
 	  $(PULUMI) destroy --stack $(STACK) --cwd $(PROJECT) --yes --skip-preview --run-program
 
+access: venv toolchain servers ## who can do what on the stack: role by table by privileges, declared beside real (the catalog, Vault's TTLs), differences marked
+	$(DEV_ENV) && $(PYTHON) -m review.access --stack $(STACK) --cwd $(PROJECT)
+
 revoke: venv toolchain servers ## break-glass: revoke every lease of ROLE=<role> (or ROLE=all) on the stack
 	@[[ -n "$(ROLE)" ]] || { echo "usage: make revoke ROLE=<role name>|all [STACK=$(STACK)]" >&2; exit 2; }
 	$(DEV_ENV) && pulumi stack output --stack $(STACK) --cwd $(PROJECT) --json | $(PYTHON) break_glass.py --role "$(ROLE)"

@@ -175,13 +175,18 @@ elif access is not None:  # (every stack but a platform has its roles)
     pulumi.export("grantLayout", GRANT_LAYOUT)
     pulumi.export("groupRoles", {role.name: role.group_role for role in settings.roles})
     pulumi.export("appRoles", apps.login_paths)
-    # What each role may do, for the smoke check (and whoever reads the stack).
+    # What each role may do, for the smoke check, `make access` and the pull request's report.
     pulumi.export(
         "roleAccess",
         {
             role.name: {
                 "access": role.access,
                 "tables": list(role.tables),
+                # (and the credentials' life: a pull request's access report compares them, review/access.py)
+                "defaultTtl": role.default_ttl_seconds,
+                "maxTtl": role.max_ttl_seconds,
+                "secretIdUses": role.secret_id_uses,
+                "locked": role.locked,
                 **({"owner": settings.owner_role} if role.acts_as_owner else {}),
             }
             for role in settings.roles

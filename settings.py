@@ -679,6 +679,14 @@ def _parse_aiven(
     )
 
 
+def parse_roles(value: Any, reserved: set[str] | None = None) -> tuple[tuple[AppRole, ...], list[str]]:
+    """The `roles` setting alone, as `parse_settings` checks it, and what is wrong
+    with it (review/access.py: a pull request's access change, and what is refused)."""
+    problems = _Problems()
+    roles = _parse_roles(value, problems, reserved or set())
+    return roles, problems.messages
+
+
 def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[AppRole, ...]:
     if value is None:
         value = DEFAULT_ROLES

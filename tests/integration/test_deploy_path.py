@@ -486,6 +486,11 @@ def test_workflow_scripts_deploy_preview_and_refuse_a_concurrent_deploy(ci_proje
     assert previewed.returncode == 0, previewed.stdout[-3000:] + previewed.stderr[-3000:]
     body = comment.read_text()
     assert f"`pulumi preview` of stack `{CI_STACK}`: passed" in body and "```diff" in body
+    # Above the diff, for the reviewer: the access change in plain words (review/access.py).
+    access_lines = body.split("#### `pulumi preview`")[0].splitlines()
+    assert access_lines[0] == f"#### Access changes on stack `{CI_STACK}`"
+    assert f"- `{role_name}`: credentials last 2h instead of 1h" in access_lines
+    assert "- nobody gains `employee_salary`" in access_lines and "```mermaid" in access_lines
     assert "defaultTtl" in body and "3600" in body and "7200" in body
     assert "pgcreds-guardrails" in body  # the policy pack ran
     assert vault().read(f"{CI_MOUNT}/roles/{role_name}")["data"]["default_ttl"] == 3600

@@ -1,0 +1,1 @@
+"""What a reviewer reads: access in plain words (access.py)."""
