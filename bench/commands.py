@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,7 +20,13 @@ def timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
     started = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        # The reasons first (Pulumi prints them before a long traceback), then the ends of both streams.
+        reasons = "\n".join(line for line in done.stdout.splitlines() if "error:" in line)[:3000]
+        kept = Path(tempfile.gettempdir()) / f"pgcreds-bench-failed-{os.getpid()}.log"
+        kept.write_text(done.stdout + "\n" + done.stderr)
+        raise RuntimeError(
+            f"{' '.join(command)} failed (whole output: {kept}):\n{reasons}\n...\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        )
     return time.perf_counter() - started
 
 

@@ -105,15 +105,18 @@ def ensure_member(cur: psycopg.Cursor | psycopg.Connection, role: str) -> bool:
     membership does not include SET (createrole_self_grant is empty by default),
     so the grant asks for it."""
     set_option = cur.connection.info.server_version >= 160000  # a Connection is its own `connection`
-    if scalar(cur, "SELECT pg_has_role(current_user, %s, %s)", (role, "SET" if set_option else "MEMBER")):
-        return False
-    cur.execute(
-        sql.SQL("GRANT {} TO CURRENT_USER{}").format(
-            sql.Identifier(role), sql.SQL(" WITH SET TRUE" if set_option else "")
+    granted = not scalar(cur, "SELECT pg_has_role(current_user, %s, %s)", (role, "SET" if set_option else "MEMBER"))
+    if granted:
+        cur.execute(
+            sql.SQL("GRANT {} TO CURRENT_USER{}").format(
+                sql.Identifier(role), sql.SQL(" WITH SET TRUE" if set_option else "")
+            )
         )
-    )
     # The session worked out its search_path before it could use the role's schema
     # (any earlier query does), and keeps that until the setting is assigned again:
-    # otherwise `CREATE TABLE` there fails with "no schema has been selected".
+    # otherwise `CREATE TABLE` there fails with "no schema has been selected". Also
+    # when the membership is already there: another table's transaction may have
+    # granted it after this session's first query (measured: the split bench, two
+    # tables of one application at once).
     cur.execute("SELECT set_config('search_path', current_setting('search_path'), false)")
-    return True
+    return granted

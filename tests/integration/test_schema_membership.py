@@ -39,6 +39,19 @@ def test_a_membership_taken_mid_session_reaches_the_schema_of_the_role():
                 assert ensure_member(cur, owner) is True
                 cur.execute("CREATE TABLE made_here (id int)")
                 assert cur.execute("SELECT current_schema()").fetchone() == (schema,)
+        # The other race: another session (another table's create) grants the membership
+        # after this one's first query; ensure_member finds it there and must still
+        # reassign the search_path (the split bench hit it, two tables at once).
+        with psycopg.connect(**server, autocommit=True) as other:
+            other.execute(sql.SQL("REVOKE {} FROM CURRENT_USER").format(sql.Identifier(owner)))
+        with psycopg.connect(**server, autocommit=True, options=f"-c search_path={schema}") as session:
+            assert session.execute("SELECT current_schema()").fetchone() == (None,)
+            with psycopg.connect(**server, autocommit=True) as other:
+                other.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(owner)))
+            with session.transaction(), session.cursor() as cur:
+                assert ensure_member(cur, owner) is False
+                cur.execute("CREATE TABLE made_second (id int)")
+                assert cur.execute("SELECT current_schema()").fetchone() == (schema,)
     finally:
         with admin_connect() as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
