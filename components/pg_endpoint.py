@@ -205,12 +205,15 @@ class PgEndpoint:
         takes it in the connection (`tls_ca`); None where the endpoint verifies nothing."""
         if self.sslmode not in ("verify-ca", "verify-full"):
             return None
-        if self.sslrootcert_pem is not None:
-            return Output.from_input(self.sslrootcert_pem)
+        from_file: str | None = None
         if self.sslrootcert:
             with open(self.sslrootcert, encoding="utf-8") as pem:
-                return Output.from_input(pem.read())
-        return None
+                from_file = pem.read()
+        if self.sslrootcert_pem is not None:
+            # An application stack's comes from its platform's outputs, which hold a PEM
+            # for a managed service only: for a server, this stack's own file.
+            return Output.from_input(self.sslrootcert_pem).apply(lambda pem: pem or from_file or "")
+        return Output.from_input(from_file) if from_file is not None else None
 
 
 def this_stack_mark() -> str:

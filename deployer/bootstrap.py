@@ -79,6 +79,8 @@ GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 # CI token and a state login live.
 DEPLOYER_ROTATION_SECONDS = 24 * 3600
 CI_TOKEN_TTL = "1h"
+# The deploy workflow's job for many application stacks at once (write_fleet_roles).
+FLEET_ROLE = "pgcreds-fleet"
 STATE_LOGIN_TTL, STATE_LOGIN_MAX_TTL = "2h", "12h"
 
 # Pulumi's `postgres://` backend makes this table itself when it may; made here,
@@ -495,6 +497,30 @@ def preview_policy_text(spec: StackSpec) -> str:
     return policy_text("preview.hcl", spec) + platform_decrypt(spec)
 
 
+def write_fleet_roles(
+    args: argparse.Namespace, client: hvac.Client, applications: list[StackSpec], common: dict
+) -> None:
+    """The jwt roles of the deploy workflow's `applications` job (ci/fleet.sh), which
+    brings many application stacks up in one run: `pgcreds-deploy-applications` (and
+    `pgcreds-preview-applications`) holds the deploy (preview) policy of every
+    application stack, those of earlier bootstraps kept while their policy exists.
+    Its token can do what each application's own can, together, and no more: never
+    a platform's or a single stack's."""
+    existing = set(client.sys.list_acl_policies()["data"]["keys"])
+    for kind, bound in (("deploy", {"ref": args.deploy_ref}), ("preview", {})):
+        role = f"auth/{JWT_MOUNT}/role/{FLEET_ROLE}-{kind}"
+        try:
+            earlier = set((client.read(role) or {}).get("data", {}).get("token_policies") or [])
+        except hvac.exceptions.InvalidPath:
+            earlier = set()
+        policies = sorted({p for p in earlier if p in existing} | {f"pgcreds-{kind}-{a.stack}" for a in applications})
+        client.write(role, token_policies=policies, bound_claims={"repository": args.repository, **bound}, **common)
+    say(
+        f"jwt roles {FLEET_ROLE}-deploy and {FLEET_ROLE}-preview: the "
+        f"application stacks {', '.join(a.stack for a in applications)} (and those of earlier bootstraps)"
+    )
+
+
 def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) -> None:
     ensure_mount(client, TRANSIT_MOUNT, "transit", "pg-dynamic-creds: one key per stack encrypts its secrets")
     auth_methods = client.sys.list_auth_methods()["data"]
@@ -543,6 +569,9 @@ def bootstrap_vault_identities(args: argparse.Namespace, client: hvac.Client) ->
             bound_claims={"repository": args.repository, "ref": args.deploy_ref},
             **common,
         )
+    applications = [spec for spec in specs if spec.application]
+    if applications:
+        write_fleet_roles(args, client, applications, common)
     say(
         f"stacks {', '.join(spec.stack for spec in specs)}: transit keys, policies and jwt roles "
         f"pgcreds-deploy-<stack> (repository {args.repository}, ref {args.deploy_ref}) and pgcreds-preview-<stack> "

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,7 @@ def application_stacks(project_dir: Path) -> list[str]:
     return found
 
 
-def session_environment(application: str, read_only: bool) -> dict[str, str]:
+def session_environment(application: str, read_only: bool, environment: Mapping[str, str]) -> dict[str, str]:
     """The exports of the application's deploy session, as a shell's `eval` would set them."""
     opened = subprocess.run(
         [
@@ -93,6 +94,7 @@ def session_environment(application: str, read_only: bool) -> dict[str, str]:
             *(["--read-only"] if read_only else []),
         ],
         cwd=REPO,
+        env=dict(environment),
         capture_output=True,
         text=True,
         timeout=300,
@@ -102,12 +104,14 @@ def session_environment(application: str, read_only: bool) -> dict[str, str]:
     return session_exports(opened.stdout)
 
 
-def stack_environment(project_dir: Path, stack: str, read_only: bool) -> dict[str, str]:
+def stack_environment(
+    project_dir: Path, stack: str, read_only: bool, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     config = stack_config(project_dir, stack)
-    environment = dict(os.environ)
-    if os.environ.get("PULUMI_BACKEND_URL", "").startswith("postgres://"):
+    environment = dict(os.environ if base is None else base)
+    if environment.get("PULUMI_BACKEND_URL", "").startswith("postgres://"):
         application = str(config.get("pgcreds:application") or "")
-        environment.update(session_environment(application, read_only))
+        environment.update(session_environment(application, read_only, environment))
     elif config.get("pgcreds:postgresAdminUser"):
         environment.update(
             PGUSER=str(config["pgcreds:postgresAdminUser"]), PGCREDS_SESSION_KIND="preview" if read_only else "deploy"
@@ -115,27 +119,38 @@ def stack_environment(project_dir: Path, stack: str, read_only: bool) -> dict[st
     return environment
 
 
-def run_stack(project_dir: Path, stack: str, action: str) -> Outcome:
+def run_stack(
+    project_dir: Path, stack: str, action: str, base: Mapping[str, str] | None = None, ci: bool = False
+) -> Outcome:
     outcome, started = Outcome(stack), time.monotonic()
     try:
-        environment = stack_environment(project_dir, stack, read_only=action == "preview")
+        environment = stack_environment(project_dir, stack, read_only=action == "preview", base=base)
         arguments = ["up", "--yes", "--skip-preview"] if action == "up" else ["preview"]
-        done = subprocess.run(
-            [
-                "pulumi",
-                *arguments,
-                "--stack",
-                stack,
-                "--non-interactive",
-                "--color",
-                "never",
-                "--cwd",
-                str(project_dir),
-            ],
-            env=environment,
-            capture_output=True,
-            text=True,
-        )
+        where = ["--stack", stack, "--non-interactive", "--color", "never", "--cwd", str(project_dir)]
+        created = ""
+        if ci:
+            # As ci/deploy.sh and ci/preview.sh run one stack: refreshed, the policy pack
+            # enforced, and on its first deploy the stack made with its own transit key.
+            arguments += ["--refresh", "--policy-pack", str(REPO / "policy")]
+            if action == "up":
+                made = subprocess.run(
+                    [
+                        "pulumi",
+                        "stack",
+                        "select",
+                        "--create",
+                        "--secrets-provider",
+                        f"hashivault://pgcreds-{stack}",
+                        *where,
+                    ],
+                    env=environment,
+                    capture_output=True,
+                    text=True,
+                )
+                created = made.stdout + made.stderr if made.returncode else ""
+        done = subprocess.run(["pulumi", *arguments, *where], env=environment, capture_output=True, text=True)
+        if created:
+            done.returncode, done.stderr = done.returncode or 1, created + done.stderr
     except (RuntimeError, OSError, subprocess.SubprocessError) as error:
         outcome.result, outcome.reasons = "failed", [f"  (deploy session) {error}"]
         outcome.seconds = time.monotonic() - started
@@ -161,15 +176,27 @@ def changes_text(outcome: Outcome) -> str:
     return f"{outcome.changed} ({' '.join(parts)})" if parts else str(outcome.changed)
 
 
-def run_fleet(project_dir: Path, stacks: list[str], action: str, parallel: int) -> list[Outcome]:
+def run_fleet(
+    project_dir: Path,
+    stacks: list[str],
+    action: str,
+    parallel: int,
+    base: Mapping[str, str] | None = None,
+    progress: bool = True,
+    ci: bool = False,
+) -> list[Outcome]:
+    """Runs `action` on every stack, `parallel` at a time, in the environment `base`
+    (default: this process's); a line per stack as it ends unless `progress` is off."""
     outcomes: list[Outcome] = []
     lock = threading.Lock()
     with ThreadPoolExecutor(max(1, parallel)) as pool:
-        running = {pool.submit(run_stack, project_dir, stack, action): stack for stack in stacks}
+        running = {pool.submit(run_stack, project_dir, stack, action, base, ci): stack for stack in stacks}
         for future in as_completed(running):
             outcome = future.result()
             with lock:
                 outcomes.append(outcome)
+                if not progress:
+                    continue
                 print(
                     f"fleet: [{len(outcomes)}/{len(stacks)}] {outcome.stack}: {action} {outcome.result}, "
                     f"{changes_text(outcome)} changes, {outcome.seconds:.1f} s",
@@ -198,12 +225,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all", action="store_true", help="every application stack file of the project")
     parser.add_argument("--parallel", type=int, default=4, help="stacks run at once (default 4)")
     parser.add_argument("--cwd", type=Path, default=REPO, help="the project's folder")
+    parser.add_argument(
+        "--ci",
+        action="store_true",
+        help="as the workflows run a stack: --refresh and the policy pack, and `up` makes a new stack "
+        "with its transit key (ci/fleet.sh)",
+    )
     args = parser.parse_args(argv)
     stacks = list(dict.fromkeys([*args.stacks, *(application_stacks(args.cwd) if args.all else [])]))
     if not stacks:
         parser.error("name the stacks, or --all")
     started = time.monotonic()
-    outcomes = run_fleet(args.cwd, stacks, args.action, args.parallel)
+    outcomes = run_fleet(args.cwd, stacks, args.action, args.parallel, ci=args.ci)
     print_table(outcomes, args.action, time.monotonic() - started, args.parallel)
     return 1 if any(o.result != "succeeded" for o in outcomes) else 0
 

@@ -70,6 +70,17 @@ def test_merges_update_each_stack_in_its_own_concurrency_group():
     assert vault_login(job)["with"]["role"] == "pgcreds-deploy-${{ matrix.stack }}"
 
 
+def test_merges_update_the_application_stacks_in_one_job_after_the_others():
+    """The split layout's application stacks: one job, ci/fleet.sh (a few at a time, the
+    policy pack enforced), after the stacks job, as the fleet's own jwt role."""
+    job = load("deploy.yml")["jobs"]["applications"]
+    assert job["needs"] == "up" and "vars.PGCREDS_APPLICATION_STACKS" in job["if"]
+    assert job["concurrency"] == {"group": "pulumi-application-stacks", "cancel-in-progress": False}
+    step_running(job, "ci/fleet.sh up")
+    assert "--ci" in (REPO / "ci" / "fleet.sh").read_text()
+    assert vault_login(job)["with"]["role"] == "pgcreds-fleet-deploy"
+
+
 def test_teardown_is_manual_and_needs_the_stack_name_typed_again():
     workflow = load("destroy.yml")
     assert list(workflow[True]) == ["workflow_dispatch"]
@@ -101,7 +112,10 @@ def test_every_workflow_logs_in_to_vault_with_its_oidc_token_and_stores_no_secre
     assert "secrets." not in text and "PASSPHRASE" not in text and "PASSWORD" not in text
     workflow = load(name)
     assert workflow["permissions"]["id-token"] == "write"
-    (job,) = workflow["jobs"].values()
-    login = vault_login(job)["with"]
-    assert login["method"] == "jwt" and login["exportToken"] is True
-    assert set(job["env"]) == {"PGCREDS_STACK", "PULUMI_BACKEND_URL", "VAULT_ADDR"}
+    for job in workflow["jobs"].values():
+        login = vault_login(job)["with"]
+        assert login["method"] == "jwt" and login["exportToken"] is True
+        stacks = (
+            {"PGCREDS_APPLICATION_STACKS", "PGCREDS_PARALLEL"} if "ci/fleet.sh up" in str(job) else {"PGCREDS_STACK"}
+        )
+        assert set(job["env"]) == stacks | {"PULUMI_BACKEND_URL", "VAULT_ADDR"}
