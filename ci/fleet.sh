@@ -30,23 +30,7 @@ done
 parallel=${PGCREDS_PARALLEL:-4}
 [[ "$parallel" =~ ^[1-9][0-9]?$ ]] || { echo "::error::PGCREDS_PARALLEL '$parallel' is not a number from 1 to 99" >&2; exit 2; }
 export PGCREDS_PROJECT=${PGCREDS_PROJECT:-$PGCREDS_REPO}
-export PATH="$PGCREDS_REPO/venv/bin:$PATH" PULUMI_SKIP_UPDATE_CHECK=true PULUMI_FALLBACK_TO_STATE_SECRETS_MANAGER=true
-# The job's own session folder (each application's session in it), removed when the
-# job ends however it ends, and the job's token revoked (as ci/common.sh does).
-pgcreds_runner_temp=${PGCREDS_SESSION_DIR:-${RUNNER_TEMP:-${TMPDIR:-/tmp}}}
-mkdir -p -m 700 "$pgcreds_runner_temp"
-PGCREDS_SESSION_DIR=$(mktemp -d "$pgcreds_runner_temp/pgcreds-job-XXXXXXXX")
-export PGCREDS_SESSION_DIR
-pgcreds_end_job() {
-  local code=$?
-  trap - EXIT INT TERM HUP
-  rm -rf "$PGCREDS_SESSION_DIR"
-  [[ -n "${PGCREDS_KEEP_TOKEN:-}" ]] || (cd "$PGCREDS_REPO" && venv/bin/python -m deployer.session --end) || true
-  exit "$code"
-}
-trap pgcreds_end_job EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
+# (the job's session folder, each application's session in it, and its end: ci/job.sh)
+source "$PGCREDS_REPO/ci/job.sh"
 cd "$PGCREDS_REPO"
 venv/bin/python -m deployer.fleet "$action" "${stacks[@]}" --parallel "$parallel" --ci --cwd "$PGCREDS_PROJECT"

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,26 @@ def server_with_deployer(version: str, folder: Path) -> tuple[PgServer, dict[str
     pgpass.write_text(f"127.0.0.1:{other.port}:*:{DEPLOYER}:{password}\n")
     pgpass.chmod(0o600)
     return other, {"PGPASSFILE": str(pgpass)}, password
+
+
+def start_metrics_app(env: dict[str, str], seconds: float, workers: int, stats: Path | None = None) -> subprocess.Popen:
+    """The example service (examples/metrics_app on pgcreds-client), started with `env`
+    (its PGCREDS_* and Vault variables): its summary goes to `stats`, its output to pipes."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "examples" / "metrics_app" / "app.py"),
+            "--seconds",
+            str(seconds),
+            "--workers",
+            str(workers),
+            *(["--stats", str(stats)] if stats else []),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def admin_connect(database: str = "postgres") -> psycopg.Connection:

@@ -115,6 +115,7 @@ def vault_identities(test_stack: MatrixStack) -> dict[str, hvac.Client]:
     return {
         "ci-preview": ci_login(f"pgcreds-preview-{CI_STACK}", github_token(ref="refs/pull/7/merge")),
         "ci-deploy": ci_login(f"pgcreds-deploy-{CI_STACK}", github_token()),
+        "ci-fleet-deploy": ci_login("pgcreds-fleet-deploy", github_token()),
         "application-deploy": client(
             policy_token("application", deploy_policy_text(StackSpec(CI_STACK, CI_MOUNT, APPLICATION, PLATFORM_STACK)))
         ),

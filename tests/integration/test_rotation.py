@@ -18,7 +18,7 @@ from pathlib import Path
 import hvac.exceptions
 import psycopg
 
-from stacks import REPO, ProgramStack, vault
+from stacks import REPO, ProgramStack, start_metrics_app, vault
 
 RUN_SECONDS = 80
 REVOKE_AT = 35
@@ -72,22 +72,7 @@ def test_the_example_service_lives_through_rotation_and_break_glass(new_stack: P
         "PGCREDS_LOGIN_PATH": paths["loginPath"],
         "PGCREDS_CONNINFO": f"host=127.0.0.1 port={new_stack.server.port} dbname={new_stack.database} sslmode=disable",
     }
-    service = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "examples" / "metrics_app" / "app.py"),
-            "--seconds",
-            str(RUN_SECONDS),
-            "--workers",
-            str(WORKERS),
-            "--stats",
-            str(stats_file),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    service = start_metrics_app(env, RUN_SECONDS, WORKERS, stats_file)
 
     most_leases, samples, stop = [0], [], threading.Event()
 
@@ -169,22 +154,7 @@ def test_after_break_glass_a_used_up_secret_id_is_said_once_and_the_outage_is_me
     }
     env.pop("PGCREDS_SECRET_ID_FILE", None)
     stats_file, seconds, revoke_at = tmp_path / "stats.json", 14, 4
-    service = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "examples" / "metrics_app" / "app.py"),
-            "--seconds",
-            str(seconds),
-            "--workers",
-            "2",
-            "--stats",
-            str(stats_file),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    service = start_metrics_app(env, seconds, 2, stats_file)
     time.sleep(revoke_at)
     break_glass(new_stack)
     out, err = service.communicate(timeout=seconds + 60)

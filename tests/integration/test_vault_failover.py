@@ -17,7 +17,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import pytest
 from pulumi import automation as auto
 
 from deployer.session import VAULT_SETTINGS
-from stacks import REPO, ProgramStack, cleanup, make_stack
+from stacks import REPO, ProgramStack, cleanup, make_stack, start_metrics_app
 
 # Its servers are its own: it runs once, in the shorter half of `make test`.
 pytestmark = pytest.mark.vault_half
@@ -208,22 +207,7 @@ def test_the_leader_killed_under_the_application_load(cluster: Cluster, cluster_
         "PGCREDS_CONNINFO": f"host=127.0.0.1 port={stack.server.port} dbname={stack.database} sslmode=disable",
     }
     env.pop("PGCREDS_SECRET_ID", None)
-    service = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "examples" / "metrics_app" / "app.py"),
-            "--seconds",
-            str(LOAD_SECONDS),
-            "--workers",
-            str(WORKERS),
-            "--stats",
-            str(stats_file),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    service = start_metrics_app(env, LOAD_SECONDS, WORKERS, stats_file)
     output: dict[str, str] = {}
     reader = threading.Thread(target=lambda: output.update(zip(("out", "err"), service.communicate(), strict=True)))
     reader.start()
