@@ -110,3 +110,17 @@ def test_every_declared_setting_is_documented():
     text = "\n".join(page.read_text() for page in PAGES)
     undocumented = {key for key in declared if not re.search(rf"`(?:pgcreds:)?{key}`|pgcreds:{key}\b", text)}
     assert undocumented == set(), "settings Pulumi.yaml declares that no page documents"
+
+
+def test_every_diagram_of_the_docs_parses_with_mermaids_own_parser():
+    """GitHub draws a Mermaid block only if Mermaid parses it (the threat model's data
+    flow, say): checked with the pinned parser the access report's test uses."""
+    blocks = [block for page in PAGES for block in re.findall(r"```mermaid\n(.*?)```", page.read_text(), re.DOTALL)]
+    assert blocks, "no diagram found"
+    parser = subprocess.run(
+        [str(REPO / "toolchain" / "mermaid.sh")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    results = subprocess.run(
+        ["node", parser], input="\n%%%\n".join(blocks), capture_output=True, text=True, check=True, timeout=120
+    ).stdout.splitlines()
+    assert results == ["ok"] * len(blocks), [(r, b.splitlines()[0]) for r, b in zip(results, blocks) if r != "ok"]
