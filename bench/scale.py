@@ -299,22 +299,22 @@ def report(results: dict, kinds: dict, parallel: int) -> None:
         )
     print(
         f"\nmany application stacks: the split's applications through `deployer.fleet`, {parallel} at a time, "
-        "beside the same roles in one stack; fixed cost per application stack = (the fleet's cold up - the one "
-        "stack's cold up) / N; seconds"
+        "beside the same roles in one stack; the fixed cost per application stack is the fleet's no-op preview "
+        "divided by N (a stack with nothing to change pays for its CLI, language host, plugins and program "
+        "alone); seconds"
     )
     print(
-        f"{'apps':>5} {'one stack up':>12} {'fleet up':>9} {'per stack':>9} {'fixed cost':>10} "
-        f"{'one stack preview':>17} {'fleet preview':>13} {'per stack':>9}"
+        f"{'apps':>5} {'one stack up':>12} {'fleet up':>9} {'up/stack':>8} "
+        f"{'one stack preview':>17} {'fleet preview':>13} {'fixed cost/stack':>16}"
     )
     for roles in scales:
         one, split = results.get(("one", roles)), results.get(("split", roles))
         if not (one and split):
             continue
-        fixed = (split["applications up"] - one["cold up"]) / roles
         print(
             f"{roles:>5} {one['cold up']:>12.1f} {split['applications up']:>9.1f} "
-            f"{split['applications up'] / roles:>9.2f} {fixed:>10.2f} {one['preview all']:>17.1f} "
-            f"{split['preview all']:>13.1f} {split['preview all'] / roles:>9.2f}"
+            f"{split['applications up'] / roles:>8.2f} {one['preview all']:>17.1f} "
+            f"{split['preview all']:>13.1f} {split['preview all'] / roles:>16.2f}"
         )
     low, high = scales[0], scales[-1]
     print(f"\nratios, {high} roles against {low}:")
