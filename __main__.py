@@ -6,7 +6,6 @@ import pulumi
 import pulumi_vault as vault
 from pulumi import Output
 
-from clients.vault_retries import VAULT_MAX_RETRIES
 from components.access_roles import AccessRoles, AccessRolesArgs
 from components.aiven_postgres import AivenPostgres, AivenPostgresArgs
 from components.app_identities import AppIdentities, AppIdentitiesArgs
@@ -26,12 +25,8 @@ vault_server = check_logins(settings)
 
 # One explicit Vault provider. Its token is VAULT_TOKEN from the environment, never
 # an input (so never in state); it works with a child token of it, valid one hour.
-# It rides out a leader election (clients/vault_retries.py).
 vault_provider = vault.Provider(
-    "vault",
-    address=settings.vault.address,
-    max_lease_ttl_seconds=VAULT_CHILD_TOKEN_TTL_SECONDS,
-    max_retries=VAULT_MAX_RETRIES,
+    "vault", address=settings.vault.address, max_lease_ttl_seconds=VAULT_CHILD_TOKEN_TTL_SECONDS
 )
 
 # PostgreSQL and Vault's mounts: made here (the whole graph, or the platform

@@ -47,7 +47,6 @@ from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 from clients import aiven_api
 from clients.names import APPLICATION_NAME
 from clients.tls import operator_token, vault_ca_problem, vault_tls_verify
-from clients.vault_retries import VAULT_MAX_RETRIES
 from deployer import (
     AIVEN_MOUNT,
     AIVEN_SECRET,
@@ -75,9 +74,6 @@ STATE_SETTINGS = {
     **{setting: "true" for setting in STATE_COMPRESSION},
     "PULUMI_DIY_BACKEND_DISABLE_CHECKPOINT_BACKUPS": "true",
 }
-# The CLI's transit secrets manager rides out a Vault leader election as the
-# program's vault provider does (clients/vault_retries.py).
-VAULT_SETTINGS = {"VAULT_MAX_RETRIES": str(VAULT_MAX_RETRIES)}
 # A login that would expire within this margin is not handed to a new run.
 REUSE_MARGIN_SECONDS = 45 * 60
 # The deployer's password is rotated now when its next rotation is this close.
@@ -432,7 +428,7 @@ def main(argv: list[str]) -> int:
     print(f"export PGPASSFILE={session['passfile']}")
     print(f"export PGUSER={session['program_user']}")
     print(f"export PGCREDS_SESSION_KIND={session['kind']}")
-    for setting, value in {**STATE_SETTINGS, **VAULT_SETTINGS}.items():
+    for setting, value in STATE_SETTINGS.items():
         print(f"export {setting}={value}")
     if "aiven" in session:
         aiven = session["aiven"]

@@ -98,7 +98,9 @@ start_node() {
   echo $! > "$folder/server.pid"
   for _ in $(seq 1 200); do
     [[ $(node_health "$node") != 000 ]] && return
-    node_running "$node" || { log "node $node did not start; its log:"; tail -n 30 "$folder/server.log" >&2; exit 1; }
+    # (alive is enough here: right after the fork the process may not show the server's command line yet)
+    kill -0 "$(cat "$folder/server.pid")" 2>/dev/null \
+      || { log "node $node did not start; its log:"; tail -n 30 "$folder/server.log" >&2; exit 1; }
     sleep 0.05
   done
   log "node $node does not answer at $(node_addr "$node"); its log:"; tail -n 30 "$folder/server.log" >&2; exit 1
@@ -181,7 +183,8 @@ stop() {
   for node in $(seq 1 $NODES); do
     if node_running "$node"; then
       pid=$(cat "$(node_dir "$node")/server.pid"); kill "$pid"
-      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+      for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
       rm -f "$(node_dir "$node")/server.pid"
     fi
   done

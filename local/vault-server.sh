@@ -127,7 +127,9 @@ start() {
     echo $! > "$pid_file"
     for _ in $(seq 1 200); do
       [[ $(health) != 000 ]] && break
-      running || { log "$server_name did not start; its log:"; cat "$dir/server.log" >&2; exit 1; }
+      # (alive is enough here: right after the fork the process may not show the
+      # server's command line yet, on a busy machine)
+      kill -0 "$(cat "$pid_file")" 2>/dev/null || { log "$server_name did not start; its log:"; cat "$dir/server.log" >&2; exit 1; }
       sleep 0.05
     done
   fi
@@ -169,7 +171,10 @@ stop() {
   if running; then
     local pid; pid=$(cat "$pid_file")
     kill "$pid"
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    # A raft server may take seconds to step down on a busy machine; one still alive
+    # after 30 s is killed, so that a restart never meets the old one on its port.
+    for _ in $(seq 1 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -0 "$pid" 2>/dev/null && { kill -9 "$pid"; log "$server_name did not stop in 30 s: killed"; }
     rm -f "$pid_file"; log "$server_name stopped"
   fi
 }

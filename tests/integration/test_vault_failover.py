@@ -28,7 +28,6 @@ import psycopg
 import pytest
 from pulumi import automation as auto
 
-from deployer.session import VAULT_SETTINGS
 from stacks import REPO, ProgramStack, cleanup, make_stack, start_metrics_app
 
 # Its servers are its own: it runs once, in the shorter half of `make test`.
@@ -105,8 +104,7 @@ def cluster_stack(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
     """A stack of the program whose Vault is the cluster, through one standby."""
     leader = cluster.leader()
     standby = next(node for node in (1, 2, 3) if node != leader)
-    # (VAULT_SETTINGS: the CLI's transit client retries as a deploy session's does)
-    vault_env = {**cluster.vault_env, **VAULT_SETTINGS, "VAULT_ADDR": cluster.addresses[standby - 1]}
+    vault_env = {**cluster.vault_env, "VAULT_ADDR": cluster.addresses[standby - 1]}
     stack = make_stack(tmp_path_factory.mktemp("failover"), env=vault_env)
     stack.set(vaultAddress=vault_env["VAULT_ADDR"])
     stack.stack.up()
