@@ -29,6 +29,8 @@ TOOLS_VARIABLES = {
     # the Pulumi CLI's own levers, weighed in the costs
     "PULUMI_SKIP_CHECKPOINTS",
     "PULUMI_PARALLEL_DIFF",
+    # Vault's Go client's, tried for a failover and left out (operations)
+    "VAULT_MAX_RETRIES",
     # the vault provider's, for the Vault it runs against (the troubleshooting)
     "VAULT_SERVER_URL",
     "VAULT_SERVER_TOKEN",
