@@ -10,10 +10,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 from psycopg import sql
 
 from program_copy import add_tables
 from stacks import REPO, ProgramStack
+
+# Nothing in it depends on the Vault server: it runs once, in the shorter half of `make test`.
+pytestmark = pytest.mark.vault_half
 
 
 def access(stack: ProgramStack, *args: str) -> subprocess.CompletedProcess:
