@@ -127,10 +127,11 @@ def run_stack(
         environment = stack_environment(project_dir, stack, read_only=action == "preview", base=base)
         arguments = ["up", "--yes", "--skip-preview"] if action == "up" else ["preview"]
         where = ["--stack", stack, "--non-interactive", "--color", "never", "--cwd", str(project_dir)]
-        created = ""
+        done: subprocess.CompletedProcess | None = None
         if ci:
             # As ci/deploy.sh and ci/preview.sh run one stack: refreshed, the policy pack
-            # enforced, and on its first deploy the stack made with its own transit key.
+            # enforced, and on its first deploy the stack made with its own transit key
+            # (a stack that cannot be made or selected is not run: its failure is the outcome).
             arguments += ["--refresh", "--policy-pack", str(REPO / "policy")]
             if action == "up":
                 made = subprocess.run(
@@ -147,10 +148,9 @@ def run_stack(
                     capture_output=True,
                     text=True,
                 )
-                created = made.stdout + made.stderr if made.returncode else ""
-        done = subprocess.run(["pulumi", *arguments, *where], env=environment, capture_output=True, text=True)
-        if created:
-            done.returncode, done.stderr = done.returncode or 1, created + done.stderr
+                done = made if made.returncode else None
+        if done is None:
+            done = subprocess.run(["pulumi", *arguments, *where], env=environment, capture_output=True, text=True)
     except (RuntimeError, OSError, subprocess.SubprocessError) as error:
         outcome.result, outcome.reasons = "failed", [f"  (deploy session) {error}"]
         outcome.seconds = time.monotonic() - started
