@@ -114,6 +114,9 @@ venv/.installed: pyproject.toml uv.lock toolchain/pins.env
 	[[ -x venv/bin/uv ]] || { python3 -m venv venv && \
 	  venv/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; }
 	UV_PROJECT_ENVIRONMENT=venv venv/bin/uv sync --quiet --locked --compile-bytecode
+	@# The repository on the virtualenv's path: the package's dynamic resources run in a
+	@# Python process the engine starts in the consuming program's folder (docs/package.md).
+	echo "$(CURDIR)" > "$$(venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pgcreds-repository.pth"
 	touch $@
 
 requirements: venv ## requirements.txt again from uv.lock (the runtime, every package pinned)

@@ -241,11 +241,13 @@ def parse_duration(text: Any) -> int | None:
 
 
 class _Problems:
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = f"{NAMESPACE}:") -> None:
         self.messages: list[str] = []
+        self.prefix = prefix
+        """What a setting's name follows in a message: the config namespace, or a component's name."""
 
     def add(self, key: str, message: str) -> None:
-        self.messages.append(f"{NAMESPACE}:{key}: {message}")
+        self.messages.append(f"{self.prefix}{key}: {message}")
 
 
 def parse_settings(
@@ -255,12 +257,14 @@ def parse_settings(
     stack: str,
     in_clear: Callable[[str], bool] = lambda key: False,
     previous_outputs: Mapping[str, Any] | None = None,
+    setting_prefix: str = f"{NAMESPACE}:",
 ) -> Settings:
     """Validates raw config values (strings or parsed JSON, as `pulumi config`
     stores them). `secret(key)` returns a secret config value or None;
     `in_clear(key)` tells whether a value is stored without `--secret`;
-    `previous_outputs` are the outputs of the stack's last update."""
-    problems = _Problems()
+    `previous_outputs` are the outputs of the stack's last update; messages name
+    each setting after `setting_prefix`."""
+    problems = _Problems(setting_prefix)
     for key, value in raw.items():
         problem = control_character_problem(value) if key != "roles" else None  # roles: per field, below
         if problem:
@@ -568,11 +572,16 @@ def _check_session_login(environ: Mapping[str, str], admin_user: str, problems: 
 
 
 def _own_names_only(
-    application: str, roles: tuple[AppRole, ...], owner_role: str, vault_admin_role: str, problems: _Problems
+    application: str,
+    roles: tuple[AppRole, ...],
+    owner_role: str,
+    vault_admin_role: str,
+    problems: _Problems,
+    tables: bool = True,
 ) -> None:
     """An application stack's names all start with its application name: its
     deploy policy covers `<application>-*` in Vault, and no name can be another
-    application's."""
+    application's (its tables too, unless `tables` is False)."""
     for index, role in enumerate(roles):
         if not role.name.startswith(f"{application}-"):
             problems.add(
@@ -580,7 +589,7 @@ def _own_names_only(
                 f"{role.name!r} is not a name of the application {application!r}: "
                 f"in its stack every role is named {application}-<something> (e.g. {application}-{role.name})",
             )
-    for index, role in enumerate(roles):
+    for index, role in enumerate(roles if tables else ()):
         for table in role.tables:
             if not table.startswith(f"{application}_"):
                 problems.add(
@@ -839,6 +848,45 @@ def _parse_roles(value: Any, problems: _Problems, reserved: set[str]) -> tuple[A
                 )
             )
     return tuple(roles)
+
+
+def parse_application(raw: Mapping[str, Any], environ: Mapping[str, str], stack: str, component: str) -> Settings:
+    """The inputs of the package's ApplicationDatabase component (`raw`, keyed as the
+    settings are, plus `application`), checked as a stack's settings are and named
+    `<component>.<input>` in messages. One application on a server and a Vault mount
+    given directly (no platform stack): its tables in a schema of its own (so that
+    `tables.py`'s may be made there under their own names), its Vault connection
+    named after it, and every role name starting with it, its owner and Vault login
+    by default too."""
+    problems = _Problems(f"{component}.")
+    application = str(raw.get("application") or "")
+    if not APPLICATION_NAME.fullmatch(application):
+        problems.add(
+            "application",
+            f"{application!r} is not an application name: lower-case letters and digits, at most 20, "
+            "starting with a letter (its schema, its Vault connection and its roles' names start with it)",
+        )
+        raise SettingsError("invalid inputs (nothing was changed):\n  - " + "\n  - ".join(problems.messages))
+    if raw.get("vaultMountPath") in (None, ""):
+        problems.add("vaultMountPath", "is required: the Vault mount this application's credentials are issued at")
+    raw = {
+        "tableOwnerRole": f"{application}_owner",
+        "vaultAdminRole": f"{application}_vault",
+        **{key: value for key, value in raw.items() if key != "application" and value is not None},
+        "vaultConnectionName": application,
+    }
+    try:
+        settings = parse_settings(raw, lambda key: None, environ, stack, setting_prefix=problems.prefix)
+    except SettingsError as error:  # (reported with this function's own findings)
+        problems.messages += [line.removeprefix("  - ") for line in str(error).splitlines()[1:]]
+    else:
+        _own_names_only(
+            application, settings.roles, settings.owner_role, settings.vault_admin_role, problems, tables=False
+        )
+    if problems.messages:
+        raise SettingsError("invalid inputs (nothing was changed):\n  - " + "\n  - ".join(problems.messages))
+    layout = StackLayout("application", application=application)
+    return dataclasses.replace(settings, layout=layout, tables=stack_tables(layout, settings.roles))
 
 
 KEYS = (

@@ -130,7 +130,8 @@ def _use_and_revoke(
         _migration_check(report, session, owner)
     else:
         try:
-            session.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(forbidden_table)))
+            # (`schema.table` names one outside the credential's search_path)
+            session.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(*forbidden_table.split("."))))
             report.record(f"SELECT {forbidden_table} denied", False, "the query succeeded")
         except psycopg.errors.InsufficientPrivilege as error:
             report.record(f"SELECT {forbidden_table} denied", True, str(error).strip())
@@ -242,7 +243,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--role", default="", help="check this Vault role only (default: every role of the stack)")
     parser.add_argument("--readable-table", default=None, help="check this table only (default: the role's tables)")
-    parser.add_argument("--forbidden-table", default="employee_salary")
+    parser.add_argument(
+        "--forbidden-table", default="employee_salary", help="a table the credential must be refused (or schema.table)"
+    )
     parser.add_argument("--no-sample-rows", action="store_true", help="do not expect the dev sample rows")
     parser.add_argument("--outputs", default="-", help="stack outputs JSON file (default: standard input)")
     args = parser.parse_args()

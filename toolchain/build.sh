@@ -2,7 +2,8 @@
 # Makes (once) the pinned toolchain in a cache folder outside the repository,
 # keyed by a hash of everything that decides the result:
 #   bin/   the Pulumi CLI built from Go modules, and beside it the official
-#          Python language host (from its bundle in ../shared/plugins)
+#          Python language host (from its bundle in ../shared/plugins) and
+#          Pulumi YAML's (built from toolchain/yaml, for the package's example)
 #   home/  a PULUMI_HOME with the official provider plugins installed from
 #          their bundles (sha256 checked against MANIFEST.tsv)
 # A warm cache returns in well under a second. Prints the bin folder on its
@@ -35,7 +36,7 @@ else
 fi
 
 # The key: pins, this script, the CLI module, the plugin manifest, the Go version.
-key=$( (cd "$here" && cat pins.env build.sh cli/go.mod cli/go.sum && ([[ -f "$manifest" ]] && cat "$manifest" || true) \
+key=$( (cd "$here" && cat pins.env build.sh cli/go.mod cli/go.sum yaml/go.mod yaml/go.sum yaml/main.go && ([[ -f "$manifest" ]] && cat "$manifest" || true) \
         && echo "official=$official" && (go env GOVERSION GOARCH 2>/dev/null || true)) | sha256sum | cut -c1-16)
 prefix="$root/$key"
 bin="$prefix/bin"
@@ -103,6 +104,9 @@ if [[ -z "$official" ]]; then
       go build -trimpath -tags osusergo,grpcnotrace -o "$bin/pulumi" \
       -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
       github.com/pulumi/pulumi/pkg/v3/cmd/pulumi )
+  # YAML's language host, where the CLI looks for it first.
+  ( cd "$here/yaml" && step pulumi-language-yaml "github.com/pulumi/pulumi-yaml@v$PULUMI_YAML_VERSION" \
+      go build -trimpath -o "$bin/pulumi-language-yaml" -ldflags "-s -w" . )
   # The official language host, in the CLI's own folder (the CLI expects it there).
   tar -xJf "${bundles[python]}" -C "$bin" \
     ./pulumi-language-python ./pulumi-language-python-exec ./pulumi-resource-pulumi-python

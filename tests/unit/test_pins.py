@@ -60,6 +60,11 @@ def test_cli_module_requires_the_pinned_pulumi():
     assert f"github.com/pulumi/pulumi/sdk/v3 v{version}" in go_mod
 
 
+def test_yaml_host_module_requires_the_pinned_pulumi_yaml():
+    go_mod = (REPO / "toolchain" / "yaml" / "go.mod").read_text()
+    assert f"github.com/pulumi/pulumi-yaml v{pins()['PULUMI_YAML_VERSION']}" in go_mod
+
+
 PLUGINS = REPO.parent / "shared" / "plugins"
 PROVIDERS = ("vault", "postgresql", "random", "aiven")
 
