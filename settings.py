@@ -857,7 +857,7 @@ def parse_application(raw: Mapping[str, Any], environ: Mapping[str, str], stack:
     given directly (no platform stack): its tables in a schema of its own (so that
     `tables.py`'s may be made there under their own names), its Vault connection
     named after it, and every role name starting with it, its owner and Vault login
-    by default too."""
+    by default too; its admin login by default the deploy session's (PGUSER)."""
     problems = _Problems(f"{component}.")
     application = str(raw.get("application") or "")
     if not APPLICATION_NAME.fullmatch(application):
@@ -870,6 +870,7 @@ def parse_application(raw: Mapping[str, Any], environ: Mapping[str, str], stack:
     if raw.get("vaultMountPath") in (None, ""):
         problems.add("vaultMountPath", "is required: the Vault mount this application's credentials are issued at")
     raw = {
+        "postgresAdminUser": environ.get("PGUSER", ""),
         "tableOwnerRole": f"{application}_owner",
         "vaultAdminRole": f"{application}_vault",
         **{key: value for key, value in raw.items() if key != "application" and value is not None},

@@ -8,7 +8,7 @@ these annotations as types to write the package's schema.
 """
 
 import os
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import NotRequired, TypedDict, cast
 
 import pulumi
@@ -25,7 +25,7 @@ from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabas
 VAULT_CHILD_TOKEN_TTL_SECONDS = 3600
 
 
-class Access(str, Enum):
+class Access(StrEnum):
     """What a role's credentials may do on its tables."""
 
     READ = "read"
@@ -80,7 +80,8 @@ class ApplicationDatabaseArgs(TypedDict):
     postgres_database: NotRequired[str]
     """Database the schema is made in (default postgres)."""
     postgres_admin_user: NotRequired[str]
-    """The login that makes roles and tables (CREATEROLE, CREATE on the database): the deploy session's PGUSER."""
+    """The login that makes roles and tables (CREATEROLE, CREATE on the database); default the deploy session's
+    PGUSER, which it must equal."""
     postgres_ssl_mode: NotRequired[str]
     """libpq sslmode of Pulumi's and Vault's connections (default prefer; disable only on a dev stack)."""
     postgres_ssl_root_cert: NotRequired[str]
@@ -165,7 +166,8 @@ class ApplicationDatabase(pulumi.ComponentResource):
 
         settings = parse_application(_as_settings(dict(args)), os.environ, pulumi.get_stack(), component=name)
         vault_server = check_logins(settings)
-        assert isinstance(settings.postgres, ExistingPostgresArgs)
+        assert isinstance(settings.postgres, ExistingPostgresArgs)  # (never Aiven: no such input)
+        admin_user = settings.postgres.admin_user
         vault_provider = vault.Provider(
             f"{name}-vault",
             address=settings.vault.address,
@@ -235,7 +237,7 @@ class ApplicationDatabase(pulumi.ComponentResource):
                 port=where[1],
                 database=where[2],
                 sslmode=endpoint.sslmode,
-                admin_user=settings.postgres.admin_user,
+                admin_user=admin_user,
                 **({"sslrootcert": endpoint.sslrootcert} if endpoint.sslrootcert else {}),  # type: ignore[typeddict-item]
             )
         )

@@ -7,9 +7,9 @@ from pathlib import Path
 # The program's modules (components/, providers/, settings.py ...) are the repository's.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pulumi.provider.experimental import component_provider_host  # noqa: E402
+from pulumi.provider.experimental import component_provider_host
 
-from components.application_database import ApplicationDatabase  # noqa: E402
+from components.application_database import ApplicationDatabase
 
 if __name__ == "__main__":
     component_provider_host([ApplicationDatabase], name="pgcreds", version="0.1.0")
