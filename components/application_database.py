@@ -28,15 +28,16 @@ VAULT_CHILD_TOKEN_TTL_SECONDS = 3600
 class Access(StrEnum):
     """What a role's credentials may do on its tables."""
 
-    READ = "read"
+    # (named as other languages' SDKs show them: Access.Read, AccessRead)
+    Read = "read"
     """SELECT."""
-    READWRITE = "readwrite"
+    ReadWrite = "readwrite"
     """SELECT, INSERT, UPDATE, DELETE, and USAGE on the tables' sequences."""
-    MIGRATE = "migrate"
+    Migrate = "migrate"
     """Schema migrations: its users' sessions run as the table owner role (names no tables)."""
 
 
-class ApplicationRoleArgs(TypedDict):
+class ApplicationRole(TypedDict):
     """One kind of credential the application's code asks Vault for."""
 
     name: str
@@ -65,11 +66,10 @@ class ApplicationDatabaseArgs(TypedDict):
     Vault's from VAULT_TOKEN, in the environment the `pulumi` command runs in."""
 
     application: str
-    """The application's name (lower-case letters and digits, at most 20): its schema, its Vault connection
-    and the first word of every role name."""
+    """The application's name (a-z and 0-9, at most 20): its schema, its Vault connection, its roles' first word."""
     vault_mount_path: str
     """Path of the database secrets engine this component mounts for the application."""
-    roles: list[ApplicationRoleArgs]
+    roles: list[ApplicationRole]
     """The kinds of credentials Vault issues (at least one)."""
     vault_address: NotRequired[str]
     """Vault's API address, such as https://vault.example.com:8200 (default VAULT_ADDR)."""
@@ -80,8 +80,7 @@ class ApplicationDatabaseArgs(TypedDict):
     postgres_database: NotRequired[str]
     """Database the schema is made in (default postgres)."""
     postgres_admin_user: NotRequired[str]
-    """The login that makes roles and tables (CREATEROLE, CREATE on the database); default the deploy session's
-    PGUSER, which it must equal."""
+    """The login that makes roles and tables (CREATEROLE, CREATE); the deploy session's PGUSER, the default."""
     postgres_ssl_mode: NotRequired[str]
     """libpq sslmode of Pulumi's and Vault's connections (default prefer; disable only on a dev stack)."""
     postgres_ssl_root_cert: NotRequired[str]

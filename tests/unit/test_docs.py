@@ -29,6 +29,8 @@ TOOLS_VARIABLES = {
     # the Pulumi CLI's own levers, weighed in the costs
     "PULUMI_SKIP_CHECKPOINTS",
     "PULUMI_PARALLEL_DIFF",
+    # the engine's, naming a dynamic provider's virtualenv (the package)
+    "PULUMI_RUNTIME_VIRTUALENV",
     # Vault's Go client's, tried for a failover and left out (operations)
     "VAULT_MAX_RETRIES",
     # the vault provider's, for the Vault it runs against (the troubleshooting)
@@ -38,7 +40,7 @@ TOOLS_VARIABLES = {
 # Settings the program reads only to refuse them, with the way to do without.
 REFUSED_SETTINGS = {"aivenToken", "postgresAdminPassword"}
 VARIABLE = re.compile(r"`((?:PGCREDS|PULUMI|VAULT|AIVEN|BAO|PG|UV|GITHUB)_?[A-Z0-9_]*)(?:=[^`]*)?`")
-SETTING = re.compile(r"pgcreds:([a-zA-Z]+)")
+SETTING = re.compile(r"pgcreds:([a-zA-Z]+)\b(?!:)")  # (not a type token, pgcreds:index:…)
 MAKE = re.compile(r"`make ([a-z][a-z0-9-]*)")
 PATH = re.compile(r"`((?:\.{0,2}/)?(?:[\w.-]+/)+[\w.-]*|[\w.-]+\.(?:py|sh|hcl|yaml|toml|md|lock))`")
 LINK = re.compile(r"\]\(([^)#]+)(?:#[^)]*)?\)")
