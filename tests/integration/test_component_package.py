@@ -46,6 +46,21 @@ class YamlProgram:
         return done
 
 
+def test_pulumi_package_add_gives_a_yaml_program_the_package(tmp_path: Path):
+    (tmp_path / "Pulumi.yaml").write_text("name: consumer\nruntime: yaml\n")
+    added = subprocess.run(
+        ["pulumi", "package", "add", str(REPO / "package")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "Added package pgcreds" in added.stdout + added.stderr
+    project = (tmp_path / "Pulumi.yaml").read_text()
+    assert f"packages:\n  pgcreds: {REPO / 'package'}\n" in project
+
+
 def test_a_yaml_program_deploys_uses_and_destroys_the_package(tmp_path: Path):
     application = f"y{secrets.token_hex(3)}"
     mount = f"{application}-database"

@@ -37,7 +37,8 @@ func main() {
 		Cancel: cancel,
 		Init: func(srv *grpc.Server) error {
 			// true: the engine's loader (the request's LoaderTarget), not a plugin host of its own.
-			pulumirpc.RegisterLanguageRuntimeServer(srv, server.NewLanguageHost(engineAddress, *tracing, true))
+			host := yamlHost{server.NewLanguageHost(engineAddress, *tracing, true)}
+			pulumirpc.RegisterLanguageRuntimeServer(srv, host)
 			return nil
 		},
 	})
@@ -48,6 +49,17 @@ func main() {
 	if err := <-handle.Done; err != nil {
 		cmdutil.Exit(fmt.Errorf("the YAML language host stopped serving: %w", err))
 	}
+}
+
+// yamlHost is YAML's language host, and answers `pulumi package add`: a YAML program
+// needs nothing but the `packages:` entry that the CLI writes (this module's host
+// does not implement Link, and the command then stops before writing it).
+type yamlHost struct {
+	pulumirpc.LanguageRuntimeServer
+}
+
+func (yamlHost) Link(context.Context, *pulumirpc.LinkRequest) (*pulumirpc.LinkResponse, error) {
+	return &pulumirpc.LinkResponse{ImportInstructions: "Use its types in `resources:`, e.g. `type: <package>:<Component>`."}, nil
 }
 
 // stopWhenEngineGoes closes the returned channel on SIGINT or when the engine stops answering.
