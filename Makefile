@@ -108,7 +108,7 @@ venv: venv/.installed
 # changed without an `uv lock`. The same virtualenv as `uv sync` and `pulumi
 # install` (the dev group is installed by default, uv included); compiled now, as
 # the host runs Python with PYTHONDONTWRITEBYTECODE (uv toolchain).
-venv/.installed: pyproject.toml uv.lock toolchain/pins.env
+venv/.installed: pyproject.toml uv.lock toolchain/pins.env Makefile
 	@# uv first, with the pip of a new virtualenv (which stays: the policy tests' small
 	@# programs use the pip toolchain on this virtualenv).
 	[[ -x venv/bin/uv ]] || { python3 -m venv venv && \

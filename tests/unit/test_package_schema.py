@@ -97,3 +97,14 @@ def test_role_names_start_with_the_application_and_its_own_roles_by_default():
 def test_a_bad_application_name_is_refused_first():
     with pytest.raises(SettingsError, match=r"orders\.application: 'Orders!' is not an application name"):
         parse_application({"application": "Orders!"}, ENV, "dev", component="orders")
+
+
+def test_no_role_of_a_consumer_may_be_granted_the_sensitive_table():
+    roles = [{"name": "orders-read", "access": "read", "tables": ["employee_salary"]}]
+    with pytest.raises(SettingsError, match=r"orders\.roles\[0\]\.tables: 'employee_salary' is a sensitive table"):
+        parse_application(
+            {"application": "orders", "vaultMountPath": "orders-db", "vaultAddress": "https://v:8200", "roles": roles},
+            ENV,
+            "dev",
+            component="orders",
+        )
