@@ -102,6 +102,7 @@ def test_a_pull_requests_access_changes_then_declared_beside_real(new_stack: Pro
     # An attempt on employee_salary: refused, and the comment says why.
     new_stack.set(roles=[*after, {"name": f"m{s}-hr", "tables": ["employee_salary"], "access": "read"}])
     refused = access(new_stack, "--changes")
+    print(f"\nthe refused attempt's comment:\n{refused.stdout}")
     assert refused.returncode == 1
     lines = refused.stdout.splitlines()
     assert lines[2] == "**Refused by the program: nothing is deployed until the stack file is fixed.**"
