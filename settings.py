@@ -567,7 +567,7 @@ def _check_session_login(environ: Mapping[str, str], admin_user: str, problems: 
             "postgresAdminUser",
             f"PGUSER is {login!r}, but this stack deploys as {admin_user!r}: what it "
             "makes would belong to another login. Open the stack's deploy session (it sets PGUSER), or "
-            f"correct pgcreds:postgresAdminUser",
+            f"correct {problems.prefix}postgresAdminUser",
         )
 
 

@@ -80,7 +80,7 @@ class AccessRoles(pulumi.ComponentResource):
             # new resource and the old one stays until its connection is gone.
             key = f"vault-login-{login}"
             # Nothing of a login, not even its password, before its name is claimed.
-            claim = args.endpoint.claim(f"{name}-{key}", parent=self, name=login, setting="pgcreds:vaultAdminRole")
+            claim = args.endpoint.claim(f"{name}-{key}", parent=self, name=login, setting="vaultAdminRole")
             # Letters and digits only: Vault puts the password into a connection URL.
             password = random.RandomPassword(
                 f"{name}-{key}-password",
@@ -92,7 +92,7 @@ class AccessRoles(pulumi.ComponentResource):
                 f"{name}-{key}",
                 parent=self,
                 name=login,
-                setting="pgcreds:vaultAdminRole",
+                setting="vaultAdminRole",
                 claim=claim,
                 login=True,
                 create_role=True,
@@ -117,7 +117,7 @@ class AccessRoles(pulumi.ComponentResource):
                 f"{name}-{role.group_role}",
                 parent=self,
                 name=role.group_role,
-                setting=f"pgcreds:roles (the role {role.name!r})",
+                setting=f"roles (the role {role.name!r})",
                 login=False,
                 # A migrate group's membership of the owner is its GrantRole below.
                 opts=ResourceOptions(
@@ -142,7 +142,7 @@ class AccessRoles(pulumi.ComponentResource):
                     tables[table_name] = PgExistingTable(
                         f"{name}-existing-{table_name}",
                         name=table_name,
-                        setting=f"pgcreds:roles (the role {role.name!r}, tables)",
+                        setting=f"{args.endpoint.setting_prefix}roles (the role {role.name!r}, tables)",
                         connection=args.endpoint.admin_connection(args.schema),
                         owner=args.owner_role,
                         opts=ResourceOptions(parent=self),

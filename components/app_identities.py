@@ -46,19 +46,21 @@ class AppIdentitiesArgs:
     vault_id: Input[str] | None = None
     """The Vault's identity (`VaultDatabaseSecrets.vault_id`): with it, each role's
     leases are revoked before its AppRole goes (see below)."""
+    setting_prefix: str = "pgcreds:"
+    """What a setting's name follows in a message: the config namespace, or a package component's name and a dot."""
 
 
 class AuthPathTaken(pulumi.RunError):
     """The auth path holds another kind of auth method (reported without a traceback)."""
 
 
-def checked_auth_path(auth_json: str, path: str) -> str:
+def checked_auth_path(auth_json: str, path: str, setting_prefix: str = "pgcreds:") -> str:
     """`path`, once Vault's auth table shows it free or holding AppRole."""
     existing = json.loads(auth_json or "{}").get(path + "/")
     if existing is not None and existing.get("type") != "approle":
         raise AuthPathTaken(
             f"Vault already has a {existing.get('type')!r} auth method at 'auth/{path}': choose another "
-            "pgcreds:vaultAppRolePath (nothing was changed)"
+            f"{setting_prefix}vaultAppRolePath (nothing was changed)"
         )
     return path
 
@@ -109,7 +111,9 @@ class AppIdentities(pulumi.ComponentResource):
                 f"{name}-approle",
                 type="approle",
                 description=f"Applications ({this_stack_mark()})",
-                path=auth_table.data_json.apply(lambda table: checked_auth_path(table, args.auth_path)),
+                path=auth_table.data_json.apply(
+                    lambda table: checked_auth_path(table, args.auth_path, args.setting_prefix)
+                ),
                 opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"])),
             )
             auth_path = auth.path

@@ -41,7 +41,7 @@ class AppSchema(pulumi.ComponentResource):
         # Tables are dynamic resources (no provider offers them): they get the login as an input.
         connection = args.endpoint.admin_connection(args.schema)
         owner = args.endpoint.claimed_role(
-            f"{name}-owner", parent=self, name=args.owner_role, setting="pgcreds:tableOwnerRole", login=False
+            f"{name}-owner", parent=self, name=args.owner_role, setting="tableOwnerRole", login=False
         )
         args.endpoint.mark(name, parent=self, roles=[owner])
         self.owner_role = owner.name

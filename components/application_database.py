@@ -7,6 +7,7 @@ No `from __future__ import annotations` here: the SDK's component analyzer reads
 these annotations as types to write the package's schema.
 """
 
+import dataclasses
 import os
 from enum import Enum, StrEnum
 from typing import NotRequired, TypedDict, cast
@@ -174,7 +175,11 @@ class ApplicationDatabase(pulumi.ComponentResource):
             opts=ResourceOptions(parent=self),
         )
         in_self = ResourceOptions(parent=self)
-        endpoint = ExistingPostgres(f"{name}-postgres", settings.postgres, in_self).endpoint
+        # (every message names the component's input, not a stack setting)
+        setting_prefix = f"{name}."
+        endpoint = dataclasses.replace(
+            ExistingPostgres(f"{name}-postgres", settings.postgres, in_self).endpoint, setting_prefix=setting_prefix
+        )
         schema = AppSchema(
             f"{name}-schema",
             AppSchemaArgs(
@@ -215,6 +220,7 @@ class ApplicationDatabase(pulumi.ComponentResource):
                 schema=settings.schema,
                 depends_on=access.grants,
                 ca_in_connection=vault_server.verifies_tls_ca,
+                setting_prefix=setting_prefix,
             ),
             in_self,
         )
@@ -227,6 +233,7 @@ class ApplicationDatabase(pulumi.ComponentResource):
                 roles=settings.roles,
                 vault_address=settings.vault.address,
                 vault_id=secrets.vault_id,
+                setting_prefix=setting_prefix,
             ),
             ResourceOptions(parent=self, depends_on=[secrets]),
         )

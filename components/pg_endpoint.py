@@ -67,6 +67,9 @@ class PgEndpoint:
     vault_sslrootcert: Input[str] | None = None
     """The CA file's path on Vault's host (pgcreds:vaultSslRootCert), for a Vault that
     takes the CA only in the URL (OpenBao); default: `sslrootcert`'s path."""
+    setting_prefix: str = "pgcreds:"
+    """What the name of a setting follows in a message (`claim`'s `setting`): the stack
+    config's namespace, or a package component's name and a dot."""
 
     @classmethod
     def of(
@@ -110,7 +113,7 @@ class PgEndpoint:
         return PgRoleClaim(
             f"{resource_name}-claim",
             name=name,
-            setting=setting,
+            setting=f"{self.setting_prefix}{setting}",
             mark=this_stack_mark(),
             connection=self.admin_connection(),
             opts=ResourceOptions(parent=parent),

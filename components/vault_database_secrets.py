@@ -96,6 +96,8 @@ class VaultDatabaseSecretsArgs:
     ca_in_connection: bool = False
     """The Vault server verifies PostgreSQL with the connection's `tls_ca` (HashiCorp
     Vault does, OpenBao ignores it): the CA goes there instead of a file on its host."""
+    setting_prefix: str = "pgcreds:"
+    """What a setting's name follows in a message: the config namespace, or a package component's name and a dot."""
 
 
 class MountPathTaken(pulumi.RunError):
@@ -109,14 +111,14 @@ def vault_identity(mounts_json: str) -> str:
     return str((mounts.get("identity/") or mounts.get("sys/") or {}).get("uuid") or "")
 
 
-def checked_mount_path(mounts_json: str, path: str) -> str:
+def checked_mount_path(mounts_json: str, path: str, setting_prefix: str = "pgcreds:") -> str:
     """`path`, once Vault's mount table shows it free or holding a database
     engine; otherwise the preview stops here, before anything changes."""
     existing = json.loads(mounts_json or "{}").get(path + "/")
     if existing is not None and existing.get("type") != "database":
         raise MountPathTaken(
             f"Vault already has a {existing.get('type')!r} secrets engine at {path!r}: choose another "
-            "pgcreds:vaultMountPath (nothing was changed)"
+            f"{setting_prefix}vaultMountPath (nothing was changed)"
         )
     return path
 
@@ -185,7 +187,9 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
             # remount, after which it cannot delete the old roles ("no handler for route").
             mount_path = vault.Mount(
                 f"{name}-mount",
-                path=mounts.data_json.apply(lambda table: checked_mount_path(table, args.mount_path)),
+                path=mounts.data_json.apply(
+                    lambda table: checked_mount_path(table, args.mount_path, args.setting_prefix)
+                ),
                 type="database",
                 description=f"Short-lived PostgreSQL credentials ({this_stack_mark()})",
                 opts=ResourceOptions.merge(in_vault, ResourceOptions(replace_on_changes=["path"])),

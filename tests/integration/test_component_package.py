@@ -149,3 +149,25 @@ def test_a_yaml_program_deploys_uses_and_destroys_the_package(tmp_path: Path):
         assert admin.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (application,)).fetchone() is None
     with admin_connect() as admin:
         admin.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(database)))
+
+
+def test_a_role_name_taken_on_the_server_is_refused_naming_the_input(tmp_path: Path):
+    application = f"y{secrets.token_hex(3)}"
+    with admin_connect() as admin:
+        # Someone else's role, by the name the read role's group would have.
+        admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(f"{application}_read")))
+    try:
+        program = YamlProgram(tmp_path)
+        program.pulumi("stack", "init", "dev", "--secrets-provider", TEST_SECRETS_PROVIDER)
+        program.pulumi("config", "set", "application", application)
+        program.pulumi("config", "set", "vaultMountPath", f"{application}-database")
+        refused = program.pulumi("preview", check=False)
+        assert refused.returncode != 0
+        assert (
+            f"PostgreSQL already has a role '{application}_read' that this stack did not create; it is never "
+            f"adopted, altered or dropped. Choose another name in orders.roles (the role '{application}-read')."
+        ) in refused.stdout + refused.stderr
+        assert f"{application}-database/" not in vault().sys.list_mounted_secrets_engines()["data"]
+    finally:
+        with admin_connect() as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(f"{application}_read")))
