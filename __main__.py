@@ -3,7 +3,6 @@
 import gc
 
 import pulumi
-import pulumi_vault as vault
 from pulumi import Output
 
 from components.access_roles import AccessRoles, AccessRolesArgs
@@ -12,22 +11,17 @@ from components.app_identities import AppIdentities, AppIdentitiesArgs
 from components.app_schema import AppSchema, AppSchemaArgs
 from components.existing_postgres import ExistingPostgres, ExistingPostgresArgs
 from components.platform_reference import PlatformReference, PlatformReferenceArgs
-from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs
+from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs, new_vault_provider
 from preflight import check_logins, check_postgres_login
 from settings import GRANT_LAYOUT, load_settings
-
-VAULT_CHILD_TOKEN_TTL_SECONDS = 3600
 
 settings = load_settings()
 # A login that does not work stops everything here, before any change; the answer
 # says which Vault server it is (HashiCorp Vault or OpenBao), where they differ.
 vault_server = check_logins(settings)
 
-# One explicit Vault provider. Its token is VAULT_TOKEN from the environment, never
-# an input (so never in state); it works with a child token of it, valid one hour.
-vault_provider = vault.Provider(
-    "vault", address=settings.vault.address, max_lease_ttl_seconds=VAULT_CHILD_TOKEN_TTL_SECONDS
-)
+# One explicit Vault provider (its token from the environment, never in state).
+vault_provider = new_vault_provider("vault", settings.vault.address)
 
 # PostgreSQL and Vault's mounts: made here (the whole graph, or the platform
 # stack), or an application stack's platform stack's, read through a StackReference.

@@ -241,13 +241,19 @@ def parse_duration(text: Any) -> int | None:
 
 
 class _Problems:
-    def __init__(self, prefix: str = f"{NAMESPACE}:") -> None:
+    def __init__(self, prefix: str = f"{NAMESPACE}:", subject: str = "invalid stack settings") -> None:
         self.messages: list[str] = []
         self.prefix = prefix
         """What a setting's name follows in a message: the config namespace, or a component's name."""
+        self.subject = subject
 
     def add(self, key: str, message: str) -> None:
         self.messages.append(f"{self.prefix}{key}: {message}")
+
+    def raise_any(self) -> None:
+        """Every problem found so far, together, before anything is changed."""
+        if self.messages:
+            raise SettingsError(f"{self.subject} (nothing was changed):\n  - " + "\n  - ".join(self.messages))
 
 
 def parse_settings(
@@ -257,14 +263,14 @@ def parse_settings(
     stack: str,
     in_clear: Callable[[str], bool] = lambda key: False,
     previous_outputs: Mapping[str, Any] | None = None,
-    setting_prefix: str = f"{NAMESPACE}:",
+    problems: _Problems | None = None,
 ) -> Settings:
     """Validates raw config values (strings or parsed JSON, as `pulumi config`
     stores them). `secret(key)` returns a secret config value or None;
     `in_clear(key)` tells whether a value is stored without `--secret`;
-    `previous_outputs` are the outputs of the stack's last update; messages name
-    each setting after `setting_prefix`."""
-    problems = _Problems(setting_prefix)
+    `previous_outputs` are the outputs of the stack's last update; `problems`, a
+    caller's findings so far, reported with these (and naming settings its way)."""
+    problems = problems if problems is not None else _Problems()
     for key, value in raw.items():
         problem = control_character_problem(value) if key != "roles" else None  # roles: per field, below
         if problem:
@@ -440,8 +446,7 @@ def parse_settings(
         # Its connection is named after it, so that its deploy policy can cover it alone.
         connection_name = layout.application
 
-    if problems.messages:
-        raise SettingsError("invalid stack settings (nothing was changed):\n  - " + "\n  - ".join(problems.messages))
+    problems.raise_any()
     connections = plan_connections(
         roles,
         mount_path=mount_path,
@@ -858,7 +863,7 @@ def parse_application(raw: Mapping[str, Any], environ: Mapping[str, str], stack:
     `tables.py`'s may be made there under their own names), its Vault connection
     named after it, and every role name starting with it, its owner and Vault login
     by default too; its admin login by default the deploy session's (PGUSER)."""
-    problems = _Problems(f"{component}.")
+    problems = _Problems(f"{component}.", subject="invalid inputs")
     application = str(raw.get("application") or "")
     if not APPLICATION_NAME.fullmatch(application):
         problems.add(
@@ -866,7 +871,7 @@ def parse_application(raw: Mapping[str, Any], environ: Mapping[str, str], stack:
             f"{application!r} is not an application name: lower-case letters and digits, at most 20, "
             "starting with a letter (its schema, its Vault connection and its roles' names start with it)",
         )
-        raise SettingsError("invalid inputs (nothing was changed):\n  - " + "\n  - ".join(problems.messages))
+        problems.raise_any()
     if raw.get("vaultMountPath") in (None, ""):
         problems.add("vaultMountPath", "is required: the Vault mount this application's credentials are issued at")
     raw = {
@@ -876,16 +881,9 @@ def parse_application(raw: Mapping[str, Any], environ: Mapping[str, str], stack:
         **{key: value for key, value in raw.items() if key != "application" and value is not None},
         "vaultConnectionName": application,
     }
-    try:
-        settings = parse_settings(raw, lambda key: None, environ, stack, setting_prefix=problems.prefix)
-    except SettingsError as error:  # (reported with this function's own findings)
-        problems.messages += [line.removeprefix("  - ") for line in str(error).splitlines()[1:]]
-    else:
-        _own_names_only(
-            application, settings.roles, settings.owner_role, settings.vault_admin_role, problems, tables=False
-        )
-    if problems.messages:
-        raise SettingsError("invalid inputs (nothing was changed):\n  - " + "\n  - ".join(problems.messages))
+    settings = parse_settings(raw, lambda key: None, environ, stack, problems=problems)
+    _own_names_only(application, settings.roles, settings.owner_role, settings.vault_admin_role, problems, tables=False)
+    problems.raise_any()
     layout = StackLayout("application", application=application)
     return dataclasses.replace(settings, layout=layout, tables=stack_tables(layout, settings.roles))
 

@@ -54,7 +54,7 @@ class AuthPathTaken(pulumi.RunError):
     """The auth path holds another kind of auth method (reported without a traceback)."""
 
 
-def checked_auth_path(auth_json: str, path: str, setting_prefix: str = "pgcreds:") -> str:
+def checked_auth_path(auth_json: str, path: str, setting_prefix: str) -> str:
     """`path`, once Vault's auth table shows it free or holding AppRole."""
     existing = json.loads(auth_json or "{}").get(path + "/")
     if existing is not None and existing.get("type") != "approle":

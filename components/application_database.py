@@ -13,17 +13,14 @@ from enum import Enum, StrEnum
 from typing import NotRequired, TypedDict, cast
 
 import pulumi
-import pulumi_vault as vault
 from pulumi import Output, ResourceOptions
+from pulumi.provider.experimental.util import camel_case
 
 from components.access_roles import AccessRoles, AccessRolesArgs
 from components.app_identities import AppIdentities, AppIdentitiesArgs
 from components.app_schema import AppSchema, AppSchemaArgs
 from components.existing_postgres import ExistingPostgres, ExistingPostgresArgs
-from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs
-
-# Vault's child token for the provider, as the program's (`__main__.py`).
-VAULT_CHILD_TOKEN_TTL_SECONDS = 3600
+from components.vault_database_secrets import VaultDatabaseSecrets, VaultDatabaseSecretsArgs, new_vault_provider
 
 
 class Access(StrEnum):
@@ -168,12 +165,7 @@ class ApplicationDatabase(pulumi.ComponentResource):
         vault_server = check_logins(settings)
         assert isinstance(settings.postgres, ExistingPostgresArgs)  # (never Aiven: no such input)
         admin_user = settings.postgres.admin_user
-        vault_provider = vault.Provider(
-            f"{name}-vault",
-            address=settings.vault.address,
-            max_lease_ttl_seconds=VAULT_CHILD_TOKEN_TTL_SECONDS,
-            opts=ResourceOptions(parent=self),
-        )
+        vault_provider = new_vault_provider(f"{name}-vault", settings.vault.address, parent=self)
         in_self = ResourceOptions(parent=self)
         # (every message names the component's input, not a stack setting)
         setting_prefix = f"{name}."
@@ -220,7 +212,6 @@ class ApplicationDatabase(pulumi.ComponentResource):
                 schema=settings.schema,
                 depends_on=access.grants,
                 ca_in_connection=vault_server.verifies_tls_ca,
-                setting_prefix=setting_prefix,
             ),
             in_self,
         )
@@ -280,20 +271,16 @@ class ApplicationDatabase(pulumi.ComponentResource):
 
 
 def _as_settings(args: dict) -> dict:
-    """The component's inputs under the names the settings check uses (camelCase, as in
-    Pulumi.yaml; an Access is its value)."""
-
-    def camel(key: str) -> str:
-        head, *rest = key.split("_")
-        return head + "".join(word.title() for word in rest)
+    """The component's inputs under the names the settings check uses: the schema's
+    (the SDK's own `camel_case`, which named them), as in Pulumi.yaml; an Access is its value."""
 
     def plain(value):
         if isinstance(value, Enum):
             return value.value
         if isinstance(value, dict):
-            return {camel(k): plain(v) for k, v in value.items()}
+            return {camel_case(k): plain(v) for k, v in value.items()}
         if isinstance(value, list):
             return [plain(v) for v in value]
         return value
 
-    return {camel(key): plain(value) for key, value in args.items()}
+    return plain(args)

@@ -23,6 +23,9 @@ from components.pg_endpoint import PgEndpoint, this_stack_mark
 from components.vault_connections import DEFAULT_USERNAME_TEMPLATE, VaultConnection
 from providers.vault import FirstLoginPassword, VaultLeaseRevoker
 
+# The provider's token: a child of VAULT_TOKEN, valid one hour.
+VAULT_CHILD_TOKEN_TTL_SECONDS = 3600
+
 
 def creation_statements(role: AppRole, owner_role: str, schema: str = "public") -> list[str]:
     """A login role that expires with its lease and inherits the group's grants:
@@ -96,8 +99,6 @@ class VaultDatabaseSecretsArgs:
     ca_in_connection: bool = False
     """The Vault server verifies PostgreSQL with the connection's `tls_ca` (HashiCorp
     Vault does, OpenBao ignores it): the CA goes there instead of a file on its host."""
-    setting_prefix: str = "pgcreds:"
-    """What a setting's name follows in a message: the config namespace, or a package component's name and a dot."""
 
 
 class MountPathTaken(pulumi.RunError):
@@ -111,7 +112,7 @@ def vault_identity(mounts_json: str) -> str:
     return str((mounts.get("identity/") or mounts.get("sys/") or {}).get("uuid") or "")
 
 
-def checked_mount_path(mounts_json: str, path: str, setting_prefix: str = "pgcreds:") -> str:
+def checked_mount_path(mounts_json: str, path: str, setting_prefix: str) -> str:
     """`path`, once Vault's mount table shows it free or holding a database
     engine; otherwise the preview stops here, before anything changes."""
     existing = json.loads(mounts_json or "{}").get(path + "/")
@@ -148,6 +149,18 @@ def verified_url(
 def versions_of(login: str) -> Callable[[str], int]:
     """`password_version` of `login`, for the server an Output holds."""
     return lambda server: password_version(server, login)
+
+
+def new_vault_provider(name: str, address: str, parent: pulumi.Resource | None = None) -> vault.Provider:
+    """The one explicit Vault provider of a graph. Its token is VAULT_TOKEN from the
+    environment, never an input (so never in state); it works with a child token of
+    it, valid one hour."""
+    return vault.Provider(
+        name,
+        address=address,
+        max_lease_ttl_seconds=VAULT_CHILD_TOKEN_TTL_SECONDS,
+        opts=ResourceOptions(parent=parent),
+    )
 
 
 def password_version(server: str, login: str) -> int:
@@ -188,7 +201,7 @@ class VaultDatabaseSecrets(pulumi.ComponentResource):
             mount_path = vault.Mount(
                 f"{name}-mount",
                 path=mounts.data_json.apply(
-                    lambda table: checked_mount_path(table, args.mount_path, args.setting_prefix)
+                    lambda table: checked_mount_path(table, args.mount_path, args.endpoint.setting_prefix)
                 ),
                 type="database",
                 description=f"Short-lived PostgreSQL credentials ({this_stack_mark()})",

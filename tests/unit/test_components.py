@@ -400,9 +400,11 @@ def test_auth_path_check_refuses_another_auth_method():
     from components.app_identities import AuthPathTaken, checked_auth_path
 
     table = json.dumps({"token/": {"type": "token"}, "ldap/": {"type": "ldap"}, "apps/": {"type": "approle"}})
-    assert checked_auth_path(table, "apps") == "apps" and checked_auth_path(table, "new") == "new"
+    assert (
+        checked_auth_path(table, "apps", "pgcreds:") == "apps" and checked_auth_path(table, "new", "pgcreds:") == "new"
+    )
     with pytest.raises(AuthPathTaken, match="'ldap' auth method at 'auth/ldap'.*pgcreds:vaultAppRolePath"):
-        checked_auth_path(table, "ldap")
+        checked_auth_path(table, "ldap", "pgcreds:")
 
 
 def test_revocation_ends_sessions_reassigns_and_drops():
@@ -522,10 +524,10 @@ def test_mount_path_check_allows_a_free_path_or_a_database_engine_only():
     from components.vault_database_secrets import MountPathTaken, checked_mount_path
 
     table = json.dumps({"database/": {"type": "database"}, "secret/": {"type": "kv"}})
-    assert checked_mount_path(table, "database") == "database"
-    assert checked_mount_path(table, "new-path") == "new-path"
+    assert checked_mount_path(table, "database", "pgcreds:") == "database"
+    assert checked_mount_path(table, "new-path", "pgcreds:") == "new-path"
     with pytest.raises(MountPathTaken, match="'kv' secrets engine at 'secret'.*pgcreds:vaultMountPath"):
-        checked_mount_path(table, "secret")
+        checked_mount_path(table, "secret", "pgcreds:")
 
 
 def test_vault_identity_is_the_identity_mount_uuid():
